@@ -1,0 +1,161 @@
+//! Chat templates: the Jinja templates Hugging Face tokenizers ship
+//! (`tokenizer_config.json` `chat_template`, GGUF `tokenizer.chat_template`), rendered
+//! with minijinja the way `transformers`' `apply_chat_template` does.
+//!
+//! Conventions followed (transformers `utils/chat_template_utils.py`): variables
+//! `messages`, `add_generation_prompt`, `bos_token`, `eos_token`; a `raise_exception(msg)`
+//! function; `trim_blocks` and `lstrip_blocks` on; `tools` left undefined. Templates call
+//! Python string methods (`.strip()`, `.startswith()`), which minijinja-contrib's `pycompat`
+//! supplies.
+
+use minijinja::{Environment, Error, ErrorKind, context};
+use serde::{Deserialize, Serialize};
+
+/// One chat turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message with a role.
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.to_owned(),
+            content: content.to_owned(),
+        }
+    }
+}
+
+/// A compiled chat template with the special tokens it refers to.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+    source: String,
+}
+
+/// ChatML, the template of SmolLM2 and Qwen2 (used in tests and as a reference).
+pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Why a template could not be compiled or rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("chat template: {0:#}")]
+pub struct ChatError(#[from] Error);
+
+impl ChatTemplate {
+    /// Compiles a template.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, ChatError> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned("chat", source.to_owned())?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.to_owned(),
+            eos_token: eos_token.to_owned(),
+            source: source.to_owned(),
+        })
+    }
+
+    /// The template text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders a conversation; with `add_generation_prompt` the text ends where the
+    /// assistant's reply begins.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let template = self.env.get_template("chat")?;
+        Ok(template.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+    const MISTRAL: &str = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+    /// SmolLM2-Instruct's template as shipped (GGUF metadata): default system prompt,
+    /// Python-style `loop.first` and string concatenation.
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn convo() -> Vec<Message> {
+        vec![
+            Message::new("user", "Hi!"),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "What is 2+2?"),
+        ]
+    }
+
+    #[test]
+    fn chatml() {
+        let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        assert_eq!(
+            t.render(&convo(), true).unwrap(),
+            "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
+        assert_eq!(
+            t.render(&[Message::new("user", "Hi")], false).unwrap(),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn llama3() {
+        let t = ChatTemplate::new(LLAMA3, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+        assert_eq!(
+            t.render(&convo()[..1], true).unwrap(),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn mistral_and_raise_exception() {
+        let t = ChatTemplate::new(MISTRAL, "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&convo(), false).unwrap(),
+            "<s>[INST] Hi! [/INST]Hello.</s>[INST] What is 2+2? [/INST]"
+        );
+        let err = t.render(&[Message::new("system", "x")], false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Conversation roles must alternate")
+        );
+    }
+
+    #[test]
+    fn python_string_methods_work() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{{ m['content'].strip().upper() }}{% if m['role'].startswith('us') %}!{% endif %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[Message::new("user", "  hi ")], false).unwrap(),
+            "HI!"
+        );
+    }
+}

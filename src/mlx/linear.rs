@@ -1,0 +1,305 @@
+//! A linear layer whose weight is either a plain float matrix or an MLX affine-quantized
+//! triple (packed `weight`, `scales`, `biases`), with the same parameter names that
+//! mlx-community checkpoints use (`q_proj.weight`, `q_proj.scales`, `q_proj.biases`).
+//!
+//! Why not `mlx_rs::nn::QuantizedLinear`: it nests the packed weight as `inner.weight`,
+//! which matches no checkpoint on disk. One struct with optional quantization fields keeps
+//! the checkpoint key names and lets a loader decide per tensor.
+//!
+//! How a quantized layer multiplies depends on the device. On Metal, MLX's
+//! `quantized_matmul` is the fast path. On the CPU backend it runs at about 3 GFLOP/s,
+//! 30–80x slower than dequantizing the weight per call and using a float32 BLAS matmul
+//! (measured in `/work/shared/notes/mlx-on-linux.md`), so there we dequantize per call:
+//! the float copy lives only for the duration of the matmul, which keeps a 4-bit base
+//! model's memory saving (QLoRA).
+//!
+//! The same type serves as the token embedding ([`Linear::embed`] gathers rows, then
+//! dequantizes only those), so a tied LM head is just [`Linear::forward`] on it.
+
+use mlx_rs::error::Exception;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::{Module, ModuleParameters as _, Param};
+use mlx_rs::ops::{dequantize, quantized_matmul};
+use mlx_rs::{Array, Device, DeviceType, Dtype};
+use std::sync::OnceLock;
+
+/// MLX affine quantization parameters of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuantSpec {
+    /// Elements that share one scale and bias (32 or 64 in practice).
+    pub group_size: i32,
+    /// Bits per element (4 or 8 in practice).
+    pub bits: i32,
+}
+
+/// How quantized layers multiply: MLX's `quantized_matmul`, or dequantize + float matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKernel {
+    /// `quantized_matmul` (fast on Metal).
+    QuantizedMatmul,
+    /// Dequantize the weight per call and use a float matmul (fast on the CPU backend).
+    Dequantize,
+}
+
+impl QuantKernel {
+    /// The right kernel for MLX's default device: see the module documentation.
+    pub fn for_default_device() -> Self {
+        static KERNEL: OnceLock<QuantKernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            let gpu = Device::try_default()
+                .ok()
+                .and_then(|d| d.get_type().ok())
+                .is_some_and(|t| matches!(t, DeviceType::Gpu));
+            if gpu {
+                QuantKernel::QuantizedMatmul
+            } else {
+                QuantKernel::Dequantize
+            }
+        })
+    }
+}
+
+/// `y = x Wᵀ + b` with `W` plain or affine-quantized. See the module documentation.
+#[derive(Debug, Clone, ModuleParameters)]
+pub struct Linear {
+    /// The weight `[out, in]`, or when quantized the packed `uint32` `[out, in·bits/32]`.
+    #[param]
+    pub weight: Param<Array>,
+    /// The optional bias `[out]` (Qwen2's q/k/v projections have one).
+    #[param]
+    pub bias: Param<Option<Array>>,
+    /// Per-group scales `[out, in/group_size]` when quantized.
+    #[param]
+    pub scales: Param<Option<Array>>,
+    /// Per-group offsets `[out, in/group_size]` when quantized.
+    #[param]
+    pub biases: Param<Option<Array>>,
+    /// Quantization parameters, `None` for a plain layer.
+    pub quant: Option<QuantSpec>,
+    /// The dtype of the dequantized weight (the compute dtype).
+    pub compute_dtype: Dtype,
+}
+
+impl Linear {
+    /// A plain layer from a `[out, in]` weight.
+    pub fn plain(weight: Array, bias: Option<Array>) -> Self {
+        let compute_dtype = weight.dtype();
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(None),
+            biases: Param::new(None),
+            quant: None,
+            compute_dtype,
+        }
+    }
+
+    /// A quantized layer from an MLX affine triple. Its parameters start frozen: packed
+    /// integers cannot take gradients (QLoRA trains adapters beside them).
+    pub fn quantized(
+        weight: Array,
+        scales: Array,
+        biases: Array,
+        bias: Option<Array>,
+        spec: QuantSpec,
+    ) -> Self {
+        let compute_dtype = scales.dtype();
+        let mut layer = Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            scales: Param::new(Some(scales)),
+            biases: Param::new(Some(biases)),
+            quant: Some(spec),
+            compute_dtype,
+        };
+        layer.freeze_parameters(true);
+        layer
+    }
+
+    /// Quantizes a plain layer (for tests and for `--quantize` style loading).
+    pub fn quantize(&self, spec: QuantSpec) -> Result<Self, Exception> {
+        let (w, s, b) = mlx_rs::ops::quantize(&*self.weight, spec.group_size, spec.bits)?;
+        Ok(Self::quantized(w, s, b, self.bias.value.clone(), spec))
+    }
+
+    /// Whether the weight is quantized.
+    pub fn is_quantized(&self) -> bool {
+        self.quant.is_some()
+    }
+
+    /// `(out, in)` in unpacked elements.
+    pub fn shape(&self) -> (i32, i32) {
+        let s = self.weight.shape();
+        match self.quant {
+            Some(q) => (s[0], s[1] * 32 / q.bits),
+            None => (s[0], s[1]),
+        }
+    }
+
+    /// The weight as a float matrix in the compute dtype (dequantized when needed).
+    pub fn dense_weight(&self) -> Result<Array, Exception> {
+        match (self.quant, &self.scales.value, &self.biases.value) {
+            (Some(q), Some(s), Some(b)) => {
+                dequantize(&*self.weight, s, b, q.group_size, q.bits)?.as_dtype(self.compute_dtype)
+            }
+            _ => Ok(self.weight.value.clone()),
+        }
+    }
+
+    /// A plain copy with the weight dequantized to `dtype` (load-time dequantization).
+    pub fn to_plain(&self, dtype: Dtype) -> Result<Self, Exception> {
+        let w = self.dense_weight()?.as_dtype(dtype)?;
+        let bias = match &self.bias.value {
+            Some(b) => Some(b.as_dtype(dtype)?),
+            None => None,
+        };
+        Ok(Self::plain(w, bias))
+    }
+
+    /// Casts the float parts (plain weight, bias, scales, biases) to `dtype`; packed
+    /// integers stay as they are.
+    pub fn cast(&mut self, dtype: Dtype) -> Result<(), Exception> {
+        if self.quant.is_none() {
+            self.weight.value = self.weight.as_dtype(dtype)?;
+        }
+        for p in [
+            &mut self.bias.value,
+            &mut self.scales.value,
+            &mut self.biases.value,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = p.as_dtype(dtype)?;
+        }
+        self.compute_dtype = dtype;
+        Ok(())
+    }
+
+    /// Embedding lookup: rows `ids` of the weight, dequantizing only the gathered rows.
+    pub fn embed(&self, ids: &Array) -> Result<Array, Exception> {
+        let rows = self.weight.take_axis(ids, 0)?;
+        match (self.quant, &self.scales.value, &self.biases.value) {
+            (Some(q), Some(s), Some(b)) => dequantize(
+                &rows,
+                s.take_axis(ids, 0)?,
+                &b.take_axis(ids, 0)?,
+                q.group_size,
+                q.bits,
+            )?
+            .as_dtype(self.compute_dtype),
+            _ => Ok(rows),
+        }
+    }
+
+    /// The product with an explicit kernel choice (tests compare the two).
+    pub fn forward_with(&self, x: &Array, kernel: QuantKernel) -> Result<Array, Exception> {
+        let y = match (self.quant, &self.scales.value, &self.biases.value) {
+            (Some(q), Some(s), Some(b)) if kernel == QuantKernel::QuantizedMatmul => {
+                quantized_matmul(x, &*self.weight, s, b, true, q.group_size, q.bits)?
+            }
+            (Some(_), Some(_), Some(_)) => x.matmul(self.dense_weight()?.t())?,
+            _ => x.matmul(self.weight.t())?,
+        };
+        match &self.bias.value {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module<&Array> for Linear {
+    type Output = Array;
+    type Error = Exception;
+
+    fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        self.forward_with(x, QuantKernel::for_default_device())
+    }
+
+    fn training_mode(&mut self, _mode: bool) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::random;
+
+    fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+        a.subtract(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(None)
+            .unwrap()
+            .item_exact::<f32>()
+    }
+
+    #[test]
+    fn quantized_linear_matches_its_dequantized_twin() {
+        let key = random::key(7).unwrap();
+        let (k1, k2) = random::split(&key, 2).unwrap();
+        let w = random::normal::<f32>(&[96, 128], None, None, &k1).unwrap();
+        let x = random::normal::<f32>(&[2, 5, 128], None, None, &k2).unwrap();
+        for (group_size, bits) in [(32, 4), (64, 4), (32, 8), (64, 8)] {
+            let q = Linear::plain(w.clone(), None)
+                .quantize(QuantSpec { group_size, bits })
+                .unwrap();
+            assert_eq!(q.shape(), (96, 128));
+            let twin = q.to_plain(Dtype::Float32).unwrap();
+            let reference = twin.forward_with(&x, QuantKernel::Dequantize).unwrap();
+            for kernel in [QuantKernel::QuantizedMatmul, QuantKernel::Dequantize] {
+                let y = q.forward_with(&x, kernel).unwrap();
+                assert_eq!(y.shape(), &[2, 5, 96]);
+                let d = max_abs_diff(&y, &reference);
+                assert!(d < 1e-3, "{kernel:?} g{group_size} b{bits}: {d}");
+            }
+            // And the quantization error itself is what affine quantization promises.
+            let exact = Linear::plain(w.clone(), None)
+                .forward_with(&x, QuantKernel::Dequantize)
+                .unwrap();
+            let err = max_abs_diff(&reference, &exact);
+            let bound = if bits == 8 { 0.5 } else { 8.0 };
+            assert!(
+                err < bound,
+                "g{group_size} b{bits}: quantization error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantized_embedding_gathers_dequantized_rows() {
+        let key = random::key(3).unwrap();
+        let w = random::normal::<f32>(&[10, 64], None, None, &key).unwrap();
+        let q = Linear::plain(w, None)
+            .quantize(QuantSpec {
+                group_size: 32,
+                bits: 8,
+            })
+            .unwrap();
+        let ids = Array::from_slice(&[3i32, 7, 3], &[1, 3]);
+        let e = q.embed(&ids).unwrap();
+        assert_eq!(e.shape(), &[1, 3, 64]);
+        let dense = q.dense_weight().unwrap().take_axis(&ids, 0).unwrap();
+        assert!(max_abs_diff(&e, &dense) < 1e-6);
+    }
+
+    #[test]
+    fn parameter_names_match_checkpoint_keys() {
+        let w = Array::zeros::<f32>(&[64, 64]).unwrap();
+        let q = Linear::plain(w, None)
+            .quantize(QuantSpec {
+                group_size: 64,
+                bits: 4,
+            })
+            .unwrap();
+        let mut names: Vec<String> = q
+            .parameters()
+            .flatten()
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["biases", "scales", "weight"]);
+        assert!(q.trainable_parameters().flatten().is_empty());
+    }
+}

@@ -1,0 +1,260 @@
+//! Hugging Face model directories: `config.json`, `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), `tokenizer.json` and `tokenizer_config.json`. The same
+//! code loads mlx-community quantized directories: their linear layers carry
+//! `.scales`/`.biases` beside a packed `.weight`, and [`super::TensorStore::take_linear`]
+//! turns those into quantized layers.
+//!
+//! A repo id (`HuggingFaceTB/SmolLM2-135M-Instruct`) resolves offline in the hub cache
+//! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`) to
+//! `models--org--name/snapshots/<refs/main>`, the layout `huggingface_hub` writes.
+
+use super::{LoadError, LoadOptions, LoadedModel, TensorStore, build_llama};
+use crate::mlx::chat::ChatTemplate;
+use crate::mlx::models::llama::LlamaConfig;
+use crate::mlx::tokenizer::Tokenizer;
+use mlx_rs::Array;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+fn read_json(path: &Path) -> Result<Value, LoadError> {
+    let text = fs_err::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| LoadError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The safetensors files of a directory: the shards of the index, else
+/// `model.safetensors`, else every `*.safetensors` (mlx-community's `model-00001-of-…`).
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let v = read_json(&index)?;
+        let files: BTreeSet<String> = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| LoadError::Parse {
+                path: index.clone(),
+                message: "no `weight_map` object".into(),
+            })?
+            .values()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let mut files: Vec<PathBuf> = fs_err::read_dir(dir)
+        .map_err(|source| LoadError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadError::NotFound(format!(
+            "{}: no model.safetensors, index or *.safetensors files",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
+/// Loads a Hugging Face (or mlx-community quantized) model directory.
+pub fn load_dir(dir: &Path, options: LoadOptions) -> Result<LoadedModel, LoadError> {
+    let config_path = dir.join("config.json");
+    let raw = read_json(&config_path)?;
+    let cfg: LlamaConfig = serde_json::from_value(raw.clone()).map_err(|e| LoadError::Parse {
+        path: config_path.clone(),
+        message: e.to_string(),
+    })?;
+    let config = cfg.resolve().map_err(|e| {
+        if e.field == "model_type" {
+            LoadError::UnsupportedArchitecture {
+                path: config_path.clone(),
+                found: cfg.model_type.clone(),
+                supported: "llama, mistral, qwen2",
+            }
+        } else {
+            LoadError::Parse {
+                path: config_path.clone(),
+                message: e.to_string(),
+            }
+        }
+    })?;
+    let mut tensors: HashMap<String, Array> = HashMap::new();
+    for file in weight_files(dir)? {
+        let part = Array::load_safetensors(&file).map_err(|e| LoadError::Parse {
+            path: file.clone(),
+            message: format!("cannot read safetensors: {e}"),
+        })?;
+        tensors.extend(part);
+    }
+    let model = build_llama(config, TensorStore::new(dir, tensors), options)?;
+    let (tokenizer, chat_template) = load_tokenizer(dir, &raw)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        path: dir.to_path_buf(),
+    })
+}
+
+/// A special token in `tokenizer_config.json`: a string or `{"content": ...}`.
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// `eos_token_id` as an int or a list of ints.
+fn ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|n| n as u32).into_iter().collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|n| n.as_u64().map(|n| n as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn load_tokenizer(
+    dir: &Path,
+    config: &Value,
+) -> Result<(Tokenizer, Option<ChatTemplate>), LoadError> {
+    let tok_path = dir.join("tokenizer.json");
+    if !tok_path.is_file() {
+        return Err(LoadError::NotFound(format!(
+            "{}: no tokenizer.json",
+            dir.display()
+        )));
+    }
+    let inner = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| LoadError::Tokenizer {
+        path: tok_path.clone(),
+        message: e.to_string(),
+    })?;
+    let tc_path = dir.join("tokenizer_config.json");
+    let tc = if tc_path.is_file() {
+        read_json(&tc_path)?
+    } else {
+        Value::Null
+    };
+    let bos = token_text(tc.get("bos_token"));
+    let eos = token_text(tc.get("eos_token"));
+    let mut eos_ids = ids(config.get("eos_token_id"));
+    let gen_path = dir.join("generation_config.json");
+    if gen_path.is_file() {
+        eos_ids.extend(ids(read_json(&gen_path)?.get("eos_token_id")));
+    }
+    let tokenizer = Tokenizer::from_hf(inner, bos.clone(), eos.clone(), &eos_ids);
+    let jinja = dir.join("chat_template.jinja");
+    let source = match tc.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // A list of named templates: use "default".
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template")?.as_str().map(str::to_owned)),
+        _ if jinja.is_file() => {
+            Some(
+                fs_err::read_to_string(&jinja).map_err(|source| LoadError::Io {
+                    path: jinja.clone(),
+                    source,
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let template = source
+        .map(|s| {
+            ChatTemplate::new(
+                &s,
+                bos.as_deref().unwrap_or(""),
+                eos.as_deref().unwrap_or(""),
+            )
+            .map_err(|e| LoadError::Parse {
+                path: tc_path.clone(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()?;
+    Ok((tokenizer, template))
+}
+
+/// The Hugging Face hub cache directory.
+pub fn hub_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("HF_HOME") {
+        return PathBuf::from(p).join("hub");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("huggingface").join("hub")
+}
+
+/// Resolves `org/name` to a snapshot directory in the hub cache, offline.
+pub fn find_in_hub_cache(repo_id: &str) -> Option<PathBuf> {
+    find_in(&hub_cache_dir(), repo_id)
+}
+
+/// [`find_in_hub_cache`] under an explicit cache root.
+pub fn find_in(cache: &Path, repo_id: &str) -> Option<PathBuf> {
+    let (org, name) = repo_id.split_once('/')?;
+    let repo = cache.join(format!("models--{org}--{name}"));
+    let snapshots = repo.join("snapshots");
+    if let Ok(rev) = fs_err::read_to_string(repo.join("refs").join("main")) {
+        let dir = snapshots.join(rev.trim());
+        if dir.is_dir() {
+            return Some(dir);
+        }
+    }
+    // No refs/main: take the most recently modified snapshot.
+    fs_err::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_cache_resolves_refs_main() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("models--org--tiny");
+        fs_err::create_dir_all(repo.join("snapshots/abc123")).unwrap();
+        fs_err::create_dir_all(repo.join("snapshots/old")).unwrap();
+        fs_err::create_dir_all(repo.join("refs")).unwrap();
+        fs_err::write(repo.join("refs/main"), "abc123\n").unwrap();
+        assert_eq!(
+            find_in(tmp.path(), "org/tiny").unwrap(),
+            repo.join("snapshots/abc123")
+        );
+        assert!(find_in(tmp.path(), "org/other").is_none());
+        assert!(find_in(tmp.path(), "no-slash").is_none());
+    }
+
+    #[test]
+    fn special_tokens_parse_in_both_forms() {
+        let v: Value = serde_json::json!({"a": "<s>", "b": {"content": "</s>", "lstrip": false}});
+        assert_eq!(token_text(v.get("a")).as_deref(), Some("<s>"));
+        assert_eq!(token_text(v.get("b")).as_deref(), Some("</s>"));
+        assert_eq!(ids(Some(&serde_json::json!([1, 2]))), vec![1, 2]);
+        assert_eq!(ids(Some(&serde_json::json!(7))), vec![7]);
+    }
+}
