@@ -9,6 +9,6 @@
 
 pub mod cli;
 pub mod dirs;
+pub mod fetch;
 pub mod hardware;
 pub mod mlx;
-pub mod fetch;
