@@ -21,7 +21,7 @@ mod tests {
         let product = a.matmul(&b).unwrap();
         assert_eq!(product.as_slice::<f32>(), [19.0, 22.0, 43.0, 50.0]);
         let sum = (&a + &b).sum(None).unwrap();
-        assert_eq!(sum.item::<f32>(), 36.0);
+        assert_eq!(sum.item_exact::<f32>(), 36.0);
         let exp = a.exp().unwrap();
         assert!((exp.as_slice::<f32>()[0] - std::f32::consts::E).abs() < 1e-6);
     }
@@ -45,7 +45,7 @@ mod tests {
         assert_eq!(a.dtype(), mlx_rs::Dtype::Float16);
         assert_eq!(a.as_slice::<f16>(), halves.as_slice());
         assert_eq!(a.as_type::<f32>().unwrap().as_slice::<f32>(), values);
-        assert_eq!(a.index(1).item::<f16>(), f16::from_f32(-2.0));
+        assert_eq!(a.index(1).item_exact::<f16>(), f16::from_f32(-2.0));
 
         let brains: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
         let b = Array::from_slice(&brains, &[4]);
