@@ -5,6 +5,7 @@
 //! - [`data`]: datasets: reading, validating, splitting, statistics (the `ingest` stage);
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`mlx`]: the MLX runtime: start-up checks, device, platform shims, micro-benchmarks;
+//! - [`report`]: self-contained HTML reports with inline SVG charts;
 //! - [`fetch`]: fetching known models into the user's cache, checked by sha256.
 #![deny(missing_docs)]
 
@@ -14,3 +15,4 @@ pub mod dirs;
 pub mod fetch;
 pub mod hardware;
 pub mod mlx;
+pub mod report;
