@@ -2,13 +2,17 @@
 //!
 //! Modules by concern:
 //! - [`cli`]: the command line (one file per subcommand), output and exit codes;
+//! - [`data`]: datasets: reading, validating, splitting, statistics (the `ingest` stage);
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`mlx`]: the MLX runtime: start-up checks, device, platform shims, micro-benchmarks;
+//! - [`report`]: self-contained HTML reports with inline SVG charts;
 //! - [`fetch`]: fetching known models into the user's cache, checked by sha256.
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod data;
 pub mod dirs;
 pub mod fetch;
 pub mod hardware;
 pub mod mlx;
+pub mod report;

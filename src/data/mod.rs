@@ -1,0 +1,25 @@
+//! Datasets: reading, validating, deduplicating, splitting and describing fine-tuning
+//! examples. This is the library behind the `ingest` stage; it knows nothing of MLX.
+//!
+//! Three formats are understood, as in mlx-lm and most trainers:
+//! - chat: `{"messages": [{"role": "user", "content": "..."}, ...]}`
+//! - completions: `{"prompt": "...", "completion": "..."}`
+//! - text: `{"text": "..."}`
+//!
+//! Field names can be remapped ([`FieldMap`]), so a CSV with `question,answer` columns reads
+//! as completions. Every problem in a row is reported with its file and line
+//! ([`RowError`]); the [`ErrorPolicy`] decides whether it fails the ingest or is skipped and
+//! counted.
+
+mod example;
+mod read;
+mod split;
+mod stats;
+
+pub use example::{Example, Format, Message, Role};
+pub use read::{
+    ErrorPolicy, FieldMap, ReadError, ReadOptions, ReadResult, RowError, RowErrorKind,
+    read_examples,
+};
+pub use split::{Split, SplitSpec, assign_split};
+pub use stats::{DatasetStats, Histogram};

@@ -1,0 +1,12 @@
+//! Training building blocks that do not depend on a model architecture: learning-rate
+//! schedules, length-bucketed batches with loss masks, AdamW with bias correction and
+//! global-norm clipping, the per-step JSONL log, and the guards that stop a run early
+//! (divergence) or well (early stopping on validation loss).
+//!
+//! The trainer that drives a model with these lives beside the model code.
+
+pub mod batch;
+pub mod guard;
+pub mod log;
+pub mod optim;
+pub mod schedule;

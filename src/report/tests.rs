@@ -1,0 +1,153 @@
+use super::*;
+
+pub(crate) fn sample() -> ReportData {
+    let curve = |start: f64| -> Vec<CurvePoint> {
+        (0..=8)
+            .map(|i| CurvePoint {
+                step: f64::from(i) * 5.0,
+                loss: start * (-0.2 * f64::from(i)).exp() + 0.2,
+            })
+            .collect()
+    };
+    let variant = |name: &str, method: &str, start: f64, acc: f64| Variant {
+        name: name.into(),
+        method: method.into(),
+        train_curve: curve(start),
+        valid_curve: curve(start + 0.3).into_iter().step_by(2).collect(),
+        train_seconds: 95.5,
+        peak_memory_bytes: 900 << 20,
+        trained_tokens_per_second: 51.25,
+        adapter_bytes: 3 << 20,
+        valid_loss: Some(0.4125),
+        accuracy_before: Some(0.0),
+        accuracy_after: Some(acc),
+    };
+    ReportData {
+        pipeline: "quickstart <demo>".into(),
+        created: "2026-11-25T18:00:00Z".into(),
+        stages: vec![
+            StageRun {
+                name: "ingest".into(),
+                kind: "ingest".into(),
+                status: StageStatus::Cached,
+                seconds: None,
+            },
+            StageRun {
+                name: "train@method=lora".into(),
+                kind: "train".into(),
+                status: StageStatus::Ran,
+                seconds: Some(95.5),
+            },
+            StageRun {
+                name: "train@method=qlora".into(),
+                kind: "train".into(),
+                status: StageStatus::Restored,
+                seconds: None,
+            },
+            StageRun {
+                name: "report".into(),
+                kind: "report".into(),
+                status: StageStatus::Ran,
+                seconds: Some(0.2),
+            },
+        ],
+        edges: vec![(0, 1), (0, 2), (1, 3), (2, 3)],
+        data: vec![DataSplit {
+            split: "train".into(),
+            examples: 1420,
+            mean_chars: 71,
+            max_chars: 90,
+            tokens: Some(30_123),
+        }],
+        variants: vec![
+            variant("train@method=lora", "lora", 3.0, 0.79),
+            variant("train@method=qlora", "qlora", 3.2, 0.74),
+        ],
+        recommendation: Some(Recommendation {
+            variant: "train@method=lora".into(),
+            reasons: vec!["highest exact match (0.79) within max_memory_gb = 4".into()],
+        }),
+        samples: vec![Sample {
+            variant: "train@method=lora".into(),
+            prompt: "What is the past tense of the verb 'go'? <b>".into(),
+            expected: "went".into(),
+            before: "The past tense of go is".into(),
+            after: "went".into(),
+        }],
+        environment: vec![
+            ("chip".into(), "AMD EPYC".into()),
+            ("mlx".into(), "0.32.2".into()),
+        ],
+    }
+}
+
+#[test]
+fn report_holds_every_section() {
+    let html = render(&sample()).unwrap();
+    for id in [
+        "summary",
+        "dag",
+        "data",
+        "training",
+        "comparison",
+        "samples",
+        "environment",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "missing section {id}"
+        );
+    }
+    assert_eq!(
+        html.matches("<svg").count(),
+        6,
+        "dag, loss, time, memory, tok/s, accuracy"
+    );
+    assert!(html.contains("Recommended: train@method=lora"));
+    assert!(html.contains("0.000 → 0.790"));
+    assert!(html.contains("1420"));
+}
+
+#[test]
+fn report_is_self_contained() {
+    let html = render(&sample()).unwrap();
+    let without_svg_ns = html.replace("http://www.w3.org/2000/svg", "");
+    for needle in ["http://", "https://", "<script", "<link", "src="] {
+        assert!(
+            !without_svg_ns.contains(needle),
+            "report references `{needle}`"
+        );
+    }
+}
+
+#[test]
+fn user_text_is_escaped() {
+    let html = render(&sample()).unwrap();
+    assert!(html.contains("quickstart &lt;demo&gt;"));
+    assert!(html.contains("&#x27;go&#x27;? &lt;b&gt;") || html.contains("&#39;go&#39;? &lt;b&gt;"));
+    assert!(!html.contains("<demo>"));
+}
+
+#[test]
+fn a_run_without_training_still_renders() {
+    let mut data = sample();
+    data.variants.clear();
+    data.samples.clear();
+    data.recommendation = None;
+    let html = render(&data).unwrap();
+    assert!(html.contains("No training in this run."));
+    assert!(html.contains("No variants to compare."));
+}
+
+#[test]
+fn index_lists_reports_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    write_report(dir.path(), "a", "<html>a</html>").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let path = write_report(dir.path(), "b", "<html>b</html>").unwrap();
+    assert_eq!(path, dir.path().join("b.html"));
+    let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    let (a, b) = (index.find("a.html").unwrap(), index.find("b.html").unwrap());
+    assert!(b < a, "newest first:\n{index}");
+    assert!(!index.contains(">index.html<"));
+}
