@@ -78,6 +78,9 @@ pub struct Linear {
     pub quant: Option<QuantSpec>,
     /// The dtype of the dequantized weight (the compute dtype).
     pub compute_dtype: Dtype,
+    /// A LoRA or DoRA adapter trained beside the (frozen) weight, when attached.
+    #[param]
+    pub adapter: Option<crate::mlx::train::lora::Adapter>,
 }
 
 impl Linear {
@@ -91,6 +94,7 @@ impl Linear {
             biases: Param::new(None),
             quant: None,
             compute_dtype,
+            adapter: None,
         }
     }
 
@@ -111,6 +115,7 @@ impl Linear {
             biases: Param::new(Some(biases)),
             quant: Some(spec),
             compute_dtype,
+            adapter: None,
         };
         layer.freeze_parameters(true);
         layer
@@ -201,6 +206,11 @@ impl Linear {
             (Some(_), Some(_), Some(_)) => x.matmul(self.dense_weight()?.t())?,
             _ => x.matmul(self.weight.t())?,
         };
+        // The adapter acts on the product before the bias, as DoRA's rescaling requires.
+        let y = match &self.adapter {
+            Some(adapter) => adapter.adapt(x, y, || self.dense_weight())?,
+            None => y,
+        };
         match &self.bias.value {
             Some(b) => y.add(b),
             None => Ok(y),
@@ -216,7 +226,11 @@ impl Module<&Array> for Linear {
         self.forward_with(x, QuantKernel::for_default_device())
     }
 
-    fn training_mode(&mut self, _mode: bool) {}
+    fn training_mode(&mut self, mode: bool) {
+        if let Some(adapter) = &mut self.adapter {
+            adapter.training = mode;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,5 +8,7 @@
 pub mod batch;
 pub mod guard;
 pub mod log;
+pub mod lora;
+pub mod loss;
 pub mod optim;
 pub mod schedule;
