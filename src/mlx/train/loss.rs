@@ -105,7 +105,7 @@ mod tests {
         let targets = Array::from_slice(&padded.targets, &[padded.targets.len() as i32]);
         let lse = flat.logsumexp_axis(-1, false).unwrap();
         let tgt = flat
-            .take_along_axis(&targets.reshape(&[-1, 1]).unwrap(), -1)
+            .take_along_axis(targets.reshape(&[-1, 1]).unwrap(), -1)
             .unwrap()
             .reshape(&[-1])
             .unwrap();
