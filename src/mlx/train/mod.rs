@@ -5,6 +5,7 @@
 //!
 //! The trainer that drives a model with these lives beside the model code.
 
+pub mod adapters;
 pub mod batch;
 pub mod guard;
 pub mod log;
@@ -12,3 +13,4 @@ pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod schedule;
+pub mod tokenize;
