@@ -14,3 +14,4 @@ pub mod loss;
 pub mod optim;
 pub mod schedule;
 pub mod tokenize;
+pub mod trainer;
