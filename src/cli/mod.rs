@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error.
 
+mod data;
 mod doctor;
 mod exit;
 mod model;
@@ -49,6 +50,9 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Fetch datasets into the user cache.
+    #[command(subcommand)]
+    Data(data::Command),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -58,6 +62,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
+        Command::Data(cmd) => data::run(&printer, cmd),
     };
     exit::report(&printer, result)
 }

@@ -65,7 +65,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
         }
         Command::List { json } => {
             for model in fetch::KNOWN_MODELS {
-                let path = fetch::model_path(&cache, model);
+                let path = fetch::artifact_path(&cache, model);
                 let status = ModelStatus {
                     id: model.id,
                     description: model.description,
@@ -86,7 +86,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
         }
         Command::Path { id } => {
             let model = lookup(&id)?;
-            let path = fetch::model_path(&cache, model);
+            let path = fetch::artifact_path(&cache, model);
             if !path.is_file() {
                 anyhow::bail!(
                     "{} is not fetched yet (expected at {})\nhint: run `pipe model fetch {}`",
@@ -101,7 +101,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lookup(id: &str) -> anyhow::Result<&'static fetch::KnownModel> {
+fn lookup(id: &str) -> anyhow::Result<&'static fetch::Artifact> {
     fetch::find(id).ok_or_else(|| {
         let known: Vec<_> = fetch::KNOWN_MODELS.iter().map(|m| m.id).collect();
         UsageError(format!(

