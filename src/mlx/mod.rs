@@ -7,6 +7,8 @@
 
 pub mod bench;
 pub mod chat;
+pub mod eval;
+pub mod generate;
 pub mod linear;
 #[cfg(target_os = "linux")]
 mod linux_shim;

@@ -199,32 +199,34 @@ fn dedup(ids: Vec<u32>) -> Vec<u32> {
     ids.into_iter().filter(|i| seen.insert(*i)).collect()
 }
 
+/// A byte-level toy vocabulary (262 tokens: two control tokens, the 256 byte symbols and
+/// four merges of "hello") for tests of code that needs a real tokenizer.
+#[cfg(test)]
+pub(crate) fn toy(pre: &str) -> GgufVocab {
+    let bytes = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet();
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into()];
+    let mut alphabet: Vec<String> = bytes.into_iter().map(|c| c.to_string()).collect();
+    alphabet.sort();
+    tokens.extend(alphabet);
+    tokens.extend(["he".into(), "ll".into(), "hell".into(), "hello".into()]);
+    let mut types = vec![3, 3];
+    types.resize(tokens.len(), 1);
+    GgufVocab {
+        model: "gpt2".into(),
+        pre: pre.into(),
+        tokens,
+        token_types: types,
+        merges: vec!["h e".into(), "l l".into(), "he ll".into(), "hell o".into()],
+        bos: Some(1),
+        eos: Some(0),
+        eot: None,
+        add_bos: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A byte-level vocab: the 256 byte symbols, a few merges and two control tokens.
-    fn toy(pre: &str) -> GgufVocab {
-        let bytes = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet();
-        let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into()];
-        let mut alphabet: Vec<String> = bytes.into_iter().map(|c| c.to_string()).collect();
-        alphabet.sort();
-        tokens.extend(alphabet);
-        tokens.extend(["he".into(), "ll".into(), "hell".into(), "hello".into()]);
-        let mut types = vec![3, 3];
-        types.resize(tokens.len(), 1);
-        GgufVocab {
-            model: "gpt2".into(),
-            pre: pre.into(),
-            tokens,
-            token_types: types,
-            merges: vec!["h e".into(), "l l".into(), "he ll".into(), "hell o".into()],
-            bos: Some(1),
-            eos: Some(0),
-            eot: None,
-            add_bos: false,
-        }
-    }
 
     #[test]
     fn gguf_bpe_round_trips_and_keeps_special_tokens_whole() {

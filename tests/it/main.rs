@@ -1,4 +1,6 @@
 //! pipe's integration tests: one binary, one module per feature. Each module runs the real
-//! `pipe` binary in a temporary directory and checks what a user would see.
+//! `pipe` binary or the library on real inputs in a temporary directory and checks what a
+//! user would see.
 
 mod foundation;
+mod model;
