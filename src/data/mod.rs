@@ -11,11 +11,13 @@
 //! ([`RowError`]); the [`ErrorPolicy`] decides whether it fails the ingest or is skipped and
 //! counted.
 
+mod bigbench;
 mod example;
 mod read;
 mod split;
 mod stats;
 
+pub use bigbench::read_bigbench_task;
 pub use example::{Example, Format, Message, Role};
 pub use read::{
     ErrorPolicy, FieldMap, ReadError, ReadOptions, ReadResult, RowError, RowErrorKind,

@@ -4,3 +4,4 @@
 
 mod foundation;
 mod model;
+mod train;
