@@ -9,6 +9,7 @@ mod doctor;
 mod exit;
 mod model;
 pub mod output;
+mod train;
 
 use clap::{Parser, Subcommand};
 pub use exit::{Failure, UsageError};
@@ -50,6 +51,8 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
+    Train(train::Args),
     /// Fetch datasets into the user cache.
     #[command(subcommand)]
     Data(data::Command),
@@ -63,6 +66,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
         Command::Data(cmd) => data::run(&printer, cmd),
+        Command::Train(args) => train::run(&printer, args),
     };
     exit::report(&printer, result)
 }

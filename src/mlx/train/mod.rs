@@ -8,6 +8,7 @@
 pub mod adapters;
 pub mod batch;
 pub mod guard;
+pub mod job;
 pub mod log;
 pub mod lora;
 pub mod loss;

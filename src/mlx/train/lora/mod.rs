@@ -163,6 +163,17 @@ pub enum Method {
     Full,
 }
 
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Lora => "lora",
+            Method::Qlora => "qlora",
+            Method::Dora => "dora",
+            Method::Full => "full",
+        })
+    }
+}
+
 /// What [`attach`] builds, resolved from the user's config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterSpec {

@@ -1,0 +1,222 @@
+//! A training job: which model, which data, where to write, and the trainer options. It is
+//! what `pipe train --config FILE` reads and what the `train` stage kind runs.
+//!
+//! ```yaml
+//! model: smollm2-135m-instruct      # known id, GGUF file, HF directory or hub repo id
+//! train_data: data/train.jsonl      # JSONL/CSV/TSV: chat, completions or text
+//! valid_data: data/valid.jsonl      # optional
+//! out_dir: runs/lora                # adapters, checkpoint, train_log.jsonl, metrics.json
+//! method: lora                      # lora | qlora | dora | full
+//! lora: {rank: 8, alpha: 16, num_layers: 16}
+//! iters: 200
+//! batch_size: 8
+//! learning_rate: 1.0e-4
+//! ```
+//!
+//! Every other key is a [`TrainConfig`] option; unknown keys are errors.
+
+use super::batch::TokenizedExample;
+use super::lora::Method;
+use super::tokenize::tokenize_example;
+use super::trainer::{self, TrainConfig, TrainData, TrainSummary};
+use crate::data::{ReadOptions, read_examples};
+use crate::mlx::load::{self, LoadOptions};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A parsed job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainJob {
+    /// The base model argument.
+    pub model: String,
+    /// Training data file.
+    pub train_data: PathBuf,
+    /// Validation data file.
+    pub valid_data: Option<PathBuf>,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Trainer options.
+    pub config: TrainConfig,
+}
+
+const JOB_KEYS: [&str; 4] = ["model", "train_data", "valid_data", "out_dir"];
+
+impl TrainJob {
+    /// Parses a job from YAML text; `source` names the file in errors, and relative paths
+    /// are taken relative to `base`.
+    pub fn from_yaml(text: &str, source: &Path, base: &Path) -> anyhow::Result<Self> {
+        let located = |e: serde_yaml::Error| match e.location() {
+            Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", source.display(), l.line(), l.column()),
+            None => anyhow::anyhow!("{}: {e}", source.display()),
+        };
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(located)?;
+        let serde_yaml::Value::Mapping(mut map) = value else {
+            bail!(
+                "{}: a training job must be a mapping of options",
+                source.display()
+            );
+        };
+        let mut take = |key: &str| map.remove(key);
+        let string = |v: Option<serde_yaml::Value>, key: &str| -> anyhow::Result<Option<String>> {
+            match v {
+                None => Ok(None),
+                Some(serde_yaml::Value::String(s)) => Ok(Some(s)),
+                Some(_) => bail!("{}: `{key}` must be a string", source.display()),
+            }
+        };
+        let model = string(take("model"), "model")?.with_context(|| {
+            format!(
+                "{}: missing `model` (a model id, GGUF file or directory)",
+                source.display()
+            )
+        })?;
+        let train_data = string(take("train_data"), "train_data")?
+            .with_context(|| format!("{}: missing `train_data`", source.display()))?;
+        let valid_data = string(take("valid_data"), "valid_data")?;
+        let out_dir = string(take("out_dir"), "out_dir")?
+            .with_context(|| format!("{}: missing `out_dir`", source.display()))?;
+        let config: TrainConfig =
+            serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+                let mut msg = format!("{}: {e}", source.display());
+                if e.to_string().contains("unknown field") {
+                    msg.push_str(&format!(
+                        "\nhint: job keys are {} plus the trainer options",
+                        JOB_KEYS.join(", ")
+                    ));
+                }
+                anyhow::anyhow!(msg)
+            })?;
+        Ok(Self {
+            model,
+            train_data: base.join(train_data),
+            valid_data: valid_data.map(|v| base.join(v)),
+            out_dir: base.join(out_dir),
+            config,
+        })
+    }
+}
+
+/// What a finished job reports (also written to `out_dir/metrics.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The trainer's summary.
+    #[serde(flatten)]
+    pub summary: TrainSummary,
+    /// Training examples.
+    pub train_examples: usize,
+    /// Validation examples.
+    pub valid_examples: usize,
+    /// Examples longer than `max_seq_len` (truncated).
+    pub truncated_examples: usize,
+}
+
+/// Loads the model and data, trains, and writes `metrics.json` beside the adapters.
+pub fn run_job(
+    job: &TrainJob,
+    resume: bool,
+    observer: &mut trainer::StepObserver<'_>,
+) -> anyhow::Result<JobReport> {
+    // QLoRA trains on the quantized base; every other method wants float weights.
+    let keep_quantized = job.config.method == Method::Qlora;
+    let mut loaded = load::load(
+        &job.model,
+        LoadOptions {
+            keep_quantized,
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot load the model `{}`", job.model))?;
+    let template = loaded.chat_template.as_ref();
+    let tokenize = |path: &Path| -> anyhow::Result<Vec<TokenizedExample>> {
+        let (rows, _) = read_examples(path, &ReadOptions::default())?;
+        rows.iter()
+            .map(|(line, e)| {
+                tokenize_example(e, &loaded.tokenizer, template)
+                    .with_context(|| format!("{}:{line}: cannot tokenize", path.display()))
+            })
+            .collect()
+    };
+    let train_set = tokenize(&job.train_data)?;
+    let valid_set = match &job.valid_data {
+        Some(p) => tokenize(p)?,
+        None => Vec::new(),
+    };
+    let truncated = train_set
+        .iter()
+        .filter(|e| e.len() > job.config.max_seq_len + 1)
+        .count();
+    let spec = trainer::prepare(&mut loaded.model, &job.config)?;
+    let pad_id = loaded.tokenizer.pad_id();
+    let summary = trainer::train(
+        &mut loaded.model,
+        spec.as_ref(),
+        TrainData {
+            train: &train_set,
+            valid: &valid_set,
+            pad_id,
+        },
+        &job.config,
+        &job.out_dir,
+        resume,
+        observer,
+    )?;
+    let report = JobReport {
+        summary,
+        train_examples: train_set.len(),
+        valid_examples: valid_set.len(),
+        truncated_examples: truncated,
+    };
+    let metrics = job.out_dir.join("metrics.json");
+    let tmp = job.out_dir.join(".metrics.json.tmp");
+    fs_err::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
+    fs_err::rename(&tmp, &metrics)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_job_keys_and_trainer_options() {
+        let job = TrainJob::from_yaml(
+            "model: smollm2\ntrain_data: d/train.jsonl\nout_dir: runs/a\nmethod: qlora\niters: 7\nlora: {rank: 4}\n",
+            Path::new("job.yaml"),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert_eq!(job.train_data, PathBuf::from("/w/d/train.jsonl"));
+        assert_eq!(job.config.method, Method::Qlora);
+        assert_eq!(job.config.iters, 7);
+        assert_eq!(job.config.lora.rank, 4);
+        assert_eq!(job.valid_data, None);
+    }
+
+    #[test]
+    fn typos_and_missing_keys_are_named() {
+        let err = TrainJob::from_yaml(
+            "model: m\ntrain_data: t\nout_dir: o\nlearning_rte: 1\n",
+            Path::new("job.yaml"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("job.yaml") && err.contains("learning_rte"),
+            "{err}"
+        );
+        let err = TrainJob::from_yaml(
+            "train_data: t\nout_dir: o\n",
+            Path::new("job.yaml"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing `model`"), "{err}");
+        let err = TrainJob::from_yaml("model: [1\n", Path::new("job.yaml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("job.yaml:"), "{err}");
+    }
+}
