@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error.
 
+mod bench;
 mod data;
 mod doctor;
 mod exit;
@@ -51,6 +52,9 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Measure throughput on reference workloads.
+    #[command(subcommand)]
+    Bench(bench::Command),
     /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
     Train(train::Args),
     /// Fetch datasets into the user cache.
@@ -67,6 +71,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Model(cmd) => model::run(&printer, cmd),
         Command::Data(cmd) => data::run(&printer, cmd),
         Command::Train(args) => train::run(&printer, args),
+        Command::Bench(cmd) => bench::run(&printer, cmd),
     };
     exit::report(&printer, result)
 }

@@ -14,6 +14,12 @@ pub struct StepRecord {
     pub loss: f64,
     /// Learning rate used.
     pub lr: f64,
+    /// Wall time of the step (validation excluded).
+    pub seconds: f64,
+    /// Loss-carrying tokens in the step.
+    pub trained_tokens: u64,
+    /// Positions computed in the step (prompt and padding included).
+    pub processed_tokens: u64,
     /// Loss-carrying tokens per second.
     pub trained_tokens_per_second: f64,
     /// All computed positions per second (including prompt and padding).
@@ -72,6 +78,9 @@ mod tests {
             step,
             loss: 1.5,
             lr: 1e-4,
+            seconds: 0.5,
+            trained_tokens: 20,
+            processed_tokens: 150,
             trained_tokens_per_second: 40.0,
             processed_tokens_per_second: 300.0,
             peak_memory_bytes: 1 << 30,

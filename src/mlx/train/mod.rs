@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod batch;
+pub mod bench;
 pub mod guard;
 pub mod job;
 pub mod log;
