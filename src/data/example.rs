@@ -104,6 +104,28 @@ impl Example {
         }
     }
 
+    /// What decides the example's split: its input (the prompt, or every non-assistant
+    /// message), not its target. Editing an answer then keeps the example in its split, and
+    /// the same question with two answers can never sit in both train and test.
+    pub fn split_key(&self) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new();
+        match self {
+            Example::Chat { messages } => {
+                for m in messages.iter().filter(|m| m.role != Role::Assistant) {
+                    hasher.update(m.content.as_bytes());
+                    hasher.update(&[0]);
+                }
+            }
+            Example::Completion { prompt, .. } => {
+                hasher.update(prompt.as_bytes());
+            }
+            Example::Text { text } => {
+                hasher.update(text.as_bytes());
+            }
+        }
+        hasher.finalize()
+    }
+
     /// A content hash used for deduplication: two examples with equal canonical JSON are
     /// duplicates, whatever their source formatting was.
     pub fn content_hash(&self) -> blake3::Hash {

@@ -13,6 +13,7 @@
 
 mod bigbench;
 mod example;
+pub mod ingest;
 mod read;
 mod split;
 mod stats;

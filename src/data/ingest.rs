@@ -1,0 +1,306 @@
+//! The ingest step: read a source (a file, or a folder of `train`/`valid`/`test` files),
+//! validate every row, drop duplicates, split, and write canonical JSONL plus statistics.
+//!
+//! Output folder:
+//! - `train.jsonl`, `valid.jsonl`, `test.jsonl`: one canonical example per line;
+//! - `stats.json`: per-split counts and length histograms, skipped rows (with file:line
+//!   and reason) and duplicates removed.
+//!
+//! Every file is written to a temporary name and renamed, so a crash never leaves a
+//! half-written split that looks complete.
+
+use super::{
+    DatasetStats, ErrorPolicy, Example, FieldMap, Format, ReadOptions, RowError, Split, SplitSpec,
+    assign_split, read_bigbench_task, read_examples,
+};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// The ingest options (a stage's `with:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A JSONL/CSV/TSV file, a BIG-bench `task.json` (with `bigbench_prompt`), or a folder
+    /// holding `train.*` and optionally `valid.*`/`test.*`.
+    pub source: PathBuf,
+    /// Where the splits go.
+    pub out: PathBuf,
+    /// The format; detected from the first row when absent.
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// Field names.
+    #[serde(default)]
+    pub fields: FieldMap,
+    /// Fail on the first bad row (default) or skip and count bad rows.
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// Longest allowed example, in characters.
+    #[serde(default)]
+    pub max_chars: Option<usize>,
+    /// Drop exact duplicates (default true).
+    #[serde(default = "yes")]
+    pub dedup: bool,
+    /// How to split a single source file.
+    #[serde(default)]
+    pub split: SplitSpec,
+    /// For BIG-bench JSON tasks: the prompt template around each `input`.
+    #[serde(default)]
+    pub bigbench_prompt: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What ingest did (written as `stats.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    /// Statistics per split.
+    pub splits: BTreeMap<&'static str, DatasetStats>,
+    /// Rows read from the source, good or bad.
+    pub rows_read: usize,
+    /// Exact duplicates removed.
+    pub duplicates_removed: usize,
+    /// Bad rows skipped (only with `on_error: skip`).
+    pub skipped: Vec<String>,
+}
+
+/// Runs ingest; relative paths in `config` are resolved against `root`.
+pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport> {
+    config.split.validate().map_err(anyhow::Error::msg)?;
+    let source = root.join(&config.source);
+    let options = ReadOptions {
+        format: config.format,
+        fields: config.fields.clone(),
+        on_error: config.on_error,
+        max_chars: config.max_chars,
+    };
+    let mut skipped: Vec<RowError> = Vec::new();
+    let mut read = |path: &Path| -> anyhow::Result<Vec<Example>> {
+        if path.file_name().is_some_and(|n| n == "task.json") || config.bigbench_prompt.is_some() {
+            let prompt = config.bigbench_prompt.as_deref().with_context(|| {
+                format!(
+                    "{} looks like a BIG-bench task: set `bigbench_prompt`",
+                    path.display()
+                )
+            })?;
+            return read_bigbench_task(path, prompt);
+        }
+        let (rows, bad) = read_examples(path, &options)?;
+        skipped.extend(bad);
+        Ok(rows.into_iter().map(|(_, e)| e).collect())
+    };
+    let mut splits: BTreeMap<Split, Vec<Example>> = BTreeMap::new();
+    if source.is_dir() {
+        for split in Split::ALL {
+            if let Some(file) = find_split_file(&source, split.name())? {
+                splits.insert(split, read(&file)?);
+            }
+        }
+        if !splits.contains_key(&Split::Train) {
+            bail!(
+                "{}: no train.jsonl, train.csv or train.tsv in this folder",
+                source.display()
+            );
+        }
+    } else if source.is_file() {
+        for example in read(&source)? {
+            splits
+                .entry(assign_split(&example, &config.split))
+                .or_default()
+                .push(example);
+        }
+    } else {
+        bail!(
+            "{}: no such file or folder (the ingest source)",
+            source.display()
+        );
+    }
+    let rows_read = splits.values().map(Vec::len).sum::<usize>() + skipped.len();
+    let mut duplicates_removed = 0;
+    if config.dedup {
+        // A duplicate across splits would leak test data into training: keep the first
+        // occurrence in train, valid, test order.
+        let mut seen = HashSet::new();
+        for rows in splits.values_mut() {
+            let before = rows.len();
+            rows.retain(|e| seen.insert(e.content_hash()));
+            duplicates_removed += before - rows.len();
+        }
+    }
+    if splits.get(&Split::Train).is_none_or(Vec::is_empty) {
+        bail!(
+            "{}: no training examples left after validation",
+            source.display()
+        );
+    }
+    let out = root.join(&config.out);
+    fs_err::create_dir_all(&out)?;
+    let mut report = IngestReport {
+        splits: BTreeMap::new(),
+        rows_read,
+        duplicates_removed,
+        skipped: skipped.iter().map(ToString::to_string).collect(),
+    };
+    for split in Split::ALL {
+        let rows = splits.remove(&split).unwrap_or_default();
+        let mut text = String::new();
+        for e in &rows {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
+        }
+        write_atomic(
+            &out.join(format!("{}.jsonl", split.name())),
+            text.as_bytes(),
+        )?;
+        report
+            .splits
+            .insert(split.name(), DatasetStats::of(rows.iter()));
+    }
+    write_atomic(
+        &out.join("stats.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    Ok(report)
+}
+
+fn find_split_file(dir: &Path, stem: &str) -> anyhow::Result<Option<PathBuf>> {
+    let found: Vec<PathBuf> = ["jsonl", "json", "csv", "tsv"]
+        .iter()
+        .map(|ext| dir.join(format!("{stem}.{ext}")))
+        .filter(|p| p.is_file())
+        .collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_iter().next()),
+        _ => bail!(
+            "{}: more than one {stem} file ({}); keep one",
+            dir.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(source: &str) -> IngestConfig {
+        serde_yaml::from_str(&format!("source: {source}\nout: clean\n")).unwrap()
+    }
+
+    #[test]
+    fn splits_dedups_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = String::new();
+        for i in 0..200 {
+            body.push_str(&format!(
+                "{{\"prompt\":\"q{i}\",\"completion\":\"a{i}\"}}\n"
+            ));
+        }
+        body.push_str("{\"prompt\":\"q1\",\"completion\":\"a1\"}\n");
+        std::fs::write(dir.path().join("qa.jsonl"), body).unwrap();
+        let report = ingest(&config("qa.jsonl"), dir.path()).unwrap();
+        assert_eq!(report.rows_read, 201);
+        assert_eq!(report.duplicates_removed, 1);
+        let total: usize = report.splits.values().map(|s| s.examples).sum();
+        assert_eq!(total, 200);
+        assert!(report.splits["valid"].examples > 5 && report.splits["test"].examples > 5);
+        let train = std::fs::read_to_string(dir.path().join("clean/train.jsonl")).unwrap();
+        assert_eq!(train.lines().count(), report.splits["train"].examples);
+        assert!(dir.path().join("clean/stats.json").is_file());
+    }
+
+    #[test]
+    fn editing_one_row_changes_only_its_split_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = |edit: bool| -> String {
+            (0..100)
+                .map(|i| {
+                    let c = if edit && i == 7 {
+                        "changed".to_owned()
+                    } else {
+                        format!("a{i}")
+                    };
+                    format!("{{\"prompt\":\"q{i}\",\"completion\":\"{c}\"}}\n")
+                })
+                .collect()
+        };
+        std::fs::write(dir.path().join("qa.jsonl"), rows(false)).unwrap();
+        ingest(&config("qa.jsonl"), dir.path()).unwrap();
+        let read = |s: &str| std::fs::read(dir.path().join("clean").join(s)).unwrap();
+        let before: Vec<_> = ["train.jsonl", "valid.jsonl", "test.jsonl"]
+            .iter()
+            .map(|s| read(s))
+            .collect();
+        std::fs::write(dir.path().join("qa.jsonl"), rows(true)).unwrap();
+        ingest(&config("qa.jsonl"), dir.path()).unwrap();
+        let after: Vec<_> = ["train.jsonl", "valid.jsonl", "test.jsonl"]
+            .iter()
+            .map(|s| read(s))
+            .collect();
+        let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 1, "exactly one split file changes");
+    }
+
+    #[test]
+    fn a_folder_of_splits_is_kept_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("raw")).unwrap();
+        std::fs::write(
+            dir.path().join("raw/train.jsonl"),
+            "{\"text\":\"a\"}\n{\"text\":\"b\"}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("raw/valid.jsonl"), "{\"text\":\"c\"}\n").unwrap();
+        let report = ingest(&config("raw"), dir.path()).unwrap();
+        assert_eq!(report.splits["train"].examples, 2);
+        assert_eq!(report.splits["valid"].examples, 1);
+        assert_eq!(report.splits["test"].examples, 0);
+    }
+
+    #[test]
+    fn bad_rows_fail_with_file_and_line_or_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.jsonl"),
+            "{\"text\":\"a\"}\n{\"text\":\"\"}\n",
+        )
+        .unwrap();
+        let err = ingest(&config("d.jsonl"), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d.jsonl:2: field `text` is empty"), "{err}");
+        let mut c = config("d.jsonl");
+        c.on_error = ErrorPolicy::Skip;
+        let report = ingest(&c, dir.path()).unwrap();
+        assert_eq!(report.skipped.len(), 1);
+        assert!(report.skipped[0].ends_with("d.jsonl:2: field `text` is empty"));
+    }
+
+    #[test]
+    fn missing_source_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ingest(&config("nope.jsonl"), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.jsonl: no such file or folder"), "{err}");
+    }
+}
