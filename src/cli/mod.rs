@@ -6,6 +6,7 @@
 
 mod doctor;
 mod exit;
+mod generate;
 mod model;
 pub mod output;
 
@@ -49,6 +50,8 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Generate text with a model (streams tokens; reports tokens/s).
+    Generate(generate::Args),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -58,6 +61,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
+        Command::Generate(args) => generate::run(&printer, args),
     };
     exit::report(&printer, result)
 }
