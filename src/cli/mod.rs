@@ -8,6 +8,7 @@ mod bench;
 mod data;
 mod doctor;
 mod exit;
+mod generate;
 mod model;
 pub mod output;
 mod train;
@@ -52,6 +53,8 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Generate text with a model (streams tokens; reports tokens/s).
+    Generate(generate::Args),
     /// Measure throughput on reference workloads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -69,6 +72,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
+        Command::Generate(args) => generate::run(&printer, args),
         Command::Data(cmd) => data::run(&printer, cmd),
         Command::Train(args) => train::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),

@@ -79,6 +79,13 @@ impl Printer {
         let _ = writeln!(out, "{line}");
     }
 
+    /// Part of a result on stdout, without a newline, flushed at once (streamed text).
+    pub fn result_fragment(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
     /// A status line on stderr, hidden by `--quiet`.
     pub fn status(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {

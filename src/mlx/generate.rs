@@ -253,8 +253,11 @@ fn generate_batch_inner(
     let mut key = random::key(options.sampling.seed)?;
     let start = Instant::now();
     let mask = padded.then(|| mask_of(&mask_cols));
-    let logits = model.forward_tokens(&tokens, Some(&mut cache), mask.as_ref())?;
-    let mut last = logits.index((.., -1, ..));
+    // Only the last position's logits matter: run the LM head on it alone.
+    let hidden = model.hidden_states(&tokens, Some(&mut cache), mask.as_ref())?;
+    let mut last = model
+        .logits(&hidden.index((.., -1.., ..)))?
+        .index((.., -1, ..));
     let (k, rest) = random::split(&key, 2)?;
     key = rest;
     let mut next = sample(&last, &options.sampling, &k)?;

@@ -178,6 +178,19 @@ impl Tokenizer {
             .map_err(|e| TokenizerError::Build(format!("decoding failed: {e}")))
     }
 
+    /// The tokenizer as `tokenizer.json` text (what a Hugging Face directory holds).
+    pub fn to_json(&self) -> Result<String, TokenizerError> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| TokenizerError::Build(format!("cannot serialise: {e}")))
+    }
+
+    /// Whether plain-text encoding prepends bos outside `tokenizer.json` (GGUF
+    /// `add_bos_token`), so a saved directory can say so.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos.is_some()
+    }
+
     /// The id of a token string.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

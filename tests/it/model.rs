@@ -69,3 +69,94 @@ fn smollm2_gguf_answers_paris_through_the_chat_template() {
     );
     assert!(g.text.contains("Paris"), "{:?}", g.text);
 }
+
+fn max_abs_diff(a: &mlx_rs::Array, b: &mlx_rs::Array) -> f32 {
+    a.subtract(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(None)
+        .unwrap()
+        .item_exact::<f32>()
+}
+
+fn logits_of(m: &mut LoadedModel, ids: &[u32]) -> mlx_rs::Array {
+    let ids: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
+    let tokens = mlx_rs::Array::from_slice(&ids, &[1, ids.len() as i32]);
+    let out = m.model.forward_tokens(&tokens, None, None).unwrap();
+    out.eval().unwrap();
+    out
+}
+
+/// The GGUF weights written as a Hugging Face directory (float32 safetensors) and as an
+/// mlx-community quantized directory load back to the same logits.
+#[test]
+fn smollm2_as_hf_and_mlx_quantized_directories_gives_the_same_logits() {
+    let path = smollm2_path();
+    let spec = path.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = smollm2().tokenizer.encode(PASSAGE, true).unwrap();
+    for keep_quantized in [false, true] {
+        let options = LoadOptions {
+            keep_quantized,
+            ..LoadOptions::default()
+        };
+        let mut gguf = load::load(spec, options).unwrap();
+        let dir = tmp
+            .path()
+            .join(if keep_quantized { "mlx-q" } else { "hf-f32" });
+        load::hf::save_dir(
+            &gguf.model,
+            &gguf.tokenizer,
+            gguf.chat_template.as_ref(),
+            &dir,
+        )
+        .unwrap();
+        let mut hf = load::load(dir.to_str().unwrap(), options).unwrap();
+        assert_eq!(hf.tokenizer.encode(PASSAGE, true).unwrap(), ids);
+        let d = max_abs_diff(&logits_of(&mut gguf, &ids), &logits_of(&mut hf, &ids));
+        eprintln!("keep_quantized={keep_quantized}: max |logit difference| {d}");
+        assert!(d < 1e-3, "keep_quantized={keep_quantized}: {d}");
+        let q = hf.model.model.layers[0].self_attn.q_proj.is_quantized();
+        assert_eq!(q, keep_quantized);
+        let rendered = hf
+            .chat_template
+            .as_ref()
+            .unwrap()
+            .render(&[Message::new("user", "Hi")], true)
+            .unwrap();
+        assert!(rendered.ends_with("<|im_start|>assistant\n"));
+    }
+}
+
+/// A strict loader names every problem: drop a tensor, add one, reshape one.
+#[test]
+fn broken_directory_is_reported_by_tensor_name() {
+    let plain = LoadOptions {
+        keep_quantized: false,
+        ..LoadOptions::default()
+    };
+    let mut m = load::load(smollm2_path().to_str().unwrap(), plain).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broken");
+    m.model.model.layers.truncate(29);
+    load::hf::save_dir(&m.model, &m.tokenizer, None, &dir).unwrap();
+    // Claim 30 layers and a wider MLP than the file has.
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 30.into();
+    cfg["intermediate_size"] = 1600.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = load::load(dir.to_str().unwrap(), plain)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+    assert!(err.contains("model.layers.29.mlp.up_proj.weight"), "{err}");
+    assert!(
+        err.contains(
+            "model.layers.0.mlp.gate_proj.weight: expected [1600, 576], found [1536, 576]"
+        ),
+        "{err}"
+    );
+}

@@ -192,6 +192,99 @@ fn load_tokenizer(
     Ok((tokenizer, template))
 }
 
+/// Writes a model as a Hugging Face directory: `config.json`, `model.safetensors` (the
+/// parameters under their checkpoint names: quantized layers keep their
+/// `weight`/`scales`/`biases`, i.e. the mlx-community layout, with a `quantization` entry),
+/// `tokenizer.json` and `tokenizer_config.json`.
+pub fn save_dir(
+    model: &crate::mlx::models::llama::Llama,
+    tokenizer: &Tokenizer,
+    chat_template: Option<&ChatTemplate>,
+    dir: &Path,
+) -> Result<(), LoadError> {
+    use mlx_rs::module::ModuleParameters;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Io { path, source }
+    };
+    fs_err::create_dir_all(dir).map_err(io(dir))?;
+    let c = &model.config;
+    if c.rope_freqs.is_some() {
+        return Err(LoadError::Parse {
+            path: dir.to_path_buf(),
+            message: "saving models with llama3 RoPE scaling is not implemented".into(),
+        });
+    }
+    let quant = [&model.model.embed_tokens]
+        .into_iter()
+        .chain(model.model.layers.iter().map(|l| &l.self_attn.q_proj))
+        .find_map(|l| l.quant);
+    let mut config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": match c.family {
+            crate::mlx::models::llama::Family::Llama => "llama",
+            crate::mlx::models::llama::Family::Mistral => "mistral",
+            crate::mlx::models::llama::Family::Qwen2 => "qwen2",
+        },
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_layers,
+        "intermediate_size": c.intermediate_size,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_norm_eps,
+        "vocab_size": c.vocab_size,
+        "rope_theta": c.rope_theta,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "attention_bias": c.o_bias,
+        "mlp_bias": c.mlp_bias,
+        "eos_token_id": tokenizer.eos_ids,
+    });
+    if c.rope_scale != 1.0 {
+        config["rope_scaling"] =
+            serde_json::json!({"rope_type": "linear", "factor": 1.0 / c.rope_scale});
+    }
+    if let Some(q) = quant {
+        config["quantization"] = serde_json::json!({"group_size": q.group_size, "bits": q.bits});
+    }
+    let write = |name: &str, text: String| -> Result<(), LoadError> {
+        let path = dir.join(name);
+        fs_err::write(&path, text).map_err(io(&path))
+    };
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )?;
+    let params = model.parameters().flatten();
+    let weights = dir.join("model.safetensors");
+    Array::save_safetensors(
+        params.iter().map(|(k, v)| (k.to_string(), *v)),
+        None,
+        &weights,
+    )
+    .map_err(|e| LoadError::Parse {
+        path: weights.clone(),
+        message: format!("cannot write safetensors: {e}"),
+    })?;
+    let tok_json = tokenizer.to_json().map_err(|e| LoadError::Tokenizer {
+        path: dir.join("tokenizer.json"),
+        message: e.to_string(),
+    })?;
+    write("tokenizer.json", tok_json)?;
+    let mut tc = serde_json::json!({
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "add_bos_token": tokenizer.adds_bos(),
+    });
+    if let Some(t) = chat_template {
+        tc["chat_template"] = Value::String(t.source().to_owned());
+    }
+    write(
+        "tokenizer_config.json",
+        serde_json::to_string_pretty(&tc).unwrap_or_default(),
+    )
+}
+
 /// The Hugging Face hub cache directory.
 pub fn hub_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("HF_HUB_CACHE") {

@@ -1,0 +1,185 @@
+//! `pipe generate`: load a model, render the prompt (optionally through its chat
+//! template), stream the completion to stdout and report prompt and generation tokens/s.
+
+use super::UsageError;
+use super::output::Printer;
+use crate::mlx::chat::Message;
+use crate::mlx::generate::{self, GenerateOptions, Sampling};
+use crate::mlx::load::{self, LoadOptions, LoadedModel};
+use anyhow::Context;
+use mlx_rs::Dtype;
+use serde::Serialize;
+use std::time::Instant;
+
+/// How to hold the base weights in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// The fastest for this device: on the CPU backend dequantize to float32 at load
+    /// (per-token dequantization dominates decoding there); on Metal keep quantized.
+    Auto,
+    /// Keep quantized layers quantized (least memory).
+    Quantized,
+    /// Dequantize everything to float32.
+    Float32,
+    /// Dequantize everything to float16.
+    Float16,
+    /// Dequantize everything to bfloat16.
+    Bfloat16,
+}
+
+impl Weights {
+    /// The load options this choice means on the current device.
+    pub fn load_options(self) -> LoadOptions {
+        let cpu = crate::mlx::linear::QuantKernel::for_default_device()
+            == crate::mlx::linear::QuantKernel::Dequantize;
+        let (dtype, keep_quantized) = match self {
+            Weights::Auto if cpu => (Dtype::Float32, false),
+            Weights::Auto => (Dtype::Float16, true),
+            Weights::Quantized => (Dtype::Float32, true),
+            Weights::Float32 => (Dtype::Float32, false),
+            Weights::Float16 => (Dtype::Float16, false),
+            Weights::Bfloat16 => (Dtype::Bfloat16, false),
+        };
+        LoadOptions {
+            dtype,
+            keep_quantized,
+        }
+    }
+}
+
+/// Model selection shared by generate, eval and bench.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// A known model id (fetched on demand), a GGUF file, a Hugging Face or mlx-community
+    /// directory, or an `org/name` repo id in the Hugging Face cache.
+    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// How to hold the weights (see `--help`).
+    #[arg(long, value_enum, default_value_t = Weights::Auto)]
+    pub weights: Weights,
+}
+
+/// Loads the model, reporting how long it took.
+pub fn load_model(printer: &Printer, args: &ModelArgs) -> anyhow::Result<LoadedModel> {
+    let start = Instant::now();
+    let m = load::load(&args.model, args.weights.load_options())
+        .with_context(|| format!("cannot load model `{}`", args.model))?;
+    printer.verbose(&format!(
+        "loaded {} in {:.2} s ({} layers, hidden {}, {:?})",
+        m.path.display(),
+        start.elapsed().as_secs_f64(),
+        m.model.config.num_layers,
+        m.model.config.hidden_size,
+        m.model.config.family
+    ));
+    Ok(m)
+}
+
+/// Arguments of `pipe generate`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  pipe generate --chat --prompt 'What is the capital of France?'\n  pipe generate -m model.gguf --prompt 'Once upon a time' --temp 0.8 --top-p 0.95 --seed 1\n  pipe generate --chat --prompt 'Hi' --json | jq .generation_tps"
+)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt text.
+    #[arg(long, short)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// The most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    /// Nucleus sampling mass (1 disables it).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print one JSON object (text and statistics) instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    model: String,
+    text: &'a str,
+    stop_reason: generate::StopReason,
+    #[serde(flatten)]
+    stats: generate::GenerationStats,
+}
+
+pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
+        return Err(UsageError("--top-p must be in (0, 1]".into()).into());
+    }
+    if args.temp < 0.0 {
+        return Err(UsageError("--temp must be >= 0".into()).into());
+    }
+    let mut m = load_model(printer, &args.model)?;
+    let text = if args.chat {
+        let template = m.chat_template.as_ref().ok_or_else(|| {
+            UsageError(format!(
+                "{} has no chat template; drop --chat",
+                m.path.display()
+            ))
+        })?;
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(Message::new("system", s));
+        }
+        messages.push(Message::new("user", &args.prompt));
+        template.render(&messages, true)?
+    } else {
+        args.prompt.clone()
+    };
+    // A chat template writes its own special tokens; plain text gets the model's bos.
+    let ids = m.tokenizer.encode(&text, !args.chat)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: Sampling {
+            temperature: args.temp,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        stop_strings: args.stop.clone(),
+    };
+    let json = args.json;
+    let (g, stats) =
+        generate::generate(&mut m.model, &m.tokenizer, &ids, &options, &mut |piece| {
+            if !json {
+                printer.result_fragment(piece);
+            }
+        })?;
+    if json {
+        return printer.json(&Report {
+            model: m.path.display().to_string(),
+            text: &g.text,
+            stop_reason: g.stop_reason,
+            stats,
+        });
+    }
+    printer.result("");
+    printer.status(&format!(
+        "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | stop: {:?} | peak memory {:.0} MiB",
+        stats.prompt_tokens,
+        stats.prompt_tps,
+        stats.generated_tokens,
+        stats.generation_tps,
+        g.stop_reason,
+        mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / (1 << 20) as f64
+    ));
+    Ok(())
+}
