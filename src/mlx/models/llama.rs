@@ -265,6 +265,31 @@ impl KvCache {
         self.offset
     }
 
+    /// The same cached keys and values seen by `batch` rows: a prefix computed once for a
+    /// batch whose rows all start with it. Gradients through the broadcast sum over rows.
+    pub fn broadcast_batch(&self, batch: i32) -> Result<KvCache, Exception> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| {
+                slot.as_ref()
+                    .map(|(k, v)| {
+                        let grow = |a: &Array| {
+                            let mut shape = a.shape().to_vec();
+                            shape[0] = batch;
+                            mlx_rs::ops::broadcast_to(a, &shape)
+                        };
+                        Ok((grow(k)?, grow(v)?))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_, Exception>>()?;
+        Ok(KvCache {
+            layers,
+            offset: self.offset,
+        })
+    }
+
     /// Appends this step's keys/values for one layer and returns the full ones.
     fn update(&mut self, layer: usize, k: Array, v: Array) -> Result<(Array, Array), Exception> {
         let slot = self

@@ -86,6 +86,8 @@ pub struct PaddedBatch {
     pub loss_tokens: usize,
     /// Real (unpadded) input positions.
     pub real_tokens: usize,
+    /// Real input length of each row.
+    pub lengths: Vec<usize>,
 }
 
 /// Pads the examples `rows` into one batch.
@@ -103,6 +105,7 @@ pub fn pad_batch(rows: &[&TokenizedExample], spec: &BatchSpec, pad_id: u32) -> P
         mask: vec![0.0; n * seq],
         loss_tokens: 0,
         real_tokens: 0,
+        lengths: Vec::with_capacity(n),
     };
     for (r, example) in rows.iter().enumerate() {
         let len = input_len(example);
@@ -116,6 +119,7 @@ pub fn pad_batch(rows: &[&TokenizedExample], spec: &BatchSpec, pad_id: u32) -> P
             }
         }
         batch.real_tokens += len;
+        batch.lengths.push(len);
     }
     batch
 }

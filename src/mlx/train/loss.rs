@@ -4,6 +4,13 @@
 //! and padding carry no loss, so their logits are never needed: the hidden states at
 //! loss-carrying positions are gathered first and only those rows go through the head.
 //! The result equals the full-logits loss exactly (same rows, same math).
+//!
+//! Shared prefixes: instruction data rendered through a chat template starts every row
+//! with the same tokens (the system prompt, the task preamble). When all rows of a batch
+//! share a prefix that carries no loss, it is run once as a batch of one; its keys and
+//! values are broadcast to every row, and the rows run only their suffixes, attending to
+//! the prefix through the KV cache. The broadcast's gradient is the sum over rows, so
+//! losses and gradients equal the plain path's; only the repeated work is gone.
 
 use super::batch::PaddedBatch;
 use crate::mlx::models::llama::Llama;
@@ -21,34 +28,95 @@ pub struct LossBatch {
     pub targets: Array,
     /// `n`.
     pub loss_tokens: usize,
-    /// `rows * seq`.
+    /// Positions computed: `prefix + rows * suffix`, or `rows * seq` without a prefix.
     pub processed_tokens: usize,
+    /// `[1, P]` tokens every row starts with, run once (see the module documentation).
+    pub prefix: Option<Array>,
 }
 
+/// Shorter shared prefixes are not worth a separate pass.
+pub const MIN_SHARED_PREFIX: usize = 8;
+
 impl LossBatch {
-    /// Moves a host batch to MLX arrays.
+    /// Moves a host batch to MLX arrays, without prefix sharing.
     pub fn from_padded(batch: &PaddedBatch) -> Self {
-        let (positions, targets): (Vec<i32>, Vec<i32>) = batch
-            .mask
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| **m > 0.0)
-            .map(|(i, _)| (i as i32, batch.targets[i]))
-            .unzip();
+        Self::build(batch, 0)
+    }
+
+    /// Moves a host batch to MLX arrays, running the rows' common loss-free prefix once
+    /// when it is at least [`MIN_SHARED_PREFIX`] tokens long.
+    pub fn from_padded_shared(batch: &PaddedBatch) -> Self {
+        let p = shared_prefix_len(batch);
+        Self::build(batch, if p >= MIN_SHARED_PREFIX { p } else { 0 })
+    }
+
+    fn build(batch: &PaddedBatch, prefix: usize) -> Self {
+        let (rows, seq) = (batch.rows, batch.seq);
+        let suffix = seq - prefix;
+        let mut inputs = Vec::with_capacity(rows * suffix);
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            inputs.extend_from_slice(&batch.inputs[r * seq + prefix..(r + 1) * seq]);
+            for j in prefix..seq {
+                let at = r * seq + j;
+                if batch.mask[at] > 0.0 {
+                    positions.push((r * suffix + j - prefix) as i32);
+                    targets.push(batch.targets[at]);
+                }
+            }
+        }
         let n = positions.len() as i32;
         Self {
-            inputs: Array::from_slice(&batch.inputs, &[batch.rows as i32, batch.seq as i32]),
+            inputs: Array::from_slice(&inputs, &[rows as i32, suffix as i32]),
             positions: Array::from_slice(&positions, &[n]),
             targets: Array::from_slice(&targets, &[n]),
             loss_tokens: positions.len(),
-            processed_tokens: batch.rows * batch.seq,
+            processed_tokens: prefix + rows * suffix,
+            prefix: (prefix > 0)
+                .then(|| Array::from_slice(&batch.inputs[..prefix], &[1, prefix as i32])),
         }
     }
 }
 
+/// The longest prefix all rows share that carries no loss and leaves every row at least
+/// one token of its own.
+pub fn shared_prefix_len(batch: &PaddedBatch) -> usize {
+    if batch.rows < 2 {
+        return 0;
+    }
+    let seq = batch.seq;
+    let mut p = batch
+        .lengths
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(1);
+    for r in 0..batch.rows {
+        let row = &batch.inputs[r * seq..r * seq + p];
+        let first = &batch.inputs[..p];
+        p = row.iter().zip(first).take_while(|(a, b)| a == b).count();
+        if let Some(loss_at) = batch.mask[r * seq..r * seq + p]
+            .iter()
+            .position(|m| *m > 0.0)
+        {
+            p = loss_at;
+        }
+    }
+    p
+}
+
 /// Mean cross-entropy over the loss positions of `batch`.
 pub fn masked_lm_loss(model: &mut Llama, batch: &LossBatch) -> Result<Array, Exception> {
-    let hidden = model.hidden_states(&batch.inputs, None, None)?;
+    let hidden = match &batch.prefix {
+        None => model.hidden_states(&batch.inputs, None, None)?,
+        Some(prefix) => {
+            let mut cache = model.new_cache();
+            model.hidden_states(prefix, Some(&mut cache), None)?;
+            let mut shared = cache.broadcast_batch(batch.inputs.shape()[0])?;
+            model.hidden_states(&batch.inputs, Some(&mut shared), None)?
+        }
+    };
     let width = hidden.shape()[2];
     let picked = hidden
         .reshape(&[-1, width])?
@@ -119,5 +187,101 @@ mod tests {
             .item_exact::<f32>()
             / 5.0;
         assert!((fast - full).abs() < 1e-5, "{fast} vs {full}");
+    }
+
+    fn shared_rows() -> Vec<TokenizedExample> {
+        let preamble: Vec<u32> = (1..=12).collect();
+        [
+            vec![20, 21, 22, 23],
+            vec![30, 31],
+            vec![40, 41, 42, 43, 44, 45],
+            vec![20, 25, 26],
+        ]
+        .into_iter()
+        .map(|tail| {
+            let ids: Vec<u32> = preamble.iter().copied().chain(tail).collect();
+            let loss_mask = (0..ids.len()).map(|j| j >= 13).collect();
+            TokenizedExample { ids, loss_mask }
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_shared_prefix_stops_at_the_first_difference_or_loss() {
+        let rows = shared_rows();
+        let spec = BatchSpec {
+            batch_size: 4,
+            max_seq_len: 64,
+            pad_multiple: 1,
+            keep_partial: true,
+        };
+        let padded = pad_batch(&rows.iter().collect::<Vec<_>>(), &spec, 0);
+        assert_eq!(shared_prefix_len(&padded), 12);
+        let batch = LossBatch::from_padded_shared(&padded);
+        assert_eq!(batch.prefix.as_ref().unwrap().shape(), &[1, 12]);
+        assert_eq!(
+            batch.loss_tokens,
+            LossBatch::from_padded(&padded).loss_tokens
+        );
+        assert!(batch.processed_tokens < padded.rows * padded.seq);
+        let one = pad_batch(&[&rows[0]], &spec, 0);
+        assert_eq!(shared_prefix_len(&one), 0, "a single row shares nothing");
+    }
+
+    /// Shared-prefix batches give the plain path's loss and LoRA gradients.
+    #[test]
+    fn shared_prefix_is_exact_for_loss_and_gradients() {
+        use crate::mlx::train::lora::{LoraConfig, Method, attach, block_linears};
+        let mut model = tiny_random(5, 50, 2, false).unwrap();
+        let spec = LoraConfig {
+            rank: 4,
+            ..LoraConfig::default()
+        }
+        .resolve(Method::Lora)
+        .unwrap();
+        attach(&mut model, &spec, 3).unwrap();
+        let key = mlx_rs::random::key(4).unwrap();
+        for layer in 0..2 {
+            for (_, linear) in block_linears(&mut model, layer) {
+                let a = linear.adapter.as_mut().unwrap();
+                let shape = a.lora_b.shape().to_vec();
+                a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
+            }
+        }
+        let rows = shared_rows();
+        let spec = BatchSpec {
+            batch_size: 4,
+            max_seq_len: 64,
+            pad_multiple: 1,
+            keep_partial: true,
+        };
+        let padded = pad_batch(&rows.iter().collect::<Vec<_>>(), &spec, 0);
+        let mut vg = mlx_rs::nn::value_and_grad(|m: &mut Llama, b: &LossBatch| {
+            masked_lm_loss(m, b).map(|l| vec![l])
+        });
+        let (plain_loss, plain_grads) = vg(&mut model, &LossBatch::from_padded(&padded)).unwrap();
+        let (shared_loss, shared_grads) =
+            vg(&mut model, &LossBatch::from_padded_shared(&padded)).unwrap();
+        let (a, b) = (
+            plain_loss[0].item_exact::<f32>(),
+            shared_loss[0].item_exact::<f32>(),
+        );
+        assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        assert_eq!(plain_grads.len(), shared_grads.len());
+        for (name, g) in &plain_grads {
+            let d = g
+                .subtract(&shared_grads[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(None)
+                .unwrap()
+                .item_exact::<f32>();
+            let scale = g.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            assert!(
+                d <= 1e-4 * scale.max(1e-3),
+                "{name}: max diff {d} (scale {scale})"
+            );
+        }
     }
 }

@@ -63,8 +63,11 @@ pub struct TrainConfig {
     pub optimizer: AdamWConfig,
     /// Longer examples are truncated.
     pub max_seq_len: usize,
-    /// Batch lengths round up to a multiple of this (fewer distinct shapes).
+    /// Batch lengths round up to a multiple of this (fewer distinct shapes for a compiled
+    /// step; 1 pads only to the longest row).
     pub pad_multiple: usize,
+    /// Run the prompt prefix the rows of a batch share once (exact; see `loss`).
+    pub share_prefix: bool,
     /// Seed for adapters, batch order and dropout.
     pub seed: u64,
     /// Validate every N steps (0: only at the end).
@@ -96,7 +99,8 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             optimizer: AdamWConfig::default(),
             max_seq_len: 2048,
-            pad_multiple: 8,
+            pad_multiple: 1,
+            share_prefix: true,
             seed: 0,
             valid_every: 0,
             valid_batches: None,
@@ -305,7 +309,12 @@ pub fn train(
                 .iter()
                 .map(|&i| &train_set[i])
                 .collect();
-            let batch = LossBatch::from_padded(&pad_batch(&rows, &batch_spec, pad_id));
+            let padded = pad_batch(&rows, &batch_spec, pad_id);
+            let batch = if config.share_prefix {
+                LossBatch::from_padded_shared(&padded)
+            } else {
+                LossBatch::from_padded(&padded)
+            };
             if batch.loss_tokens == 0 {
                 continue;
             }
@@ -448,7 +457,7 @@ pub fn validation_loss(
         .take(max_batches.unwrap_or(usize::MAX))
     {
         let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-        let batch = LossBatch::from_padded(&pad_batch(&rows, spec, pad_id));
+        let batch = LossBatch::from_padded_shared(&pad_batch(&rows, spec, pad_id));
         if batch.loss_tokens == 0 {
             continue;
         }
