@@ -16,3 +16,4 @@ pub mod fetch;
 pub mod hardware;
 pub mod mlx;
 pub mod report;
+pub mod stages;

@@ -11,6 +11,7 @@ mod exit;
 mod generate;
 mod model;
 pub mod output;
+mod run_stage;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,9 @@ enum Command {
     /// Measure throughput on reference workloads.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Run one built-in stage (used by `pipe run`; not for direct use).
+    #[command(name = "__run-stage", hide = true)]
+    RunStage(run_stage::Args),
     /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
     Train(train::Args),
     /// Fetch datasets into the user cache.
@@ -75,6 +79,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Data(cmd) => data::run(&printer, cmd),
         Command::Train(args) => train::run(&printer, args),
+        Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
     };
     exit::report(&printer, result)

@@ -1,0 +1,227 @@
+//! The `evaluate` kind: loss, perplexity, exact and contains match, and sample generations
+//! on held-out data, for the base model and (when an adapter is given) the fine-tuned one,
+//! so every result has a before and an after.
+//!
+//! ```yaml
+//! with:
+//!   model: smollm2-135m-instruct
+//!   adapter: runs/lora          # a train stage's out_dir (optional)
+//!   data: data/clean/test.jsonl
+//!   max_examples: 100           # scored for accuracy (loss uses them too)
+//!   max_tokens: 16              # generation budget per answer
+//!   samples: 5                  # sample generations kept in the output
+//!   out: eval/lora.json
+//! ```
+
+use crate::data::{Example, ReadOptions, read_examples};
+use crate::mlx::chat::Message;
+use crate::mlx::eval::{self, Record};
+use crate::mlx::load::{self, LoadOptions};
+use crate::mlx::train::adapters;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Implementation version (part of every evaluate stage's fingerprint).
+pub const IMPL_VERSION: u32 = 1;
+
+/// The evaluate options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// The base model.
+    pub model: String,
+    /// An adapter folder (mlx-lm layout) to evaluate on top of the base.
+    #[serde(default)]
+    pub adapter: Option<PathBuf>,
+    /// Held-out data (JSONL/CSV/TSV, completions or chat).
+    pub data: PathBuf,
+    /// Records scored.
+    #[serde(default = "default_max_examples")]
+    pub max_examples: usize,
+    /// Generation budget per answer.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Sample generations kept.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// The metrics file written.
+    pub out: PathBuf,
+}
+
+fn default_max_examples() -> usize {
+    100
+}
+fn default_max_tokens() -> usize {
+    16
+}
+fn default_samples() -> usize {
+    5
+}
+
+/// Scores of one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    /// Mean loss over completion tokens.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Normalized exact match.
+    pub exact_match: f64,
+    /// Normalized reference contained in the answer.
+    pub contains_match: f64,
+    /// Generation tokens per second while answering.
+    pub seconds: f64,
+}
+
+/// One sample generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleAnswer {
+    /// The prompt.
+    pub prompt: String,
+    /// The reference.
+    pub expected: String,
+    /// The base model's answer.
+    pub before: String,
+    /// The fine-tuned model's answer (the base's again without an adapter).
+    pub after: String,
+}
+
+/// What `out` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvaluateReport {
+    /// The base model.
+    pub model: String,
+    /// The adapter, if any.
+    pub adapter: Option<String>,
+    /// Records scored.
+    pub examples: usize,
+    /// How answers are compared.
+    pub normalization: String,
+    /// The base model's scores.
+    pub base: Scores,
+    /// The fine-tuned model's scores (equal to `base` without an adapter).
+    pub tuned: Scores,
+    /// Sample generations.
+    pub samples: Vec<SampleAnswer>,
+}
+
+/// Runs an evaluate stage.
+pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
+    let config: EvaluateConfig = super::parse_with("evaluate", with)?;
+    let report = evaluate(&config, root)?;
+    super::write_json(&root.join(&config.out), &report)?;
+    eprintln!(
+        "exact match {:.3} -> {:.3}, loss {:.3} -> {:.3} on {} examples",
+        report.base.exact_match,
+        report.tuned.exact_match,
+        report.base.loss,
+        report.tuned.loss,
+        report.examples
+    );
+    Ok(())
+}
+
+/// Evaluates the base model, then the adapter on top of it.
+pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<EvaluateReport> {
+    let data = root.join(&config.data);
+    let (rows, _) = read_examples(&data, &ReadOptions::default())?;
+    let records: Vec<Record> = rows
+        .into_iter()
+        .take(config.max_examples)
+        .map(|(_, e)| to_record(e))
+        .collect();
+    if records.is_empty() {
+        anyhow::bail!("{}: no examples to evaluate", data.display());
+    }
+    let mut loaded = load::load(
+        &config.model,
+        LoadOptions {
+            keep_quantized: false,
+            ..LoadOptions::default()
+        },
+    )?;
+    let score = |loaded: &mut load::LoadedModel| -> anyhow::Result<(Scores, eval::Accuracy)> {
+        let started = Instant::now();
+        let template = loaded.chat_template.as_ref();
+        let loss = eval::dataset_loss(&mut loaded.model, &loaded.tokenizer, template, &records)?;
+        let acc = eval::accuracy(
+            &mut loaded.model,
+            &loaded.tokenizer,
+            template,
+            &records,
+            config.max_tokens,
+        )?;
+        Ok((
+            Scores {
+                loss: loss.loss(),
+                perplexity: loss.perplexity(),
+                exact_match: acc.exact_rate(),
+                contains_match: acc.contains_rate(),
+                seconds: started.elapsed().as_secs_f64(),
+            },
+            acc,
+        ))
+    };
+    let (base, base_acc) = score(&mut loaded)?;
+    let (tuned, tuned_acc) = match &config.adapter {
+        Some(dir) => {
+            adapters::load_mlx_lm(&mut loaded.model, &root.join(dir))?;
+            score(&mut loaded)?
+        }
+        None => (base.clone(), base_acc.clone()),
+    };
+    let samples = records
+        .iter()
+        .zip(base_acc.answers.iter().zip(&tuned_acc.answers))
+        .take(config.samples)
+        .map(|(r, ((before, expected), (after, _)))| SampleAnswer {
+            prompt: prompt_text(r),
+            expected: expected.clone(),
+            before: before.clone(),
+            after: after.clone(),
+        })
+        .collect();
+    Ok(EvaluateReport {
+        model: config.model.clone(),
+        adapter: config.adapter.as_ref().map(|p| p.display().to_string()),
+        examples: records.len(),
+        normalization: "lower-cased, punctuation removed, whitespace collapsed".into(),
+        base,
+        tuned,
+        samples,
+    })
+}
+
+fn to_record(example: Example) -> Record {
+    match example {
+        Example::Completion { prompt, completion } => Record::Completion { prompt, completion },
+        Example::Text { text } => Record::Text { text },
+        Example::Chat { messages } => Record::Chat {
+            messages: messages
+                .into_iter()
+                .map(|m| {
+                    let role = serde_json::to_value(m.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    Message::new(&role, &m.content)
+                })
+                .collect(),
+        },
+    }
+}
+
+fn prompt_text(record: &Record) -> String {
+    match record {
+        Record::Completion { prompt, .. } => prompt.clone(),
+        Record::Chat { messages } => messages
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default(),
+        Record::Text { text } => text.chars().take(80).collect(),
+    }
+}
