@@ -167,6 +167,11 @@ impl Store {
         objects::restore(self, rel, hash)
     }
 
+    /// Deletes the file or directory at `rel` (a stage's outs before it runs).
+    pub fn remove(&self, rel: &str) -> Result<(), CacheError> {
+        objects::remove_path(&self.root.join(rel))
+    }
+
     /// Writes the stat cache back if it changed.
     pub fn save_stat(&self) -> Result<(), CacheError> {
         self.stat
