@@ -4,13 +4,21 @@
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error.
 
+mod cache;
+mod dag;
 mod doctor;
 mod exit;
+mod gc;
 mod model;
 pub mod output;
+mod progress;
+mod run;
+mod show;
+mod status;
+mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, UsageError};
+pub use exit::{Failure, Interrupted, UsageError};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
@@ -19,7 +27,7 @@ use output::Printer;
     name = "pipe",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  pipe doctor                         # check the machine and MLX\n  pipe model fetch smollm2-135m-instruct\n  pipe doctor --json | jq .matmul_gflops"
+    after_help = "Examples:\n  pipe doctor                         # check the machine and MLX\n  pipe model fetch smollm2-135m-instruct\n  pipe doctor --json | jq .matmul_gflops\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe status pipelines/examples/cmd-basics.yaml"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -49,6 +57,19 @@ enum Command {
     /// Fetch and locate models in the user's cache.
     #[command(subcommand)]
     Model(model::Command),
+    /// Run a pipeline: bring its outs up to date, running only stages whose inputs changed.
+    Run(run::Args),
+    /// Show which stages are stale and why.
+    Status(status::Args),
+    /// Print the stage graph (text, --dot or --mermaid).
+    Dag(dag::Args),
+    /// Show one stage: definition, outs, metrics, last run, log file.
+    Show(show::Args),
+    /// Delete cache objects no lock file or recent run refers to.
+    Gc(gc::Args),
+    /// Maintain the workspace cache.
+    #[command(subcommand)]
+    Cache(cache::Command),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -58,6 +79,12 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
+        Command::Run(args) => run::run(&printer, args),
+        Command::Status(args) => status::run(&printer, args),
+        Command::Dag(args) => dag::run(&printer, args),
+        Command::Show(args) => show::run(&printer, args),
+        Command::Gc(args) => gc::run(&printer, args),
+        Command::Cache(cmd) => cache::run(&printer, cmd),
     };
     exit::report(&printer, result)
 }

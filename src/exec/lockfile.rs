@@ -58,10 +58,10 @@ pub struct LockEntry {
     /// Hash of the definition (cmd, `with`, paths).
     pub definition: String,
     /// Dep path -> content hash.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deps: BTreeMap<String, String>,
     /// Param key -> value.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
     /// Out path -> content hash.
     #[serde(default)]
