@@ -232,7 +232,7 @@ pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcRep
         roots.extend(super::runs::hashes_in_lock(&lock));
     }
     let mut runs = super::runs::all(store);
-    runs.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.1.created_ms));
     for (i, (path, entry)) in runs.into_iter().enumerate() {
         if i < keep_runs {
             roots.extend(entry.outs.into_values());
@@ -246,10 +246,10 @@ pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcRep
     let mut keep = BTreeSet::new();
     for root in roots {
         let bare = root.strip_suffix(DIR_SUFFIX).unwrap_or(&root).to_owned();
-        if is_dir_hash(&root) {
-            if let Some(m) = read_manifest(store, &root) {
-                keep.extend(parse_manifest(&m).into_iter().map(|(h, _, _)| h.to_owned()));
-            }
+        if is_dir_hash(&root)
+            && let Some(m) = read_manifest(store, &root)
+        {
+            keep.extend(parse_manifest(&m).into_iter().map(|(h, _, _)| h.to_owned()));
         }
         keep.insert(bare);
     }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct RunEntry {
     /// The stage that produced it (informational: the key is the fingerprint).
     pub stage: String,
-    /// Seconds since the Unix epoch when it was recorded.
-    pub created: u64,
+    /// Milliseconds since the Unix epoch when it was recorded.
+    pub created_ms: u64,
     /// Out path -> hash.
     pub outs: BTreeMap<String, String>,
 }
@@ -32,9 +32,9 @@ pub(crate) fn put(
 ) -> Result<(), CacheError> {
     let entry = RunEntry {
         stage: stage.to_owned(),
-        created: std::time::SystemTime::now()
+        created_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+            .map_or(0, |d| d.as_millis() as u64),
         outs: outs.clone(),
     };
     let path = run_path(store, fingerprint);

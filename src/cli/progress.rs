@@ -103,7 +103,7 @@ impl Human {
                 }
                 match &self.live {
                     Some(mp) => {
-                        let _ = mp.suspend(|| p.error(&msg));
+                        mp.suspend(|| p.error(&msg));
                     }
                     None => p.error(&msg),
                 }

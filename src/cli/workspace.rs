@@ -48,14 +48,11 @@ impl WorkspaceArgs {
             Ok(p) => p,
             Err(SpecError::Invalid(d)) => return Err(UsageError(d.to_string()).into()),
             Err(e @ SpecError::Read { .. }) => {
-                let mut msg = format!(
-                    "{}",
-                    anyhow::Error::from(e)
-                        .chain()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(": ")
-                );
+                let mut msg = anyhow::Error::from(e)
+                    .chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ");
                 if !self.pipeline.exists() {
                     msg.push_str(
                         "\n  hint: pass the pipeline file, e.g. `pipe run pipelines/train.yaml`",

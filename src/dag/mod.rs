@@ -109,6 +109,11 @@ fn cycle_error(pipeline: &Pipeline, graph: &DiGraph<usize, Edge>, ordered: &[usi
         if let Some(at) = path.iter().position(|&p| p == prev) {
             let mut cycle: Vec<usize> = path[at..].to_vec();
             cycle.reverse();
+            // Start at the stage that comes first in the file, for a stable message.
+            let first = (0..cycle.len())
+                .min_by_key(|&k| cycle[k])
+                .expect("non-empty");
+            cycle.rotate_left(first);
             break cycle;
         }
         path.push(prev);
@@ -141,11 +146,15 @@ impl Dag {
         &self.order
     }
 
-    /// Direct upstream stages of stage `i`, with the edge.
+    /// Direct upstream stages of stage `i`, with the edge, in file order.
     pub fn upstream(&self, i: usize) -> impl Iterator<Item = (usize, &Edge)> + '_ {
-        self.graph
+        let mut ups: Vec<(usize, &Edge)> = self
+            .graph
             .edges_directed(NodeIndex::new(i), Direction::Incoming)
             .map(|e| (petgraph::visit::EdgeRef::source(&e).index(), e.weight()))
+            .collect();
+        ups.sort_by_key(|(u, _)| *u);
+        ups.into_iter()
     }
 
     /// Direct downstream stages of stage `i`.

@@ -126,7 +126,7 @@ impl fmt::Display for Diagnostics {
     }
 }
 
-/// The candidate closest to `word` by Levenshtein distance, if it is closer than 3 edits
+/// The candidate closest to `word` by edit distance (Levenshtein with transpositions), if it is closer than 3 edits
 /// (the threshold cargo and clap use: closer suggestions are almost always typos).
 pub fn did_you_mean<'a>(
     word: &str,
@@ -134,7 +134,7 @@ pub fn did_you_mean<'a>(
 ) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(word, c), c))
+        .map(|c| (strsim::osa_distance(word, c), c))
         .filter(|(d, c)| *d < 3 && *d < word.len().max(c.len()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
