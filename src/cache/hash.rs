@@ -114,65 +114,49 @@ pub(crate) fn hash_path(
         }));
     }
     // One walk; stat every file; look the stamps up under one lock.
-    let mut entries: Vec<(String, PathBuf, Stamp)> = Vec::new();
-    for entry in walkdir::WalkDir::new(&abs).follow_links(true) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(&abs).to_owned();
-            CacheError::Io {
-                op: "cannot walk",
-                path,
-                source: e.into(),
-            }
-        })?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let meta = entry.metadata().map_err(|e| CacheError::Io {
-            op: "cannot stat",
-            path: entry.path().to_owned(),
-            source: e.into(),
-        })?;
-        let inner = entry
-            .path()
-            .strip_prefix(&abs)
-            .expect("walk stays inside the directory")
-            .to_string_lossy()
-            .replace('\\', "/");
-        entries.push((inner, entry.into_path(), Stamp::of(&meta)));
-    }
+    let mut entries = super::walk::files(&abs)?;
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut key = String::with_capacity(rel.len() + 128);
     let mut hashes: Vec<Option<String>> = {
         let stat = store.stat.lock().expect("stat cache");
         entries
             .iter()
-            .map(|(inner, _, stamp)| {
-                stat.get(&format!("{rel}/{inner}"), *stamp)
-                    .map(String::from)
+            .map(|(inner, stamp)| {
+                key.clear();
+                key.push_str(rel);
+                key.push('/');
+                key.push_str(inner);
+                stat.get(&key, *stamp).map(String::from)
             })
             .collect()
     };
     let missing: Vec<usize> = (0..entries.len())
         .filter(|&i| hashes[i].is_none())
         .collect();
-    let fresh: Vec<Result<String, CacheError>> = missing
-        .par_iter()
-        .map(|&i| hash_file(&entries[i].1, entries[i].2.size))
-        .collect();
+    let hash_one = |&i: &usize| hash_file(&abs.join(&entries[i].0), entries[i].1.size);
+    // Starting rayon's pool costs more than hashing a handful of small files.
+    let bytes: u64 = missing.iter().map(|&i| entries[i].1.size).sum();
+    let fresh: Vec<Result<String, CacheError>> = if missing.len() < 64 && bytes < BIG_FILE {
+        missing.iter().map(hash_one).collect()
+    } else {
+        missing.par_iter().map(hash_one).collect()
+    };
     {
         let mut stat = store.stat.lock().expect("stat cache");
         for (&i, h) in missing.iter().zip(fresh) {
             let h = h?;
-            stat.insert(&format!("{rel}/{}", entries[i].0), entries[i].2, &h);
+            stat.insert(&format!("{rel}/{}", entries[i].0), entries[i].1, &h);
             hashes[i] = Some(h);
         }
     }
     let mut manifest = String::with_capacity(entries.len() * 100);
     let mut files = Vec::new();
-    for ((inner, path, stamp), hash) in entries.into_iter().zip(hashes) {
+    for ((inner, stamp), hash) in entries.into_iter().zip(hashes) {
         let hash = hash.expect("every file hashed");
-        manifest.push_str(&format!("{hash}\t{}\t{inner}\n", stamp.size));
+        use std::fmt::Write;
+        let _ = writeln!(manifest, "{hash}\t{}\t{inner}", stamp.size);
         if want_files {
-            files.push((path, hash));
+            files.push((abs.join(&inner), hash));
         }
     }
     Ok(Some(Hashed {

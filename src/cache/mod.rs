@@ -58,6 +58,7 @@ mod hash;
 mod objects;
 mod runs;
 mod stat;
+mod walk;
 
 pub use hash::{DIR_SUFFIX, hash_bytes, is_dir_hash};
 pub use objects::{GcReport, VerifyReport};
@@ -211,3 +212,6 @@ impl Store {
         objects::verify(self)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -77,7 +77,10 @@ impl Resolver<'_> {
                     line: l.line(),
                     col: l.column(),
                 });
-                self.error(pos, format!("invalid YAML: {e}"));
+                // serde_yaml appends "at line L column C"; the diagnostic shows it better.
+                let text = e.to_string();
+                let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+                self.error(pos, format!("invalid YAML: {text}"));
                 return None;
             }
         };
