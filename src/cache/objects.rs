@@ -253,6 +253,13 @@ pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcRep
         }
         keep.insert(bare);
     }
+    // Temporary files left by a killed run (gc holds the workspace lock, so none is live).
+    if !dry_run && let Ok(dir) = std::fs::read_dir(store.dir.join("tmp")) {
+        for entry in dir.flatten() {
+            report.bytes_freed += entry.metadata().map_or(0, |m| m.len());
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     for (hex, path) in all_objects(store) {
         if keep.contains(&hex) {
             report.objects_kept += 1;
