@@ -5,6 +5,7 @@ mod support;
 
 mod engine_cache_cmds;
 mod engine_crash;
+mod engine_features;
 mod engine_matrix;
 mod engine_property;
 mod engine_rerun;
