@@ -64,9 +64,12 @@ fn locks_file(store: &Store) -> PathBuf {
 }
 
 pub(crate) fn register_lock(store: &Store, lock: &Path) -> Result<(), CacheError> {
-    let rel = lock
-        .strip_prefix(&store.root)
-        .unwrap_or(lock)
+    // Relative to the root when inside it (the workspace can move), else absolute.
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let (lock_abs, root_abs) = (abs(lock), abs(&store.root));
+    let rel = lock_abs
+        .strip_prefix(&root_abs)
+        .unwrap_or(&lock_abs)
         .to_string_lossy()
         .into_owned();
     let path = locks_file(store);

@@ -199,7 +199,23 @@ pub fn run(
                                 _ => None,
                             })
                         };
-                        plan::check(store, stage, entry, opts.force, &changed_by)?
+                        match plan::check(store, stage, entry, opts.force, &changed_by) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                // An unreadable dep fails this stage, not the whole run:
+                                // running stages finish and are recorded.
+                                state[i] = State::Failed;
+                                summary.failed += 1;
+                                stopping |= !opts.keep_going;
+                                emit(&Event::StageFailed {
+                                    stage: stage.name.clone(),
+                                    error: format!("cannot hash its deps: {e}"),
+                                    log: None,
+                                    duration_ms: 0,
+                                });
+                                continue;
+                            }
+                        }
                     }
                 };
                 if check.reasons.is_empty() {
