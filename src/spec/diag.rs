@@ -65,10 +65,17 @@ impl Diagnostic {
         self
     }
 
-    /// Adds a "did you mean" hint when one of `candidates` is close to `word`.
+    /// Adds a "did you mean" hint when one of `candidates` is close to `word`, else (when
+    /// there are few) a hint listing them, so every such error says what would be valid.
     pub fn suggest<'a>(self, word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
-        match did_you_mean(word, candidates) {
+        let all: Vec<&str> = candidates.into_iter().collect();
+        match did_you_mean(word, all.iter().copied()) {
             Some(best) => self.hint(format!("did you mean `{best}`?")),
+            None if all.is_empty() => self,
+            None if all.len() <= 16 => {
+                let list: Vec<String> = all.iter().map(|c| format!("`{c}`")).collect();
+                self.hint(format!("expected one of {}", list.join(", ")))
+            }
             None => self,
         }
     }
@@ -148,6 +155,9 @@ mod tests {
     fn suggests_close_words_only() {
         assert_eq!(did_you_mean("dpes", ["deps", "outs"]), Some("deps"));
         assert_eq!(did_you_mean("zzzzzz", ["deps", "outs"]), None);
+        let d = Diagnostic::new(Path::new("p"), "", Pos::default(), "x")
+            .suggest("zzzzzz", ["deps", "outs"]);
+        assert_eq!(d.hints, ["expected one of `deps`, `outs`"]);
     }
 
     #[test]
