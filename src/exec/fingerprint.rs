@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Bump when the layout of [`StageKey`] or [`Definition`] changes: every stage reruns.
+/// Bump when the layout of the stage key or definition structs changes: every stage reruns.
 pub const KEY_SCHEMA: u32 = 1;
 
 /// The parts of a stage that are not dep content or param values.
