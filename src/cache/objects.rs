@@ -106,6 +106,13 @@ pub(crate) fn restore(store: &Store, rel: &str, hash: &str) -> Result<(), CacheE
         path: rel.to_owned(),
         hash: hash.to_owned(),
     })?;
+    if super::hash::hash_bytes(manifest.as_bytes()) != hash[..64] {
+        quarantine(store, &hash[..64])?;
+        return Err(CacheError::Corrupt {
+            path: object_path(store, hash),
+            why: "directory manifest does not match its hash (quarantined)".into(),
+        });
+    }
     fs_err::create_dir_all(&dst).map_err(io_err("cannot create", &dst))?;
     for (h, _, inner) in parse_manifest(&manifest) {
         restore_file(store, &format!("{rel}/{inner}"), h, &dst.join(inner))?;
@@ -122,6 +129,7 @@ fn restore_file(store: &Store, rel: &str, hash: &str, dst: &Path) -> Result<(), 
             hash: hash.to_owned(),
         });
     }
+    check_object(store, hash)?;
     if let Some(parent) = dst.parent() {
         fs_err::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
     }
@@ -139,6 +147,29 @@ fn restore_file(store: &Store, rel: &str, hash: &str, dst: &Path) -> Result<(), 
             .insert(rel, Stamp::of(&meta), hash);
     }
     Ok(())
+}
+
+/// Rehashes an object before it is restored. A restored out may be a hardlink to the
+/// object, and someone who can write to it (root ignores the read-only bit) writes into
+/// the store too: checking here turns that into a rerun instead of a silently wrong out.
+fn check_object(store: &Store, hash: &str) -> Result<(), CacheError> {
+    let path = object_path(store, hash);
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if hash_file(&path, size)? == hash {
+        return Ok(());
+    }
+    quarantine(store, hash)?;
+    Err(CacheError::Corrupt {
+        path,
+        why: "content does not match its hash (quarantined)".into(),
+    })
+}
+
+fn quarantine(store: &Store, hex: &str) -> Result<(), CacheError> {
+    let dir = store.dir.join("quarantine");
+    fs_err::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let from = object_path(store, hex);
+    fs_err::rename(&from, dir.join(hex)).map_err(io_err("cannot quarantine", &from))
 }
 
 /// Removes a file or directory tree (outs before a stage runs, or before a restore).
@@ -284,11 +315,8 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, CacheError> {
         })
         .cloned()
         .collect();
-    let quarantine = store.dir.join("quarantine");
-    for (hex, path) in &bad {
-        fs_err::create_dir_all(&quarantine).map_err(io_err("cannot create", &quarantine))?;
-        let to = quarantine.join(hex);
-        fs_err::rename(path, &to).map_err(io_err("cannot quarantine", path))?;
+    for (hex, _) in &bad {
+        quarantine(store, hex)?;
     }
     Ok(VerifyReport {
         checked: objects.len(),

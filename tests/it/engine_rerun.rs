@@ -247,3 +247,36 @@ stages:
     ws.run_ok(&["-j", "2"]);
     assert!(t.elapsed().as_secs_f64() >= 0.8, "took {:?}", t.elapsed());
 }
+
+#[test]
+fn a_restore_never_brings_back_a_corrupted_object() {
+    let ws = diamond();
+    ws.run_ok(&[]);
+    ws.file("a.txt", "a2\n");
+    ws.run_ok(&[]);
+    ws.file("a.txt", "a1\n");
+    assert_eq!(ws.run_ok(&[]).restored(), set(&["A", "C"]));
+    // a.out may now be a hardlink into the store; writing through it (as root, or after a
+    // chmod) corrupts the object.
+    let out = ws.path("a.out");
+    let mut perms = std::fs::metadata(&out).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&out, perms).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"oops\n"))
+        .unwrap();
+    ws.file("a.txt", "a2\n");
+    ws.run_ok(&[]);
+    ws.file("a.txt", "a1\n");
+    let r = ws.run_ok(&[]);
+    assert!(
+        r.ran().contains("A"),
+        "the corrupt object must not be restored: {:#?}",
+        r.events
+    );
+    assert_eq!(ws.read("a.out"), "a1\n");
+    assert_eq!(ws.read("c.out"), "a1\nb1\n-\n");
+}
