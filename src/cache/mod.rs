@@ -43,7 +43,9 @@
 //!
 //! Objects are read-only. Outs are restored by reflink, else read-only hardlink, else
 //! copy; the executor deletes a stage's outs before running it, so a command that writes
-//! with `>` never writes through a hardlink into the store.
+//! with `>` never writes through a hardlink into the store. Someone else still can (root
+//! ignores the read-only bit), so every object is rehashed before it is restored; a
+//! corrupt one is moved to `quarantine/` and the stage reruns instead.
 //!
 //! # Debugging
 //!
