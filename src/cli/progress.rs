@@ -49,7 +49,11 @@ impl Human {
                         ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
-                    bar.set_message(format!("stage {stage} running"));
+                    let mut why = describe(reasons);
+                    if why.chars().count() > 60 {
+                        why = why.chars().take(57).collect::<String>() + "...";
+                    }
+                    bar.set_message(format!("stage {stage} running ({why})"));
                     bar.enable_steady_tick(Duration::from_millis(120));
                     self.bars.insert(stage.clone(), bar);
                     if p.verbosity() >= Verbosity::Verbose {

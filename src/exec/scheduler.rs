@@ -85,9 +85,11 @@ pub fn log_paths(pipeline: &Pipeline, stage: &str) -> (PathBuf, PathBuf) {
         })
         .collect();
     let dir = pipeline.root.join("cache").join("logs").join(safe);
+    // Matrix values may contain `/` (`model=org/name`): keep one flat file per stage.
+    let file = stage.replace(['/', '\\'], "%");
     (
-        dir.join(format!("{stage}.log")),
-        dir.join(format!("{stage}.json")),
+        dir.join(format!("{file}.log")),
+        dir.join(format!("{file}.json")),
     )
 }
 

@@ -46,3 +46,20 @@ stages:
     let one = ws.run_ok(&["-s", "train@rank=8,lr=1e-4", "--force"]);
     assert_eq!(one.ran(), set(&["train@rank=8,lr=1e-4"]));
 }
+
+#[test]
+fn matrix_values_with_slashes_still_get_a_log_file() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "stages:\n  fetch:\n    matrix:\n      model: [org/a, org/b]\n    cmd: echo {{ matrix.model }} > {{ matrix.model | replace('/', '-') }}.txt\n    outs: [\"{{ matrix.model | replace('/', '-') }}.txt\"]\n",
+    );
+    let r = ws.run_ok(&[]);
+    assert_eq!(r.ran(), set(&["fetch@model=org/a", "fetch@model=org/b"]));
+    assert_eq!(ws.read("org-b.txt"), "org/b\n");
+    let show = ws
+        .pipe()
+        .args(["show", "fetch@model=org/a"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&show.stdout).contains("last run ok"));
+}
