@@ -4,7 +4,7 @@ use super::UsageError;
 use super::output::Printer;
 use super::workspace::WorkspaceArgs;
 use crate::exec::lockfile::LockFile;
-use crate::exec::scheduler::{LastRun, log_paths};
+use crate::exec::worker::{LastRun, log_paths};
 use crate::spec::Cmd;
 use serde_json::Value;
 

@@ -19,6 +19,7 @@ pub mod lockfile;
 pub mod plan;
 mod reason;
 pub mod scheduler;
+pub mod worker;
 
 pub use events::Event;
 pub use reason::{DirtyReason, describe};

@@ -14,6 +14,7 @@ use super::ExecError;
 use super::events::{Event, utc_now};
 use super::lockfile::{LockEntry, LockFile};
 use super::plan::{self, Check};
+use super::worker::{self, Finished, SIGINT, SIGKILL, log_paths, signal_all, write_record};
 use crate::cache::Store;
 use crate::dag::{Dag, Edge};
 use crate::spec::{Pipeline, Stage};
@@ -56,58 +57,6 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
-    Pending,
-    Running,
-    Done { changed: bool },
-    Failed,
-    Skipped,
-}
-
-struct Finished {
-    idx: usize,
-    result: Result<BTreeMap<String, String>, String>,
-    duration: Duration,
-}
-
-/// Where a stage's log and last-run record go.
-pub fn log_paths(pipeline: &Pipeline, stage: &str) -> (PathBuf, PathBuf) {
-    let safe: String = pipeline
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let dir = pipeline.root.join("cache").join("logs").join(safe);
-    // Matrix values may contain `/` (`model=org/name`): keep one flat file per stage.
-    let file = stage.replace(['/', '\\'], "%");
-    (
-        dir.join(format!("{file}.log")),
-        dir.join(format!("{file}.json")),
-    )
-}
-
-/// What is known about a stage's last run, for `pipe show`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LastRun {
-    /// When it started (RFC 3339 UTC).
-    pub started: String,
-    /// Wall time.
-    pub duration_ms: u64,
-    /// `ok`, `failed` or `interrupted`.
-    pub status: String,
-    /// The error, for failures.
-    pub error: Option<String>,
-    /// The log file.
-    pub log: PathBuf,
-}
-
 /// Runs the pipeline. `emit` receives every event, in order, on this thread.
 pub fn run(
     pipeline: &Pipeline,
@@ -117,35 +66,16 @@ pub fn run(
     interrupted: &AtomicBool,
     emit: &mut dyn FnMut(&Event),
 ) -> Result<Summary, ExecError> {
-    let lock_path = pipeline.lock_path();
-    let mut lock = LockFile::load(&lock_path)?;
-    let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
-    lock.stages.retain(|k, _| names.contains(k.as_str()));
-    let n = pipeline.stages.len();
-    let mut state = vec![State::Pending; n];
-    if let Some(sel) = &opts.selected {
-        for (i, s) in state.iter_mut().enumerate() {
-            if !sel.contains(&i) {
-                *s = State::Done { changed: false };
-            }
-        }
-    }
-    let mut checks: Vec<Option<Check>> = vec![None; n];
-    let mut started_at: Vec<Option<(Instant, String)>> = vec![None; n];
-    let mut used: BTreeMap<String, u64> = BTreeMap::new();
-    let mut summary = Summary::default();
-    let mut running = 0usize;
-    let mut stopping = false;
-    let mut killed_at: Option<Instant> = None;
+    let mut c = Coordinator::new(pipeline, dag, store, opts, emit)?;
     let pids: Mutex<HashMap<usize, u32>> = Mutex::new(HashMap::new());
     let (tx, rx) = mpsc::channel::<Finished>();
-    let jobs = opts.jobs.max(1);
-
+    let mut killed_at: Option<Instant> = None;
     std::thread::scope(|scope| -> Result<(), ExecError> {
         loop {
-            if interrupted.load(Ordering::SeqCst) && !summary.interrupted {
-                summary.interrupted = true;
-                stopping = true;
+            // Interrupt: SIGINT to every command's process group, SIGKILL 3 s later.
+            if interrupted.load(Ordering::SeqCst) && !c.summary.interrupted {
+                c.summary.interrupted = true;
+                c.stopping = true;
                 signal_all(&pids, SIGINT);
                 killed_at = Some(Instant::now());
             }
@@ -153,137 +83,12 @@ pub fn run(
                 signal_all(&pids, SIGKILL);
                 killed_at = None;
             }
-            for &i in dag.order() {
-                if stopping {
-                    break;
-                }
-                if state[i] != State::Pending {
-                    continue;
-                }
-                let stage = &pipeline.stages[i];
-                let ups: Vec<usize> = dag.upstream(i).map(|(u, _)| u).collect();
-                if let Some(&bad) = ups
-                    .iter()
-                    .find(|&&u| matches!(state[u], State::Failed | State::Skipped))
-                {
-                    state[i] = State::Skipped;
-                    summary.skipped += 1;
-                    emit(&Event::StageSkipped {
-                        stage: stage.name.clone(),
-                        because: pipeline.stages[bad].name.clone(),
-                    });
-                    continue;
-                }
-                if !ups.iter().all(|&u| matches!(state[u], State::Done { .. })) {
-                    continue;
-                }
-                if stage.frozen {
-                    state[i] = State::Done { changed: false };
-                    summary.cached += 1;
-                    emit(&Event::StageCached {
-                        stage: stage.name.clone(),
-                        frozen: true,
-                    });
-                    continue;
-                }
-                let entry = lock.stages.get(&stage.name);
-                let check = match checks[i].take() {
-                    Some(c) => c,
-                    None => {
-                        let changed_by = |dep: &str| -> Option<String> {
-                            dag.upstream(i).find_map(|(u, e)| match e {
-                                Edge::Data { path }
-                                    if path == dep
-                                        && state[u] == (State::Done { changed: true }) =>
-                                {
-                                    Some(pipeline.stages[u].name.clone())
-                                }
-                                _ => None,
-                            })
-                        };
-                        match plan::check(store, stage, entry, opts.force, &changed_by) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                // An unreadable dep fails this stage, not the whole run:
-                                // running stages finish and are recorded.
-                                state[i] = State::Failed;
-                                summary.failed += 1;
-                                stopping |= !opts.keep_going;
-                                emit(&Event::StageFailed {
-                                    stage: stage.name.clone(),
-                                    error: format!("cannot hash its deps: {e}"),
-                                    log: None,
-                                    duration_ms: 0,
-                                });
-                                continue;
-                            }
-                        }
-                    }
-                };
-                if check.reasons.is_empty() {
-                    state[i] = State::Done { changed: false };
-                    summary.cached += 1;
-                    emit(&Event::StageCached {
-                        stage: stage.name.clone(),
-                        frozen: false,
-                    });
-                    continue;
-                }
-                if let Some(outs) = plan::restorable(store, stage, entry, &check) {
-                    let restored = outs.iter().try_for_each(|(p, h)| store.restore(p, h));
-                    if restored.is_ok() {
-                        let changed = entry.is_none_or(|e| e.outs != outs);
-                        lock.stages
-                            .insert(stage.name.clone(), lock_entry(stage, &check, outs));
-                        lock.save(&lock_path)?;
-                        store.register_lock(&lock_path)?;
-                        state[i] = State::Done { changed };
-                        summary.restored += 1;
-                        emit(&Event::StageRestored {
-                            stage: stage.name.clone(),
-                            reasons: check.reasons,
-                        });
-                        continue;
-                    }
-                }
-                if let Some(dep) = check.missing_deps.first() {
-                    state[i] = State::Failed;
-                    summary.failed += 1;
-                    emit(&Event::StageFailed {
-                        stage: stage.name.clone(),
-                        error: format!("dep `{dep}` does not exist"),
-                        log: None,
-                        duration_ms: 0,
-                    });
-                    stopping |= !opts.keep_going;
-                    continue;
-                }
-                let demand = demand(stage, &opts.capacity);
-                let fits = demand.iter().all(|(k, v)| {
-                    used.get(k).copied().unwrap_or(0) + v <= capacity(&opts.capacity, k)
-                });
-                if running >= jobs || !fits {
-                    checks[i] = Some(check);
-                    continue;
-                }
-                for (k, v) in &demand {
-                    *used.entry(k.clone()).or_default() += v;
-                }
-                let (log, _) = log_paths(pipeline, &stage.name);
-                prepare_outs(store, stage, &log)?;
-                running += 1;
-                state[i] = State::Running;
-                started_at[i] = Some((Instant::now(), utc_now()));
-                emit(&Event::StageStart {
-                    stage: stage.name.clone(),
-                    reasons: check.reasons.clone(),
-                    log: log.clone(),
-                });
-                checks[i] = Some(check);
+            while let Some((i, log)) = c.next_to_start()? {
                 let (tx, pids) = (tx.clone(), &pids);
+                let stage = &pipeline.stages[i];
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let result = execute(pipeline, store, stage, i, &log, pids);
+                    let result = worker::execute(pipeline, store, stage, i, &log, pids);
                     let _ = tx.send(Finished {
                         idx: i,
                         result,
@@ -291,65 +96,300 @@ pub fn run(
                     });
                 });
             }
-            if running == 0 {
+            if c.running == 0 {
                 return Ok(());
             }
-            let Ok(done) = rx.recv_timeout(Duration::from_millis(50)) else {
-                continue;
-            };
-            running -= 1;
-            let i = done.idx;
-            let stage = &pipeline.stages[i];
-            for (k, v) in demand(stage, &opts.capacity) {
-                *used.entry(k).or_default() -= v;
-            }
-            let check = checks[i].take().expect("a running stage has its check");
-            let (log, record) = log_paths(pipeline, &stage.name);
-            let duration_ms = done.duration.as_millis() as u64;
-            let started = started_at[i].take().map(|(_, ts)| ts).unwrap_or_default();
-            match done.result {
-                Ok(outs) => {
-                    let changed = lock.stages.get(&stage.name).is_none_or(|e| e.outs != outs);
-                    store.put_run(&check.fingerprint, &stage.name, &outs)?;
-                    lock.stages
-                        .insert(stage.name.clone(), lock_entry(stage, &check, outs));
-                    lock.save(&lock_path)?;
-                    store.register_lock(&lock_path)?;
-                    write_record(&record, &started, duration_ms, "ok", None, &log);
-                    state[i] = State::Done { changed };
-                    summary.ran += 1;
-                    emit(&Event::StageFinish {
-                        stage: stage.name.clone(),
-                        duration_ms,
-                        outs_changed: changed,
-                    });
-                }
-                Err(error) => {
-                    // Partial outs must not survive: the next run would take them as done.
-                    for out in stage.all_outs() {
-                        let _ = store.remove(out);
-                    }
-                    let (status, error) = if summary.interrupted {
-                        ("interrupted", format!("interrupted ({error})"))
-                    } else {
-                        ("failed", error)
-                    };
-                    write_record(&record, &started, duration_ms, status, Some(&error), &log);
-                    state[i] = State::Failed;
-                    summary.failed += 1;
-                    stopping |= !opts.keep_going;
-                    emit(&Event::StageFailed {
-                        stage: stage.name.clone(),
-                        error,
-                        log: Some(log),
-                        duration_ms,
-                    });
-                }
+            if let Ok(done) = rx.recv_timeout(Duration::from_millis(50)) {
+                c.finished(done)?;
             }
         }
     })?;
     store.save_stat()?;
-    Ok(summary)
+    Ok(c.summary)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Pending,
+    Running,
+    Done { changed: bool },
+    Failed,
+    Skipped,
+}
+
+/// Everything the coordinating thread owns.
+struct Coordinator<'a, 'e> {
+    pipeline: &'a Pipeline,
+    dag: &'a Dag,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    emit: &'e mut dyn FnMut(&Event),
+    lock: LockFile,
+    lock_path: PathBuf,
+    state: Vec<State>,
+    /// Checks of stages that must run but wait for a job slot or resource tokens (and of
+    /// running stages, for their lock entry).
+    checks: Vec<Option<Check>>,
+    /// When each running stage started (RFC 3339).
+    started: Vec<Option<String>>,
+    used: BTreeMap<String, u64>,
+    summary: Summary,
+    running: usize,
+    /// No new stage starts (a failure without `--keep-going`, or an interrupt).
+    stopping: bool,
+}
+
+impl<'a, 'e> Coordinator<'a, 'e> {
+    fn new(
+        pipeline: &'a Pipeline,
+        dag: &'a Dag,
+        store: &'a Store,
+        opts: &'a RunOptions,
+        emit: &'e mut dyn FnMut(&Event),
+    ) -> Result<Self, ExecError> {
+        let lock_path = pipeline.lock_path();
+        let mut lock = LockFile::load(&lock_path)?;
+        // Entries of stages that no longer exist would otherwise live forever.
+        let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+        lock.stages.retain(|k, _| names.contains(k.as_str()));
+        let n = pipeline.stages.len();
+        let state = (0..n)
+            .map(|i| match &opts.selected {
+                Some(sel) if !sel.contains(&i) => State::Done { changed: false },
+                _ => State::Pending,
+            })
+            .collect();
+        Ok(Self {
+            pipeline,
+            dag,
+            store,
+            opts,
+            emit,
+            lock,
+            lock_path,
+            state,
+            checks: vec![None; n],
+            started: vec![None; n],
+            used: BTreeMap::new(),
+            summary: Summary::default(),
+            running: 0,
+            stopping: false,
+        })
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.pipeline.stages[i].name.clone()
+    }
+
+    fn fail(&mut self, i: usize, error: String, log: Option<PathBuf>, duration_ms: u64) {
+        self.state[i] = State::Failed;
+        self.summary.failed += 1;
+        self.stopping |= !self.opts.keep_going;
+        let stage = self.name(i);
+        (self.emit)(&Event::StageFailed {
+            stage,
+            error,
+            log,
+            duration_ms,
+        });
+    }
+
+    fn record_success(
+        &mut self,
+        i: usize,
+        check: &Check,
+        outs: BTreeMap<String, String>,
+    ) -> Result<bool, ExecError> {
+        let stage = &self.pipeline.stages[i];
+        let changed = self
+            .lock
+            .stages
+            .get(&stage.name)
+            .is_none_or(|e| e.outs != outs);
+        self.lock
+            .stages
+            .insert(stage.name.clone(), lock_entry(stage, check, outs));
+        self.lock.save(&self.lock_path)?;
+        self.store.register_lock(&self.lock_path)?;
+        self.state[i] = State::Done { changed };
+        Ok(changed)
+    }
+
+    /// Walks pending stages in order, settling those that need no worker (skipped, frozen,
+    /// up to date, restored, failed checks), and returns the first one that must run and
+    /// fits, with its tokens taken and its `stage-start` emitted.
+    fn next_to_start(&mut self) -> Result<Option<(usize, PathBuf)>, ExecError> {
+        for &i in self.dag.order() {
+            if self.stopping {
+                return Ok(None);
+            }
+            if self.state[i] != State::Pending {
+                continue;
+            }
+            let ups: Vec<usize> = self.dag.upstream(i).map(|(u, _)| u).collect();
+            if let Some(&bad) = ups
+                .iter()
+                .find(|&&u| matches!(self.state[u], State::Failed | State::Skipped))
+            {
+                self.state[i] = State::Skipped;
+                self.summary.skipped += 1;
+                let (stage, because) = (self.name(i), self.name(bad));
+                (self.emit)(&Event::StageSkipped { stage, because });
+                continue;
+            }
+            if !ups
+                .iter()
+                .all(|&u| matches!(self.state[u], State::Done { .. }))
+            {
+                continue;
+            }
+            let Some(check) = self.decide(i)? else {
+                continue;
+            };
+            let stage = &self.pipeline.stages[i];
+            let demand = demand(stage, &self.opts.capacity);
+            let fits = demand.iter().all(|(k, v)| {
+                self.used.get(k).copied().unwrap_or(0) + v <= capacity(&self.opts.capacity, k)
+            });
+            if self.running >= self.opts.jobs.max(1) || !fits {
+                self.checks[i] = Some(check);
+                continue;
+            }
+            for (k, v) in demand {
+                *self.used.entry(k).or_default() += v;
+            }
+            let (log, _) = log_paths(self.pipeline, &stage.name);
+            worker::prepare_outs(self.store, stage, &log)?;
+            self.running += 1;
+            self.state[i] = State::Running;
+            self.started[i] = Some(utc_now());
+            (self.emit)(&Event::StageStart {
+                stage: stage.name.clone(),
+                reasons: check.reasons.clone(),
+                log: log.clone(),
+            });
+            self.checks[i] = Some(check);
+            return Ok(Some((i, log)));
+        }
+        Ok(None)
+    }
+
+    /// For a stage whose upstream is done: settles it without a worker when possible
+    /// (frozen, up to date, restored, or failed because its deps cannot be read), else
+    /// returns its check: it must run.
+    fn decide(&mut self, i: usize) -> Result<Option<Check>, ExecError> {
+        let stage = &self.pipeline.stages[i];
+        if stage.frozen {
+            self.state[i] = State::Done { changed: false };
+            self.summary.cached += 1;
+            (self.emit)(&Event::StageCached {
+                stage: stage.name.clone(),
+                frozen: true,
+            });
+            return Ok(None);
+        }
+        let check = match self.checks[i].take() {
+            Some(c) => c,
+            None => {
+                let (dag, state, pipeline) = (self.dag, &self.state, self.pipeline);
+                // A changed dep written by an upstream stage that reran in this run is
+                // reported as "upstream changed".
+                let changed_by = |dep: &str| -> Option<String> {
+                    dag.upstream(i).find_map(|(u, e)| match e {
+                        Edge::Data { path }
+                            if path == dep && state[u] == (State::Done { changed: true }) =>
+                        {
+                            Some(pipeline.stages[u].name.clone())
+                        }
+                        _ => None,
+                    })
+                };
+                let entry = self.lock.stages.get(&stage.name);
+                match plan::check(self.store, stage, entry, self.opts.force, &changed_by) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // An unreadable dep fails this stage, not the whole run.
+                        self.fail(i, format!("cannot hash its deps: {e}"), None, 0);
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        if check.reasons.is_empty() {
+            self.state[i] = State::Done { changed: false };
+            self.summary.cached += 1;
+            (self.emit)(&Event::StageCached {
+                stage: stage.name.clone(),
+                frozen: false,
+            });
+            return Ok(None);
+        }
+        let entry = self.lock.stages.get(&stage.name);
+        if let Some(outs) = plan::restorable(self.store, stage, entry, &check) {
+            // A failed restore (say, a corrupt object) falls through to running the stage.
+            if outs
+                .iter()
+                .try_for_each(|(p, h)| self.store.restore(p, h))
+                .is_ok()
+            {
+                self.record_success(i, &check, outs)?;
+                self.summary.restored += 1;
+                (self.emit)(&Event::StageRestored {
+                    stage: stage.name.clone(),
+                    reasons: check.reasons,
+                });
+                return Ok(None);
+            }
+        }
+        if let Some(dep) = check.missing_deps.first() {
+            self.fail(i, format!("dep `{dep}` does not exist"), None, 0);
+            return Ok(None);
+        }
+        Ok(Some(check))
+    }
+
+    /// A worker is done: record success in the lock file and the run cache, or clean up.
+    fn finished(&mut self, done: Finished) -> Result<(), ExecError> {
+        self.running -= 1;
+        let i = done.idx;
+        let stage = &self.pipeline.stages[i];
+        for (k, v) in demand(stage, &self.opts.capacity) {
+            *self.used.entry(k).or_default() -= v;
+        }
+        let check = self.checks[i]
+            .take()
+            .expect("a running stage has its check");
+        let (log, record) = log_paths(self.pipeline, &stage.name);
+        let duration_ms = done.duration.as_millis() as u64;
+        let started = self.started[i].take().unwrap_or_default();
+        match done.result {
+            Ok(outs) => {
+                self.store.put_run(&check.fingerprint, &stage.name, &outs)?;
+                let changed = self.record_success(i, &check, outs)?;
+                write_record(&record, &started, duration_ms, "ok", None, &log);
+                self.summary.ran += 1;
+                (self.emit)(&Event::StageFinish {
+                    stage: stage.name.clone(),
+                    duration_ms,
+                    outs_changed: changed,
+                });
+            }
+            Err(error) => {
+                // Partial outs must not survive: the next run would take them as done.
+                for out in stage.all_outs() {
+                    let _ = self.store.remove(out);
+                }
+                let (status, error) = if self.summary.interrupted {
+                    ("interrupted", format!("interrupted ({error})"))
+                } else {
+                    ("failed", error)
+                };
+                write_record(&record, &started, duration_ms, status, Some(&error), &log);
+                self.fail(i, error, Some(log), duration_ms);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn lock_entry(stage: &Stage, check: &Check, outs: BTreeMap<String, String>) -> LockEntry {
@@ -361,86 +401,6 @@ fn lock_entry(stage: &Stage, check: &Check, outs: BTreeMap<String, String>) -> L
         deps: check.deps.clone(),
         params: stage.params.clone(),
         outs,
-    }
-}
-
-/// Removes stale outs (so a command never writes through a hardlink into the store and a
-/// missing out is really missing), creates their parent directories and the log's.
-fn prepare_outs(store: &Store, stage: &Stage, log: &std::path::Path) -> Result<(), ExecError> {
-    for out in stage.all_outs() {
-        store.remove(out)?;
-        if let Some(parent) = store.root().join(out).parent() {
-            fs_err::create_dir_all(parent).map_err(ExecError::Io)?;
-        }
-    }
-    if let Some(parent) = log.parent() {
-        fs_err::create_dir_all(parent).map_err(ExecError::Io)?;
-    }
-    Ok(())
-}
-
-/// Worker: runs the stage's command, then stores its outs.
-fn execute(
-    pipeline: &Pipeline,
-    store: &Store,
-    stage: &Stage,
-    idx: usize,
-    log: &std::path::Path,
-    pids: &Mutex<HashMap<usize, u32>>,
-) -> Result<BTreeMap<String, String>, String> {
-    let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
-    let mut command = crate::stages::cmd::command(stage, &pipeline.root, file.file())
-        .map_err(|e| format!("cannot prepare the command: {e}"))?;
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the command: {e}"))?;
-    pids.lock().expect("pids").insert(idx, child.id());
-    let status = child.wait();
-    pids.lock().expect("pids").remove(&idx);
-    let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
-    if !status.success() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::ExitStatusExt;
-            if let Some(sig) = status.signal() {
-                return Err(format!("killed by signal {sig}"));
-            }
-        }
-        return Err(format!(
-            "exited with status {}",
-            status.code().unwrap_or(-1)
-        ));
-    }
-    let mut outs = BTreeMap::new();
-    for out in stage.all_outs() {
-        match store.store_path(out) {
-            Ok(Some(h)) => {
-                outs.insert(out.clone(), h);
-            }
-            Ok(None) => {
-                return Err(format!(
-                    "the command succeeded but did not write out `{out}`"
-                ));
-            }
-            Err(e) => return Err(format!("cannot store out `{out}`: {e}")),
-        }
-    }
-    Ok(outs)
-}
-
-const SIGINT: i32 = 2;
-const SIGKILL: i32 = 9;
-
-/// Signals every running command's process group.
-fn signal_all(pids: &Mutex<HashMap<usize, u32>>, sig: i32) {
-    for &pid in pids.lock().expect("pids").values() {
-        #[cfg(unix)]
-        // SAFETY: kill(2) on a process group we created (process_group(0) at spawn).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), sig);
-        }
-        #[cfg(not(unix))]
-        let _ = (pid, sig);
     }
 }
 
@@ -460,24 +420,4 @@ fn demand(stage: &Stage, caps: &BTreeMap<String, u64>) -> BTreeMap<String, u64> 
         *v = (*v).min(capacity(caps, k));
     }
     d
-}
-
-fn write_record(
-    path: &std::path::Path,
-    started: &str,
-    duration_ms: u64,
-    status: &str,
-    error: Option<&str>,
-    log: &std::path::Path,
-) {
-    let record = LastRun {
-        started: started.to_owned(),
-        duration_ms,
-        status: status.to_owned(),
-        error: error.map(String::from),
-        log: log.to_owned(),
-    };
-    if let Ok(json) = serde_json::to_vec_pretty(&record) {
-        let _ = std::fs::write(path, json);
-    }
 }
