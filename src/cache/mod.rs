@@ -66,7 +66,7 @@ pub use hash::{DIR_SUFFIX, hash_bytes, is_dir_hash};
 pub use objects::{GcReport, VerifyReport};
 pub use runs::RunEntry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -116,6 +116,11 @@ pub struct Store {
     root: PathBuf,
     dir: PathBuf,
     stat: Mutex<stat::StatCache>,
+    /// Hashes computed in this process, so a directory that several stages read is walked
+    /// once per run. Every write through the store (store, restore, remove) invalidates
+    /// the overlapping entries; files changed behind pipe's back during a run are seen by
+    /// the next run.
+    memo: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Store {
@@ -127,6 +132,7 @@ impl Store {
             root: root.to_owned(),
             dir,
             stat: Mutex::new(stat),
+            memo: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,11 +149,27 @@ impl Store {
     /// The hash of the file or directory at the workspace-relative `rel`, or `None` when
     /// it does not exist. Uses the stat cache; only new or changed files are read.
     pub fn hash_path(&self, rel: &str) -> Result<Option<String>, CacheError> {
-        Ok(hash::hash_path(self, rel, false)?.map(|h| h.hash))
+        if let Some(known) = self.memo.lock().expect("memo").get(rel) {
+            return Ok(known.clone());
+        }
+        let hash = hash::hash_path(self, rel, false)?.map(|h| h.hash);
+        self.memo
+            .lock()
+            .expect("memo")
+            .insert(rel.to_owned(), hash.clone());
+        Ok(hash)
+    }
+
+    fn forget(&self, rel: &str) {
+        self.memo
+            .lock()
+            .expect("memo")
+            .retain(|k, _| !crate::spec::path_within(k, rel) && !crate::spec::path_within(rel, k));
     }
 
     /// Hashes `rel` and copies its content into the object store (outs after a run).
     pub fn store_path(&self, rel: &str) -> Result<Option<String>, CacheError> {
+        self.forget(rel);
         let Some(hashed) = hash::hash_path(self, rel, true)? else {
             return Ok(None);
         };
@@ -157,6 +179,10 @@ impl Store {
         if let Some(manifest) = &hashed.manifest {
             objects::insert_bytes(self, &hashed.hash[..64], manifest.as_bytes())?;
         }
+        self.memo
+            .lock()
+            .expect("memo")
+            .insert(rel.to_owned(), Some(hashed.hash.clone()));
         Ok(Some(hashed.hash))
     }
 
@@ -167,11 +193,18 @@ impl Store {
 
     /// Replaces whatever is at `rel` with the content `hash` names.
     pub fn restore(&self, rel: &str, hash: &str) -> Result<(), CacheError> {
-        objects::restore(self, rel, hash)
+        self.forget(rel);
+        objects::restore(self, rel, hash)?;
+        self.memo
+            .lock()
+            .expect("memo")
+            .insert(rel.to_owned(), Some(hash.to_owned()));
+        Ok(())
     }
 
     /// Deletes the file or directory at `rel` (a stage's outs before it runs).
     pub fn remove(&self, rel: &str) -> Result<(), CacheError> {
+        self.forget(rel);
         objects::remove_path(&self.root.join(rel))
     }
 
