@@ -33,7 +33,8 @@
 //! cache/v1/runs/<fingerprint>.json   run cache: fingerprint -> outs {path: hash}
 //! cache/v1/stat                      stat cache: `hash size mtime_ns inode path` lines
 //! cache/v1/locks                     lock files that reference objects (for gc)
-//! cache/v1/quarantine/<hash>         objects `pipe cache verify` found corrupt
+//! cache/v1/quarantine/<hash>         objects found corrupt (by `verify` or a restore)
+//! cache/v1/tmp/                      objects being written (cleared by `pipe gc`)
 //! ```
 //!
 //! A file's hash is 64 hex digits of blake3 over its bytes. A directory's hash is the same
