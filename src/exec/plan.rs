@@ -214,3 +214,117 @@ pub fn status(
     store.save_stat()?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Cmd, Pos};
+    use crate::stages::Kind;
+
+    fn stage() -> Stage {
+        Stage {
+            name: "s".into(),
+            base: "s".into(),
+            kind: Kind::Cmd,
+            cmd: Some(Cmd::Shell("cat in > out".into())),
+            deps: vec!["in".into()],
+            outs: vec!["out".into()],
+            params: [("lr".to_owned(), serde_json::json!(0.1))].into(),
+            with: serde_json::Value::Null,
+            needs: Vec::new(),
+            metrics: Vec::new(),
+            matrix: Default::default(),
+            always_run: false,
+            frozen: false,
+            resources: Default::default(),
+            pos: Pos::default(),
+        }
+    }
+
+    /// The lock entry a successful run of `stage` would leave.
+    fn ran(store: &Store, stage: &Stage) -> LockEntry {
+        let c = check(store, stage, None, false, &|_| None).unwrap();
+        std::fs::write(store.root().join("out"), "o").unwrap();
+        LockEntry {
+            fingerprint: c.fingerprint,
+            kind: "cmd".into(),
+            impl_version: stage.kind.impl_version(),
+            definition: c.definition,
+            deps: c.deps,
+            params: stage.params.clone(),
+            outs: [("out".to_owned(), store.hash_path("out").unwrap().unwrap())].into(),
+        }
+    }
+
+    #[test]
+    fn each_input_gives_its_own_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in"), "1").unwrap();
+        let store = Store::open(dir.path());
+        let s = stage();
+        let entry = ran(&store, &s);
+        let reasons = |st: &Stage, e: &LockEntry| {
+            check(&Store::open(dir.path()), st, Some(e), false, &|_| None)
+                .unwrap()
+                .reasons
+        };
+        assert!(reasons(&s, &entry).is_empty());
+
+        // A lock entry written by an older implementation of the kind: its version and
+        // hence its fingerprint differ.
+        let mut old = entry.clone();
+        old.impl_version = 0;
+        old.fingerprint = "older".into();
+        assert_eq!(reasons(&s, &old), [DirtyReason::ImplVersionChanged]);
+
+        let mut edited = s.clone();
+        edited.cmd = Some(Cmd::Shell("cat in in > out".into()));
+        assert_eq!(reasons(&edited, &entry), [DirtyReason::DefinitionChanged]);
+
+        let mut p = s.clone();
+        p.params.insert("lr".into(), serde_json::json!(0.2));
+        assert_eq!(
+            reasons(&p, &entry),
+            [DirtyReason::ParamChanged {
+                name: "lr".into(),
+                old: serde_json::json!(0.1),
+                new: serde_json::json!(0.2)
+            }]
+        );
+
+        std::fs::write(dir.path().join("in"), "2").unwrap();
+        assert_eq!(
+            reasons(&s, &entry),
+            [DirtyReason::DepChanged { path: "in".into() }]
+        );
+        std::fs::write(dir.path().join("in"), "1").unwrap();
+
+        std::fs::remove_file(dir.path().join("out")).unwrap();
+        assert_eq!(
+            reasons(&s, &entry),
+            [DirtyReason::OutMissing { path: "out".into() }]
+        );
+        std::fs::write(dir.path().join("out"), "tampered").unwrap();
+        assert_eq!(
+            reasons(&s, &entry),
+            [DirtyReason::OutModified { path: "out".into() }]
+        );
+
+        let forced = check(&store, &s, Some(&entry), true, &|_| None)
+            .unwrap()
+            .reasons;
+        assert_eq!(forced[0], DirtyReason::Forced);
+    }
+
+    #[test]
+    fn fingerprints_ignore_mtimes_and_location() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("in"), "same").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(b.path().join("in"), "same").unwrap();
+        let fa = check(&Store::open(a.path()), &stage(), None, false, &|_| None).unwrap();
+        let fb = check(&Store::open(b.path()), &stage(), None, false, &|_| None).unwrap();
+        assert_eq!(fa.fingerprint, fb.fingerprint);
+    }
+}
