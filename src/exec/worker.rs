@@ -85,7 +85,7 @@ pub(crate) fn execute(
     pids: &Mutex<HashMap<usize, u32>>,
 ) -> Result<BTreeMap<String, String>, String> {
     let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
-    let mut command = crate::stages::cmd::command(stage, &pipeline.root, file.file())
+    let mut command = crate::stages::command(stage, &pipeline.root, file.file())
         .map_err(|e| format!("cannot prepare the command: {e}"))?;
     let mut child = command
         .spawn()

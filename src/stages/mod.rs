@@ -8,6 +8,13 @@
 //!
 //! Only `cmd` is implemented today. The ML kinds are reserved names: a pipeline using them
 //! fails validation with "not implemented yet" rather than "unknown kind".
+//!
+//! Adding a kind: a variant of [`Kind`] with its name, version and MLX use, and a branch
+//! in [`command`]. Every kind runs as a child process (a built-in kind as `pipe` itself,
+//! which is first on the child's `PATH`, with the stage's rendered `with` as arguments):
+//! the engine then treats all kinds alike for logs, interrupts (the child's process
+//! group is signalled) and crash safety, and an MLX failure cannot take the scheduler
+//! down. Outs are written with [`write_out_atomically`].
 
 pub mod cmd;
 
@@ -78,6 +85,17 @@ impl Kind {
         match self {
             Kind::Cmd => false,
         }
+    }
+}
+
+/// The process that runs `stage`, with stdout and stderr going to `log`.
+pub fn command(
+    stage: &crate::spec::Stage,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<std::process::Command> {
+    match stage.kind {
+        Kind::Cmd => cmd::command(stage, root, log),
     }
 }
 
