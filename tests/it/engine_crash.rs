@@ -143,7 +143,8 @@ fn a_second_run_waits_for_the_first() {
     let err = String::from_utf8_lossy(&busy.stderr);
     assert!(err.contains(&format!("pid {}", first.id())), "{err}");
     let second = spawn_run(&ws, &["--json"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Give the second run time to start and find the lock busy (generous for loaded CI).
+    std::thread::sleep(Duration::from_millis(1500));
     std::fs::remove_file(ws.path("delay")).unwrap();
     // End the first run early; the waiting run then takes the lock and does the work.
     signal(&first, "-INT");
