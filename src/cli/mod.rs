@@ -2,7 +2,8 @@
 //! dispatch to one file per subcommand, and the mapping from outcomes to exit codes.
 //!
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
-//! failed, MLX could not start, a download failed), 2 a usage or validation error.
+//! failed, MLX could not start, a download failed), 2 a usage or validation error,
+//! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
 
 mod cache;
 mod dag;
