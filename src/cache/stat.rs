@@ -5,16 +5,23 @@
 //! about a millisecond, far less than JSON, and the file can be read with `grep`.
 //!
 //! Racy entries: file timestamps come from a coarse kernel clock, so a file written twice
-//! within one tick keeps its mtime. Entries whose mtime is within [`RACY_NS`] of the moment
-//! they were hashed are not trusted later (the same rule as git's index), at the price of
-//! rehashing freshly written files once more.
+//! within one tick keeps its mtime. Entries whose mtime is too close to the moment they
+//! were hashed are not trusted later (the rule of git's index), at the price of hashing
+//! such a file again next time. "Too close" is [`RACY_FINE_NS`] on file systems with
+//! sub-second timestamps (ext4, APFS, btrfs: a clock tick is a few milliseconds) and
+//! [`RACY_COARSE_NS`] when the mtime has no sub-second part (HFS+, FAT, some network
+//! file systems), so that a multi-GB out written just before its stage ended is not
+//! rehashed by the next run on modern file systems.
 
 use super::{CacheError, io_err};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Files modified this recently (relative to when they were hashed) are not cached.
-const RACY_NS: i128 = 2_000_000_000;
+/// Files modified this recently (relative to when they were hashed) are not cached, on
+/// file systems with fine timestamps...
+const RACY_FINE_NS: i128 = 100_000_000;
+/// ...and on those whose timestamps are whole seconds (or two).
+const RACY_COARSE_NS: i128 = 2_000_000_000;
 
 /// What identifies an unchanged file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +114,12 @@ impl StatCache {
     }
 
     pub fn insert(&mut self, path: &str, stamp: Stamp, hash: &str) {
-        if stamp.mtime_ns > now_ns() - RACY_NS {
+        let window = if stamp.mtime_ns % 1_000_000_000 == 0 {
+            RACY_COARSE_NS
+        } else {
+            RACY_FINE_NS
+        };
+        if stamp.mtime_ns > now_ns() - window {
             // Too fresh to trust later; forget any older entry too.
             if self.entries.remove(path).is_some() {
                 self.dirty = true;
@@ -167,10 +179,26 @@ mod tests {
         };
         c.insert("a b/c.txt", old, "h1");
         c.insert("fresh", fresh, "h2");
+        // Whole-second mtimes (a coarse file system) one second ago: still racy.
+        let coarse = Stamp {
+            size: 3,
+            mtime_ns: (now_ns() / 1_000_000_000 - 1) * 1_000_000_000,
+            inode: 9,
+        };
+        c.insert("coarse", coarse, "h3");
+        // A fine-grained mtime half a second ago: trusted.
+        let settled = Stamp {
+            size: 3,
+            mtime_ns: now_ns() - 500_000_001,
+            inode: 10,
+        };
+        c.insert("settled", settled, "h4");
         c.save(&path).unwrap();
         let c = StatCache::load(&path);
         assert_eq!(c.get("a b/c.txt", old), Some("h1"));
         assert_eq!(c.get("a b/c.txt", Stamp { size: 4, ..old }), None);
         assert_eq!(c.get("fresh", fresh), None);
+        assert_eq!(c.get("coarse", coarse), None);
+        assert_eq!(c.get("settled", settled), Some("h4"));
     }
 }
