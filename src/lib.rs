@@ -7,13 +7,23 @@
 //! - [`mlx`]: the MLX runtime: start-up checks, device, platform shims, micro-benchmarks;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
 //! - [`fetch`]: fetching known models into the user's cache, checked by sha256.
+//! - [`fetch`]: fetching known models into the user's cache, checked by sha256;
+//! - [`spec`]: the YAML pipeline spec, resolved and validated;
+//! - [`dag`]: the stage graph (petgraph): edges, cycles, order, rendering;
+//! - [`cache`]: the blake3 content-addressed store, stat cache and run cache;
+//! - [`exec`]: deciding what is stale and running it (scheduler, lock files, locking);
+//! - [`stages`]: stage kinds (`cmd` today, the ML kinds later).
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod cli;
+pub mod dag;
 pub mod data;
 pub mod dirs;
+pub mod exec;
 pub mod fetch;
 pub mod hardware;
 pub mod mlx;
 pub mod report;
+pub mod spec;
 pub mod stages;

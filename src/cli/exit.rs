@@ -15,12 +15,21 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct Failure(pub String);
 
+/// The user interrupted the run (SIGINT/SIGTERM): exit code 130, as shells expect.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; partial outs were removed and the interrupted stages will rerun")]
+pub struct Interrupted;
+
 pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> ExitCode {
     let Err(err) = result else {
         return ExitCode::SUCCESS;
     };
     if is_broken_pipe(&err) {
         return ExitCode::SUCCESS;
+    }
+    if err.downcast_ref::<Interrupted>().is_some() {
+        printer.error(&format!("{err:#}"));
+        return ExitCode::from(130);
     }
     if err.downcast_ref::<Failure>().is_some() {
         printer.error(&format!("{err:#}"));

@@ -2,20 +2,29 @@
 //! dispatch to one file per subcommand, and the mapping from outcomes to exit codes.
 //!
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
-//! failed, MLX could not start, a download failed), 2 a usage or validation error.
+//! failed, MLX could not start, a download failed), 2 a usage or validation error,
+//! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
 
 mod bench;
+mod cache;
+mod dag;
 mod data;
 mod doctor;
 mod exit;
+mod gc;
 mod generate;
 mod model;
 pub mod output;
+mod progress;
+mod run;
 mod run_stage;
+mod show;
+mod status;
 mod train;
+mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, UsageError};
+pub use exit::{Failure, Interrupted, UsageError};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
@@ -24,7 +33,7 @@ use output::Printer;
     name = "pipe",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  pipe doctor                         # check the machine and MLX\n  pipe model fetch smollm2-135m-instruct\n  pipe doctor --json | jq .matmul_gflops"
+    after_help = "Examples:\n  pipe doctor                         # check the machine and MLX\n  pipe model fetch smollm2-135m-instruct\n  pipe doctor --json | jq .matmul_gflops\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe status pipelines/examples/cmd-basics.yaml"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -67,6 +76,19 @@ enum Command {
     /// Fetch datasets into the user cache.
     #[command(subcommand)]
     Data(data::Command),
+    /// Run a pipeline: bring its outs up to date, running only stages whose inputs changed.
+    Run(run::Args),
+    /// Show which stages are stale and why.
+    Status(status::Args),
+    /// Print the stage graph (text, --dot or --mermaid).
+    Dag(dag::Args),
+    /// Show one stage: definition, outs, metrics, last run, log file.
+    Show(show::Args),
+    /// Delete cache objects no lock file or recent run refers to.
+    Gc(gc::Args),
+    /// Maintain the workspace cache.
+    #[command(subcommand)]
+    Cache(cache::Command),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -81,6 +103,12 @@ pub fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&printer, args),
         Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
+        Command::Run(args) => run::run(&printer, args),
+        Command::Status(args) => status::run(&printer, args),
+        Command::Dag(args) => dag::run(&printer, args),
+        Command::Show(args) => show::run(&printer, args),
+        Command::Gc(args) => gc::run(&printer, args),
+        Command::Cache(cmd) => cache::run(&printer, cmd),
     };
     exit::report(&printer, result)
 }

@@ -1,10 +1,199 @@
-//! Built-in ML stage kinds (placeholder module until merged with the engine's stages).
+//! Stage kinds: what a stage *does* once the engine has decided it must run.
+//!
+//! The engine ([`crate::exec`]) knows nothing about training or tokenizing; it asks the
+//! stage's [`Kind`] three things: its name, its implementation version (part of every
+//! fingerprint, so upgrading pipe's `train` reruns trainings but not shell commands), and
+//! whether it needs the accelerator (such stages take the single `mlx` resource slot by
+//! default, so two trainings never share the GPU unless the pipeline asks for it).
+//!
+//! Every kind runs as a child process: `cmd` as the user's command, a built-in kind as
+//! `pipe __run-stage KIND --root ROOT --with JSON` (the running executable, so the same
+//! version). The engine then treats all kinds alike for logs, interrupts (the child's
+//! process group is signalled) and crash safety, an MLX failure cannot take the scheduler
+//! down, and MLX memory goes back to the system when a stage ends. Outs are written
+//! atomically ([`write_out_atomically`]).
+//!
+//! Adding a kind: a variant of [`Kind`] with its name, version and MLX use, a module with
+//! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
 
+pub mod cmd;
 pub mod evaluate;
 pub mod ingest;
 pub mod train;
 
 use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Built-in kinds that are planned but not implemented yet (reserved names).
+pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "report", "tune"];
+
+/// Every kind name a pipeline may write, for "did you mean" suggestions.
+pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
+    Kind::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(PLANNED_KINDS.iter().copied())
+}
+
+/// A stage kind the engine can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A shell command (`cmd: "..."`) or an argv list (`cmd: [prog, arg]`).
+    Cmd,
+    /// Validate, deduplicate and split a dataset.
+    Ingest,
+    /// Fine-tune a model.
+    Train,
+    /// Score a model (and an adapter) on held-out data.
+    Evaluate,
+}
+
+/// Why a `kind:` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    /// A reserved built-in kind that this version of pipe cannot run yet.
+    #[error("stage kind `{name}` is not implemented yet")]
+    NotImplemented {
+        /// The kind as written.
+        name: String,
+    },
+    /// A kind pipe has never heard of.
+    #[error("unknown stage kind `{name}`")]
+    Unknown {
+        /// The kind as written.
+        name: String,
+    },
+}
+
+impl Kind {
+    /// Every implemented kind.
+    pub const ALL: [Kind; 4] = [Kind::Cmd, Kind::Ingest, Kind::Train, Kind::Evaluate];
+
+    /// Parses a `kind:` value.
+    pub fn parse(name: &str) -> Result<Self, KindError> {
+        if let Some(kind) = Kind::ALL.iter().find(|k| k.name() == name) {
+            return Ok(*kind);
+        }
+        if PLANNED_KINDS.contains(&name) {
+            return Err(KindError::NotImplemented { name: name.into() });
+        }
+        Err(KindError::Unknown { name: name.into() })
+    }
+
+    /// The name written in pipelines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Cmd => "cmd",
+            Kind::Ingest => "ingest",
+            Kind::Train => "train",
+            Kind::Evaluate => "evaluate",
+        }
+    }
+
+    /// Version of this kind's implementation. Bump it when a change to the kind's code
+    /// changes what it produces: every stage of that kind becomes stale.
+    pub fn impl_version(self) -> u32 {
+        match self {
+            Kind::Cmd => cmd::IMPL_VERSION,
+            Kind::Ingest => ingest::IMPL_VERSION,
+            Kind::Train => train::IMPL_VERSION,
+            Kind::Evaluate => evaluate::IMPL_VERSION,
+        }
+    }
+
+    /// The paths a built-in kind reads and writes, named in its `with:` (so pipelines need
+    /// not repeat them under `deps`/`outs`). A `model` counts as a dep only when it is
+    /// written as a path (`./`, `../` or a `.gguf` file), not as a model id.
+    pub fn implicit_paths(self, with: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+        let get = |key: &str| with.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let model = get("model")
+            .filter(|m| m.starts_with("./") || m.starts_with("../") || m.ends_with(".gguf"));
+        let list = |keys: &[&str]| -> Vec<String> { keys.iter().filter_map(|k| get(k)).collect() };
+        let (mut deps, outs) = match self {
+            Kind::Cmd => return (Vec::new(), Vec::new()),
+            Kind::Ingest => (list(&["source"]), list(&["out"])),
+            Kind::Train => (list(&["train_data", "valid_data"]), list(&["out_dir"])),
+            Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
+        };
+        deps.extend(model);
+        (deps, outs)
+    }
+
+    /// Whether stages of this kind use the accelerator (and so take the `mlx` slot).
+    pub fn uses_mlx(self) -> bool {
+        matches!(self, Kind::Train | Kind::Evaluate)
+    }
+}
+
+/// The process that runs `stage`, with stdout and stderr going to `log`.
+pub fn command(
+    stage: &crate::spec::Stage,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<Command> {
+    match stage.kind {
+        Kind::Cmd => cmd::command(stage, root, log),
+        kind => {
+            let exe = std::env::current_exe()?;
+            let mut command = Command::new(exe);
+            command
+                .arg("__run-stage")
+                .arg(kind.name())
+                .arg("--root")
+                .arg(root)
+                .arg("--with")
+                .arg(stage.with.to_string());
+            configure(&mut command, stage, root, log)?;
+            Ok(command)
+        }
+    }
+}
+
+/// The environment every stage process gets: the workspace root as working directory,
+/// `PIPE_STAGE` and `PIPE_ROOT`, this `pipe` first on `PATH`, output to the stage log, its
+/// own process group, and (on Linux) death with its parent.
+fn configure(
+    command: &mut Command,
+    stage: &crate::spec::Stage,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<()> {
+    command
+        .current_dir(root)
+        .env("PIPE_STAGE", &stage.name)
+        .env("PIPE_ROOT", root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            command.env("PATH", joined);
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
+        // if pipe dies, so a `kill -9` of pipe does not leave orphans writing outs.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Parses a stage's `with:` into a kind's config, naming the kind on error.
 pub fn parse_with<T: serde::de::DeserializeOwned>(
@@ -14,8 +203,18 @@ pub fn parse_with<T: serde::de::DeserializeOwned>(
     serde_json::from_value(with.clone()).map_err(|e| anyhow::anyhow!("{kind} stage `with`: {e}"))
 }
 
-/// Writes JSON atomically.
+/// Writes a value as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_out_atomically(path, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename. Built-in
+/// kinds must write their outs this way so a crash never leaves a half-written out that
+/// looks complete.
+pub fn write_out_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path
         .parent()
@@ -23,9 +222,30 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result
         .unwrap_or(Path::new("."));
     fs_err::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
-    tmp.write_all(b"\n")?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planned_kinds_are_not_unknown() {
+        assert_eq!(
+            Kind::parse("report"),
+            Err(KindError::NotImplemented {
+                name: "report".into()
+            })
+        );
+        assert!(matches!(
+            Kind::parse("trian"),
+            Err(KindError::Unknown { .. })
+        ));
+        assert_eq!(Kind::parse("cmd"), Ok(Kind::Cmd));
+        assert_eq!(Kind::parse("train"), Ok(Kind::Train));
+        assert!(Kind::Train.uses_mlx() && !Kind::Ingest.uses_mlx());
+    }
 }

@@ -4,4 +4,14 @@
 
 mod foundation;
 mod model;
+mod support;
 mod train;
+
+mod engine_cache_cmds;
+mod engine_crash;
+mod engine_features;
+mod engine_matrix;
+mod engine_property;
+mod engine_rerun;
+mod engine_status;
+mod engine_validation;

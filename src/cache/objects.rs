@@ -1,0 +1,325 @@
+//! The object store: content named by its blake3 hash under `objects/ab/cdef...`, plus
+//! restoring outs from it, garbage collection and verification.
+//!
+//! Objects are written to a temporary name in the store and renamed into place, so a crash
+//! never leaves a half-written object under a real name.
+
+use super::hash::{DIR_SUFFIX, hash_file, is_dir_hash, parse_manifest};
+use super::stat::Stamp;
+use super::{CacheError, Store, io_err};
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What `gc` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Objects deleted (or that would be, on a dry run).
+    pub objects_removed: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Run-cache entries dropped.
+    pub runs_removed: usize,
+    /// Objects kept.
+    pub objects_kept: usize,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Objects checked.
+    pub checked: usize,
+    /// Corrupt objects, moved to `quarantine/`.
+    pub corrupt: Vec<String>,
+}
+
+fn object_path(store: &Store, hex: &str) -> PathBuf {
+    let hex = hex.strip_suffix(DIR_SUFFIX).unwrap_or(hex);
+    store.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+}
+
+/// A temporary path inside the store, on the same file system as the objects.
+fn temp_path(store: &Store) -> Result<tempfile::TempPath, CacheError> {
+    let dir = store.dir.join("tmp");
+    fs_err::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("cannot write in", &dir))?;
+    Ok(tmp.into_temp_path())
+}
+
+fn publish(store: &Store, tmp: tempfile::TempPath, hex: &str) -> Result<(), CacheError> {
+    let dst = object_path(store, hex);
+    let parent = dst.parent().expect("fan-out dir");
+    fs_err::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+    set_readonly(&tmp, true);
+    tmp.persist(&dst).map_err(|e| CacheError::Io {
+        op: "cannot store",
+        path: dst.clone(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+pub(crate) fn insert_file(store: &Store, src: &Path, hex: &str) -> Result<(), CacheError> {
+    if object_path(store, hex).exists() {
+        return Ok(());
+    }
+    let tmp = temp_path(store)?;
+    let _ = std::fs::remove_file(&tmp);
+    if !reflink(src, &tmp) {
+        std::fs::copy(src, &tmp).map_err(io_err("cannot copy into the cache", src))?;
+    }
+    publish(store, tmp, hex)
+}
+
+pub(crate) fn insert_bytes(store: &Store, hex: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    if object_path(store, hex).exists() {
+        return Ok(());
+    }
+    let tmp = temp_path(store)?;
+    fs_err::write(&tmp, bytes).map_err(io_err("cannot write", &tmp))?;
+    publish(store, tmp, hex)
+}
+
+fn read_manifest(store: &Store, hash: &str) -> Option<String> {
+    std::fs::read_to_string(object_path(store, hash)).ok()
+}
+
+pub(crate) fn can_restore(store: &Store, hash: &str) -> bool {
+    if !is_dir_hash(hash) {
+        return object_path(store, hash).exists();
+    }
+    let Some(manifest) = read_manifest(store, hash) else {
+        return false;
+    };
+    parse_manifest(&manifest)
+        .iter()
+        .all(|(h, _, _)| object_path(store, h).exists())
+}
+
+pub(crate) fn restore(store: &Store, rel: &str, hash: &str) -> Result<(), CacheError> {
+    let dst = store.root.join(rel);
+    remove_path(&dst)?;
+    if !is_dir_hash(hash) {
+        return restore_file(store, rel, hash, &dst);
+    }
+    let manifest = read_manifest(store, hash).ok_or_else(|| CacheError::MissingObject {
+        path: rel.to_owned(),
+        hash: hash.to_owned(),
+    })?;
+    if super::hash::hash_bytes(manifest.as_bytes()) != hash[..64] {
+        quarantine(store, &hash[..64])?;
+        return Err(CacheError::Corrupt {
+            path: object_path(store, hash),
+            why: "directory manifest does not match its hash (quarantined)".into(),
+        });
+    }
+    fs_err::create_dir_all(&dst).map_err(io_err("cannot create", &dst))?;
+    for (h, _, inner) in parse_manifest(&manifest) {
+        restore_file(store, &format!("{rel}/{inner}"), h, &dst.join(inner))?;
+    }
+    Ok(())
+}
+
+/// Reflink, else read-only hardlink, else copy; then teach the stat cache the hash.
+fn restore_file(store: &Store, rel: &str, hash: &str, dst: &Path) -> Result<(), CacheError> {
+    let src = object_path(store, hash);
+    if !src.exists() {
+        return Err(CacheError::MissingObject {
+            path: rel.to_owned(),
+            hash: hash.to_owned(),
+        });
+    }
+    check_object(store, hash)?;
+    if let Some(parent) = dst.parent() {
+        fs_err::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+    }
+    if reflink(&src, dst) {
+        set_readonly(dst, false);
+    } else if std::fs::hard_link(&src, dst).is_err() {
+        std::fs::copy(&src, dst).map_err(io_err("cannot restore", dst))?;
+        set_readonly(dst, false);
+    }
+    if let Ok(meta) = std::fs::metadata(dst) {
+        store
+            .stat
+            .lock()
+            .expect("stat cache")
+            .insert(rel, Stamp::of(&meta), hash);
+    }
+    Ok(())
+}
+
+/// Rehashes an object before it is restored. A restored out may be a hardlink to the
+/// object, and someone who can write to it (root ignores the read-only bit) writes into
+/// the store too: checking here turns that into a rerun instead of a silently wrong out.
+fn check_object(store: &Store, hash: &str) -> Result<(), CacheError> {
+    let path = object_path(store, hash);
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if hash_file(&path, size)? == hash {
+        return Ok(());
+    }
+    quarantine(store, hash)?;
+    Err(CacheError::Corrupt {
+        path,
+        why: "content does not match its hash (quarantined)".into(),
+    })
+}
+
+fn quarantine(store: &Store, hex: &str) -> Result<(), CacheError> {
+    let dir = store.dir.join("quarantine");
+    fs_err::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+    let from = object_path(store, hex);
+    fs_err::rename(&from, dir.join(hex)).map_err(io_err("cannot quarantine", &from))
+}
+
+/// Removes a file or directory tree (outs before a stage runs, or before a restore).
+pub(crate) fn remove_path(path: &Path) -> Result<(), CacheError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs_err::remove_dir_all(path).map_err(io_err("cannot remove", path)),
+        Ok(_) => fs_err::remove_file(path).map_err(io_err("cannot remove", path)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_readonly(path: &Path, readonly: bool) {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mut perms = meta.permissions();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            perms.set_mode(if readonly { 0o444 } else { 0o644 });
+        }
+        #[cfg(not(unix))]
+        perms.set_readonly(readonly);
+        let _ = std::fs::set_permissions(path, perms);
+    }
+}
+
+/// Copy-on-write clone of `src` to a new file `dst`; false when the file system can't.
+fn reflink(src: &Path, dst: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        let Ok(from) = std::fs::File::open(src) else {
+            return false;
+        };
+        let Ok(to) = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst)
+        else {
+            return false;
+        };
+        // SAFETY: both descriptors are open for the duration of the call.
+        let ok = unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) } == 0;
+        if !ok {
+            drop(to);
+            let _ = std::fs::remove_file(dst);
+        }
+        ok
+    }
+    #[cfg(target_os = "macos")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let (Ok(s), Ok(d)) = (
+            CString::new(src.as_os_str().as_bytes()),
+            CString::new(dst.as_os_str().as_bytes()),
+        ) else {
+            return false;
+        };
+        // SAFETY: valid NUL-terminated paths.
+        unsafe { libc::clonefile(s.as_ptr(), d.as_ptr(), 0) == 0 }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = (src, dst);
+        false
+    }
+}
+
+/// Every object file as (hex name, path).
+fn all_objects(store: &Store) -> Vec<(String, PathBuf)> {
+    let dir = store.dir.join("objects");
+    walkdir::WalkDir::new(&dir)
+        .min_depth(2)
+        .max_depth(2)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let fan = e.path().parent()?.file_name()?.to_str()?.to_owned();
+            let rest = e.file_name().to_str()?.to_owned();
+            Some((format!("{fan}{rest}"), e.into_path()))
+        })
+        .collect()
+}
+
+pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcReport, CacheError> {
+    let mut report = GcReport::default();
+    let mut roots: Vec<String> = Vec::new();
+    for lock in super::runs::registered_locks(store) {
+        roots.extend(super::runs::hashes_in_lock(&lock));
+    }
+    let mut runs = super::runs::all(store);
+    runs.sort_by_key(|r| std::cmp::Reverse(r.1.created_ms));
+    for (i, (path, entry)) in runs.into_iter().enumerate() {
+        if i < keep_runs {
+            roots.extend(entry.outs.into_values());
+        } else {
+            report.runs_removed += 1;
+            if !dry_run {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let mut keep = BTreeSet::new();
+    for root in roots {
+        let bare = root.strip_suffix(DIR_SUFFIX).unwrap_or(&root).to_owned();
+        if is_dir_hash(&root)
+            && let Some(m) = read_manifest(store, &root)
+        {
+            keep.extend(parse_manifest(&m).into_iter().map(|(h, _, _)| h.to_owned()));
+        }
+        keep.insert(bare);
+    }
+    // Temporary files left by a killed run (gc holds the workspace lock, so none is live).
+    if !dry_run && let Ok(dir) = std::fs::read_dir(store.dir.join("tmp")) {
+        for entry in dir.flatten() {
+            report.bytes_freed += entry.metadata().map_or(0, |m| m.len());
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for (hex, path) in all_objects(store) {
+        if keep.contains(&hex) {
+            report.objects_kept += 1;
+            continue;
+        }
+        report.objects_removed += 1;
+        report.bytes_freed += std::fs::metadata(&path).map_or(0, |m| m.len());
+        if !dry_run {
+            fs_err::remove_file(&path).map_err(io_err("cannot remove", &path))?;
+        }
+    }
+    Ok(report)
+}
+
+pub(crate) fn verify(store: &Store) -> Result<VerifyReport, CacheError> {
+    let objects = all_objects(store);
+    let bad: Vec<(String, PathBuf)> = objects
+        .par_iter()
+        .filter(|(hex, path)| {
+            let size = std::fs::metadata(path).map_or(0, |m| m.len());
+            hash_file(path, size).map_or(true, |h| &h != hex)
+        })
+        .cloned()
+        .collect();
+    for (hex, _) in &bad {
+        quarantine(store, hex)?;
+    }
+    Ok(VerifyReport {
+        checked: objects.len(),
+        corrupt: bad.into_iter().map(|(h, _)| h).collect(),
+    })
+}

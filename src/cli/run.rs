@@ -1,0 +1,136 @@
+//! `pipe run`: bring a pipeline's outs up to date, running only what changed.
+
+use super::output::Printer;
+use super::progress::Human;
+use super::workspace::{WorkspaceArgs, select};
+use super::{Failure, Interrupted};
+use crate::cache::Store;
+use crate::exec::events::Stamped;
+use crate::exec::{self, Event, RunOptions, describe, lock, plan};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Set by the SIGINT/SIGTERM handler; the scheduler polls it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Arguments of `pipe run`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 130 interrupted."
+)]
+pub struct Args {
+    #[command(flatten)]
+    ws: WorkspaceArgs,
+    /// Stages to run at once (default: the number of cores).
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Rerun stages even when up to date, and do not restore from the run cache.
+    #[arg(short, long)]
+    force: bool,
+    /// Run only this stage (repeatable; a matrix stage's base name selects all expansions).
+    #[arg(short, long = "stage", value_name = "STAGE")]
+    stages: Vec<String>,
+    /// With -s: also run every stage downstream of the selected ones.
+    #[arg(long)]
+    downstream: bool,
+    /// Print what would run and why, and run nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// After a stage fails, keep running stages that do not depend on it.
+    #[arg(short, long)]
+    keep_going: bool,
+    /// Print JSON Lines events instead of text (see `pipe::exec::events`).
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for another run in this workspace to finish (default: wait forever).
+    #[arg(long, value_name = "SECS")]
+    wait_timeout: Option<u64>,
+}
+
+pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
+    let (pipeline, dag) = args.ws.load()?;
+    let selected = select(&pipeline, &dag, &args.stages, args.downstream)?;
+    let store = Store::open(&pipeline.root);
+    if args.dry_run {
+        let statuses = plan::status(&pipeline, &dag, &store, args.force, selected.as_ref())?;
+        if args.json {
+            return printer.json(&statuses);
+        }
+        let mut any = false;
+        for s in statuses.iter().filter(|s| !s.reasons.is_empty()) {
+            any = true;
+            let verb = if s.state == "restorable" {
+                "would restore"
+            } else {
+                "would run"
+            };
+            printer.result(&format!("{verb} {}: {}", s.stage, describe(&s.reasons)));
+        }
+        if !any {
+            printer.result("nothing to do: every stage is up to date");
+        }
+        return Ok(());
+    }
+    let timeout = args.wait_timeout.map(Duration::from_secs);
+    let _lock = lock::acquire(&pipeline.root, timeout, |pid| {
+        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        printer.status(&format!(
+            "waiting for another pipe run{who} in this workspace to finish..."
+        ));
+    })
+    .map_err(|e| Failure(format!("{e:#}")))?;
+    if let Some(pid) = _lock.stale_pid {
+        printer.warn(&format!(
+            "a previous pipe run (pid {pid}) was killed; its interrupted stages will rerun"
+        ));
+    }
+    // A second handler cannot be installed in the same process (tests call run twice).
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    let mut capacity = BTreeMap::from([("mlx".to_owned(), 1u64)]);
+    let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
+    capacity.insert("mem_gb".into(), mem.max(1));
+    let options = RunOptions {
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        force: args.force,
+        selected,
+        keep_going: args.keep_going,
+        capacity,
+    };
+    let started = Instant::now();
+    let mut human = Human::new(printer);
+    let mut emit = |event: &Event| {
+        if args.json {
+            let _ = printer.json(&Stamped {
+                ts: exec::events::utc_now(),
+                event,
+            });
+        } else {
+            human.event(event);
+        }
+    };
+    let summary = exec::run(&pipeline, &dag, &store, &options, &INTERRUPTED, &mut emit)?;
+    emit(&Event::Summary {
+        ran: summary.ran,
+        restored: summary.restored,
+        cached: summary.cached,
+        failed: summary.failed,
+        skipped: summary.skipped,
+        interrupted: summary.interrupted,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    if summary.interrupted {
+        return Err(Interrupted.into());
+    }
+    if summary.failed > 0 {
+        return Err(Failure(format!(
+            "{} stage{} failed",
+            summary.failed,
+            if summary.failed == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The workspace lock: one `pipe run` per workspace at a time.
+//!
+//! `<root>/cache/run.lock` is locked with an OS file lock (`File::try_lock`) and holds the
+//! holder's PID as text. The OS drops the lock when its holder dies, even by `kill -9`, so
+//! a stale lock is taken over without any guessing; the PID is only for messages ("waiting
+//! for another pipe run (pid 1234)") and to report that a dead run left its file behind.
+//! The lock file descriptor is close-on-exec, so stage commands never inherit the lock.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// I/O on the lock file failed.
+    #[error("cannot lock {path}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another run held the lock for longer than `--wait-timeout`.
+    #[error("another pipe run{} holds {path}; gave up after {waited_s}s (--wait-timeout)", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Timeout {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder, if known.
+        pid: Option<u32>,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+}
+
+/// The held lock; released on drop.
+#[derive(Debug)]
+pub struct WorkspaceLock {
+    file: std::fs::File,
+    /// A PID found in the file that belonged to a dead process (a run that was killed).
+    pub stale_pid: Option<u32>,
+}
+
+/// Whether a process with this PID exists.
+pub fn pid_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks for existence and permission.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+fn read_pid(file: &mut std::fs::File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Takes the lock of the workspace at `root`, waiting up to `timeout` (forever if `None`).
+/// `on_wait` is called once, with the holder's PID, if the lock is busy.
+pub fn acquire(
+    root: &Path,
+    timeout: Option<Duration>,
+    mut on_wait: impl FnMut(Option<u32>),
+) -> Result<WorkspaceLock, LockError> {
+    let path = root.join("cache").join("run.lock");
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    fs_err::create_dir_all(path.parent().expect("has parent")).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = read_pid(&mut file);
+                if !told {
+                    on_wait(pid);
+                    told = true;
+                }
+                if timeout.is_some_and(|t| start.elapsed() >= t) {
+                    return Err(LockError::Timeout {
+                        path,
+                        pid,
+                        waited_s: start.elapsed().as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+    let stale_pid = read_pid(&mut file).filter(|&p| p != std::process::id() && !pid_alive(p));
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(WorkspaceLock { file, stale_pid })
+}
+
+impl Drop for WorkspaceLock {
+    fn drop(&mut self) {
+        // Empty the PID first so nobody reads ours after we are gone; the lock itself is
+        // released when the file is closed.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}

@@ -1,0 +1,79 @@
+//! Why a stage must run: [`DirtyReason`], shown by `pipe status`, `--dry-run` and in
+//! `stage-start` events. Serialised with a `reason` tag for `--json` consumers.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// One reason a stage is stale.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum DirtyReason {
+    /// The stage never ran (no entry in the lock file).
+    FirstRun,
+    /// A dep's content changed.
+    DepChanged {
+        /// The dep.
+        path: String,
+    },
+    /// A param the stage reads changed value.
+    ParamChanged {
+        /// The dotted param key.
+        name: String,
+        /// The value at the last run (null if it was not read then).
+        old: Value,
+        /// The value now (null if it is no longer read).
+        new: Value,
+    },
+    /// The stage's definition (cmd, `with`, paths) changed.
+    DefinitionChanged,
+    /// pipe's implementation of the stage kind changed.
+    ImplVersionChanged,
+    /// An out is missing.
+    OutMissing {
+        /// The out.
+        path: String,
+    },
+    /// An out was modified since the stage wrote it.
+    OutModified {
+        /// The out.
+        path: String,
+    },
+    /// An upstream stage reran (or will) and changed what this stage reads.
+    UpstreamChanged {
+        /// The upstream stage.
+        stage: String,
+    },
+    /// `--force`.
+    Forced,
+    /// The stage has `always_run: true`.
+    AlwaysRun,
+}
+
+impl fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirtyReason::FirstRun => write!(f, "never ran"),
+            DirtyReason::DepChanged { path } => write!(f, "dep `{path}` changed"),
+            DirtyReason::ParamChanged { name, old, new } => {
+                write!(f, "param `{name}` changed: {old} -> {new}")
+            }
+            DirtyReason::DefinitionChanged => write!(f, "definition changed"),
+            DirtyReason::ImplVersionChanged => write!(f, "implementation of its kind changed"),
+            DirtyReason::OutMissing { path } => write!(f, "out `{path}` is missing"),
+            DirtyReason::OutModified { path } => write!(f, "out `{path}` was modified"),
+            DirtyReason::UpstreamChanged { stage } => write!(f, "upstream `{stage}` changed"),
+            DirtyReason::Forced => write!(f, "forced"),
+            DirtyReason::AlwaysRun => write!(f, "always_run"),
+        }
+    }
+}
+
+/// Reasons joined for one line of output.
+pub fn describe(reasons: &[DirtyReason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

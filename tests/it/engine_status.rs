@@ -1,0 +1,101 @@
+//! `pipe status`, `pipe dag`, `pipe show`: reporting without running.
+
+use crate::support::Ws;
+
+fn chain() -> Ws {
+    let ws = Ws::new();
+    ws.file("in.txt", "1\n").pipeline(
+        r#"
+name: chain
+stages:
+  prep:
+    cmd: cat in.txt > mid.txt
+    deps: [in.txt]
+    outs: [mid.txt]
+  score:
+    cmd: echo '{"acc":0.9}' > score.json
+    deps: [mid.txt]
+    metrics: [score.json]
+"#,
+    );
+    ws
+}
+
+#[test]
+fn status_lists_stale_stages_with_reasons() {
+    let ws = chain();
+    let out = ws.pipe().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("prep: stale: never ran"), "{text}");
+    assert!(
+        text.contains("score: stale: never ran; upstream `prep` changed"),
+        "{text}"
+    );
+    ws.run_ok(&[]);
+    let out = ws.pipe().arg("status").output().unwrap();
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all 2 stages up to date"));
+    ws.file("in.txt", "2\n");
+    let json = ws.pipe().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["pipeline"], "chain");
+    assert_eq!(v["stages"][0]["state"], "stale");
+    assert_eq!(
+        v["stages"][0]["reasons"][0],
+        serde_json::json!({"reason": "dep-changed", "path": "in.txt"})
+    );
+    assert_eq!(
+        v["stages"][1]["reasons"][0],
+        serde_json::json!({"reason": "upstream-changed", "stage": "prep"})
+    );
+}
+
+#[test]
+fn dag_renders_text_dot_and_mermaid() {
+    let ws = chain();
+    let text = ws.pipe().arg("dag").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&text.stdout),
+        "prep\nscore <- prep (mid.txt)\n"
+    );
+    let dot = ws.pipe().args(["dag", "--dot"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&dot.stdout).contains("\"prep\" -> \"score\" [label=\"mid.txt\"];")
+    );
+    let mermaid = ws.pipe().args(["dag", "--mermaid"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&mermaid.stdout).contains("s0 -->|mid.txt| s1"));
+}
+
+#[test]
+fn show_points_at_outs_metrics_last_run_and_log() {
+    let ws = chain();
+    ws.run_ok(&[]);
+    let out = ws
+        .pipe()
+        .args(["show", "score", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metrics"]["score.json"]["acc"], 0.9);
+    assert_eq!(v["last_run"]["status"], "ok");
+    assert!(
+        v["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("cache/logs/chain/score.log")
+    );
+    let human = ws.pipe().args(["show", "scor"]).output().unwrap();
+    assert_eq!(human.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&human.stderr).contains("did you mean `score`?"));
+}
+
+#[test]
+fn nothing_to_do_is_quiet_and_fast() {
+    let ws = chain();
+    ws.run_ok(&[]);
+    let t = std::time::Instant::now();
+    let out = ws.pipe().args(["run", "--quiet"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+}

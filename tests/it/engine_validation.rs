@@ -1,0 +1,174 @@
+//! Validation errors: each is located (`file:line:col`), explained, hinted, exits 2, and
+//! nothing runs.
+
+use crate::support::Ws;
+
+/// Runs `pipe run` on `yaml`, expects exit 2 and returns stderr.
+fn invalid(yaml: &str) -> String {
+    let ws = Ws::new();
+    ws.file("in.txt", "x\n").pipeline(yaml);
+    let out = ws.pipe().arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!ws.exists("pipe.lock"), "nothing may run");
+    assert!(!ws.exists("never.out"), "nothing may run");
+    err
+}
+
+#[test]
+fn unknown_key_with_did_you_mean_and_caret() {
+    let err = invalid(
+        "stages:\n  a:\n    cmd: echo hi > never.out\n    dpes: [in.txt]\n    outs: [never.out]\n",
+    );
+    assert!(err.contains("unknown key `dpes` in stage `a`"), "{err}");
+    assert!(err.contains("pipe.yaml:4:5"), "{err}");
+    assert!(err.contains("4 |     dpes: [in.txt]"), "{err}");
+    assert!(err.contains("|     ^^^^"), "{err}");
+    assert!(err.contains("hint: did you mean `deps`?"), "{err}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let err = invalid("stage:\n  a:\n    cmd: echo\n");
+    assert!(err.contains("unknown key `stage`"), "{err}");
+    assert!(err.contains("did you mean `stages`?"), "{err}");
+}
+
+#[test]
+fn unknown_stage_in_needs() {
+    let err = invalid(
+        "stages:\n  prepare:\n    cmd: echo > never.out\n    outs: [never.out]\n  train:\n    cmd: echo\n    needs: [prepar]\n",
+    );
+    assert!(
+        err.contains("stage `train` needs `prepar`, which is not a stage"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:7:13"), "{err}");
+    assert!(err.contains("did you mean `prepare`?"), "{err}");
+}
+
+#[test]
+fn cycle_prints_the_cycle_path() {
+    let err = invalid(
+        "stages:\n  a:\n    cmd: cat c > a\n    deps: [c]\n    outs: [a]\n  b:\n    cmd: cat a > b\n    deps: [a]\n    outs: [b]\n  c:\n    cmd: cat b > c\n    deps: [b]\n    outs: [c]\n",
+    );
+    assert!(
+        err.contains("the pipeline has a cycle: a -> b -> c -> a"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:2:3"), "{err}");
+    assert!(
+        err.contains("hint: `b` reads `a`, which `a` writes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_stages_writing_one_out_and_nested_outs() {
+    let err = invalid(
+        "stages:\n  a:\n    cmd: echo\n    outs: [data/x]\n  b:\n    cmd: echo\n    outs: [data/x]\n  c:\n    cmd: echo\n    outs: [data/x/y.txt]\n",
+    );
+    assert!(
+        err.contains("two stages write `data/x`: `a` and `b`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("out `data/x/y.txt` of stage `c` is inside out `data/x` of stage `a`"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:7:12"), "{err}");
+    assert!(err.contains("pipe.yaml:10:12"), "{err}");
+}
+
+#[test]
+fn missing_dep_nobody_produces() {
+    let err = invalid("stages:\n  a:\n    cmd: echo\n    deps: [in.tx]\n");
+    assert!(
+        err.contains("dep `in.tx` of stage `a` does not exist and no stage produces it"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:4:12"), "{err}");
+}
+
+#[test]
+fn bad_matrix() {
+    let err = invalid("stages:\n  a:\n    cmd: echo\n    matrix:\n      rank: []\n");
+    assert!(
+        err.contains("bad matrix: `rank` must be a non-empty list"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:5:7"), "{err}");
+    let err = invalid("stages:\n  a:\n    cmd: echo\n    matrix: [1, 2]\n");
+    assert!(err.contains("bad matrix"), "{err}");
+}
+
+#[test]
+fn template_errors_and_undefined_names() {
+    let err = invalid("params:\n  lr: 1\nstages:\n  a:\n    cmd: echo {{ params.lrr }}\n");
+    assert!(
+        err.contains("template error in `echo {{ params.lrr }}`"),
+        "{err}"
+    );
+    assert!(err.contains("pipe.yaml:5:5"), "{err}");
+    let err = invalid("stages:\n  a:\n    cmd: echo {{ oops\n");
+    assert!(err.contains("template error"), "{err}");
+}
+
+#[test]
+fn kinds_not_implemented_and_unknown() {
+    let err = invalid("stages:\n  t:\n    kind: train\n");
+    assert!(
+        err.contains("stage kind `train` is not implemented yet"),
+        "{err}"
+    );
+    let err = invalid("stages:\n  t:\n    kind: cmdd\n    cmd: echo\n");
+    assert!(err.contains("unknown stage kind `cmdd`"), "{err}");
+    assert!(err.contains("did you mean `cmd`?"), "{err}");
+}
+
+#[test]
+fn unknown_param_and_bad_set() {
+    let err = invalid(
+        "params:\n  train:\n    lr: 1\nstages:\n  a:\n    cmd: echo\n    params: [train.rl]\n",
+    );
+    assert!(
+        err.contains("reads param `train.rl`, which is not defined"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `train.lr`?"), "{err}");
+    let ws = Ws::new();
+    ws.pipeline("params:\n  train:\n    lr: 1\nstages:\n  a:\n    cmd: echo\n");
+    let out = ws
+        .pipe()
+        .args(["run", "--set", "train.lrr=2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `train.lr`?"));
+}
+
+#[test]
+fn all_problems_are_listed_at_once() {
+    let err = invalid(
+        "stages:\n  a:\n    cmd: echo\n    dpes: [x]\n  b:\n    cmd: echo\n    needs: [zz]\n",
+    );
+    assert!(err.contains("dpes") && err.contains("zz"), "{err}");
+    assert!(err.contains("2 problems found; nothing was run"), "{err}");
+}
+
+#[test]
+fn extends_merges_a_preset() {
+    let ws = Ws::new();
+    ws.file(
+        "stages/copy.yaml",
+        "cmd: cp in.txt preset.out\ndeps: [in.txt]\n",
+    )
+    .file("in.txt", "x\n")
+    .pipeline("stages:\n  a:\n    extends: copy\n    outs: [preset.out]\n");
+    ws.run_ok(&[]);
+    assert_eq!(ws.read("preset.out"), "x\n");
+    ws.pipeline("stages:\n  a:\n    extends: cpy\n    cmd: echo\n");
+    let out = ws.pipe().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `copy`?"));
+}
