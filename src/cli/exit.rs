@@ -1,7 +1,6 @@
 //! Turning a command's outcome into a message and an exit code, in one place.
 
 use super::output::Printer;
-use std::process::ExitCode;
 
 /// An error caused by how pipe was invoked or configured (bad flags, invalid pipeline):
 /// exit code 2. Everything else that fails exits with 1.
@@ -20,27 +19,37 @@ pub struct Failure(pub String);
 #[error("interrupted; partial outs were removed and the interrupted stages will rerun")]
 pub struct Interrupted;
 
-pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> ExitCode {
+/// Prints the error, if any, and returns the process exit code.
+pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> u8 {
     let Err(err) = result else {
-        return ExitCode::SUCCESS;
+        return 0;
     };
     if is_broken_pipe(&err) {
-        return ExitCode::SUCCESS;
-    }
-    if err.downcast_ref::<Interrupted>().is_some() {
-        printer.error(&format!("{err:#}"));
-        return ExitCode::from(130);
-    }
-    if err.downcast_ref::<Failure>().is_some() {
-        printer.error(&format!("{err:#}"));
-        return ExitCode::from(1);
+        return 0;
     }
     printer.error(&format!("{err:#}"));
-    if err.downcast_ref::<UsageError>().is_some() {
-        ExitCode::from(2)
+    if err.downcast_ref::<Interrupted>().is_some() {
+        130
+    } else if err.downcast_ref::<UsageError>().is_some() {
+        2
     } else {
-        ExitCode::from(1)
+        1
     }
+}
+
+/// Ends the process with `code` without running C exit handlers.
+///
+/// On Linux, MLX's CPU backend calls OpenBLAS from its own worker threads; after that,
+/// OpenBLAS's exit-time `blas_thread_shutdown_` can wait forever to join a worker (seen
+/// with Debian's libopenblas0-pthread after generation). Every file pipe writes is already
+/// complete (written atomically, synced where it matters), so after flushing stdout and
+/// stderr there is nothing left for exit handlers to do.
+pub fn exit_now(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit only ends the process; nothing runs after it.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -24,7 +24,7 @@ mod train;
 mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, Interrupted, UsageError};
+pub use exit::{Failure, Interrupted, UsageError, exit_now};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
@@ -92,7 +92,7 @@ enum Command {
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
-pub fn main() -> std::process::ExitCode {
+pub fn main() -> u8 {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
     let result = match cli.command {

@@ -101,12 +101,17 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let mut human = Human::new(printer);
+    let mut journal = exec::journal::Journal::create(&pipeline, &dag)
+        .map_err(|e| anyhow::anyhow!("cannot start the run journal: {e}"))?;
     let mut emit = |event: &Event| {
+        let stamped = Stamped {
+            ts: exec::events::utc_now(),
+            event,
+        };
+        // The journal is for stages that describe the run; losing a line must not stop it.
+        let _ = journal.record(&stamped);
         if args.json {
-            let _ = printer.json(&Stamped {
-                ts: exec::events::utc_now(),
-                event,
-            });
+            let _ = printer.json(&stamped);
         } else {
             human.event(event);
         }

@@ -14,6 +14,7 @@
 
 pub mod events;
 pub mod fingerprint;
+pub mod journal;
 pub mod lock;
 pub mod lockfile;
 pub mod plan;

@@ -507,7 +507,14 @@ impl Resolver<'_> {
         // Built-in kinds name their inputs and outputs in `with`; they count as deps and
         // outs without being repeated.
         if let Some(k) = kind {
-            let pos = self.loc.key(&["stages", base, "with"]);
+            let pos = if map.contains_key("with") {
+                self.loc.key(&["stages", base, "with"])
+            } else {
+                at
+            };
+            if let Err(why) = k.check_with(&with) {
+                self.error(pos, format!("stage `{base}`: {why}"));
+            }
             let (implicit_deps, implicit_outs) = k.implicit_paths(&with);
             for (list, found, spots) in [
                 (&mut deps, implicit_deps, &mut spots.deps),
@@ -632,7 +639,18 @@ impl Resolver<'_> {
 
     fn render_value(&mut self, v: &Value, ctx: &Value, pos: Pos) -> Value {
         match v {
-            Value::String(s) => Value::String(self.render(s, ctx, pos)),
+            Value::String(s) => {
+                let rendered = self.render(s, ctx, pos);
+                // A value that is one whole `{{ expr }}` keeps the type of what it renders
+                // to, so `iters: "{{ params.train.iters }}"` is the number 60, not "60".
+                let t = s.trim();
+                let whole =
+                    t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1;
+                match serde_yaml::from_str::<Value>(&rendered) {
+                    Ok(v @ (Value::Number(_) | Value::Bool(_))) if whole => v,
+                    _ => Value::String(rendered),
+                }
+            }
             Value::Array(a) => {
                 Value::Array(a.iter().map(|x| self.render_value(x, ctx, pos)).collect())
             }

@@ -19,13 +19,14 @@
 pub mod cmd;
 pub mod evaluate;
 pub mod ingest;
+pub mod report;
 pub mod train;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "report", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "tune"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -47,6 +48,8 @@ pub enum Kind {
     Train,
     /// Score a model (and an adapter) on held-out data.
     Evaluate,
+    /// Write a self-contained HTML report of the run.
+    Report,
 }
 
 /// Why a `kind:` value was refused.
@@ -68,7 +71,13 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 4] = [Kind::Cmd, Kind::Ingest, Kind::Train, Kind::Evaluate];
+    pub const ALL: [Kind; 5] = [
+        Kind::Cmd,
+        Kind::Ingest,
+        Kind::Train,
+        Kind::Evaluate,
+        Kind::Report,
+    ];
 
     /// Parses a `kind:` value.
     pub fn parse(name: &str) -> Result<Self, KindError> {
@@ -88,6 +97,7 @@ impl Kind {
             Kind::Ingest => "ingest",
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
+            Kind::Report => "report",
         }
     }
 
@@ -99,6 +109,7 @@ impl Kind {
             Kind::Ingest => ingest::IMPL_VERSION,
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
+            Kind::Report => report::IMPL_VERSION,
         }
     }
 
@@ -115,9 +126,52 @@ impl Kind {
             Kind::Ingest => (list(&["source"]), list(&["out"])),
             Kind::Train => (list(&["train_data", "valid_data"]), list(&["out_dir"])),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
+            Kind::Report => {
+                let mut deps = list(&["data"]);
+                for v in with
+                    .get("variants")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    for key in ["train", "eval"] {
+                        deps.extend(v.get(key).and_then(|p| p.as_str()).map(str::to_owned));
+                    }
+                }
+                (deps, list(&["out"]))
+            }
         };
         deps.extend(model);
         (deps, outs)
+    }
+
+    /// Checks a built-in kind's `with:` before anything runs, so a typo in a training
+    /// option fails validation instead of a stage an hour into the run.
+    pub fn check_with(self, with: &serde_json::Value) -> Result<(), String> {
+        let with = if with.is_null() {
+            &serde_json::Value::Object(Default::default())
+        } else {
+            with
+        };
+        let checked = match self {
+            Kind::Cmd => Ok(()),
+            Kind::Ingest => {
+                parse_with::<crate::data::ingest::IngestConfig>("ingest", with).map(drop)
+            }
+            Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
+            Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
+            Kind::Train => serde_yaml::to_string(with)
+                .map_err(anyhow::Error::from)
+                .and_then(|y| {
+                    crate::mlx::train::job::TrainJob::from_yaml(
+                        &y,
+                        Path::new("train stage `with`"),
+                        Path::new("."),
+                    )
+                })
+                .map(drop),
+        };
+        checked.map_err(|e| format!("{e:#}"))
     }
 
     /// Whether stages of this kind use the accelerator (and so take the `mlx` slot).
@@ -235,9 +289,9 @@ mod tests {
     #[test]
     fn planned_kinds_are_not_unknown() {
         assert_eq!(
-            Kind::parse("report"),
+            Kind::parse("tune"),
             Err(KindError::NotImplemented {
-                name: "report".into()
+                name: "tune".into()
             })
         );
         assert!(matches!(

@@ -116,14 +116,30 @@ fn template_errors_and_undefined_names() {
 
 #[test]
 fn kinds_not_implemented_and_unknown() {
-    let err = invalid("stages:\n  t:\n    kind: train\n");
+    let err = invalid("stages:\n  t:\n    kind: tune\n");
     assert!(
-        err.contains("stage kind `train` is not implemented yet"),
+        err.contains("stage kind `tune` is not implemented yet"),
         "{err}"
     );
     let err = invalid("stages:\n  t:\n    kind: cmdd\n    cmd: echo\n");
     assert!(err.contains("unknown stage kind `cmdd`"), "{err}");
     assert!(err.contains("did you mean `cmd`?"), "{err}");
+}
+
+#[test]
+fn built_in_kinds_check_their_with_before_running() {
+    let err = invalid("stages:\n  t:\n    kind: train\n");
+    assert!(
+        err.contains("stage `t`: train stage `with`: missing `model`"),
+        "{err}"
+    );
+    let err = invalid(
+        "stages:\n  t:\n    kind: train\n    with:\n      model: m\n      train_data: in.txt\n      out_dir: never.out\n      lerning_rate: 1\n",
+    );
+    assert!(err.contains("pipe.yaml:4:5"), "{err}");
+    assert!(err.contains("lerning_rate"), "{err}");
+    let err = invalid("stages:\n  i:\n    kind: ingest\n    with: {source: in.txt}\n");
+    assert!(err.contains("missing field `out`"), "{err}");
 }
 
 #[test]
