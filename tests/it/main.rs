@@ -4,6 +4,7 @@
 
 mod foundation;
 mod model;
+mod quickstart;
 mod support;
 mod train;
 

@@ -1,0 +1,83 @@
+//! The shipped quickstart pipeline end to end on the real model and data, with small
+//! settings: every stage runs, the report holds every section with the numbers the
+//! stages wrote, a second run executes nothing, and a param change reruns only what reads
+//! it (and what depends on that).
+
+use crate::support::{Ws, set};
+
+const SMALL: [&str; 4] = ["--set", "train.iters=4", "--set", "eval.examples=4"];
+
+#[test]
+fn quickstart_runs_reports_and_reruns_only_what_changed() {
+    let ws = Ws::new();
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/quickstart.yaml"
+    ))
+    .unwrap();
+    ws.file("pipelines/quickstart.yaml", &yaml);
+
+    let mut args = vec!["pipelines/quickstart.yaml"];
+    args.extend(SMALL);
+    let first = ws.run_ok(&args);
+    assert_eq!(
+        first.ran(),
+        set(&["fetch", "ingest", "train", "evaluate", "report"])
+    );
+
+    let html = ws.read("reports/quickstart.html");
+    for id in [
+        "summary",
+        "dag",
+        "data",
+        "training",
+        "comparison",
+        "samples",
+        "environment",
+    ] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "report lacks {id}");
+    }
+    let eval: serde_json::Value =
+        serde_json::from_str(&ws.read("runs/quickstart/eval/lora.json")).unwrap();
+    let (before, after) = (
+        eval["base"]["exact_match"].as_f64().unwrap(),
+        eval["tuned"]["exact_match"].as_f64().unwrap(),
+    );
+    assert!(
+        html.contains(&format!("{before:.3} → {after:.3}")),
+        "report shows the evaluation's numbers"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&ws.read("runs/quickstart/lora/metrics.json")).unwrap();
+    assert_eq!(metrics["steps"], 4);
+    let valid = metrics["final_valid_loss"].as_f64().unwrap();
+    assert!(
+        html.contains(&format!("{valid:.3}")),
+        "report shows the validation loss"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&ws.read("runs/quickstart/data/stats.json")).unwrap();
+    let train_examples = stats["splits"]["train"]["examples"].as_u64().unwrap();
+    assert!(train_examples > 1000, "{train_examples}");
+    assert!(
+        html.contains(&format!(">{train_examples}<")),
+        "report shows the data statistics"
+    );
+    assert!(ws.exists("reports/index.html"));
+
+    let again = ws.run_ok(&args);
+    assert!(
+        again.started().is_empty(),
+        "a second run executes nothing: {:?}",
+        again.started()
+    );
+
+    let fewer = ws.run_ok(&[
+        "pipelines/quickstart.yaml",
+        "--set",
+        "train.iters=4",
+        "--set",
+        "eval.examples=3",
+    ]);
+    assert_eq!(fewer.ran(), set(&["evaluate", "report"]));
+}
