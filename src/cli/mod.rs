@@ -4,7 +4,9 @@
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error.
 
+mod bench;
 mod doctor;
+mod eval;
 mod exit;
 mod generate;
 mod model;
@@ -52,6 +54,11 @@ enum Command {
     Model(model::Command),
     /// Generate text with a model (streams tokens; reports tokens/s).
     Generate(generate::Args),
+    /// Loss, perplexity and answer accuracy of a model on a text or a dataset.
+    Eval(eval::Args),
+    /// Throughput benchmarks.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -62,6 +69,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Model(cmd) => model::run(&printer, cmd),
         Command::Generate(args) => generate::run(&printer, args),
+        Command::Eval(args) => eval::run(&printer, args),
+        Command::Bench(cmd) => bench::run(&printer, cmd),
     };
     exit::report(&printer, result)
 }
