@@ -62,8 +62,15 @@ pub struct ModelArgs {
 /// Loads the model, reporting how long it took.
 pub fn load_model(printer: &Printer, args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     let start = Instant::now();
-    let m = load::load(&args.model, args.weights.load_options())
-        .with_context(|| format!("cannot load model `{}`", args.model))?;
+    let m = match load::load(&args.model, args.weights.load_options()) {
+        Ok(m) => m,
+        // A model argument that names nothing is a usage error (exit 2).
+        Err(load::LoadError::NotFound(msg)) => return Err(UsageError(msg).into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("cannot load model `{}`", args.model));
+        }
+    };
     printer.verbose(&format!(
         "loaded {} in {:.2} s ({} layers, hidden {}, {:?})",
         m.path.display(),

@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_architecture_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = serde_json::json!({"model_type": "gpt_neox", "hidden_size": 64,
+            "num_hidden_layers": 1, "intermediate_size": 128, "num_attention_heads": 4,
+            "rms_norm_eps": 1e-5, "vocab_size": 10});
+        fs_err::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+        let err = load_dir(tmp.path(), LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::UnsupportedArchitecture { found, .. } if found == "gpt_neox"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("unsupported architecture `gpt_neox`")
+        );
+    }
+
+    #[test]
     fn special_tokens_parse_in_both_forms() {
         let v: Value = serde_json::json!({"a": "<s>", "b": {"content": "</s>", "lstrip": false}});
         assert_eq!(token_text(v.get("a")).as_deref(), Some("<s>"));

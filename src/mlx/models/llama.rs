@@ -20,13 +20,14 @@
 //! between positions, a constant shift per row changes nothing, so a padded row computes
 //! what it would alone.
 
+pub use super::cache::{KvCache, attention_mask};
 use crate::mlx::linear::Linear;
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::nn::RmsNorm;
-use mlx_rs::ops::{concatenate, ones};
+use mlx_rs::ops::ones;
 use mlx_rs::{Array, Dtype};
 use serde::{Deserialize, Serialize};
 
@@ -242,42 +243,6 @@ pub fn llama3_rope_periods(base: f32, dims: i32, s: &RopeScaling) -> Vec<f32> {
             }
         })
         .collect()
-}
-
-/// Keys and values of every layer for the positions seen so far.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Array, Array)>>,
-    offset: i32,
-}
-
-impl KvCache {
-    /// An empty cache for `num_layers` layers.
-    pub fn new(num_layers: i32) -> Self {
-        Self {
-            layers: vec![None; num_layers.max(0) as usize],
-            offset: 0,
-        }
-    }
-
-    /// Positions already cached.
-    pub fn offset(&self) -> i32 {
-        self.offset
-    }
-
-    /// Appends this step's keys/values for one layer and returns the full ones.
-    fn update(&mut self, layer: usize, k: Array, v: Array) -> Result<(Array, Array), Exception> {
-        let slot = self
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| Exception::custom(format!("KV cache has no layer {layer}")))?;
-        let (k, v) = match slot.take() {
-            Some((pk, pv)) => (concatenate(&[pk, k], 2)?, concatenate(&[pv, v], 2)?),
-            None => (k, v),
-        };
-        *slot = Some((k.clone(), v.clone()));
-        Ok((k, v))
-    }
 }
 
 /// Rotary embedding parameters (not trainable).
@@ -543,7 +508,7 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
         key_mask: Option<&Array>,
     ) -> Result<Array, Exception> {
-        let offset = cache.as_ref().map_or(0, |c| c.offset);
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
         let l = tokens.shape()[1];
         let mut h = self.model.embed_tokens.embed(tokens)?;
         let dtype = h.dtype();
@@ -564,7 +529,7 @@ impl Llama {
             h = h.add(layer.mlp.forward(&normed)?)?;
         }
         if let Some(c) = cache {
-            c.offset += l;
+            c.advance(l);
         }
         self.model.norm.forward(&h)
     }
@@ -599,34 +564,6 @@ impl Module<&Array> for Llama {
     }
 
     fn training_mode(&mut self, _mode: bool) {}
-}
-
-/// An additive attention mask `[B, 1, L, S]` from a key mask `[B, S]` (S = offset + L):
-/// causal and hiding padded keys. A large finite negative rather than -inf keeps rows
-/// whose keys are all padding finite (they belong to padding queries, whose outputs are
-/// never used), so no NaN leaks into later layers through the padded positions' values.
-pub fn attention_mask(
-    key_mask: &Array,
-    offset: i32,
-    l: i32,
-    dtype: Dtype,
-) -> Result<Array, Exception> {
-    let b = key_mask.shape()[0];
-    let s = key_mask.shape()[1];
-    if s != offset + l {
-        return Err(Exception::custom(format!(
-            "key mask covers {s} positions but the cache offset plus the input is {}",
-            offset + l
-        )));
-    }
-    let q_pos = mlx_rs::ops::arange::<_, i32>(offset, offset + l, None)?.reshape(&[l, 1])?;
-    let k_pos = mlx_rs::ops::arange::<_, i32>(0, s, None)?.reshape(&[1, s])?;
-    let causal = k_pos.le(&q_pos)?.reshape(&[1, 1, l, s])?;
-    let keys = key_mask.ne(Array::from_int(0))?.reshape(&[b, 1, 1, s])?;
-    let allowed = causal.logical_and(&keys)?;
-    let zero = Array::from_f32(0.0).as_dtype(dtype)?;
-    let neg = Array::from_f32(-1e9).as_dtype(dtype)?;
-    mlx_rs::ops::select(&allowed, &zero, &neg)
 }
 
 /// A tiny random-weight model for tests: `vocab` tokens, `layers` blocks, GQA 4/2 heads.
