@@ -114,6 +114,9 @@ pub enum GenerateError {
     EmptyPrompt,
 }
 
+/// Prompt tokens processed per forward pass during prefill.
+const PREFILL_CHUNK: i32 = 512;
+
 /// Picks one token per row from `[B, vocab]` logits.
 pub fn sample(logits: &Array, s: &Sampling, key: &Array) -> Result<Array, Exception> {
     if s.temperature <= 0.0 {
@@ -252,9 +255,30 @@ fn generate_batch_inner(
     let mut cache: KvCache = model.new_cache();
     let mut key = random::key(options.sampling.seed)?;
     let start = Instant::now();
-    let mask = padded.then(|| mask_of(&mask_cols));
+    // The prompt goes through in chunks (as mlx-lm's `prefill_step_size`), so attention
+    // scores stay [chunk × context] instead of [prompt × prompt]; each chunk is evaluated
+    // before the next is queued, which bounds the memory of a long prompt.
+    let mut hidden = None;
+    let mut at = 0;
+    while at < max_len as i32 {
+        let end = (at + PREFILL_CHUNK).min(max_len as i32);
+        let chunk = tokens.index((.., at..end));
+        let mask = padded.then(|| {
+            let cols: Vec<Vec<i32>> = mask_cols
+                .iter()
+                .map(|m| m[..end as usize].to_vec())
+                .collect();
+            mask_of(&cols)
+        });
+        let h = model.hidden_states(&chunk, Some(&mut cache), mask.as_ref())?;
+        if end < max_len as i32 {
+            h.eval()?;
+        }
+        hidden = Some(h);
+        at = end;
+    }
+    let hidden = hidden.ok_or(GenerateError::EmptyPrompt)?;
     // Only the last position's logits matter: run the LM head on it alone.
-    let hidden = model.hidden_states(&tokens, Some(&mut cache), mask.as_ref())?;
     let mut last = model
         .logits(&hidden.index((.., -1.., ..)))?
         .index((.., -1, ..));

@@ -160,3 +160,17 @@ fn broken_directory_is_reported_by_tensor_name() {
         "{err}"
     );
 }
+
+/// The `smollm` pre-tokenizer splits digits one by one (figures from the notes).
+#[test]
+fn smollm2_gguf_tokenizer_splits_digits() {
+    let m = smollm2();
+    assert_eq!(
+        m.tokenizer.encode("In 2024, 12345 apples.", false).unwrap(),
+        [
+            788, 216, 34, 32, 34, 36, 28, 216, 33, 34, 35, 36, 37, 13855, 30
+        ]
+    );
+    assert_eq!(m.tokenizer.eos_ids, [2]);
+    assert_eq!(m.tokenizer.token_to_id("<|im_start|>"), Some(1));
+}

@@ -623,3 +623,28 @@ pub fn tiny_random(seed: u64, vocab: i32, layers: i32, qkv_bias: bool) -> Result
         None,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_keeps_high_and_stretches_low_frequencies() {
+        let s = RopeScaling {
+            rope_type: "llama3".into(),
+            factor: Some(8.0),
+            low_freq_factor: Some(1.0),
+            high_freq_factor: Some(4.0),
+            original_max_position_embeddings: Some(8192),
+        };
+        let p = llama3_rope_periods(500_000.0, 128, &s);
+        assert_eq!(p.len(), 64);
+        assert_eq!(p[0], 1.0, "the fastest frequency is untouched");
+        let plain = 500_000f32.powf(126.0 / 128.0);
+        assert!(
+            (p[63] / plain - 8.0).abs() < 1e-4,
+            "the slowest is stretched by the factor"
+        );
+        assert!(p.windows(2).all(|w| w[1] > w[0]), "periods stay increasing");
+    }
+}
