@@ -90,9 +90,10 @@ pub fn load_model(printer: &Printer, args: &ModelArgs) -> anyhow::Result<LoadedM
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt text.
-    #[arg(long, short)]
-    prompt: String,
+    /// The prompt text. Repeat it to generate for several prompts as one padded batch
+    /// (results are printed one per line, or as JSON lines, when all are done).
+    #[arg(long, short, required = true)]
+    prompt: Vec<String>,
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
@@ -136,24 +137,27 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         return Err(UsageError("--temp must be >= 0".into()).into());
     }
     let mut m = load_model(printer, &args.model)?;
-    let text = if args.chat {
-        let template = m.chat_template.as_ref().ok_or_else(|| {
-            UsageError(format!(
-                "{} has no chat template; drop --chat",
-                m.path.display()
-            ))
-        })?;
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(Message::new("system", s));
-        }
-        messages.push(Message::new("user", &args.prompt));
-        template.render(&messages, true)?
-    } else {
-        args.prompt.clone()
-    };
-    // A chat template writes its own special tokens; plain text gets the model's bos.
-    let ids = m.tokenizer.encode(&text, !args.chat)?;
+    let mut batch = Vec::with_capacity(args.prompt.len());
+    for prompt in &args.prompt {
+        let text = if args.chat {
+            let template = m.chat_template.as_ref().ok_or_else(|| {
+                UsageError(format!(
+                    "{} has no chat template; drop --chat",
+                    m.path.display()
+                ))
+            })?;
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::new("system", s));
+            }
+            messages.push(Message::new("user", prompt));
+            template.render(&messages, true)?
+        } else {
+            prompt.clone()
+        };
+        // A chat template writes its own special tokens; plain text gets the model's bos.
+        batch.push(m.tokenizer.encode(&text, !args.chat)?);
+    }
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: Sampling {
@@ -164,6 +168,28 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         stop_strings: args.stop.clone(),
     };
     let json = args.json;
+    if batch.len() > 1 {
+        let (gens, stats) = generate::generate_batch(&mut m.model, &m.tokenizer, &batch, &options)?;
+        for g in &gens {
+            if json {
+                printer.json(&serde_json::json!({"text": g.text, "stop_reason": g.stop_reason}))?;
+            } else {
+                printer.result(&g.text.replace('\n', "\\n"));
+            }
+        }
+        if json {
+            return printer.json(&stats);
+        }
+        printer.status(&format!(
+            "batch of {}: prompt {:.1} tok/s | generation {} tokens, {:.1} tok/s",
+            gens.len(),
+            stats.prompt_tps,
+            stats.generated_tokens,
+            stats.generation_tps
+        ));
+        return Ok(());
+    }
+    let ids = batch.swap_remove(0);
     let (g, stats) =
         generate::generate(&mut m.model, &m.tokenizer, &ids, &options, &mut |piece| {
             if !json {
