@@ -174,3 +174,51 @@ fn smollm2_gguf_tokenizer_splits_digits() {
     assert_eq!(m.tokenizer.eos_ids, [2]);
     assert_eq!(m.tokenizer.token_to_id("<|im_start|>"), Some(1));
 }
+
+/// The CLI end to end on the real model: `pipe generate --json` and `pipe eval --text`,
+/// and a model argument that names nothing exits 2.
+#[test]
+fn cli_generate_and_eval_on_smollm2() {
+    let model = smollm2_path();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .args(["generate", "--chat", "--json", "--max-tokens", "16", "-p"])
+        .arg("What is the capital of France?")
+        .arg("-m")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        report["text"].as_str().unwrap().contains("Paris"),
+        "{report}"
+    );
+    assert!(report["generation_tps"].as_f64().unwrap() > 0.0);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("passage.txt");
+    std::fs::write(&text, PASSAGE).unwrap();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .args(["eval", "--json", "--text"])
+        .arg(&text)
+        .arg("-m")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!((ppl - 11.1).abs() < 0.5, "{report}");
+
+    assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .args(["generate", "-m", "no/such-model-anywhere", "-p", "hi"])
+        .assert()
+        .code(2);
+}
