@@ -295,12 +295,9 @@ fn generate_batch_inner(
     let mut steps = 0usize;
     while steps < options.max_tokens {
         steps += 1;
-        let chosen: Vec<u32> = next
-            .as_dtype(mlx_rs::Dtype::Uint32)?
-            .as_slice::<u32>()
-            .to_vec();
-        // Queue the next forward pass before detokenising, so MLX computes while we decode
-        // text (mlx-lm does the same with async_eval).
+        // Queue the next forward pass (built lazily on `next`) before reading `next`, so
+        // MLX always has work while this thread waits, builds graphs and detokenises; the
+        // same pipelining as mlx-lm's `generate_step` with `async_eval`.
         let more = steps < options.max_tokens;
         let pending = if more {
             let step_tokens = next
@@ -321,6 +318,14 @@ fn generate_batch_inner(
             Some(n)
         } else {
             None
+        };
+        // Sampling yields uint32 ids; reading them adds no op behind the queued step.
+        let chosen: Vec<u32> = if next.dtype() == mlx_rs::Dtype::Uint32 {
+            next.as_slice::<u32>().to_vec()
+        } else {
+            next.as_dtype(mlx_rs::Dtype::Uint32)?
+                .as_slice::<u32>()
+                .to_vec()
         };
         for (row, &id) in chosen.iter().enumerate() {
             if done[row].is_some() {
