@@ -157,7 +157,14 @@ fn load_tokenizer(
     if gen_path.is_file() {
         eos_ids.extend(ids(read_json(&gen_path)?.get("eos_token_id")));
     }
-    let tokenizer = Tokenizer::from_hf(inner, bos.clone(), eos.clone(), &eos_ids);
+    // `add_bos_token` matters only when tokenizer.json has no post-processor of its own
+    // (a post-processor, e.g. Llama 3's, already inserts bos).
+    let add_bos = tc.get("add_bos_token").and_then(Value::as_bool) == Some(true)
+        && inner.get_post_processor().is_none();
+    let mut tokenizer = Tokenizer::from_hf(inner, bos.clone(), eos.clone(), &eos_ids);
+    if add_bos {
+        tokenizer.set_add_bos(true);
+    }
     let jinja = dir.join("chat_template.jinja");
     let source = match tc.get("chat_template") {
         Some(Value::String(s)) => Some(s.clone()),
