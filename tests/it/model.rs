@@ -216,8 +216,45 @@ fn cli_generate_and_eval_on_smollm2() {
     let ppl = report["perplexity"].as_f64().unwrap();
     assert!((ppl - 11.1).abs() < 0.5, "{report}");
 
+    // A repo id resolves offline in the Hugging Face hub cache (an mlx-community style
+    // quantized snapshot written from the GGUF weights).
+    let hub = tmp.path().join("hub");
+    let repo = hub.join("models--HuggingFaceTB--SmolLM2-135M-Instruct");
+    let m = smollm2();
+    load::hf::save_dir(
+        &m.model,
+        &m.tokenizer,
+        m.chat_template.as_ref(),
+        &repo.join("snapshots/0123abcd"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .env("HF_HUB_CACHE", &hub)
+        .args(["eval", "--json", "--weights", "quantized", "--text"])
+        .arg(&text)
+        .args(["-m", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        report["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("snapshots/0123abcd"),
+        "{report}"
+    );
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!((ppl - 11.1).abs() < 0.5, "{report}");
+
     assert_cmd::Command::cargo_bin("pipe")
         .unwrap()
+        .env("HF_HUB_CACHE", &hub)
         .args(["generate", "-m", "no/such-model-anywhere", "-p", "hi"])
         .assert()
         .code(2);
