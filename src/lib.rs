@@ -4,7 +4,9 @@
 //! - [`cli`]: the command line (one file per subcommand), output and exit codes;
 //! - [`data`]: datasets: reading, validating, splitting, statistics (the `ingest` stage);
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
-//! - [`mlx`]: the MLX runtime: start-up checks, device, platform shims, micro-benchmarks;
+//! - [`mlx`]: the MLX runtime (start-up checks, device, platform shims, micro-benchmarks) and
+//!   the model core: Llama-family models, GGUF/Hugging Face loaders, tokenizers, chat
+//!   templates, generation and evaluation;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
 //! - [`fetch`]: fetching known models into the user's cache, checked by sha256.
 //! - [`fetch`]: fetching known models into the user's cache, checked by sha256;

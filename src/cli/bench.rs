@@ -1,14 +1,109 @@
-//! `pipe bench`: throughput measurements.
+//! `pipe bench`: throughput measurements. `pipe bench generate` times prompt processing and
+//! token generation on a model and reports tokens/s and MLX's peak memory; `pipe bench
+//! train` times the reference fine-tuning workload.
 
+use super::generate::{ModelArgs, load_model};
 use super::output::Printer;
+use crate::mlx::generate::{self, GenerateOptions};
 use crate::mlx::train::bench::{self as train_bench, TrainBenchOptions};
+use serde::Serialize;
 
 /// Subcommands of `pipe bench`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Prompt and generation tokens/s and peak memory of a model.
+    #[command(
+        after_help = "Examples:\n  pipe bench generate\n  pipe bench generate --weights quantized --json"
+    )]
+    Generate(GenerateArgs),
     /// Time the reference fine-tuning workload (SmolLM2, BIG-bench past tense, LoRA).
     #[command(after_help = "Examples:\n  pipe bench train\n  pipe bench train --iters 20 --json")]
     Train(TrainArgs),
+}
+
+/// Arguments of `pipe bench generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt length in tokens (a repeated English passage, cut to length).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens to generate (greedy; eos is ignored so every run generates this many).
+    #[arg(long, default_value_t = 128)]
+    generation_tokens: usize,
+    /// Timed repetitions after one warm-up; the best of each figure is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    weights: String,
+    prompt_tokens: usize,
+    generation_tokens: usize,
+    prompt_tps: f64,
+    generation_tps: f64,
+    peak_memory_mib: f64,
+}
+
+const PASSAGE: &str = "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the capital of Germany. Water boils at 100 degrees Celsius at sea level. ";
+
+pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
+    let args = match command {
+        Command::Generate(args) => args,
+        Command::Train(args) => return run_train(printer, args),
+    };
+    let mut m = load_model(printer, &args.model)?;
+    let mut ids = Vec::new();
+    while ids.len() < args.prompt_tokens.max(1) {
+        ids.extend(m.tokenizer.encode(PASSAGE, false)?);
+    }
+    ids.truncate(args.prompt_tokens.max(1));
+    // No eos: a benchmark must generate the same number of tokens every time.
+    let mut tokenizer = m.tokenizer.clone();
+    tokenizer.eos_ids.clear();
+    let options = GenerateOptions {
+        max_tokens: args.generation_tokens.max(2),
+        ..Default::default()
+    };
+    mlx_rs::memory::reset_peak_memory()?;
+    let mut best = (0.0f64, 0.0f64);
+    for rep in 0..=args.reps {
+        let (_, s) = generate::generate(&mut m.model, &tokenizer, &ids, &options, &mut |_| {})?;
+        printer.verbose(&format!(
+            "run {rep}: prompt {:.1} tok/s, generation {:.1} tok/s",
+            s.prompt_tps, s.generation_tps
+        ));
+        if rep > 0 {
+            best = (best.0.max(s.prompt_tps), best.1.max(s.generation_tps));
+        }
+    }
+    let report = Report {
+        model: m.path.display().to_string(),
+        weights: format!("{:?}", args.model.weights).to_lowercase(),
+        prompt_tokens: ids.len(),
+        generation_tokens: options.max_tokens,
+        prompt_tps: best.0,
+        generation_tps: best.1,
+        peak_memory_mib: mlx_rs::memory::peak_memory()? as f64 / (1u64 << 20) as f64,
+    };
+    if args.json {
+        return printer.json(&report);
+    }
+    printer.result(&format!(
+        "prompt: {:.1} tok/s ({} tokens)  generation: {:.1} tok/s ({} tokens)  peak memory: {:.0} MiB",
+        report.prompt_tps,
+        report.prompt_tokens,
+        report.generation_tps,
+        report.generation_tokens,
+        report.peak_memory_mib
+    ));
+    Ok(())
 }
 
 /// Arguments of `pipe bench train`.
@@ -34,8 +129,7 @@ pub struct TrainArgs {
     json: bool,
 }
 
-pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
-    let Command::Train(args) = command;
+fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
     printer.status("running the reference training workload (this takes a minute or two)");
     let report = train_bench::run(&TrainBenchOptions {
         model: args.model,

@@ -10,6 +10,7 @@ mod cache;
 mod dag;
 mod data;
 mod doctor;
+mod eval;
 mod exit;
 mod gc;
 mod generate;
@@ -89,6 +90,8 @@ enum Command {
     /// Maintain the workspace cache.
     #[command(subcommand)]
     Cache(cache::Command),
+    /// Loss, perplexity and answer accuracy of a model on a text or a dataset.
+    Eval(eval::Args),
 }
 
 /// Parses the process arguments, runs the command and returns its exit code.
@@ -109,6 +112,7 @@ pub fn main() -> u8 {
         Command::Show(args) => show::run(&printer, args),
         Command::Gc(args) => gc::run(&printer, args),
         Command::Cache(cmd) => cache::run(&printer, cmd),
+        Command::Eval(args) => eval::run(&printer, args),
     };
     exit::report(&printer, result)
 }

@@ -114,6 +114,9 @@ pub enum GenerateError {
     EmptyPrompt,
 }
 
+/// Prompt tokens processed per forward pass during prefill.
+const PREFILL_CHUNK: i32 = 512;
+
 /// Picks one token per row from `[B, vocab]` logits.
 pub fn sample(logits: &Array, s: &Sampling, key: &Array) -> Result<Array, Exception> {
     if s.temperature <= 0.0 {
@@ -252,9 +255,30 @@ fn generate_batch_inner(
     let mut cache: KvCache = model.new_cache();
     let mut key = random::key(options.sampling.seed)?;
     let start = Instant::now();
-    let mask = padded.then(|| mask_of(&mask_cols));
+    // The prompt goes through in chunks (as mlx-lm's `prefill_step_size`), so attention
+    // scores stay [chunk × context] instead of [prompt × prompt]; each chunk is evaluated
+    // before the next is queued, which bounds the memory of a long prompt.
+    let mut hidden = None;
+    let mut at = 0;
+    while at < max_len as i32 {
+        let end = (at + PREFILL_CHUNK).min(max_len as i32);
+        let chunk = tokens.index((.., at..end));
+        let mask = padded.then(|| {
+            let cols: Vec<Vec<i32>> = mask_cols
+                .iter()
+                .map(|m| m[..end as usize].to_vec())
+                .collect();
+            mask_of(&cols)
+        });
+        let h = model.hidden_states(&chunk, Some(&mut cache), mask.as_ref())?;
+        if end < max_len as i32 {
+            h.eval()?;
+        }
+        hidden = Some(h);
+        at = end;
+    }
+    let hidden = hidden.ok_or(GenerateError::EmptyPrompt)?;
     // Only the last position's logits matter: run the LM head on it alone.
-    let hidden = model.hidden_states(&tokens, Some(&mut cache), mask.as_ref())?;
     let mut last = model
         .logits(&hidden.index((.., -1.., ..)))?
         .index((.., -1, ..));
@@ -271,12 +295,9 @@ fn generate_batch_inner(
     let mut steps = 0usize;
     while steps < options.max_tokens {
         steps += 1;
-        let chosen: Vec<u32> = next
-            .as_dtype(mlx_rs::Dtype::Uint32)?
-            .as_slice::<u32>()
-            .to_vec();
-        // Queue the next forward pass before detokenising, so MLX computes while we decode
-        // text (mlx-lm does the same with async_eval).
+        // Queue the next forward pass (built lazily on `next`) before reading `next`, so
+        // MLX always has work while this thread waits, builds graphs and detokenises; the
+        // same pipelining as mlx-lm's `generate_step` with `async_eval`.
         let more = steps < options.max_tokens;
         let pending = if more {
             let step_tokens = next
@@ -297,6 +318,14 @@ fn generate_batch_inner(
             Some(n)
         } else {
             None
+        };
+        // Sampling yields uint32 ids; reading them adds no op behind the queued step.
+        let chosen: Vec<u32> = if next.dtype() == mlx_rs::Dtype::Uint32 {
+            next.as_slice::<u32>().to_vec()
+        } else {
+            next.as_dtype(mlx_rs::Dtype::Uint32)?
+                .as_slice::<u32>()
+                .to_vec()
         };
         for (row, &id) in chosen.iter().enumerate() {
             if done[row].is_some() {

@@ -191,6 +191,17 @@ impl Tokenizer {
         self.add_bos.is_some()
     }
 
+    /// Makes plain-text encoding prepend the bos token (when one is known).
+    pub fn set_add_bos(&mut self, on: bool) {
+        self.add_bos = if on {
+            self.bos_token
+                .as_deref()
+                .and_then(|t| self.inner.token_to_id(t))
+        } else {
+            None
+        };
+    }
+
     /// The id of a token string.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

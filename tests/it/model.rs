@@ -160,3 +160,102 @@ fn broken_directory_is_reported_by_tensor_name() {
         "{err}"
     );
 }
+
+/// The `smollm` pre-tokenizer splits digits one by one (figures from the notes).
+#[test]
+fn smollm2_gguf_tokenizer_splits_digits() {
+    let m = smollm2();
+    assert_eq!(
+        m.tokenizer.encode("In 2024, 12345 apples.", false).unwrap(),
+        [
+            788, 216, 34, 32, 34, 36, 28, 216, 33, 34, 35, 36, 37, 13855, 30
+        ]
+    );
+    assert_eq!(m.tokenizer.eos_ids, [2]);
+    assert_eq!(m.tokenizer.token_to_id("<|im_start|>"), Some(1));
+}
+
+/// The CLI end to end on the real model: `pipe generate --json` and `pipe eval --text`,
+/// and a model argument that names nothing exits 2.
+#[test]
+fn cli_generate_and_eval_on_smollm2() {
+    let model = smollm2_path();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .args(["generate", "--chat", "--json", "--max-tokens", "16", "-p"])
+        .arg("What is the capital of France?")
+        .arg("-m")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        report["text"].as_str().unwrap().contains("Paris"),
+        "{report}"
+    );
+    assert!(report["generation_tps"].as_f64().unwrap() > 0.0);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("passage.txt");
+    std::fs::write(&text, PASSAGE).unwrap();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .args(["eval", "--json", "--text"])
+        .arg(&text)
+        .arg("-m")
+        .arg(&model)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!((ppl - 11.1).abs() < 0.5, "{report}");
+
+    // A repo id resolves offline in the Hugging Face hub cache (an mlx-community style
+    // quantized snapshot written from the GGUF weights).
+    let hub = tmp.path().join("hub");
+    let repo = hub.join("models--HuggingFaceTB--SmolLM2-135M-Instruct");
+    let m = smollm2();
+    load::hf::save_dir(
+        &m.model,
+        &m.tokenizer,
+        m.chat_template.as_ref(),
+        &repo.join("snapshots/0123abcd"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    let out = assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .env("HF_HUB_CACHE", &hub)
+        .args(["eval", "--json", "--weights", "quantized", "--text"])
+        .arg(&text)
+        .args(["-m", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        report["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("snapshots/0123abcd"),
+        "{report}"
+    );
+    let ppl = report["perplexity"].as_f64().unwrap();
+    assert!((ppl - 11.1).abs() < 0.5, "{report}");
+
+    assert_cmd::Command::cargo_bin("pipe")
+        .unwrap()
+        .env("HF_HUB_CACHE", &hub)
+        .args(["generate", "-m", "no/such-model-anywhere", "-p", "hi"])
+        .assert()
+        .code(2);
+}

@@ -42,6 +42,13 @@ fn kv_cache_logits_equal_full_recompute() {
             .forward_tokens(&ids(&seq[..4]), Some(&mut cache), None)
             .unwrap();
         assert!(max_abs_diff(&first, &full.index((.., 0..4, ..))) < 1e-4);
+        // A second multi-token chunk against a non-empty cache (chunked prefill): the
+        // causal mask must line up with the cached positions.
+        let mut chunked = cache.clone();
+        let second = model
+            .forward_tokens(&ids(&seq[4..]), Some(&mut chunked), None)
+            .unwrap();
+        assert!(max_abs_diff(&second, &full.index((.., 4.., ..))) < 1e-4);
         for (i, &t) in seq.iter().enumerate().skip(4) {
             let step = model
                 .forward_tokens(&ids(&[t]), Some(&mut cache), None)

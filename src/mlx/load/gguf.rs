@@ -33,7 +33,11 @@ pub fn load_file(path: &Path, options: LoadOptions) -> Result<LoadedModel, LoadE
     }
     let gguf = GgufFile::load(path).map_err(|e| LoadError::Parse {
         path: path.to_path_buf(),
-        message: format!("not a GGUF file MLX can read: {e}"),
+        // MLX's reader fails here both on non-GGUF files and on tensor types it does not
+        // convert (k-quants such as Q4_K/Q6_K); its message names the type.
+        message: format!(
+            "MLX cannot read this GGUF file (supported tensor types: F32, F16, Q4_0, Q4_1, Q8_0): {e}"
+        ),
     })?;
     let meta = Meta { gguf: &gguf, path };
     let arch = meta.string("general.architecture")?;

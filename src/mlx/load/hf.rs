@@ -157,7 +157,14 @@ fn load_tokenizer(
     if gen_path.is_file() {
         eos_ids.extend(ids(read_json(&gen_path)?.get("eos_token_id")));
     }
-    let tokenizer = Tokenizer::from_hf(inner, bos.clone(), eos.clone(), &eos_ids);
+    // `add_bos_token` matters only when tokenizer.json has no post-processor of its own
+    // (a post-processor, e.g. Llama 3's, already inserts bos).
+    let add_bos = tc.get("add_bos_token").and_then(Value::as_bool) == Some(true)
+        && inner.get_post_processor().is_none();
+    let mut tokenizer = Tokenizer::from_hf(inner, bos.clone(), eos.clone(), &eos_ids);
+    if add_bos {
+        tokenizer.set_add_bos(true);
+    }
     let jinja = dir.join("chat_template.jinja");
     let source = match tc.get("chat_template") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -340,6 +347,91 @@ mod tests {
         );
         assert!(find_in(tmp.path(), "org/other").is_none());
         assert!(find_in(tmp.path(), "no-slash").is_none());
+    }
+
+    /// A tiny Qwen2-style model (q/k/v biases) written as a sharded Hugging Face directory
+    /// (two safetensors files and an index) loads back to the same logits.
+    #[test]
+    fn sharded_directory_round_trips_a_tiny_qwen2() {
+        use crate::mlx::models::llama::tiny_random;
+        use crate::mlx::tokenizer::toy;
+        use mlx_rs::module::ModuleParameters;
+        let vocab = toy("qwen2");
+        let tok = Tokenizer::from_gguf(&vocab).unwrap();
+        let mut model = tiny_random(9, vocab.tokens.len() as i32, 2, true).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        save_dir(&model, &tok, None, dir).unwrap();
+        // Re-shard: layer 0 in one file, everything else in another, plus the index.
+        let all = Array::load_safetensors(dir.join("model.safetensors")).unwrap();
+        fs_err::remove_file(dir.join("model.safetensors")).unwrap();
+        let (a, b): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|(k, _)| k.starts_with("model.layers.0."));
+        let mut map = serde_json::Map::new();
+        for (name, part) in [
+            ("model-00001-of-00002.safetensors", &a),
+            ("model-00002-of-00002.safetensors", &b),
+        ] {
+            Array::save_safetensors(
+                part.iter().map(|(k, v)| (k.as_str(), v)),
+                None,
+                dir.join(name),
+            )
+            .unwrap();
+            for (k, _) in part {
+                map.insert(k.clone(), Value::String(name.into()));
+            }
+        }
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        fs_err::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let mut loaded = load_dir(dir, LoadOptions::default()).unwrap();
+        assert_eq!(
+            loaded.model.config.family,
+            crate::mlx::models::llama::Family::Qwen2
+        );
+        assert!(
+            loaded.model.model.layers[1]
+                .self_attn
+                .k_proj
+                .bias
+                .value
+                .is_some()
+        );
+        assert_eq!(
+            loaded.model.parameters().flatten().len(),
+            model.parameters().flatten().len()
+        );
+        let ids = Array::from_slice(&[5i32, 70, 80, 90], &[1, 4]);
+        let want = model.forward_tokens(&ids, None, None).unwrap();
+        let got = loaded.model.forward_tokens(&ids, None, None).unwrap();
+        let d = want
+            .subtract(&got)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(None)
+            .unwrap()
+            .item_exact::<f32>();
+        assert!(d < 1e-5, "{d}");
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = serde_json::json!({"model_type": "gpt_neox", "hidden_size": 64,
+            "num_hidden_layers": 1, "intermediate_size": 128, "num_attention_heads": 4,
+            "rms_norm_eps": 1e-5, "vocab_size": 10});
+        fs_err::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+        let err = load_dir(tmp.path(), LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::UnsupportedArchitecture { found, .. } if found == "gpt_neox"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("unsupported architecture `gpt_neox`")
+        );
     }
 
     #[test]

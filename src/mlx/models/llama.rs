@@ -20,290 +20,18 @@
 //! between positions, a constant shift per row changes nothing, so a padded row computes
 //! what it would alone.
 
+pub use super::cache::{KvCache, attention_mask};
+pub use config::{ConfigError, Family, LlamaConfig, ModelConfig, RopeScaling, llama3_rope_periods};
+
+mod config;
 use crate::mlx::linear::Linear;
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, Param};
 use mlx_rs::nn::RmsNorm;
-use mlx_rs::ops::{concatenate, ones};
+use mlx_rs::ops::ones;
 use mlx_rs::{Array, Dtype};
-use serde::{Deserialize, Serialize};
-
-/// `config.json` of a Llama-family checkpoint, as Hugging Face writes it. Unknown fields are
-/// ignored; what the model needs is checked in [`LlamaConfig::resolve`].
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct LlamaConfig {
-    /// `llama`, `mistral` or `qwen2`.
-    pub model_type: String,
-    /// Width of the residual stream.
-    pub hidden_size: i32,
-    /// Number of decoder blocks.
-    pub num_hidden_layers: i32,
-    /// Width of the MLP.
-    pub intermediate_size: i32,
-    /// Query heads.
-    pub num_attention_heads: i32,
-    /// Key/value heads (defaults to the query heads: plain multi-head attention).
-    pub num_key_value_heads: Option<i32>,
-    /// Per-head width (defaults to hidden / heads).
-    pub head_dim: Option<i32>,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f32,
-    /// Vocabulary size.
-    pub vocab_size: i32,
-    /// RoPE base (default 10000).
-    pub rope_theta: Option<f32>,
-    /// RoPE scaling (`llama3` or `linear`).
-    pub rope_scaling: Option<RopeScaling>,
-    /// Whether the LM head is the token embedding.
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// Whether q/k/v/o carry biases (Llama: no; Qwen2's q/k/v always do).
-    pub attention_bias: Option<bool>,
-    /// Whether the MLP projections carry biases.
-    pub mlp_bias: Option<bool>,
-    /// Context length the model was trained for.
-    pub max_position_embeddings: Option<i32>,
-    /// MLX affine quantization of an mlx-community checkpoint.
-    pub quantization: Option<crate::mlx::linear::QuantSpec>,
-}
-
-/// `rope_scaling` of config.json.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct RopeScaling {
-    /// `llama3`, `linear` or `default` (older files call it `type`).
-    #[serde(alias = "type")]
-    pub rope_type: String,
-    /// Scaling factor.
-    pub factor: Option<f32>,
-    /// Llama 3: low-frequency factor.
-    pub low_freq_factor: Option<f32>,
-    /// Llama 3: high-frequency factor.
-    pub high_freq_factor: Option<f32>,
-    /// Llama 3: the original training context.
-    pub original_max_position_embeddings: Option<i32>,
-}
-
-/// Which variant of the family: decides biases and nothing else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// Llama 2/3, SmolLM, TinyLlama.
-    Llama,
-    /// Mistral (a Llama block).
-    Mistral,
-    /// Qwen2/2.5 (q/k/v biases).
-    Qwen2,
-}
-
-/// A config with every default filled and every constraint checked.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelConfig {
-    /// The variant.
-    pub family: Family,
-    /// Width of the residual stream.
-    pub hidden_size: i32,
-    /// Number of decoder blocks.
-    pub num_layers: i32,
-    /// Width of the MLP.
-    pub intermediate_size: i32,
-    /// Query heads.
-    pub num_heads: i32,
-    /// Key/value heads.
-    pub num_kv_heads: i32,
-    /// Per-head width.
-    pub head_dim: i32,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f32,
-    /// Vocabulary size.
-    pub vocab_size: i32,
-    /// RoPE base.
-    pub rope_theta: f32,
-    /// Linear position scale (1 / factor for `linear` scaling).
-    pub rope_scale: f32,
-    /// Per-frequency periods for Llama 3 scaling (None: computed from the base).
-    #[serde(skip)]
-    pub rope_freqs: Option<Vec<f32>>,
-    /// Whether the LM head is the token embedding.
-    pub tie_word_embeddings: bool,
-    /// Whether q/k/v carry biases.
-    pub qkv_bias: bool,
-    /// Whether o_proj carries a bias.
-    pub o_bias: bool,
-    /// Whether the MLP carries biases.
-    pub mlp_bias: bool,
-}
-
-/// A config that cannot be used, with the field and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("unsupported model config: {field}: {reason}")]
-pub struct ConfigError {
-    /// The offending field.
-    pub field: &'static str,
-    /// Why.
-    pub reason: String,
-}
-
-impl LlamaConfig {
-    /// Fills defaults and checks the config.
-    pub fn resolve(&self) -> Result<ModelConfig, ConfigError> {
-        let family = match self.model_type.as_str() {
-            "llama" => Family::Llama,
-            "mistral" => Family::Mistral,
-            "qwen2" => Family::Qwen2,
-            other => {
-                return Err(ConfigError {
-                    field: "model_type",
-                    reason: format!(
-                        "`{other}` is not a supported architecture (supported: llama, mistral, qwen2)"
-                    ),
-                });
-            }
-        };
-        let bad = |field, reason: &str| ConfigError {
-            field,
-            reason: reason.to_owned(),
-        };
-        if self.num_attention_heads <= 0 || self.hidden_size <= 0 || self.num_hidden_layers <= 0 {
-            return Err(bad("hidden_size", "sizes must be positive"));
-        }
-        let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if num_kv_heads <= 0 || self.num_attention_heads % num_kv_heads != 0 {
-            return Err(bad(
-                "num_key_value_heads",
-                "must divide num_attention_heads",
-            ));
-        }
-        let head_dim = self
-            .head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads);
-        let rope_theta = self.rope_theta.unwrap_or(10_000.0);
-        let (rope_scale, rope_freqs) = match &self.rope_scaling {
-            None => (1.0, None),
-            Some(s) => match s.rope_type.as_str() {
-                "default" => (1.0, None),
-                "linear" => (1.0 / s.factor.unwrap_or(1.0), None),
-                "llama3" => (1.0, Some(llama3_rope_periods(rope_theta, head_dim, s))),
-                other => {
-                    return Err(ConfigError {
-                        field: "rope_scaling",
-                        reason: format!(
-                            "rope type `{other}` is not supported (supported: llama3, linear)"
-                        ),
-                    });
-                }
-            },
-        };
-        let attention_bias = self.attention_bias.unwrap_or(false);
-        Ok(ModelConfig {
-            family,
-            hidden_size: self.hidden_size,
-            num_layers: self.num_hidden_layers,
-            intermediate_size: self.intermediate_size,
-            num_heads: self.num_attention_heads,
-            num_kv_heads,
-            head_dim,
-            rms_norm_eps: self.rms_norm_eps,
-            vocab_size: self.vocab_size,
-            rope_theta,
-            rope_scale,
-            rope_freqs,
-            tie_word_embeddings: self.tie_word_embeddings,
-            qkv_bias: family == Family::Qwen2 || attention_bias,
-            o_bias: attention_bias,
-            mlp_bias: self.mlp_bias.unwrap_or(false),
-        })
-    }
-}
-
-/// Llama 3's frequency-dependent RoPE scaling, as periods for `fast::rope`'s `freqs`
-/// (mlx-lm `Llama3RoPE`): long wavelengths are stretched by `factor`, short ones kept, and
-/// the band between is interpolated smoothly.
-pub fn llama3_rope_periods(base: f32, dims: i32, s: &RopeScaling) -> Vec<f32> {
-    let factor = s.factor.unwrap_or(8.0);
-    let low = s.low_freq_factor.unwrap_or(1.0);
-    let high = s.high_freq_factor.unwrap_or(4.0);
-    let old_ctx = s.original_max_position_embeddings.unwrap_or(8192) as f32;
-    let low_wavelen = old_ctx / low;
-    let high_wavelen = old_ctx / high;
-    (0..dims)
-        .step_by(2)
-        .map(|i| {
-            let period = base.powf(i as f32 / dims as f32);
-            let wavelen = 2.0 * std::f32::consts::PI * period;
-            if wavelen > low_wavelen {
-                period * factor
-            } else if wavelen > high_wavelen {
-                let smooth = (old_ctx / wavelen - low) / (high - low);
-                period / ((1.0 - smooth) / factor + smooth)
-            } else {
-                period
-            }
-        })
-        .collect()
-}
-
-/// Keys and values of every layer for the positions seen so far.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Array, Array)>>,
-    offset: i32,
-}
-
-impl KvCache {
-    /// An empty cache for `num_layers` layers.
-    pub fn new(num_layers: i32) -> Self {
-        Self {
-            layers: vec![None; num_layers.max(0) as usize],
-            offset: 0,
-        }
-    }
-
-    /// Positions already cached.
-    pub fn offset(&self) -> i32 {
-        self.offset
-    }
-
-    /// The same cached keys and values seen by `batch` rows: a prefix computed once for a
-    /// batch whose rows all start with it. Gradients through the broadcast sum over rows.
-    pub fn broadcast_batch(&self, batch: i32) -> Result<KvCache, Exception> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|slot| {
-                slot.as_ref()
-                    .map(|(k, v)| {
-                        let grow = |a: &Array| {
-                            let mut shape = a.shape().to_vec();
-                            shape[0] = batch;
-                            mlx_rs::ops::broadcast_to(a, &shape)
-                        };
-                        Ok((grow(k)?, grow(v)?))
-                    })
-                    .transpose()
-            })
-            .collect::<Result<_, Exception>>()?;
-        Ok(KvCache {
-            layers,
-            offset: self.offset,
-        })
-    }
-
-    /// Appends this step's keys/values for one layer and returns the full ones.
-    fn update(&mut self, layer: usize, k: Array, v: Array) -> Result<(Array, Array), Exception> {
-        let slot = self
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| Exception::custom(format!("KV cache has no layer {layer}")))?;
-        let (k, v) = match slot.take() {
-            Some((pk, pv)) => (concatenate(&[pk, k], 2)?, concatenate(&[pv, v], 2)?),
-            None => (k, v),
-        };
-        *slot = Some((k.clone(), v.clone()));
-        Ok((k, v))
-    }
-}
 
 /// Rotary embedding parameters (not trainable).
 #[derive(Debug, Clone)]
@@ -568,7 +296,7 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
         key_mask: Option<&Array>,
     ) -> Result<Array, Exception> {
-        let offset = cache.as_ref().map_or(0, |c| c.offset);
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
         let l = tokens.shape()[1];
         let mut h = self.model.embed_tokens.embed(tokens)?;
         let dtype = h.dtype();
@@ -589,7 +317,7 @@ impl Llama {
             h = h.add(layer.mlp.forward(&normed)?)?;
         }
         if let Some(c) = cache {
-            c.offset += l;
+            c.advance(l);
         }
         self.model.norm.forward(&h)
     }
@@ -624,34 +352,6 @@ impl Module<&Array> for Llama {
     }
 
     fn training_mode(&mut self, _mode: bool) {}
-}
-
-/// An additive attention mask `[B, 1, L, S]` from a key mask `[B, S]` (S = offset + L):
-/// causal and hiding padded keys. A large finite negative rather than -inf keeps rows
-/// whose keys are all padding finite (they belong to padding queries, whose outputs are
-/// never used), so no NaN leaks into later layers through the padded positions' values.
-pub fn attention_mask(
-    key_mask: &Array,
-    offset: i32,
-    l: i32,
-    dtype: Dtype,
-) -> Result<Array, Exception> {
-    let b = key_mask.shape()[0];
-    let s = key_mask.shape()[1];
-    if s != offset + l {
-        return Err(Exception::custom(format!(
-            "key mask covers {s} positions but the cache offset plus the input is {}",
-            offset + l
-        )));
-    }
-    let q_pos = mlx_rs::ops::arange::<_, i32>(offset, offset + l, None)?.reshape(&[l, 1])?;
-    let k_pos = mlx_rs::ops::arange::<_, i32>(0, s, None)?.reshape(&[1, s])?;
-    let causal = k_pos.le(&q_pos)?.reshape(&[1, 1, l, s])?;
-    let keys = key_mask.ne(Array::from_int(0))?.reshape(&[b, 1, 1, s])?;
-    let allowed = causal.logical_and(&keys)?;
-    let zero = Array::from_f32(0.0).as_dtype(dtype)?;
-    let neg = Array::from_f32(-1e9).as_dtype(dtype)?;
-    mlx_rs::ops::select(&allowed, &zero, &neg)
 }
 
 /// A tiny random-weight model for tests: `vocab` tokens, `layers` blocks, GQA 4/2 heads.
@@ -711,3 +411,6 @@ pub fn tiny_random(seed: u64, vocab: i32, layers: i32, qkv_bias: bool) -> Result
         None,
     ))
 }
+
+#[cfg(test)]
+mod tests;
