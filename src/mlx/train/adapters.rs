@@ -105,8 +105,9 @@ pub fn save_mlx_lm(
     write_json_atomic(&dir.join("adapter_config.json"), &config)
 }
 
-/// Loads an mlx-lm adapter directory onto `model` (attaching adapters as its config says).
-pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<AdapterSpec> {
+/// Loads an mlx-lm adapter directory onto `model`; a full fine-tune's weights replace the
+/// model's own (then there is no adapter spec).
+pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<Option<AdapterSpec>> {
     let config: MlxLmAdapterConfig = read_json(&dir.join("adapter_config.json"))?;
     let targets = config
         .lora_parameters
@@ -130,17 +131,62 @@ pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<AdapterSpec>
         dora: config.fine_tune_type == "dora",
     };
     if config.fine_tune_type == "full" {
-        bail!(
-            "{}: full fine-tunes are model weights, not adapters; load them as a model",
-            dir.display()
-        );
+        // mlx-lm's layout for full fine-tunes: every trained weight, under its own name.
+        let path = dir.join("adapters.safetensors");
+        let tensors = Array::load_safetensors(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut params = model.parameters_mut().flatten();
+        let mut problems = Vec::new();
+        for (name, value) in tensors {
+            match params.get_mut(name.as_str()) {
+                Some(slot) if slot.shape() == value.shape() => **slot = value,
+                Some(slot) => problems.push(format!(
+                    "{name}: shape {:?}, expected {:?}",
+                    value.shape(),
+                    slot.shape()
+                )),
+                None => problems.push(format!("{name}: not a parameter of this model")),
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort();
+            bail!(
+                "{} does not fit the model:\n  {}",
+                path.display(),
+                problems.join("\n  ")
+            );
+        }
+        return Ok(None);
     }
     attach(model, &spec, 0)?;
     let path = dir.join("adapters.safetensors");
     let tensors = Array::load_safetensors(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     assign(model, tensors, &path, |k| k.to_owned())?;
-    Ok(spec)
+    Ok(Some(spec))
+}
+
+/// Writes a full fine-tune in mlx-lm's layout: every trained weight in
+/// `adapters.safetensors`, and `adapter_config.json` with `fine_tune_type: full`.
+pub fn save_full(model: &Llama, dir: &Path) -> anyhow::Result<()> {
+    fs_err::create_dir_all(dir)?;
+    let params = model.trainable_parameters().flatten();
+    let tmp = dir.join(".adapters.tmp.safetensors");
+    Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs_err::rename(&tmp, dir.join("adapters.safetensors"))?;
+    let layers = model.model.layers.len() as i32;
+    let config = MlxLmAdapterConfig {
+        fine_tune_type: "full".into(),
+        num_layers: layers,
+        lora_parameters: MlxLmLoraParameters {
+            rank: 0,
+            scale: 0.0,
+            dropout: 0.0,
+            keys: Vec::new(),
+        },
+    };
+    write_json_atomic(&dir.join("adapter_config.json"), &config)
 }
 
 /// Puts `tensors` (renamed by `to_ours`, from file names to mlx-lm names) into the
@@ -410,11 +456,35 @@ mod tests {
             let config = std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap();
             assert!(config.contains("\"num_layers\": 2"), "{config}");
             let mut fresh = tiny_random(4, 40, 3, false).unwrap();
-            let loaded = load_mlx_lm(&mut fresh, dir.path()).unwrap();
+            let loaded = load_mlx_lm(&mut fresh, dir.path()).unwrap().unwrap();
             assert_eq!(loaded.dora, dora);
             let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
             assert_eq!(max_diff(&expected, &got), 0.0, "dora={dora}");
         }
+    }
+
+    #[test]
+    fn full_fine_tunes_round_trip_in_mlx_lm_layout() {
+        let mut model = tiny_random(4, 40, 3, false).unwrap();
+        model.unfreeze_parameters(true);
+        {
+            let mut params = model.parameters_mut().flatten();
+            let p = params.get_mut("model.layers.1.mlp.up_proj.weight").unwrap();
+            **p = p.multiply(mlx_rs::array!(1.5f32)).unwrap();
+        }
+        let expected = model.forward_tokens(&tokens(), None, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        save_full(&model, dir.path()).unwrap();
+        let mut fresh = tiny_random(4, 40, 3, false).unwrap();
+        assert!(
+            max_diff(
+                &expected,
+                &fresh.forward_tokens(&tokens(), None, None).unwrap()
+            ) > 0.0
+        );
+        assert!(load_mlx_lm(&mut fresh, dir.path()).unwrap().is_none());
+        let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
+        assert_eq!(max_diff(&expected, &got), 0.0);
     }
 
     #[test]

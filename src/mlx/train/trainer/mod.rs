@@ -400,7 +400,7 @@ pub fn train(
                 adapters::save_mlx_lm(model, spec, config.method, out_dir)?;
                 adapters::save_peft(model, spec, &out_dir.join("peft"))?;
             } else {
-                save_trainables(model, &out_dir.join("adapters.safetensors"))?;
+                adapters::save_full(model, out_dir)?;
             }
         }
         if save_now {
