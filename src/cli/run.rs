@@ -40,7 +40,8 @@ pub struct Args {
     /// After a stage fails, keep running stages that do not depend on it.
     #[arg(short, long)]
     keep_going: bool,
-    /// Print JSON Lines events instead of text (see `pipe::exec::events`).
+    /// Print JSON Lines events instead of text (see `pipe::exec::events`); with --dry-run,
+    /// one JSON array of stage statuses.
     #[arg(long)]
     json: bool,
     /// Seconds to wait for another run in this workspace to finish (default: wait forever).

@@ -25,6 +25,7 @@ pub(super) struct Resolver<'a> {
     pub(super) root: &'a Path,
     pub(super) env: minijinja::Environment<'static>,
     pub(super) diags: Vec<Diagnostic>,
+    pub(super) check_deps: bool,
 }
 
 /// Where a stage's list entries were written, for errors found after resolution.
@@ -50,6 +51,7 @@ pub(super) fn resolve(
         root: &opts.root,
         env,
         diags: Vec::new(),
+        check_deps: !opts.skip_dep_check,
     };
     let pipeline = r.pipeline(opts);
     let diags = r.diags;
