@@ -89,8 +89,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     // A second handler cannot be installed in the same process (tests call run twice).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let mut capacity = BTreeMap::from([("mlx".to_owned(), 1u64)]);
-    let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
-    capacity.insert("mem_gb".into(), mem.max(1));
+    // Detecting the machine spawns `sysctl` on macOS: only when a stage asks for memory.
+    if pipeline.stages.iter().any(|s| s.resources.contains_key("mem_gb")) {
+        let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
+        capacity.insert("mem_gb".into(), mem.max(1));
+    }
     let options = RunOptions {
         jobs: args
             .jobs
