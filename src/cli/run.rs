@@ -90,7 +90,11 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let mut capacity = BTreeMap::from([("mlx".to_owned(), 1u64)]);
     // Detecting the machine spawns `sysctl` on macOS: only when a stage asks for memory.
-    if pipeline.stages.iter().any(|s| s.resources.contains_key("mem_gb")) {
+    if pipeline
+        .stages
+        .iter()
+        .any(|s| s.resources.contains_key("mem_gb"))
+    {
         let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
         capacity.insert("mem_gb".into(), mem.max(1));
     }
