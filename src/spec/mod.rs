@@ -14,6 +14,7 @@
 
 mod checks;
 pub mod diag;
+mod fields;
 pub mod locate;
 mod resolve;
 mod values;
