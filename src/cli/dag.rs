@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
-    let (pipeline, dag) = args.ws.load()?;
+    let (pipeline, dag) = args.ws.load_with(true)?;
     if args.dot {
         printer.result(crate::dag::dot(&pipeline, &dag).trim_end());
         return Ok(());

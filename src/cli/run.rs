@@ -40,7 +40,8 @@ pub struct Args {
     /// After a stage fails, keep running stages that do not depend on it.
     #[arg(short, long)]
     keep_going: bool,
-    /// Print JSON Lines events instead of text (see `pipe::exec::events`).
+    /// Print JSON Lines events instead of text (see `pipe::exec::events`); with --dry-run,
+    /// one JSON array of stage statuses.
     #[arg(long)]
     json: bool,
     /// Seconds to wait for another run in this workspace to finish (default: wait forever).
@@ -88,8 +89,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     // A second handler cannot be installed in the same process (tests call run twice).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let mut capacity = BTreeMap::from([("mlx".to_owned(), 1u64)]);
-    let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
-    capacity.insert("mem_gb".into(), mem.max(1));
+    // Detecting the machine spawns `sysctl` on macOS: only when a stage asks for memory.
+    if pipeline
+        .stages
+        .iter()
+        .any(|s| s.resources.contains_key("mem_gb"))
+    {
+        let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
+        capacity.insert("mem_gb".into(), mem.max(1));
+    }
     let options = RunOptions {
         jobs: args
             .jobs

@@ -44,7 +44,7 @@ struct Report {
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
-    let (pipeline, _dag) = args.ws.load()?;
+    let (pipeline, _dag) = args.ws.load_with(true)?;
     let Some(stage) = pipeline.stage(&args.stage) else {
         let mut msg = format!(
             "no stage named `{}` in {}",

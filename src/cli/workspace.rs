@@ -32,6 +32,12 @@ impl WorkspaceArgs {
 
     /// Loads and validates the pipeline and builds its graph.
     pub fn load(&self) -> anyhow::Result<(Pipeline, Dag)> {
+        self.load_with(false)
+    }
+
+    /// Like [`Self::load`]; `structure_only` skips the check that deps exist (for
+    /// commands that only describe the pipeline).
+    pub fn load_with(&self, structure_only: bool) -> anyhow::Result<(Pipeline, Dag)> {
         let root = self.root()?;
         if !root.is_dir() {
             return Err(UsageError(format!(
@@ -43,6 +49,7 @@ impl WorkspaceArgs {
         let options = LoadOptions {
             root,
             sets: self.sets.clone(),
+            skip_dep_check: structure_only,
         };
         let pipeline = match spec::load(&self.pipeline, &options) {
             Ok(p) => p,

@@ -73,7 +73,7 @@ impl Resolver<'_> {
                 let produced = outs
                     .iter()
                     .any(|(o, _, _)| path_within(dep, o) || path_within(o, dep));
-                if !produced && !self.root.join(dep).exists() {
+                if self.check_deps && !produced && !self.root.join(dep).exists() {
                     let root = self.root.display().to_string();
                     let d = self.error(
                         *pos,

@@ -14,6 +14,7 @@
 
 mod checks;
 pub mod diag;
+mod fields;
 pub mod locate;
 mod resolve;
 mod values;
@@ -58,6 +59,9 @@ pub struct LoadOptions {
     pub root: PathBuf,
     /// `--set key.path=value` overrides, in order.
     pub sets: Vec<String>,
+    /// Skip the check that every dep exists or is produced (for commands that only look
+    /// at the pipeline, like `pipe dag` on a fresh clone without its data).
+    pub skip_dep_check: bool,
 }
 
 /// Why a pipeline could not be loaded.

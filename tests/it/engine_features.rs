@@ -127,3 +127,21 @@ fn the_example_pipeline_runs() {
             .is_empty()
     );
 }
+
+#[test]
+fn root_option_separates_pipeline_and_workspace() {
+    let ws = Ws::new();
+    ws.file("work/in.txt", "x\n").file(
+        "defs/p.yaml",
+        "stages:\n  a:\n    cmd: cat in.txt > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n",
+    );
+    let r = ws.run_ok(&["defs/p.yaml", "--root", "work"]);
+    assert_eq!(r.ran(), set(&["a"]));
+    assert_eq!(ws.read("work/out.txt"), "x\n");
+    assert!(ws.exists("defs/p.lock") && ws.exists("work/cache/v1/objects"));
+    assert!(
+        ws.run_ok(&["defs/p.yaml", "--root", "work"])
+            .started()
+            .is_empty()
+    );
+}

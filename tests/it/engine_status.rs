@@ -99,3 +99,17 @@ fn nothing_to_do_is_quiet_and_fast() {
     assert!(out.stdout.is_empty() && out.stderr.is_empty());
     assert!(t.elapsed().as_secs_f64() < 1.0);
 }
+
+#[test]
+fn dag_works_before_the_data_is_there() {
+    let ws = Ws::new();
+    ws.pipeline("stages:\n  prep:\n    cmd: cat raw.csv > clean.csv\n    deps: [raw.csv]\n    outs: [clean.csv]\n");
+    let dag = ws.pipe().arg("dag").output().unwrap();
+    assert_eq!(dag.status.code(), Some(0));
+    let run = ws.pipe().arg("run").output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr)
+            .contains("dep `raw.csv` of stage `prep` does not exist")
+    );
+}
