@@ -124,6 +124,10 @@ pub struct TrainArgs {
     /// Adapted blocks, counted from the top.
     #[arg(long, default_value_t = 16)]
     num_layers: i32,
+    /// Compute the shared prompt prefix once per row instead of once per batch (to measure
+    /// what prefix sharing contributes; the loss is the same either way).
+    #[arg(long)]
+    no_share_prefix: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -137,6 +141,7 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         rank: args.rank,
         num_layers: args.num_layers,
+        share_prefix: !args.no_share_prefix,
     })?;
     if args.json {
         return printer.json(&report);

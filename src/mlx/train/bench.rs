@@ -30,6 +30,8 @@ pub struct TrainBenchOptions {
     pub rank: i32,
     /// Adapted blocks from the top.
     pub num_layers: i32,
+    /// Run the rows' shared prompt prefix once per batch (exact; see `train::loss`).
+    pub share_prefix: bool,
 }
 
 impl Default for TrainBenchOptions {
@@ -40,6 +42,7 @@ impl Default for TrainBenchOptions {
             batch_size: 8,
             rank: 8,
             num_layers: 16,
+            share_prefix: true,
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         iters: options.iters,
         batch_size: options.batch_size,
         learning_rate: 1e-4,
+        share_prefix: options.share_prefix,
         ..TrainConfig::default()
     };
     let spec = trainer::prepare(&mut loaded.model, &config)?;
