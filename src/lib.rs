@@ -1,6 +1,7 @@
 //! `pipe` fine-tunes language models with MLX from declarative YAML pipelines.
 //!
 //! Modules by concern:
+//! - [`atomic_write`]: writing files so readers never see a partial one;
 //! - [`cli`]: the command line (one file per subcommand), output and exit codes;
 //! - [`data`]: datasets: reading, validating, splitting, statistics (the `ingest` stage);
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
@@ -17,6 +18,7 @@
 //! - [`stages`]: stage kinds (`cmd` today, the ML kinds later).
 #![deny(missing_docs)]
 
+pub mod atomic_write;
 pub mod cache;
 pub mod cli;
 pub mod dag;

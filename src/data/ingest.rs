@@ -13,6 +13,7 @@ use super::{
     DatasetStats, ErrorPolicy, Example, FieldMap, Format, ReadOptions, RowError, Split, SplitSpec,
     assign_split, read_bigbench_task, read_examples,
 };
+use crate::atomic_write::write_atomic;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -185,17 +186,6 @@ fn find_split_file(dir: &Path, stem: &str) -> anyhow::Result<Option<PathBuf>> {
                 .join(", ")
         ),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -255,20 +255,9 @@ impl Charts {
 pub fn write_report(reports_dir: &Path, name: &str, html: &str) -> anyhow::Result<PathBuf> {
     fs_err::create_dir_all(reports_dir)?;
     let path = reports_dir.join(format!("{name}.html"));
-    write_atomic(&path, html.as_bytes())?;
+    crate::atomic_write::write_atomic(&path, html.as_bytes())?;
     write_index(reports_dir)?;
     Ok(path)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 #[derive(Serialize)]
@@ -298,7 +287,10 @@ fn write_index(reports_dir: &Path) -> anyhow::Result<()> {
     let html = env
         .get_template("index.html")?
         .render(minijinja::context! { entries => entries })?;
-    write_atomic(&reports_dir.join("index.html"), html.as_bytes())
+    Ok(crate::atomic_write::write_atomic(
+        &reports_dir.join("index.html"),
+        html.as_bytes(),
+    )?)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! version). The engine then treats all kinds alike for logs, interrupts (the child's
 //! process group is signalled) and crash safety, an MLX failure cannot take the scheduler
 //! down, and MLX memory goes back to the system when a stage ends. Outs are written
-//! atomically ([`write_out_atomically`]).
+//! atomically ([`crate::atomic_write`]).
 //!
 //! Adding a kind: a variant of [`Kind`] with its name, version and MLX use, a module with
 //! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
@@ -259,27 +259,7 @@ pub fn parse_with<T: serde::de::DeserializeOwned>(
 
 /// Writes a value as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    write_out_atomically(path, &bytes)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename. Built-in
-/// kinds must write their outs this way so a crash never leaves a half-written out that
-/// looks complete.
-pub fn write_out_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs_err::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    Ok(crate::atomic_write::write_json(path, value)?)
 }
 
 #[cfg(test)]
