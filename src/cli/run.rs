@@ -134,6 +134,21 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         interrupted: summary.interrupted,
         duration_ms: started.elapsed().as_millis() as u64,
     });
+    if !args.json {
+        // Reports are what a run is for: say where they are.
+        for stage in pipeline
+            .stages
+            .iter()
+            .filter(|s| s.kind == crate::stages::Kind::Report)
+        {
+            if let Some(out) = stage.with.get("out").and_then(|o| o.as_str()) {
+                let path = pipeline.root.join(out);
+                if path.is_file() {
+                    printer.result(&format!("report: {}", path.display()));
+                }
+            }
+        }
+    }
     if summary.interrupted {
         return Err(Interrupted.into());
     }
