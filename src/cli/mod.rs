@@ -12,6 +12,7 @@ mod data;
 mod doctor;
 mod eval;
 mod exit;
+mod fuse;
 mod gc;
 mod generate;
 mod model;
@@ -72,6 +73,8 @@ enum Command {
     /// Run one built-in stage (used by `pipe run`; not for direct use).
     #[command(name = "__run-stage", hide = true)]
     RunStage(run_stage::Args),
+    /// Merge an adapter into its base model and save a Hugging Face directory.
+    Fuse(fuse::Args),
     /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
     Train(train::Args),
     /// Fetch datasets into the user cache.
@@ -104,6 +107,7 @@ pub fn main() -> u8 {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Data(cmd) => data::run(&printer, cmd),
         Command::Train(args) => train::run(&printer, args),
+        Command::Fuse(args) => fuse::run(&printer, args),
         Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
         Command::Run(args) => run::run(&printer, args),

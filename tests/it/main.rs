@@ -3,6 +3,7 @@
 //! user would see.
 
 mod foundation;
+mod fuse;
 mod model;
 mod quickstart;
 mod support;

@@ -8,6 +8,7 @@
 pub mod adapters;
 pub mod batch;
 pub mod bench;
+pub mod fuse;
 pub mod guard;
 pub mod job;
 pub mod log;
