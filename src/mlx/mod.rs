@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod chat;
 pub mod eval;
+pub mod exit_guard;
 pub mod generate;
 pub mod linear;
 #[cfg(target_os = "linux")]

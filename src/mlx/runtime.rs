@@ -54,6 +54,7 @@ pub fn metal_available() -> bool {
 /// Starts MLX, runs one tiny computation to prove it works, and describes the runtime.
 /// Fails with a clear message when MLX cannot compute.
 pub fn start() -> anyhow::Result<RuntimeInfo> {
+    crate::mlx::exit_guard::install();
     let device = Device::try_default().context("MLX could not pick a default device")?;
     let kind = device
         .get_type()

@@ -162,6 +162,7 @@ pub struct LoadedModel {
 /// Loads a model from a known id (fetched on demand), a GGUF file, a Hugging Face
 /// directory, or a repo id in the Hugging Face hub cache.
 pub fn load(spec: &str, options: LoadOptions) -> Result<LoadedModel, LoadError> {
+    crate::mlx::exit_guard::install();
     let path = resolve(spec)?;
     if path.is_dir() {
         hf::load_dir(&path, options)

@@ -356,6 +356,7 @@ impl Module<&Array> for Llama {
 
 /// A tiny random-weight model for tests: `vocab` tokens, `layers` blocks, GQA 4/2 heads.
 pub fn tiny_random(seed: u64, vocab: i32, layers: i32, qkv_bias: bool) -> Result<Llama, Exception> {
+    crate::mlx::exit_guard::install();
     let cfg = LlamaConfig {
         model_type: if qkv_bias { "qwen2" } else { "llama" }.into(),
         hidden_size: 64,
