@@ -264,17 +264,8 @@ impl Module<&Array> for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mlx::test_support::max_abs_diff;
     use mlx_rs::random;
-
-    fn max_abs_diff(a: &Array, b: &Array) -> f32 {
-        a.subtract(b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap()
-            .item_exact::<f32>()
-    }
 
     #[test]
     fn quantized_linear_matches_its_dequantized_twin() {

@@ -16,6 +16,8 @@ mod linux_shim;
 pub mod load;
 pub mod models;
 pub mod runtime;
+#[cfg(test)]
+mod test_support;
 pub mod tokenizer;
 pub mod train;
 

@@ -3,17 +3,8 @@
 
 use super::*;
 use crate::mlx::models::llama::{Llama, tiny_random};
+use crate::mlx::test_support::max_abs_diff;
 use crate::mlx::tokenizer::{Tokenizer, toy};
-
-fn max_abs_diff(a: &Array, b: &Array) -> f32 {
-    a.subtract(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(None)
-        .unwrap()
-        .item_exact::<f32>()
-}
 
 fn ids(v: &[i32]) -> Array {
     Array::from_slice(v, &[1, v.len() as i32])

@@ -385,21 +385,12 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
 mod tests {
     use super::*;
     use crate::mlx::models::llama::tiny_random;
+    use crate::mlx::test_support::max_abs_diff;
     use crate::mlx::train::lora::LoraConfig;
     use mlx_rs::random;
 
     fn tokens() -> Array {
         Array::from_slice(&[1i32, 5, 7, 9, 3, 2, 8, 4], &[2, 4])
-    }
-
-    fn max_diff(a: &Array, b: &Array) -> f32 {
-        a.subtract(b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap()
-            .item_exact::<f32>()
     }
 
     /// A model with trained-looking (random, non-zero) adapters.
@@ -452,7 +443,7 @@ mod tests {
             let loaded = load_mlx_lm(&mut fresh, dir.path()).unwrap().unwrap();
             assert_eq!(loaded.dora, dora);
             let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
-            assert_eq!(max_diff(&expected, &got), 0.0, "dora={dora}");
+            assert_eq!(max_abs_diff(&expected, &got), 0.0, "dora={dora}");
         }
     }
 
@@ -470,14 +461,14 @@ mod tests {
         save_full(&model, dir.path()).unwrap();
         let mut fresh = tiny_random(4, 40, 3, false).unwrap();
         assert!(
-            max_diff(
+            max_abs_diff(
                 &expected,
                 &fresh.forward_tokens(&tokens(), None, None).unwrap()
             ) > 0.0
         );
         assert!(load_mlx_lm(&mut fresh, dir.path()).unwrap().is_none());
         let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
-        assert_eq!(max_diff(&expected, &got), 0.0);
+        assert_eq!(max_abs_diff(&expected, &got), 0.0);
     }
 
     #[test]
@@ -497,7 +488,7 @@ mod tests {
             let mut fresh = tiny_random(4, 40, 3, false).unwrap();
             load_peft(&mut fresh, dir.path()).unwrap();
             let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
-            assert_eq!(max_diff(&expected, &got), 0.0, "dora={dora}");
+            assert_eq!(max_abs_diff(&expected, &got), 0.0, "dora={dora}");
         }
     }
 
@@ -538,7 +529,7 @@ mod tests {
                     .all(|k| !k.contains("adapter"))
             );
             let got = model.forward_tokens(&tokens(), None, None).unwrap();
-            let d = max_diff(&expected, &got);
+            let d = max_abs_diff(&expected, &got);
             assert!(d < 1e-4, "dora={dora}: {d}");
         }
     }

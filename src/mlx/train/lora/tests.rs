@@ -1,21 +1,12 @@
 use super::*;
 use crate::mlx::models::llama::tiny_random;
+use crate::mlx::test_support::max_abs_diff;
 use crate::mlx::train::batch::{BatchSpec, TokenizedExample, pad_batch};
 use crate::mlx::train::loss::{LossBatch, masked_lm_loss};
 use mlx_rs::module::ModuleParameters;
 
 fn tokens() -> Array {
     Array::from_slice(&[1i32, 5, 7, 9, 3, 2, 8, 4], &[2, 4])
-}
-
-fn max_diff(a: &Array, b: &Array) -> f32 {
-    a.subtract(b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(None)
-        .unwrap()
-        .item_exact::<f32>()
 }
 
 fn spec(dora: bool, num_layers: Option<i32>) -> AdapterSpec {
@@ -36,7 +27,7 @@ fn fresh_adapters_leave_the_output_unchanged() {
         let n = attach(&mut model, &spec(dora, None), 0).unwrap();
         assert_eq!(n, 14);
         let after = model.forward_tokens(&tokens(), None, None).unwrap();
-        assert!(max_diff(&before, &after) < 1e-5, "dora={dora}");
+        assert!(max_abs_diff(&before, &after) < 1e-5, "dora={dora}");
     }
 }
 
