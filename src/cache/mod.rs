@@ -34,6 +34,7 @@
 //! cache/v1/stat                      stat cache: `hash size mtime_ns inode path` lines
 //! cache/v1/locks                     lock files that reference objects (for gc)
 //! cache/v1/quarantine/<hash>         objects found corrupt (by `verify` or a restore)
+//! cache/v1/data/versions.jsonl       dataset versions (crate::data::version); gc keeps them
 //! cache/v1/tmp/                      objects being written (cleared by `pipe gc`)
 //! ```
 //!
@@ -201,6 +202,20 @@ impl Store {
             .expect("memo")
             .insert(rel.to_owned(), Some(hash.to_owned()));
         Ok(())
+    }
+
+    /// The files of the directory `hash` names, as `(hash, size, relative path)` rows
+    /// sorted by path, from its manifest object (checked against its hash).
+    pub fn manifest(&self, hash: &str) -> Result<Vec<(String, u64, String)>, CacheError> {
+        objects::manifest(self, hash)
+    }
+
+    /// Copies the directory `hash` names to `dest`, anywhere on disk, as ordinary writable
+    /// files (not links into the store: a checked-out dataset is meant to be edited).
+    /// Every object is rehashed first. `dest` is replaced whole: the copy is built beside
+    /// it and renamed into place.
+    pub fn export_dir(&self, hash: &str, dest: &Path) -> Result<(), CacheError> {
+        objects::export_dir(self, hash, dest)
     }
 
     /// Deletes the file or directory at `rel` (a stage's outs before it runs).

@@ -102,20 +102,91 @@ pub(crate) fn restore(store: &Store, rel: &str, hash: &str) -> Result<(), CacheE
     if !is_dir_hash(hash) {
         return restore_file(store, rel, hash, &dst);
     }
+    let manifest = checked_manifest(store, hash, rel)?;
+    fs_err::create_dir_all(&dst).map_err(io_err("cannot create", &dst))?;
+    for (h, _, inner) in parse_manifest(&manifest) {
+        restore_file(store, &format!("{rel}/{inner}"), h, &dst.join(inner))?;
+    }
+    Ok(())
+}
+
+/// The manifest of the directory `hash`, checked against its hash.
+fn checked_manifest(store: &Store, hash: &str, what: &str) -> Result<String, CacheError> {
     let manifest = read_manifest(store, hash).ok_or_else(|| CacheError::MissingObject {
-        path: rel.to_owned(),
+        path: what.to_owned(),
         hash: hash.to_owned(),
     })?;
-    if super::hash::hash_bytes(manifest.as_bytes()) != hash[..64] {
-        quarantine(store, &hash[..64])?;
+    let bare = hash.strip_suffix(DIR_SUFFIX).unwrap_or(hash);
+    if super::hash::hash_bytes(manifest.as_bytes()) != bare {
+        quarantine(store, bare)?;
         return Err(CacheError::Corrupt {
             path: object_path(store, hash),
             why: "directory manifest does not match its hash (quarantined)".into(),
         });
     }
-    fs_err::create_dir_all(&dst).map_err(io_err("cannot create", &dst))?;
+    Ok(manifest)
+}
+
+pub(crate) fn manifest(
+    store: &Store,
+    hash: &str,
+) -> Result<Vec<(String, u64, String)>, CacheError> {
+    let manifest = checked_manifest(store, hash, hash)?;
+    Ok(parse_manifest(&manifest)
+        .into_iter()
+        .map(|(h, size, path)| (h.to_owned(), size, path.to_owned()))
+        .collect())
+}
+
+pub(crate) fn export_dir(store: &Store, hash: &str, dest: &Path) -> Result<(), CacheError> {
+    let what = dest.display().to_string();
+    let manifest = checked_manifest(store, hash, &what)?;
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs_err::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pipe-checkout-")
+        .tempdir_in(parent)
+        .map_err(io_err("cannot write in", parent))?;
     for (h, _, inner) in parse_manifest(&manifest) {
-        restore_file(store, &format!("{rel}/{inner}"), h, &dst.join(inner))?;
+        let src = object_path(store, h);
+        if !src.exists() {
+            return Err(CacheError::MissingObject {
+                path: format!("{what}/{inner}"),
+                hash: h.to_owned(),
+            });
+        }
+        check_object(store, h)?;
+        let dst = tmp.path().join(inner);
+        if let Some(dir) = dst.parent() {
+            fs_err::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+        }
+        if !reflink(&src, &dst) {
+            std::fs::copy(&src, &dst).map_err(io_err("cannot copy", &dst))?;
+        }
+        set_readonly(&dst, false);
+    }
+    // Swap: the old folder moves aside first, so a failure leaves it in place.
+    let old = parent.join(format!(
+        ".pipe-old-{}",
+        tmp.path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    let had_old = std::fs::symlink_metadata(dest).is_ok();
+    if had_old {
+        fs_err::rename(dest, &old).map_err(io_err("cannot move aside", dest))?;
+    }
+    if let Err(e) = std::fs::rename(tmp.path(), dest) {
+        if had_old {
+            let _ = std::fs::rename(&old, dest);
+        }
+        return Err(io_err("cannot replace", dest)(e));
+    }
+    if had_old {
+        remove_path(&old)?;
     }
     Ok(())
 }
@@ -262,6 +333,7 @@ pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcRep
     for lock in super::runs::registered_locks(store) {
         roots.extend(super::runs::hashes_in_lock(&lock));
     }
+    roots.extend(super::runs::recorded_versions(store));
     let mut runs = super::runs::all(store);
     runs.sort_by_key(|r| std::cmp::Reverse(r.1.created_ms));
     for (i, (path, entry)) in runs.into_iter().enumerate() {

