@@ -2,8 +2,11 @@
 //! `pipe` binary or the library on real inputs in a temporary directory and checks what a
 //! user would see.
 
+mod data_version;
 mod foundation;
 mod fuse;
+mod ingest_bad_data;
+mod ingest_url;
 mod model;
 mod quickstart;
 mod support;
