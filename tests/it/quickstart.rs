@@ -22,7 +22,7 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     let first = ws.run_ok(&args);
     assert_eq!(
         first.ran(),
-        set(&["fetch", "ingest", "train", "evaluate", "report"])
+        set(&["fetch", "ingest", "version", "train", "evaluate", "report"])
     );
 
     let html = ws.read("reports/quickstart.html");
@@ -64,6 +64,9 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
         "report shows the data statistics"
     );
     assert!(ws.exists("reports/index.html"));
+    let version: serde_json::Value =
+        serde_json::from_str(&ws.read("runs/quickstart/version.json")).unwrap();
+    assert_eq!(version["rows"]["train"].as_u64(), Some(train_examples));
 
     let again = ws.run_ok(&args);
     assert!(
