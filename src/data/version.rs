@@ -95,13 +95,20 @@ pub fn read_log(store: &Store) -> anyhow::Result<Vec<VersionRecord>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{}:{}: not a version record (was the file edited by hand?)",
-                    path.display(),
-                    i + 1
-                )
-            })
+            serde_json::from_str::<VersionRecord>(l)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| {
+                    crate::fetch::url::check_digest("blake3", &r.id)
+                        .map_err(|e| anyhow::anyhow!("bad `id`: {e}"))?;
+                    Ok(r)
+                })
+                .with_context(|| {
+                    format!(
+                        "{}:{}: not a version record (was the file edited by hand?)",
+                        path.display(),
+                        i + 1
+                    )
+                })
         })
         .collect()
 }
@@ -323,5 +330,14 @@ mod tests {
             err.contains("versions.jsonl:1: not a version record"),
             "{err}"
         );
+        let short =
+            r#"{"id":"ab","created":"","data":"d","files":0,"bytes":0,"rows":{},"sources":[]}"#;
+        std::fs::write(&path, format!("\n{short}\n")).unwrap();
+        let err = format!("{:#}", read_log(&store).unwrap_err());
+        assert!(
+            err.contains("versions.jsonl:2: not a version record"),
+            "{err}"
+        );
+        assert!(err.contains("bad `id`"), "{err}");
     }
 }
