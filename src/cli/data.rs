@@ -56,42 +56,44 @@ pub enum Command {
 
 pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { root, json } => return log(printer, root, json),
+        Command::Fetch { id } => fetch_dataset(printer, &id),
+        Command::List => list(printer),
+        Command::Log { root, json } => log(printer, root, json),
         Command::Checkout {
             id,
             to,
             force,
             root,
-        } => return checkout(printer, root, &id, to, force),
-        Command::Fetch { .. } | Command::List => {}
+        } => checkout(printer, root, &id, to, force),
     }
+}
+
+fn fetch_dataset(printer: &Printer, id: &str) -> anyhow::Result<()> {
     let cache = crate::dirs::user_cache_dir()?;
-    match command {
-        Command::Fetch { id } => {
-            let dataset = fetch::find_dataset(&id).ok_or_else(|| {
-                let known: Vec<_> = fetch::KNOWN_DATASETS.iter().map(|d| d.id).collect();
-                UsageError(format!(
-                    "unknown dataset `{id}`\nhint: known datasets: {}",
-                    known.join(", ")
-                ))
-            })?;
-            let outcome = fetch::fetch(&cache, dataset)?;
-            if let FetchOutcome::Installed(_) = outcome {
-                printer.status(&format!(
-                    "downloaded {}; sha256 verified",
-                    dataset.requirement
-                ));
-            }
-            printer.result(&outcome.path().display().to_string());
-        }
-        Command::List => {
-            for d in fetch::KNOWN_DATASETS {
-                let fetched = fetch::artifact_path(&cache, d).is_file();
-                let mark = if fetched { "fetched" } else { "not fetched" };
-                printer.result(&format!("{}  {}  [{mark}]", d.id, d.description));
-            }
-        }
-        Command::Log { .. } | Command::Checkout { .. } => unreachable!("handled above"),
+    let dataset = fetch::find_dataset(id).ok_or_else(|| {
+        let known: Vec<_> = fetch::KNOWN_DATASETS.iter().map(|d| d.id).collect();
+        UsageError(format!(
+            "unknown dataset `{id}`\nhint: known datasets: {}",
+            known.join(", ")
+        ))
+    })?;
+    let outcome = fetch::fetch(&cache, dataset)?;
+    if let FetchOutcome::Installed(_) = outcome {
+        printer.status(&format!(
+            "downloaded {}; sha256 verified",
+            dataset.requirement
+        ));
+    }
+    printer.result(&outcome.path().display().to_string());
+    Ok(())
+}
+
+fn list(printer: &Printer) -> anyhow::Result<()> {
+    let cache = crate::dirs::user_cache_dir()?;
+    for d in fetch::KNOWN_DATASETS {
+        let fetched = fetch::artifact_path(&cache, d).is_file();
+        let mark = if fetched { "fetched" } else { "not fetched" };
+        printer.result(&format!("{}  {}  [{mark}]", d.id, d.description));
     }
     Ok(())
 }

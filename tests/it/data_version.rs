@@ -274,3 +274,19 @@ fn version_with_is_checked_at_load() {
     assert!(err.contains("pipe.yaml:4:"), "{err}");
     assert!(err.contains("`to` goes with `version`"), "{err}");
 }
+
+#[test]
+fn a_pin_to_an_unrecorded_version_fails_the_stage_with_a_hint() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "stages:\n  pinned:\n    kind: version\n    with: {version: \"0123abcd\", to: pinned, out: pinned.json}\n",
+    );
+    let out = ws.pipe().arg("run").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no data versions are recorded in this workspace"),
+        "{err}"
+    );
+    assert!(!ws.exists("pinned") && !ws.exists("pinned.json"));
+}
