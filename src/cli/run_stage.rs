@@ -24,6 +24,7 @@ pub fn run(_printer: &Printer, args: Args) -> anyhow::Result<()> {
     let root = &args.root;
     match args.kind.as_str() {
         "ingest" => crate::stages::ingest::run(&with, root),
+        "tokenize" => crate::stages::tokenize::run(&with, root),
         "train" => crate::stages::train::run(&with, root),
         "evaluate" => crate::stages::evaluate::run(&with, root),
         "report" => crate::stages::report::run(&with, root),

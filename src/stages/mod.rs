@@ -20,13 +20,15 @@ pub mod cmd;
 pub mod evaluate;
 pub mod ingest;
 pub mod report;
+pub mod tokenize;
+pub mod tokens;
 pub mod train;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["version", "compare", "tune"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -44,6 +46,8 @@ pub enum Kind {
     Cmd,
     /// Validate, deduplicate and split a dataset.
     Ingest,
+    /// Tokenize a dataset's splits with a model's chat template and tokenizer.
+    Tokenize,
     /// Fine-tune a model.
     Train,
     /// Score a model (and an adapter) on held-out data.
@@ -71,9 +75,10 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cmd,
         Kind::Ingest,
+        Kind::Tokenize,
         Kind::Train,
         Kind::Evaluate,
         Kind::Report,
@@ -95,6 +100,7 @@ impl Kind {
         match self {
             Kind::Cmd => "cmd",
             Kind::Ingest => "ingest",
+            Kind::Tokenize => "tokenize",
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
             Kind::Report => "report",
@@ -107,6 +113,7 @@ impl Kind {
         match self {
             Kind::Cmd => cmd::IMPL_VERSION,
             Kind::Ingest => ingest::IMPL_VERSION,
+            Kind::Tokenize => tokenize::IMPL_VERSION,
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
@@ -124,7 +131,11 @@ impl Kind {
         let (mut deps, outs) = match self {
             Kind::Cmd => return (Vec::new(), Vec::new()),
             Kind::Ingest => (list(&["source"]), list(&["out"])),
-            Kind::Train => (list(&["train_data", "valid_data"]), list(&["out_dir"])),
+            Kind::Tokenize => (list(&["data"]), list(&["out"])),
+            Kind::Train => (
+                list(&["train_data", "valid_data", "tokens"]),
+                list(&["out_dir"]),
+            ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
             Kind::Report => {
                 let mut deps = list(&["data"]);
@@ -158,25 +169,23 @@ impl Kind {
             Kind::Ingest => {
                 parse_with::<crate::data::ingest::IngestConfig>("ingest", with).map(drop)
             }
+            Kind::Tokenize => {
+                parse_with::<tokenize::TokenizeConfig>("tokenize", with).and_then(|c| {
+                    c.validate()
+                        .map_err(|e| anyhow::anyhow!("tokenize stage `with`: {e}"))
+                })
+            }
             Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
             Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
-            Kind::Train => serde_yaml::to_string(with)
-                .map_err(anyhow::Error::from)
-                .and_then(|y| {
-                    crate::mlx::train::job::TrainJob::from_yaml(
-                        &y,
-                        Path::new("train stage `with`"),
-                        Path::new("."),
-                    )
-                })
-                .map(drop),
+            Kind::Train => train::parse(with, Path::new(".")).map(drop),
         };
         checked.map_err(|e| format!("{e:#}"))
     }
 
     /// Whether stages of this kind use the accelerator (and so take the `mlx` slot).
     pub fn uses_mlx(self) -> bool {
-        matches!(self, Kind::Train | Kind::Evaluate)
+        // Tokenize loads the model (for its tokenizer) into MLX memory.
+        matches!(self, Kind::Train | Kind::Evaluate | Kind::Tokenize)
     }
 }
 
