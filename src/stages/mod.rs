@@ -17,6 +17,7 @@
 //! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
 
 pub mod cmd;
+pub mod compare;
 pub mod evaluate;
 pub mod ingest;
 pub mod report;
@@ -28,7 +29,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["version", "compare", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["version", "tune"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -52,6 +53,8 @@ pub enum Kind {
     Train,
     /// Score a model (and an adapter) on held-out data.
     Evaluate,
+    /// Tabulate trained variants and recommend one under constraints.
+    Compare,
     /// Write a self-contained HTML report of the run.
     Report,
 }
@@ -75,12 +78,13 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Cmd,
         Kind::Ingest,
         Kind::Tokenize,
         Kind::Train,
         Kind::Evaluate,
+        Kind::Compare,
         Kind::Report,
     ];
 
@@ -103,6 +107,7 @@ impl Kind {
             Kind::Tokenize => "tokenize",
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
+            Kind::Compare => "compare",
             Kind::Report => "report",
         }
     }
@@ -116,6 +121,7 @@ impl Kind {
             Kind::Tokenize => tokenize::IMPL_VERSION,
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
+            Kind::Compare => compare::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
         }
     }
@@ -137,8 +143,9 @@ impl Kind {
                 list(&["out_dir"]),
             ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
+            Kind::Compare => (compare::implicit_deps(with), list(&["out"])),
             Kind::Report => {
-                let mut deps = list(&["data"]);
+                let mut deps = list(&["data", "tokens", "compare"]);
                 for v in with
                     .get("variants")
                     .and_then(|v| v.as_array())
@@ -176,7 +183,11 @@ impl Kind {
                 })
             }
             Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
-            Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
+            Kind::Compare => compare::check(with),
+            Kind::Report => parse_with::<report::ReportConfig>("report", with).and_then(|c| {
+                c.check()
+                    .map_err(|e| anyhow::anyhow!("report stage `with`: {e}"))
+            }),
             Kind::Train => train::parse(with, Path::new(".")).map(drop),
         };
         checked.map_err(|e| format!("{e:#}"))

@@ -2,11 +2,13 @@
 //! `pipe` binary or the library on real inputs in a temporary directory and checks what a
 //! user would see.
 
+mod compare;
 mod foundation;
 mod fuse;
 mod model;
 mod quickstart;
 mod support;
+mod tokenize;
 mod train;
 
 mod engine_cache_cmds;

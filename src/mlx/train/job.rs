@@ -109,6 +109,14 @@ pub struct JobReport {
     pub valid_examples: usize,
     /// Examples longer than `max_seq_len` (truncated).
     pub truncated_examples: usize,
+    /// Tokens in the training examples (the data, not the steps: see `trained_tokens`).
+    pub train_tokens: u64,
+    /// Of those, tokens that carry loss.
+    pub train_loss_tokens: u64,
+    /// Tokens in the validation examples.
+    pub valid_tokens: u64,
+    /// Of those, tokens that carry loss.
+    pub valid_loss_tokens: u64,
 }
 
 /// Reads a data file and tokenizes every example through the model's chat template: the
@@ -200,6 +208,10 @@ pub fn run_job_on(
         train_examples: train_set.len(),
         valid_examples: valid_set.len(),
         truncated_examples: truncated,
+        train_tokens: train_set.iter().map(|e| e.len() as u64).sum(),
+        train_loss_tokens: train_set.iter().map(|e| e.loss_tokens() as u64).sum(),
+        valid_tokens: valid_set.iter().map(|e| e.len() as u64).sum(),
+        valid_loss_tokens: valid_set.iter().map(|e| e.loss_tokens() as u64).sum(),
     };
     let metrics = job.out_dir.join("metrics.json");
     let tmp = job.out_dir.join(".metrics.json.tmp");
