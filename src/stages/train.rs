@@ -4,6 +4,7 @@
 //! `train_data`/`valid_data`. The out folder gets the adapter (mlx-lm and PEFT layouts),
 //! the step log and `metrics.json`.
 
+use crate::exec::progress::Progress;
 use crate::mlx::train::job::{TrainJob, run_job_on};
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,8 @@ pub fn parse(with: &serde_json::Value, root: &Path) -> anyhow::Result<(TrainJob,
     Ok((job, tokens))
 }
 
-/// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps.
+/// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps,
+/// and after every step to the run's display ([`crate::exec::progress`]).
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     let (job, tokens) = parse(with, root)?;
     let data = match &tokens {
@@ -58,7 +60,17 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         None => None,
     };
     let total = job.config.iters;
+    let mut valid_loss = None;
     let report = run_job_on(&job, data, false, &mut |r| {
+        valid_loss = r.valid_loss.or(valid_loss);
+        Progress {
+            step: r.step,
+            total: Some(total),
+            loss: Some(r.loss),
+            valid_loss,
+            tokens_per_second: Some(r.trained_tokens_per_second),
+        }
+        .report();
         if r.step.is_multiple_of(10) || r.valid_loss.is_some() || r.step == total {
             eprintln!(
                 "step {}/{total} loss {:.4} lr {:.2e} {:.1} tok/s{}",

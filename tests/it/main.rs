@@ -6,6 +6,7 @@ mod compare;
 mod foundation;
 mod fuse;
 mod model;
+mod progress;
 mod quickstart;
 mod support;
 mod tokenize;

