@@ -561,6 +561,25 @@ fn ordinal(n: usize) -> String {
     format!("{n}{suffix}")
 }
 
+/// Why `winner` goes before `loser` when their metric ties (the sort's tie-break order).
+fn tie_break(winner: &Variant, loser: &Variant) -> String {
+    let gib = |v: &Variant| v.peak_memory_bytes as f64 / GIB;
+    if winner.peak_memory_bytes != loser.peak_memory_bytes {
+        format!(
+            "its lower peak memory ({:.2} vs {:.2} GiB)",
+            gib(winner),
+            gib(loser)
+        )
+    } else if winner.train_seconds != loser.train_seconds {
+        format!(
+            "its shorter training ({:.1} vs {:.1} s)",
+            winner.train_seconds, loser.train_seconds
+        )
+    } else {
+        "its name, as peak memory and training time are equal too".into()
+    }
+}
+
 fn tied(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -637,24 +656,11 @@ pub fn recommend(variants: &[Variant], c: &Criteria) -> (Vec<Ranked>, Recommenda
         }
         reasons.push(first);
         if let Some(&(runner, _)) = eligible.get(1).filter(|(_, y)| tied(value, *y)) {
-            reasons.push(if best.peak_memory_bytes != runner.peak_memory_bytes {
-                format!(
-                    "tied with {} on {label}; chosen for its lower peak memory ({:.2} vs {:.2} GiB)",
-                    runner.name,
-                    gib(best),
-                    gib(runner)
-                )
-            } else if best.train_seconds != runner.train_seconds {
-                format!(
-                    "tied with {} on {label} and peak memory; chosen for its shorter training ({:.1} vs {:.1} s)",
-                    runner.name, best.train_seconds, runner.train_seconds
-                )
-            } else {
-                format!(
-                    "tied with {} on {label}, peak memory and training time; first by name",
-                    runner.name
-                )
-            });
+            reasons.push(format!(
+                "tied with {} on {label}; chosen for {}",
+                runner.name,
+                tie_break(best, runner)
+            ));
         }
         if let Some(g) = c.max_memory_gb {
             reasons.push(format!(
@@ -672,9 +678,11 @@ pub fn recommend(variants: &[Variant], c: &Criteria) -> (Vec<Ranked>, Recommenda
             let why = if k == 0 {
                 reasons.clone()
             } else if tied(x, value) {
+                let ahead = eligible[k - 1].0;
                 vec![format!(
-                    "tied with {} on {label} ({x:.3}) but ranked after it on peak memory, training time or name",
-                    best.name
+                    "tied on {label} ({x:.3}); {} was preferred for {}",
+                    ahead.name,
+                    tie_break(ahead, v)
                 )]
             } else {
                 vec![format!("{label} {x:.3} vs {value:.3} for {}", best.name)]
