@@ -303,11 +303,11 @@ pub fn expand_globs(stages: &mut [Stage]) -> Vec<(usize, Result<usize, String>)>
         .flat_map(|(i, s)| s.all_outs().map(move |o| (i, s.name.clone(), o.clone())))
         .collect();
     let mut results = Vec::new();
-    for i in 0..stages.len() {
-        if stages[i].kind != super::Kind::Compare {
+    for (i, stage) in stages.iter_mut().enumerate() {
+        if stage.kind != super::Kind::Compare {
             continue;
         }
-        let Ok(config) = serde_json::from_value::<CompareConfig>(stages[i].with.clone()) else {
+        let Ok(config) = serde_json::from_value::<CompareConfig>(stage.with.clone()) else {
             continue; // check_with reported it
         };
         if config.variants.iter().all(|v| v.glob.is_none()) {
@@ -366,7 +366,6 @@ pub fn expand_globs(stages: &mut [Stage]) -> Vec<(usize, Result<usize, String>)>
             results.push((i, Err(e)));
             continue;
         }
-        let stage = &mut stages[i];
         if let Ok(list) = serde_json::to_value(&entries) {
             stage.with["variants"] = list;
         }
