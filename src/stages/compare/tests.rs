@@ -193,3 +193,86 @@ fn bad_entries_are_named() {
         "{e}"
     );
 }
+
+fn stage(name: &str, kind: super::super::Kind, outs: &[&str], with: serde_json::Value) -> Stage {
+    Stage {
+        name: name.into(),
+        base: name.split('@').next().unwrap_or(name).into(),
+        kind,
+        cmd: None,
+        deps: vec![],
+        outs: outs.iter().map(|o| (*o).to_owned()).collect(),
+        params: Default::default(),
+        with,
+        needs: vec![],
+        metrics: vec![],
+        matrix: Default::default(),
+        always_run: false,
+        frozen: false,
+        resources: Default::default(),
+        pos: Default::default(),
+    }
+}
+
+#[test]
+fn globs_expand_to_the_stages_that_write_the_matches() {
+    use super::super::Kind;
+    let with = serde_json::json!({
+        "variants": [
+            {"name": "base", "train": "runs/base"},
+            {"glob": "runs/sweep/r*", "eval": "eval/{dir}.json"},
+        ],
+        "out": "runs/sweep/compare",
+    });
+    let mut stages = vec![
+        stage(
+            "fetch",
+            Kind::Cmd,
+            &["runs/sweep/raw/data.json"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "train@r=8",
+            Kind::Train,
+            &["runs/sweep/r8"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "train@r=16",
+            Kind::Train,
+            &["runs/sweep/r16"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "two",
+            Kind::Cmd,
+            &["runs/sweep/ra", "runs/sweep/rb"],
+            serde_json::Value::Null,
+        ),
+        stage("compare", Kind::Compare, &["runs/sweep/compare"], with),
+    ];
+    let outcome = expand_globs(&mut stages);
+    assert_eq!(outcome, vec![(4, Ok(8))]);
+    let c = &stages[4];
+    let names: Vec<&str> = c.with["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["base", "train@r=8", "train@r=16", "two: ra", "two: rb"]
+    );
+    assert_eq!(c.with["variants"][2]["eval"], "eval/r16.json");
+    assert!(c.deps.contains(&"runs/sweep/r8".to_owned()));
+    assert!(c.deps.contains(&"eval/r8.json".to_owned()));
+    assert!(!c.deps.iter().any(|d| d.contains("raw")), "{:?}", c.deps);
+
+    stages[4].with["variants"] = serde_json::json!([{"glob": "nothing/*"}]);
+    let outcome = expand_globs(&mut stages);
+    assert!(
+        matches!(&outcome[0], (4, Err(e)) if e.contains("`nothing/*` matches no stage's outs")),
+        "{outcome:?}"
+    );
+}
