@@ -1,4 +1,5 @@
 use super::*;
+use crate::spec::Stage;
 
 fn variant(name: &str, acc: Option<f64>, mem_gib: f64, secs: f64) -> Variant {
     Variant {
