@@ -1,18 +1,23 @@
 //! Human rendering of run events: a live display on a terminal (one line per running
-//! stage with its elapsed time, via indicatif), plain timestamped lines otherwise (cron,
-//! CI, pipes). Both are driven by the same [`Event`]s as `--json`.
+//! stage with its elapsed time and, for stages that report progress such as `train`, a
+//! bar with step/total, loss and tokens/s; via indicatif), plain timestamped lines
+//! otherwise (cron, CI, pipes), where progress is a line every tenth of the steps or every
+//! minute. Both are driven by the same [`Event`]s as `--json`.
 
 use super::output::{Printer, Verbosity};
+use crate::exec::progress::Progress;
 use crate::exec::{Event, describe, events::utc_now};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Renders events for people.
 pub struct Human {
     printer: Printer,
     live: Option<MultiProgress>,
     bars: HashMap<String, ProgressBar>,
+    /// Per stage, the step and time of the last plain progress line.
+    printed: HashMap<String, (u64, Instant)>,
 }
 
 impl Human {
@@ -23,6 +28,7 @@ impl Human {
             printer: printer.clone(),
             live,
             bars: HashMap::new(),
+            printed: HashMap::new(),
         }
     }
 
@@ -61,6 +67,17 @@ impl Human {
                     }
                 } else {
                     self.line(&format!("stage {stage} started ({})", describe(reasons)));
+                }
+            }
+            Event::StageProgress { stage, progress } => {
+                if let Some(bar) = self.bars.get(stage) {
+                    bar.set_message(format!("stage {stage} {}", live_line(progress)));
+                } else if self.live.is_none() {
+                    let now = Instant::now();
+                    if plain_line_due(self.printed.get(stage), progress, now) {
+                        self.printed.insert(stage.clone(), (progress.step, now));
+                        self.line(&format!("stage {stage} {}", progress.describe()));
+                    }
                 }
             }
             Event::StageCached { stage, frozen } => {
@@ -164,6 +181,40 @@ impl Human {
     }
 }
 
+/// A progress bar in text, then the numbers: `[█████·······] step 12/60 loss ...`.
+fn live_line(p: &Progress) -> String {
+    match p.total.filter(|&t| t > 0) {
+        Some(total) => {
+            const CELLS: u64 = 12;
+            let full = (p.step.min(total) * CELLS / total) as usize;
+            format!(
+                "[{}{}] {}",
+                "█".repeat(full),
+                "·".repeat(CELLS as usize - full),
+                p.describe()
+            )
+        }
+        None => p.describe(),
+    }
+}
+
+/// Whether plain output (no terminal) shows this progress: the first report, the last
+/// step, each tenth of the steps (every 10 steps when the total is unknown), or a minute
+/// after the previous line.
+fn plain_line_due(last: Option<&(u64, Instant)>, p: &Progress, now: Instant) -> bool {
+    let Some(&(step, at)) = last else {
+        return true;
+    };
+    if p.step <= step {
+        return false;
+    }
+    if p.total == Some(p.step) {
+        return true;
+    }
+    let every = p.total.map_or(10, |t| (t / 10).max(1));
+    p.step / every > step / every || now.duration_since(at) >= Duration::from_secs(60)
+}
+
 fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
@@ -179,4 +230,64 @@ fn tail(path: &std::path::Path, n: usize) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(step: u64, total: Option<u64>) -> Progress {
+        Progress {
+            step,
+            total,
+            loss: Some(1.25),
+            valid_loss: None,
+            tokens_per_second: Some(50.0),
+        }
+    }
+
+    #[test]
+    fn plain_lines_come_every_tenth_of_the_steps_and_at_the_end() {
+        let t0 = Instant::now();
+        let shown = |steps: &[u64], total: Option<u64>| -> Vec<u64> {
+            let mut last = None;
+            let mut out = Vec::new();
+            for &s in steps {
+                if plain_line_due(last.as_ref(), &at(s, total), t0) {
+                    last = Some((s, t0));
+                    out.push(s);
+                }
+            }
+            out
+        };
+        let every: Vec<u64> = (1..=60).collect();
+        assert_eq!(
+            shown(&every, Some(60)),
+            [1, 6, 12, 18, 24, 30, 36, 42, 48, 54, 60]
+        );
+        assert_eq!(
+            shown(&[1, 2, 3, 3, 2, 4], Some(4)),
+            [1, 2, 3, 4],
+            "no repeats"
+        );
+        assert_eq!(shown(&[2, 7, 9, 10, 25], None), [2, 10, 25]);
+        assert_eq!(
+            shown(&[3, 31, 33, 60], Some(60)),
+            [3, 31, 60],
+            "polls skip steps"
+        );
+        let later = t0 + Duration::from_secs(61);
+        assert!(plain_line_due(Some(&(7, t0)), &at(8, Some(1000)), later));
+        assert!(!plain_line_due(Some(&(7, t0)), &at(8, Some(1000)), t0));
+    }
+
+    #[test]
+    fn the_live_line_has_a_bar_when_the_total_is_known() {
+        assert_eq!(
+            live_line(&at(30, Some(60))),
+            "[██████······] step 30/60 loss 1.2500 50.0 tok/s"
+        );
+        assert_eq!(live_line(&at(70, Some(60))).matches('█').count(), 12);
+        assert_eq!(live_line(&at(3, None)), "step 3 loss 1.2500 50.0 tok/s");
+    }
 }

@@ -117,7 +117,10 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             event,
         };
         // The journal is for stages that describe the run; losing a line must not stop it.
-        let _ = journal.record(&stamped);
+        // Progress is for watching, not for the record.
+        if !matches!(event, Event::StageProgress { .. }) {
+            let _ = journal.record(&stamped);
+        }
         if args.json {
             let _ = printer.json(&stamped);
         } else {

@@ -24,8 +24,10 @@ pub fn run(_printer: &Printer, args: Args) -> anyhow::Result<()> {
     let root = &args.root;
     match args.kind.as_str() {
         "ingest" => crate::stages::ingest::run(&with, root),
+        "tokenize" => crate::stages::tokenize::run(&with, root),
         "train" => crate::stages::train::run(&with, root),
         "evaluate" => crate::stages::evaluate::run(&with, root),
+        "compare" => crate::stages::compare::run(&with, root),
         "report" => crate::stages::report::run(&with, root),
         "version" => crate::stages::version::run(&with, root),
         other => Err(super::UsageError(format!("`{other}` is not a built-in stage kind")).into()),

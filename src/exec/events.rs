@@ -6,6 +6,7 @@
 //! | `event`          | fields                                                       |
 //! |------------------|--------------------------------------------------------------|
 //! | `stage-start`    | `stage`, `reasons` (list of [`DirtyReason`]), `log`         |
+//! | `stage-progress` | `stage`, `step`, and when known `total`, `loss`, `valid_loss`, `tokens_per_second` (see [`super::progress`]) |
 //! | `stage-cached`   | `stage`, `frozen` (the stage was up to date, or frozen)      |
 //! | `stage-restored` | `stage`, `reasons`: outs came back from the run cache, nothing ran |
 //! | `stage-finish`   | `stage`, `duration_ms`, `outs_changed` (false = early cutoff) |
@@ -18,6 +19,7 @@
 //! consumers should ignore unknown ones.
 
 use super::DirtyReason;
+use super::progress::Progress;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -33,6 +35,14 @@ pub enum Event {
         reasons: Vec<DirtyReason>,
         /// Its log file.
         log: PathBuf,
+    },
+    /// A running stage reported how far it is.
+    StageProgress {
+        /// The stage.
+        stage: String,
+        /// How far.
+        #[serde(flatten)]
+        progress: Progress,
     },
     /// A stage was up to date (or frozen) and was not run.
     StageCached {
@@ -99,6 +109,7 @@ impl Event {
     pub fn stage(&self) -> Option<&str> {
         match self {
             Event::StageStart { stage, .. }
+            | Event::StageProgress { stage, .. }
             | Event::StageCached { stage, .. }
             | Event::StageRestored { stage, .. }
             | Event::StageFinish { stage, .. }
@@ -151,6 +162,25 @@ pub fn utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_events_are_flat() {
+        let event = super::Event::StageProgress {
+            stage: "train".into(),
+            progress: super::Progress {
+                step: 3,
+                total: Some(60),
+                loss: Some(1.5),
+                valid_loss: None,
+                tokens_per_second: Some(40.0),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({"event": "stage-progress", "stage": "train", "step": 3,
+                               "total": 60, "loss": 1.5, "tokens_per_second": 40.0})
+        );
+    }
+
     #[test]
     fn formats_utc() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod lock;
 pub mod lockfile;
 pub mod plan;
+pub mod progress;
 mod reason;
 pub mod scheduler;
 pub mod worker;

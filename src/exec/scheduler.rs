@@ -14,6 +14,7 @@ use super::ExecError;
 use super::events::{Event, utc_now};
 use super::lockfile::{LockEntry, LockFile};
 use super::plan::{self, Check};
+use super::progress::{self, Progress};
 use super::worker::{self, Finished, SIGINT, SIGKILL, log_paths, signal_all, write_record};
 use crate::cache::Store;
 use crate::dag::{Dag, Edge};
@@ -70,6 +71,7 @@ pub fn run(
     let pids: Mutex<HashMap<usize, u32>> = Mutex::new(HashMap::new());
     let (tx, rx) = mpsc::channel::<Finished>();
     let mut killed_at: Option<Instant> = None;
+    let mut last_poll = Instant::now();
     std::thread::scope(|scope| -> Result<(), ExecError> {
         loop {
             // Interrupt: SIGINT to every command's process group, SIGKILL 3 s later.
@@ -102,6 +104,10 @@ pub fn run(
             if let Ok(done) = rx.recv_timeout(Duration::from_millis(50)) {
                 c.finished(done)?;
             }
+            if last_poll.elapsed() >= PROGRESS_POLL {
+                last_poll = Instant::now();
+                c.poll_progress();
+            }
         }
     })?;
     store.save_stat()?;
@@ -133,6 +139,8 @@ struct Coordinator<'a, 'e> {
     /// When each running stage started (RFC 3339).
     started: Vec<Option<String>>,
     used: BTreeMap<String, u64>,
+    /// Running stages' progress files and the last progress seen in each.
+    progress: BTreeMap<usize, (PathBuf, Option<Progress>)>,
     summary: Summary,
     running: usize,
     /// No new stage starts (a failure without `--keep-going`, or an interrupt).
@@ -171,6 +179,7 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             checks: vec![None; n],
             started: vec![None; n],
             used: BTreeMap::new(),
+            progress: BTreeMap::new(),
             summary: Summary::default(),
             running: 0,
             stopping: false,
@@ -260,6 +269,9 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             }
             let (log, _) = log_paths(self.pipeline, &stage.name);
             worker::prepare_outs(self.store, stage, &log)?;
+            let progress_file = progress::path_for(&log);
+            let _ = std::fs::remove_file(&progress_file);
+            self.progress.insert(i, (progress_file, None));
             self.running += 1;
             self.state[i] = State::Running;
             self.started[i] = Some(utc_now());
@@ -348,6 +360,32 @@ impl<'a, 'e> Coordinator<'a, 'e> {
         Ok(Some(check))
     }
 
+    /// Emits a `stage-progress` event for each running stage whose progress file changed.
+    fn poll_progress(&mut self) {
+        let running: Vec<usize> = self.progress.keys().copied().collect();
+        for i in running {
+            self.poll_one(i);
+        }
+    }
+
+    fn poll_one(&mut self, i: usize) {
+        let Some((file, last)) = self.progress.get_mut(&i) else {
+            return;
+        };
+        let Some(now) = progress::read(file) else {
+            return;
+        };
+        if last.as_ref() == Some(&now) {
+            return;
+        }
+        *last = Some(now.clone());
+        let stage = self.name(i);
+        (self.emit)(&Event::StageProgress {
+            stage,
+            progress: now,
+        });
+    }
+
     /// A worker is done: record success in the lock file and the run cache, or clean up.
     fn finished(&mut self, done: Finished) -> Result<(), ExecError> {
         self.running -= 1;
@@ -359,6 +397,11 @@ impl<'a, 'e> Coordinator<'a, 'e> {
         let check = self.checks[i]
             .take()
             .expect("a running stage has its check");
+        // The last progress the stage wrote comes before its end.
+        self.poll_one(i);
+        if let Some((file, _)) = self.progress.remove(&i) {
+            let _ = std::fs::remove_file(file);
+        }
         let (log, record) = log_paths(self.pipeline, &stage.name);
         let duration_ms = done.duration.as_millis() as u64;
         let started = self.started[i].take().unwrap_or_default();
@@ -403,6 +446,9 @@ fn lock_entry(stage: &Stage, check: &Check, outs: BTreeMap<String, String>) -> L
         outs,
     }
 }
+
+/// How often running stages' progress files are read.
+const PROGRESS_POLL: Duration = Duration::from_millis(200);
 
 fn capacity(caps: &BTreeMap<String, u64>, name: &str) -> u64 {
     caps.get(name).copied().unwrap_or(1)

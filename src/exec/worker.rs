@@ -87,6 +87,7 @@ pub(crate) fn execute(
     let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
     let mut command = crate::stages::command(stage, &pipeline.root, file.file())
         .map_err(|e| format!("cannot prepare the command: {e}"))?;
+    command.env(super::progress::ENV, super::progress::path_for(log));
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the command: {e}"))?;

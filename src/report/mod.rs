@@ -64,6 +64,12 @@ pub struct DataSplit {
     pub max_chars: usize,
     /// Tokens after tokenization, when known.
     pub tokens: Option<u64>,
+    /// Tokens that carry loss, when known.
+    #[serde(default)]
+    pub loss_tokens: Option<u64>,
+    /// Examples longer than the training's `max_seq_len`, when known.
+    #[serde(default)]
+    pub truncated: Option<usize>,
 }
 
 /// A point of a loss curve.
@@ -103,12 +109,15 @@ pub struct Variant {
 }
 
 /// The compare stage's pick, with its reasons.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
-    /// The chosen variant's name.
-    pub variant: String,
+    /// The chosen variant's name; none when no variant meets the constraints.
+    pub variant: Option<String>,
     /// Why, one sentence each (constraints met, metric, trade-offs).
     pub reasons: Vec<String>,
+    /// Why each other variant ranked lower or was excluded, one sentence each.
+    #[serde(default)]
+    pub others: Vec<String>,
 }
 
 /// A sample generation.

@@ -95,6 +95,9 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 64.0;
 
+/// Series with at most this many points get a marker on each point.
+const MARKED_POINTS: usize = 30;
+
 /// A line chart with axes, ticks and a legend below the plot.
 pub fn line_chart(series: &[Series], x_label: &str, y_label: &str) -> String {
     let finite = series
@@ -145,6 +148,14 @@ pub fn line_chart(series: &[Series], x_label: &str, y_label: &str) -> String {
             points.join(" "),
             escape(&s.label)
         );
+        // Short series (a validation loss measured once or twice) would be invisible as
+        // lines alone: mark each point.
+        if points.len() <= MARKED_POINTS {
+            for p in &points {
+                let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
+            }
+        }
     }
     legend(
         &mut svg,
@@ -190,13 +201,15 @@ pub fn bar_chart(bars: &[(String, f64)], unit: &str) -> String {
     svg
 }
 
-/// Pairs of bars per category (e.g. accuracy before and after fine-tuning).
+/// Pairs of bars per category (e.g. accuracy before and after fine-tuning). When no value
+/// exceeds 1 the values are taken as rates and the axis spans 0 to 1 (so 0.0 everywhere
+/// still draws a readable axis, and two charts of rates compare at a glance).
 pub fn paired_bars(categories: &[(String, f64, f64)], names: (&str, &str), unit: &str) -> String {
     let max = categories
         .iter()
         .flat_map(|c| [c.1, c.2])
-        .fold(0.0f64, f64::max)
-        .max(f64::EPSILON);
+        .fold(0.0f64, f64::max);
+    let max = if max <= 1.0 { 1.0 } else { max };
     let yt = nice_ticks(0.0, max, 5);
     let yb = *yt.last().unwrap_or(&max);
     let py = |y: f64| TOP + (1.0 - y / yb) * (H - TOP - BOTTOM);
@@ -277,7 +290,13 @@ pub fn dag(nodes: &[DagNode], edges: &[(usize, usize)]) -> String {
     let rows = row_in_column.iter().max().copied().unwrap_or(1).max(1);
     let w = 24.0 + columns as f64 * (node_w + gap_x) - gap_x;
     let h = 24.0 + rows as f64 * (node_h + gap_y) - gap_y;
-    let mut svg = open_svg(w, h, "pipeline DAG");
+    // Never drawn larger than life: a three-stage DAG stretched to the page width would
+    // have 30 px labels.
+    let mut svg = open_svg(w, h, "pipeline DAG").replacen(
+        "<svg ",
+        &format!(r#"<svg style="max-width:{w:.0}px" "#),
+        1,
+    );
     svg.push_str(r##"<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>"##);
     for &(a, b) in edges {
         if a >= n || b >= n {
@@ -432,6 +451,30 @@ mod tests {
         let svg = bar_chart(&[("<script>".into(), 1.0)], "s");
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn rates_span_zero_to_one_and_short_series_are_marked() {
+        let svg = paired_bars(
+            &[("lora".into(), 0.0, 0.0)],
+            ("before", "after"),
+            "accuracy",
+        );
+        for tick in [">0<", ">0.2<", ">0.4<", ">0.6<", ">0.8<", ">1<"] {
+            assert!(svg.contains(tick), "{tick} in {svg}");
+        }
+        let one = Series {
+            label: "valid".into(),
+            points: vec![(2.0, 1.5)],
+            dashed: true,
+        };
+        let many = Series {
+            label: "train".into(),
+            points: (0..100).map(|i| (f64::from(i), 1.0)).collect(),
+            dashed: false,
+        };
+        let svg = line_chart(&[many, one], "step", "loss");
+        assert_eq!(svg.matches("<circle").count(), 1, "only the short series");
     }
 
     #[test]

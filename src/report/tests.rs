@@ -58,14 +58,17 @@ pub(crate) fn sample() -> ReportData {
             mean_chars: 71,
             max_chars: 90,
             tokens: Some(30_123),
+            loss_tokens: Some(4_260),
+            truncated: Some(0),
         }],
         variants: vec![
             variant("train@method=lora", "lora", 3.0, 0.79),
             variant("train@method=qlora", "qlora", 3.2, 0.74),
         ],
         recommendation: Some(Recommendation {
-            variant: "train@method=lora".into(),
+            variant: Some("train@method=lora".into()),
             reasons: vec!["highest exact match (0.79) within max_memory_gb = 4".into()],
+            others: vec!["train@method=qlora ranked 2nd: exact match 0.740 vs 0.790".into()],
         }),
         samples: vec![Sample {
             variant: "train@method=lora".into(),
@@ -104,6 +107,11 @@ fn report_holds_every_section() {
         "dag, loss, time, memory, tok/s, accuracy"
     );
     assert!(html.contains("Recommended: train@method=lora"));
+    assert!(
+        html.contains("train@method=qlora ranked 2nd"),
+        "the others' reasons"
+    );
+    assert!(html.contains(">4260<"), "loss tokens in the data section");
     assert!(html.contains("0.000 → 0.790"));
     assert!(html.contains("1420"));
 }
@@ -150,4 +158,18 @@ fn index_lists_reports_newest_first() {
     let (a, b) = (index.find("a.html").unwrap(), index.find("b.html").unwrap());
     assert!(b < a, "newest first:\n{index}");
     assert!(!index.contains(">index.html<"));
+}
+
+#[test]
+fn no_eligible_variant_is_said_with_the_reasons() {
+    let mut data = sample();
+    data.recommendation = Some(Recommendation {
+        variant: None,
+        reasons: vec!["none of the 2 variants meets the constraints".into()],
+        others: vec!["lora excluded: peak memory 0.88 GiB exceeds max_memory_gb = 0.5".into()],
+    });
+    let html = render(&data).unwrap();
+    assert!(html.contains("No variant meets the constraints"));
+    assert!(html.contains("lora excluded: peak memory"));
+    assert!(!html.contains("class=\"best\""), "no row is highlighted");
 }

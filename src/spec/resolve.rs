@@ -138,6 +138,18 @@ impl Resolver<'_> {
                 spots.push(spot);
             }
         }
+        // Compare stages' globs match the other stages' outs, known only now.
+        for (i, outcome) in crate::stages::compare::expand_globs(&mut stages) {
+            match outcome {
+                Ok(added) => spots[i]
+                    .deps
+                    .extend(std::iter::repeat_n(stages[i].pos, added)),
+                Err(why) => {
+                    let pos = stages[i].pos;
+                    self.error(pos, format!("stage `{}`: {why}", stages[i].base));
+                }
+            }
+        }
         self.cross_checks(&mut stages, &spots);
         Some(Pipeline {
             name,

@@ -17,9 +17,12 @@
 //! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
 
 pub mod cmd;
+pub mod compare;
 pub mod evaluate;
 pub mod ingest;
 pub mod report;
+pub mod tokenize;
+pub mod tokens;
 pub mod train;
 pub mod version;
 
@@ -27,7 +30,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["tokenize", "compare", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["tune"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -45,10 +48,14 @@ pub enum Kind {
     Cmd,
     /// Validate, deduplicate and split a dataset.
     Ingest,
+    /// Tokenize a dataset's splits with a model's chat template and tokenizer.
+    Tokenize,
     /// Fine-tune a model.
     Train,
     /// Score a model (and an adapter) on held-out data.
     Evaluate,
+    /// Tabulate trained variants and recommend one under constraints.
+    Compare,
     /// Write a self-contained HTML report of the run.
     Report,
     /// Snapshot a data folder as a content-addressed version, or restore a recorded one.
@@ -74,11 +81,13 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Cmd,
         Kind::Ingest,
+        Kind::Tokenize,
         Kind::Train,
         Kind::Evaluate,
+        Kind::Compare,
         Kind::Report,
         Kind::Version,
     ];
@@ -99,8 +108,10 @@ impl Kind {
         match self {
             Kind::Cmd => "cmd",
             Kind::Ingest => "ingest",
+            Kind::Tokenize => "tokenize",
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
+            Kind::Compare => "compare",
             Kind::Report => "report",
             Kind::Version => "version",
         }
@@ -112,8 +123,10 @@ impl Kind {
         match self {
             Kind::Cmd => cmd::IMPL_VERSION,
             Kind::Ingest => ingest::IMPL_VERSION,
+            Kind::Tokenize => tokenize::IMPL_VERSION,
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
+            Kind::Compare => compare::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
             Kind::Version => version::IMPL_VERSION,
         }
@@ -130,10 +143,15 @@ impl Kind {
         let (mut deps, outs) = match self {
             Kind::Cmd => return (Vec::new(), Vec::new()),
             Kind::Ingest => (list(&["source"]), list(&["out"])),
-            Kind::Train => (list(&["train_data", "valid_data"]), list(&["out_dir"])),
+            Kind::Tokenize => (list(&["data"]), list(&["out"])),
+            Kind::Train => (
+                list(&["train_data", "valid_data", "tokens"]),
+                list(&["out_dir"]),
+            ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
+            Kind::Compare => (compare::implicit_deps(with), list(&["out"])),
             Kind::Report => {
-                let mut deps = list(&["data"]);
+                let mut deps = list(&["data", "tokens", "compare"]);
                 for v in with
                     .get("variants")
                     .and_then(|v| v.as_array())
@@ -165,26 +183,28 @@ impl Kind {
             Kind::Ingest => {
                 parse_with::<crate::data::ingest::IngestConfig>("ingest", with).map(drop)
             }
-            Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
-            Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
             Kind::Version => version::VersionConfig::from_with(with).map(drop),
-            Kind::Train => serde_yaml::to_string(with)
-                .map_err(anyhow::Error::from)
-                .and_then(|y| {
-                    crate::mlx::train::job::TrainJob::from_yaml(
-                        &y,
-                        Path::new("train stage `with`"),
-                        Path::new("."),
-                    )
+            Kind::Tokenize => {
+                parse_with::<tokenize::TokenizeConfig>("tokenize", with).and_then(|c| {
+                    c.validate()
+                        .map_err(|e| anyhow::anyhow!("tokenize stage `with`: {e}"))
                 })
-                .map(drop),
+            }
+            Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
+            Kind::Compare => compare::check(with),
+            Kind::Report => parse_with::<report::ReportConfig>("report", with).and_then(|c| {
+                c.check()
+                    .map_err(|e| anyhow::anyhow!("report stage `with`: {e}"))
+            }),
+            Kind::Train => train::parse(with, Path::new(".")).map(drop),
         };
         checked.map_err(|e| format!("{e:#}"))
     }
 
     /// Whether stages of this kind use the accelerator (and so take the `mlx` slot).
     pub fn uses_mlx(self) -> bool {
-        matches!(self, Kind::Train | Kind::Evaluate)
+        // Tokenize loads the model (for its tokenizer) into MLX memory.
+        matches!(self, Kind::Train | Kind::Evaluate | Kind::Tokenize)
     }
 }
 

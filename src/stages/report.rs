@@ -5,28 +5,32 @@
 //! with:
 //!   title: Quickstart               # defaults to the pipeline's name
 //!   data: data/clean/stats.json     # an ingest stage's statistics (optional)
-//!   variants:                       # each trained variant: its train out_dir and eval file
-//!     - {name: lora, train: runs/lora, eval: eval/lora.json}
-//!   recommend:                      # optional constraints for the recommendation
-//!     metric: exact_match           # exact_match (higher wins) or valid_loss (lower wins)
-//!     max_memory_gb: 8
-//!     max_minutes: 30
+//!   tokens: data/tokens             # a tokenize stage's out: token counts (optional)
+//!   compare: runs/compare           # a compare stage's out: table, recommendation, samples
 //!   out: reports/quickstart.html
 //! ```
 //!
-//! Which stages ran, were restored or were cached comes from the run journal
-//! ([`crate::exec::journal`]) that `pipe run` keeps.
+//! Without a compare stage, list the variants here instead of `compare` (and optionally
+//! `recommend: {metric, max_memory_gb, max_minutes}`); the same rules as the compare kind
+//! ([`super::compare::recommend`]) pick the recommendation:
+//!
+//! ```yaml
+//!   variants:                       # each trained variant: its train out_dir and eval file
+//!     - {name: lora, train: runs/lora, eval: eval/lora.json}
+//!   recommend: {metric: exact_match}
+//! ```
+//!
+//! Token counts come from `tokens` when given, else from the first variant's training
+//! metrics (train and valid splits). Which stages ran, were restored or were cached comes
+//! from the run journal ([`crate::exec::journal`]) that `pipe run` keeps.
 
-use super::evaluate::EvaluateReport;
-use crate::mlx::train::log::read_step_log;
-use crate::report::{
-    self, CurvePoint, DataSplit, Recommendation, ReportData, Sample, StageRun, StageStatus, Variant,
-};
+use super::compare::{self, Criteria};
+use crate::report::{self, DataSplit, ReportData, Sample, StageRun, StageStatus};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every report stage's fingerprint).
-pub const IMPL_VERSION: u32 = 1;
+pub const IMPL_VERSION: u32 = 2;
 
 /// The report options.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,14 +42,33 @@ pub struct ReportConfig {
     /// Ingest statistics.
     #[serde(default)]
     pub data: Option<PathBuf>,
-    /// Trained variants.
+    /// A tokenize stage's out folder (token counts per split).
+    #[serde(default)]
+    pub tokens: Option<PathBuf>,
+    /// A compare stage's out folder.
+    #[serde(default)]
+    pub compare: Option<PathBuf>,
+    /// Trained variants (without `compare`).
     #[serde(default)]
     pub variants: Vec<VariantPaths>,
-    /// Constraints for the recommendation.
+    /// Criteria for the recommendation (without `compare`).
     #[serde(default)]
-    pub recommend: Option<Constraints>,
+    pub recommend: Option<Criteria>,
     /// The HTML file written.
     pub out: PathBuf,
+}
+
+impl ReportConfig {
+    /// Checks what can be checked before anything runs.
+    pub fn check(&self) -> Result<(), String> {
+        if self.compare.is_some() && (!self.variants.is_empty() || self.recommend.is_some()) {
+            return Err("give either `compare` (a compare stage's out) or `variants`/`recommend`, not both: the compare stage already holds the variants and its recommendation".into());
+        }
+        match &self.recommend {
+            Some(c) => c.check(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where one variant's results are.
@@ -61,28 +84,12 @@ pub struct VariantPaths {
     pub eval: Option<PathBuf>,
 }
 
-/// What the recommendation optimises and within which limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Constraints {
-    /// `exact_match` (higher wins) or `valid_loss` (lower wins).
-    #[serde(default = "default_metric")]
-    pub metric: String,
-    /// Peak training memory limit.
-    #[serde(default)]
-    pub max_memory_gb: Option<f64>,
-    /// Training time limit.
-    #[serde(default)]
-    pub max_minutes: Option<f64>,
-}
-
-fn default_metric() -> String {
-    "exact_match".into()
-}
-
 /// Runs a report stage.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     let config: ReportConfig = super::parse_with("report", with)?;
+    config
+        .check()
+        .map_err(|e| anyhow::anyhow!("report stage `with`: {e}"))?;
     let data = gather(&config, root)?;
     let html = report::render(&data)?;
     let out = root.join(&config.out);
@@ -100,29 +107,44 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
 /// Collects everything the report shows from the files the other stages wrote.
 pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> {
     let (stages, edges, pipeline) = run_summary(root);
-    let data = match &config.data {
+    let mut data = match &config.data {
         Some(p) => data_splits(&root.join(p))?,
         None => Vec::new(),
     };
-    let mut variants = Vec::new();
-    let mut samples = Vec::new();
-    for v in &config.variants {
-        let (variant, eval) = read_variant(v, root)?;
-        if let Some(eval) = eval {
-            samples.extend(eval.samples.into_iter().map(|s| Sample {
-                variant: v.name.clone(),
-                prompt: s.prompt,
-                expected: s.expected,
-                before: s.before,
-                after: s.after,
-            }));
+    let (variants, recommendation, samples) = match &config.compare {
+        Some(dir) => {
+            let c = compare::read(&root.join(dir))?;
+            (c.variants, Some(c.recommendation), c.samples)
         }
-        variants.push(variant);
+        None => {
+            let mut variants = Vec::new();
+            let mut samples = Vec::new();
+            for v in &config.variants {
+                let (variant, eval) =
+                    compare::read_variant(&v.name, &v.train, v.eval.as_deref(), root)?;
+                if let Some(eval) = eval {
+                    samples.extend(eval.samples.into_iter().map(|s| Sample {
+                        variant: v.name.clone(),
+                        prompt: s.prompt,
+                        expected: s.expected,
+                        before: s.before,
+                        after: s.after,
+                    }));
+                }
+                variants.push(variant);
+            }
+            let recommendation = config
+                .recommend
+                .as_ref()
+                .map(|c| compare::recommend(&variants, c).1);
+            (variants, recommendation, samples)
+        }
+    };
+    match (&config.tokens, config.variants.first()) {
+        (Some(dir), _) => token_counts(&mut data, &root.join(dir).join("metrics.json"))?,
+        (None, Some(v)) => train_token_counts(&mut data, &root.join(&v.train).join("metrics.json")),
+        (None, None) => {}
     }
-    let recommendation = config
-        .recommend
-        .as_ref()
-        .and_then(|c| recommend(&variants, c));
     Ok(ReportData {
         pipeline: config.title.clone().unwrap_or(pipeline),
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -134,6 +156,55 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         samples,
         environment: environment(),
     })
+}
+
+/// Fills token counts from a tokenize stage's `metrics.json` (adding splits the ingest
+/// statistics did not list).
+fn token_counts(data: &mut Vec<DataSplit>, path: &Path) -> anyhow::Result<()> {
+    let text = fs_err::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{e} (is `tokens` a tokenize stage's out folder?)"))?;
+    let metrics: std::collections::BTreeMap<String, super::tokenize::SplitStats> =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for (split, s) in metrics {
+        let row = match data.iter_mut().position(|d| d.split == split) {
+            Some(i) => &mut data[i],
+            None => {
+                data.push(DataSplit {
+                    split: split.clone(),
+                    examples: s.examples,
+                    mean_chars: 0,
+                    max_chars: 0,
+                    tokens: None,
+                    loss_tokens: None,
+                    truncated: None,
+                });
+                data.last_mut().expect("just pushed")
+            }
+        };
+        row.tokens = Some(s.tokens);
+        row.loss_tokens = Some(s.loss_tokens);
+        row.truncated = Some(s.truncated);
+    }
+    Ok(())
+}
+
+/// Fills train and valid token counts from a training's `metrics.json`, when it has them
+/// (older trainings did not record them: the columns stay empty).
+fn train_token_counts(data: &mut [DataSplit], path: &Path) {
+    let Ok(metrics) = fs_err::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| Ok(serde_json::from_str::<serde_json::Value>(&t)?))
+    else {
+        return;
+    };
+    for row in data.iter_mut() {
+        let key = |k: &str| metrics[format!("{}_{k}", row.split)].as_u64();
+        row.tokens = key("tokens").or(row.tokens);
+        row.loss_tokens = key("loss_tokens").or(row.loss_tokens);
+        if row.split == "train" {
+            row.truncated = metrics["truncated_examples"].as_u64().map(|n| n as usize);
+        }
+    }
 }
 
 fn run_summary(root: &Path) -> (Vec<StageRun>, Vec<(usize, usize)>, String) {
@@ -192,118 +263,11 @@ fn data_splits(path: &Path) -> anyhow::Result<Vec<DataSplit>> {
                 mean_chars: s["chars"]["mean"].as_u64().unwrap_or(0) as usize,
                 max_chars: s["chars"]["max"].as_u64().unwrap_or(0) as usize,
                 tokens: None,
+                loss_tokens: None,
+                truncated: None,
             })
         })
         .collect())
-}
-
-fn read_variant(
-    v: &VariantPaths,
-    root: &Path,
-) -> anyhow::Result<(Variant, Option<EvaluateReport>)> {
-    let dir = root.join(&v.train);
-    let metrics_path = dir.join("metrics.json");
-    let metrics: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(&metrics_path)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", metrics_path.display()))?;
-    let log = read_step_log(&dir.join("train_log.jsonl"))?;
-    let eval: Option<EvaluateReport> = match &v.eval {
-        Some(p) => {
-            let path = root.join(p);
-            Some(
-                serde_json::from_str(&fs_err::read_to_string(&path)?)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
-    let f = |k: &str| metrics[k].as_f64();
-    Ok((
-        Variant {
-            name: v.name.clone(),
-            method: metrics["method"].as_str().unwrap_or("?").to_owned(),
-            train_curve: log
-                .iter()
-                .map(|r| CurvePoint {
-                    step: r.step as f64,
-                    loss: r.loss,
-                })
-                .collect(),
-            valid_curve: log
-                .iter()
-                .filter_map(|r| {
-                    Some(CurvePoint {
-                        step: r.step as f64,
-                        loss: r.valid_loss?,
-                    })
-                })
-                .collect(),
-            train_seconds: f("seconds").unwrap_or(0.0),
-            peak_memory_bytes: f("peak_memory_bytes").unwrap_or(0.0) as u64,
-            trained_tokens_per_second: f("trained_tokens_per_second").unwrap_or(0.0),
-            adapter_bytes: f("adapter_bytes").unwrap_or(0.0) as u64,
-            valid_loss: f("final_valid_loss"),
-            accuracy_before: eval.as_ref().map(|e| e.base.exact_match),
-            accuracy_after: eval.as_ref().map(|e| e.tuned.exact_match),
-        },
-        eval,
-    ))
-}
-
-/// Picks the best variant that meets the constraints, with reasons.
-pub fn recommend(variants: &[Variant], c: &Constraints) -> Option<Recommendation> {
-    let fits = |v: &Variant| {
-        c.max_memory_gb
-            .is_none_or(|g| v.peak_memory_bytes as f64 <= g * (1u64 << 30) as f64)
-            && c.max_minutes.is_none_or(|m| v.train_seconds <= m * 60.0)
-    };
-    let score = |v: &Variant| -> Option<f64> {
-        match c.metric.as_str() {
-            "valid_loss" => v.valid_loss.map(|l| -l),
-            _ => v.accuracy_after,
-        }
-    };
-    let eligible: Vec<&Variant> = variants
-        .iter()
-        .filter(|v| fits(v) && score(v).is_some())
-        .collect();
-    let best = eligible.iter().copied().max_by(|a, b| {
-        score(a)
-            .partial_cmp(&score(b))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    })?;
-    let mut reasons = vec![match c.metric.as_str() {
-        "valid_loss" => format!(
-            "lowest validation loss ({:.3})",
-            best.valid_loss.unwrap_or(f64::NAN)
-        ),
-        _ => format!(
-            "highest held-out exact match ({:.3}, base model {:.3})",
-            best.accuracy_after.unwrap_or(0.0),
-            best.accuracy_before.unwrap_or(0.0)
-        ),
-    }];
-    if let Some(g) = c.max_memory_gb {
-        reasons.push(format!(
-            "peak memory {:.2} GiB within max_memory_gb = {g}",
-            best.peak_memory_bytes as f64 / (1u64 << 30) as f64
-        ));
-    }
-    if let Some(m) = c.max_minutes {
-        reasons.push(format!(
-            "trained in {:.1} min within max_minutes = {m}",
-            best.train_seconds / 60.0
-        ));
-    }
-    let excluded = variants.len() - eligible.len();
-    if excluded > 0 {
-        reasons.push(format!(
-            "{excluded} variant(s) excluded by the constraints or missing the metric"
-        ));
-    }
-    Some(Recommendation {
-        variant: best.name.clone(),
-        reasons,
-    })
 }
 
 fn environment() -> Vec<(String, String)> {
@@ -322,61 +286,4 @@ fn environment() -> Vec<(String, String)> {
         rows.push(("mlx".to_owned(), v));
     }
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn variant(name: &str, acc: f64, mem_gib: f64, secs: f64) -> Variant {
-        Variant {
-            name: name.into(),
-            method: "lora".into(),
-            train_curve: vec![],
-            valid_curve: vec![],
-            train_seconds: secs,
-            peak_memory_bytes: (mem_gib * (1u64 << 30) as f64) as u64,
-            trained_tokens_per_second: 1.0,
-            adapter_bytes: 1,
-            valid_loss: Some(1.0 - acc),
-            accuracy_before: Some(0.0),
-            accuracy_after: Some(acc),
-        }
-    }
-
-    #[test]
-    fn the_best_variant_within_the_limits_wins_with_reasons() {
-        let vs = [
-            variant("full", 0.9, 6.0, 600.0),
-            variant("lora", 0.8, 1.0, 120.0),
-            variant("qlora", 0.7, 0.5, 150.0),
-        ];
-        let c = Constraints {
-            metric: "exact_match".into(),
-            max_memory_gb: Some(2.0),
-            max_minutes: None,
-        };
-        let r = recommend(&vs, &c).unwrap();
-        assert_eq!(r.variant, "lora");
-        assert!(r.reasons[0].contains("0.800"), "{:?}", r.reasons);
-        assert!(
-            r.reasons
-                .iter()
-                .any(|x| x.contains("1 variant(s) excluded")),
-            "{:?}",
-            r.reasons
-        );
-        let c = Constraints {
-            metric: "valid_loss".into(),
-            max_memory_gb: None,
-            max_minutes: Some(5.0),
-        };
-        assert_eq!(recommend(&vs, &c).unwrap().variant, "lora");
-        let c = Constraints {
-            metric: "exact_match".into(),
-            max_memory_gb: Some(0.1),
-            max_minutes: None,
-        };
-        assert!(recommend(&vs, &c).is_none(), "nothing fits");
-    }
 }

@@ -1,20 +1,76 @@
 //! The `train` kind: fine-tune a model. `with:` is a training job (see
 //! [`crate::mlx::train::job`]): `model`, `train_data`, `valid_data`, `out_dir` and every
-//! trainer option. The out folder gets the adapter (mlx-lm and PEFT layouts), the step log
-//! and `metrics.json`.
+//! trainer option, or `tokens` (a `tokenize` stage's out folder) instead of
+//! `train_data`/`valid_data`. The out folder gets the adapter (mlx-lm and PEFT layouts),
+//! the step log and `metrics.json`.
 
-use crate::mlx::train::job::{TrainJob, run_job};
-use std::path::Path;
+use crate::exec::progress::Progress;
+use crate::mlx::train::job::{TrainJob, run_job_on};
+use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every train stage's fingerprint).
 pub const IMPL_VERSION: u32 = 1;
 
-/// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps.
+/// Splits `tokens` off a train stage's `with:`. With `tokens`, `train_data` and
+/// `valid_data` must be absent; `train_data` is set to the tokens folder's train file so
+/// the job reads as complete (it is never read as text).
+pub fn split_tokens(
+    with: &serde_json::Value,
+) -> Result<(Option<PathBuf>, serde_json::Value), String> {
+    let mut with = with.clone();
+    let Some(map) = with.as_object_mut() else {
+        return Ok((None, with));
+    };
+    let Some(tokens) = map.remove("tokens") else {
+        return Ok((None, with));
+    };
+    let Some(dir) = tokens.as_str().map(PathBuf::from) else {
+        return Err("`tokens` must be a path (a tokenize stage's `out`)".into());
+    };
+    if map.contains_key("train_data") || map.contains_key("valid_data") {
+        return Err(
+            "give either `tokens` (a tokenize stage's out) or `train_data`/`valid_data`, not both"
+                .into(),
+        );
+    }
+    map.insert(
+        "train_data".into(),
+        dir.join("train.tokens").display().to_string().into(),
+    );
+    Ok((Some(dir), with))
+}
+
+/// Parses a train stage's `with:` into a job and the tokens folder, if any.
+pub fn parse(with: &serde_json::Value, root: &Path) -> anyhow::Result<(TrainJob, Option<PathBuf>)> {
+    let (tokens, with) = split_tokens(with).map_err(|e| anyhow::anyhow!(e))?;
+    let yaml = serde_yaml::to_string(&with)?;
+    let job = TrainJob::from_yaml(&yaml, Path::new("train stage `with`"), root)?;
+    Ok((job, tokens))
+}
+
+/// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps,
+/// and after every step to the run's display ([`crate::exec::progress`]).
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
-    let yaml = serde_yaml::to_string(with)?;
-    let job = TrainJob::from_yaml(&yaml, Path::new("with"), root)?;
+    let (job, tokens) = parse(with, root)?;
+    let data = match &tokens {
+        Some(dir) => Some(super::tokenize::load_for_training(
+            &root.join(dir),
+            &job.model,
+        )?),
+        None => None,
+    };
     let total = job.config.iters;
-    let report = run_job(&job, false, &mut |r| {
+    let mut valid_loss = None;
+    let report = run_job_on(&job, data, false, &mut |r| {
+        valid_loss = r.valid_loss.or(valid_loss);
+        Progress {
+            step: r.step,
+            total: Some(total),
+            loss: Some(r.loss),
+            valid_loss,
+            tokens_per_second: Some(r.trained_tokens_per_second),
+        }
+        .report();
         if r.step.is_multiple_of(10) || r.valid_loss.is_some() || r.step == total {
             eprintln!(
                 "step {}/{total} loss {:.4} lr {:.2e} {:.1} tok/s{}",
@@ -36,4 +92,24 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         report.summary.trained_tokens_per_second
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tokens_replace_the_data_files() {
+        let (dir, with) =
+            split_tokens(&json!({"model": "m", "tokens": "t", "out_dir": "o"})).unwrap();
+        assert_eq!(dir, Some(PathBuf::from("t")));
+        assert_eq!(with["train_data"], "t/train.tokens");
+        assert!(with.get("tokens").is_none());
+        let err = split_tokens(&json!({"tokens": "t", "valid_data": "v"})).unwrap_err();
+        assert!(err.contains("not both"), "{err}");
+        assert!(split_tokens(&json!({"tokens": 3})).is_err());
+        let (none, same) = split_tokens(&json!({"train_data": "a"})).unwrap();
+        assert_eq!((none, same), (None, json!({"train_data": "a"})));
+    }
 }

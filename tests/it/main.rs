@@ -3,13 +3,16 @@
 //! user would see.
 
 mod data_version;
+mod compare;
 mod foundation;
 mod fuse;
 mod ingest_bad_data;
 mod ingest_url;
 mod model;
+mod progress;
 mod quickstart;
 mod support;
+mod tokenize;
 mod train;
 
 mod engine_cache_cmds;

@@ -22,7 +22,18 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     let first = ws.run_ok(&args);
     assert_eq!(
         first.ran(),
-        set(&["fetch", "ingest", "version", "train", "evaluate", "report"])
+        set(&["fetch", "ingest", "version", "tokenize", "train", "evaluate", "report"])
+    );
+
+    let progress: Vec<&serde_json::Value> = first
+        .events
+        .iter()
+        .filter(|e| e["event"] == "stage-progress" && e["stage"] == "train")
+        .collect();
+    let last = progress.last().expect("the train stage reports progress");
+    assert_eq!((&last["step"], &last["total"]), (&4.into(), &4.into()));
+    assert!(
+        last["loss"].as_f64().unwrap() > 0.0 && last["tokens_per_second"].as_f64().unwrap() > 0.0
     );
 
     let html = ws.read("reports/quickstart.html");
@@ -62,6 +73,23 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     assert!(
         html.contains(&format!(">{train_examples}<")),
         "report shows the data statistics"
+    );
+    let tokens: serde_json::Value =
+        serde_json::from_str(&ws.read("runs/quickstart/tokens/metrics.json")).unwrap();
+    for split in ["train", "valid"] {
+        let n = tokens[split]["tokens"].as_u64().unwrap();
+        assert!(
+            n > 10 * tokens[split]["examples"].as_u64().unwrap(),
+            "{split}: {n}"
+        );
+        assert!(
+            html.contains(&format!(">{n}<")),
+            "report shows the {split} token count"
+        );
+    }
+    assert_eq!(
+        metrics["train_tokens"], tokens["train"]["tokens"],
+        "training saw the tokenize stage's tokens"
     );
     assert!(ws.exists("reports/index.html"));
     let version: serde_json::Value =

@@ -109,11 +109,56 @@ pub struct JobReport {
     pub valid_examples: usize,
     /// Examples longer than `max_seq_len` (truncated).
     pub truncated_examples: usize,
+    /// Tokens in the training examples (the data, not the steps: see `trained_tokens`).
+    pub train_tokens: u64,
+    /// Of those, tokens that carry loss.
+    pub train_loss_tokens: u64,
+    /// Tokens in the validation examples.
+    pub valid_tokens: u64,
+    /// Of those, tokens that carry loss.
+    pub valid_loss_tokens: u64,
+}
+
+/// Reads a data file and tokenizes every example through the model's chat template: the
+/// one path from dataset rows to training tokens, shared by training and the `tokenize`
+/// stage kind (so tokens made ahead of time are exactly those training would make).
+pub fn tokenize_file(
+    path: &Path,
+    tokenizer: &crate::mlx::tokenizer::Tokenizer,
+    template: Option<&crate::mlx::chat::ChatTemplate>,
+) -> anyhow::Result<Vec<TokenizedExample>> {
+    let (rows, _) = read_examples(path, &ReadOptions::default())?;
+    rows.iter()
+        .map(|(line, e)| {
+            tokenize_example(e, tokenizer, template)
+                .with_context(|| format!("{}:{line}: cannot tokenize", path.display()))
+        })
+        .collect()
+}
+
+/// Examples tokenized ahead of time (a `tokenize` stage's out), used instead of reading
+/// and tokenizing `train_data` and `valid_data`.
+#[derive(Debug, Clone, Default)]
+pub struct Pretokenized {
+    /// Training examples.
+    pub train: Vec<TokenizedExample>,
+    /// Validation examples (may be empty).
+    pub valid: Vec<TokenizedExample>,
 }
 
 /// Loads the model and data, trains, and writes `metrics.json` beside the adapters.
 pub fn run_job(
     job: &TrainJob,
+    resume: bool,
+    observer: &mut trainer::StepObserver<'_>,
+) -> anyhow::Result<JobReport> {
+    run_job_on(job, None, resume, observer)
+}
+
+/// [`run_job`], on pre-tokenized examples when `tokens` is given.
+pub fn run_job_on(
+    job: &TrainJob,
+    tokens: Option<Pretokenized>,
     resume: bool,
     observer: &mut trainer::StepObserver<'_>,
 ) -> anyhow::Result<JobReport> {
@@ -127,20 +172,17 @@ pub fn run_job(
         },
     )
     .with_context(|| format!("cannot load the model `{}`", job.model))?;
-    let template = loaded.chat_template.as_ref();
-    let tokenize = |path: &Path| -> anyhow::Result<Vec<TokenizedExample>> {
-        let (rows, _) = read_examples(path, &ReadOptions::default())?;
-        rows.iter()
-            .map(|(line, e)| {
-                tokenize_example(e, &loaded.tokenizer, template)
-                    .with_context(|| format!("{}:{line}: cannot tokenize", path.display()))
-            })
-            .collect()
-    };
-    let train_set = tokenize(&job.train_data)?;
-    let valid_set = match &job.valid_data {
-        Some(p) => tokenize(p)?,
-        None => Vec::new(),
+    let (train_set, valid_set) = match tokens {
+        Some(t) => (t.train, t.valid),
+        None => {
+            let template = loaded.chat_template.as_ref();
+            let train = tokenize_file(&job.train_data, &loaded.tokenizer, template)?;
+            let valid = match &job.valid_data {
+                Some(p) => tokenize_file(p, &loaded.tokenizer, template)?,
+                None => Vec::new(),
+            };
+            (train, valid)
+        }
     };
     let truncated = train_set
         .iter()
@@ -166,6 +208,10 @@ pub fn run_job(
         train_examples: train_set.len(),
         valid_examples: valid_set.len(),
         truncated_examples: truncated,
+        train_tokens: train_set.iter().map(|e| e.len() as u64).sum(),
+        train_loss_tokens: train_set.iter().map(|e| e.loss_tokens() as u64).sum(),
+        valid_tokens: valid_set.iter().map(|e| e.len() as u64).sum(),
+        valid_loss_tokens: valid_set.iter().map(|e| e.loss_tokens() as u64).sum(),
     };
     let metrics = job.out_dir.join("metrics.json");
     let tmp = job.out_dir.join(".metrics.json.tmp");
