@@ -6,6 +6,7 @@ mod foundation;
 mod fuse;
 mod model;
 mod quickstart;
+mod startup;
 mod support;
 mod train;
 
