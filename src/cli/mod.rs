@@ -2,12 +2,12 @@
 //! dispatch to one file per subcommand, and the mapping from outcomes to exit codes.
 //!
 //! Two binaries share this module. `pipe` runs the engine commands (run, status, dag, show,
-//! gc, cache, model, data) and does not link MLX, so they start in about a millisecond;
-//! commands that use MLX are handed, arguments unchanged, to `pipe-mlx`, its sibling
-//! executable (see [`handoff`]). A process that links MLX pays for loading it (about 8 ms of
-//! dynamic linking) and, on Linux, for OpenBLAS starting its thread pool from a library
-//! constructor before `main`; that pool then competes with the engine for the cores
-//! (issue #3).
+//! gc, cache, model, data) and does not link MLX; commands that use MLX are handed,
+//! arguments unchanged, to `pipe-mlx`, its sibling executable (see [`handoff`]). A process
+//! that links MLX pays for loading it (`pipe --version` took 8 ms of CPU time with MLX
+//! linked, 2 ms without, mostly dynamic linking) and, on Linux, for OpenBLAS starting its
+//! thread pool from a library constructor before `main`; that pool then spins in
+//! `sched_yield` against the engine's threads for the two cores (issue #3).
 //!
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error,
