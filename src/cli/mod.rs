@@ -1,6 +1,14 @@
 //! The command line: argument definitions (clap derive; doc comments are the help text),
 //! dispatch to one file per subcommand, and the mapping from outcomes to exit codes.
 //!
+//! Two binaries share this module. `pipe` runs the engine commands (run, status, dag, show,
+//! gc, cache, model, data) and does not link MLX; commands that use MLX are handed,
+//! arguments unchanged, to `pipe-mlx`, its sibling executable (see [`handoff`]). A process
+//! that links MLX pays for loading it (`pipe --version` took 8 ms of CPU time with MLX
+//! linked, 2 ms without, mostly dynamic linking) and, on Linux, for OpenBLAS starting its
+//! thread pool from a library constructor before `main`; that pool then spins in
+//! `sched_yield` against the engine's threads for the two cores (issue #3).
+//!
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error,
 //! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
@@ -15,6 +23,7 @@ mod exit;
 mod fuse;
 mod gc;
 mod generate;
+mod handoff;
 mod model;
 pub mod output;
 mod progress;
@@ -97,26 +106,53 @@ enum Command {
     Eval(eval::Args),
 }
 
-/// Parses the process arguments, runs the command and returns its exit code.
+/// The `pipe` binary: parses the process arguments, runs an engine command or hands an MLX
+/// command to `pipe-mlx`, and returns the exit code.
+///
+/// Nothing reachable from here may call into MLX: the linker then leaves MLX out of `pipe`
+/// (`tests/it/foundation.rs` checks that).
 pub fn main() -> u8 {
+    let cli = Cli::parse();
+    let printer = Printer::new(&cli.global);
+    let result = run_engine(&printer, cli.command);
+    exit::report(&printer, result)
+}
+
+/// The `pipe-mlx` binary: the same command line as `pipe`, every command run in this
+/// process.
+pub fn main_mlx() -> u8 {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&printer, args),
-        Command::Model(cmd) => model::run(&printer, cmd),
         Command::Generate(args) => generate::run(&printer, args),
-        Command::Data(cmd) => data::run(&printer, cmd),
         Command::Train(args) => train::run(&printer, args),
         Command::Fuse(args) => fuse::run(&printer, args),
         Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
-        Command::Run(args) => run::run(&printer, args),
-        Command::Status(args) => status::run(&printer, args),
-        Command::Dag(args) => dag::run(&printer, args),
-        Command::Show(args) => show::run(&printer, args),
-        Command::Gc(args) => gc::run(&printer, args),
-        Command::Cache(cmd) => cache::run(&printer, cmd),
         Command::Eval(args) => eval::run(&printer, args),
+        engine => run_engine(&printer, engine),
     };
     exit::report(&printer, result)
+}
+
+/// Runs a command that does not use MLX; one that does is handed to `pipe-mlx`.
+fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Model(cmd) => model::run(printer, cmd),
+        Command::Data(cmd) => data::run(printer, cmd),
+        Command::Run(args) => run::run(printer, args),
+        Command::Status(args) => status::run(printer, args),
+        Command::Dag(args) => dag::run(printer, args),
+        Command::Show(args) => show::run(printer, args),
+        Command::Gc(args) => gc::run(printer, args),
+        Command::Cache(cmd) => cache::run(printer, cmd),
+        Command::Doctor(_)
+        | Command::Generate(_)
+        | Command::Bench(_)
+        | Command::RunStage(_)
+        | Command::Fuse(_)
+        | Command::Train(_)
+        | Command::Eval(_) => handoff::exec_mlx(),
+    }
 }

@@ -19,6 +19,7 @@
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, ModuleParameters as _, Param};
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::{dequantize, quantized_matmul};
 use mlx_rs::{Array, Device, DeviceType, Dtype};
 use std::sync::OnceLock;
@@ -44,19 +45,23 @@ pub enum QuantKernel {
 impl QuantKernel {
     /// The right kernel for MLX's default device: see the module documentation.
     pub fn for_default_device() -> Self {
-        static KERNEL: OnceLock<QuantKernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            let gpu = Device::try_default()
-                .ok()
-                .and_then(|d| d.get_type().ok())
-                .is_some_and(|t| matches!(t, DeviceType::Gpu));
-            if gpu {
-                QuantKernel::QuantizedMatmul
-            } else {
-                QuantKernel::Dequantize
-            }
-        })
+        if default_device_is_gpu() {
+            QuantKernel::QuantizedMatmul
+        } else {
+            QuantKernel::Dequantize
+        }
     }
+}
+
+/// Whether MLX's default device is the GPU (Metal), looked up once.
+fn default_device_is_gpu() -> bool {
+    static GPU: OnceLock<bool> = OnceLock::new();
+    *GPU.get_or_init(|| {
+        Device::try_default()
+            .ok()
+            .and_then(|d| d.get_type().ok())
+            .is_some_and(|t| matches!(t, DeviceType::Gpu))
+    })
 }
 
 /// `y = x Wᵀ + b` with `W` plain or affine-quantized. See the module documentation.
@@ -223,25 +228,57 @@ impl Linear {
     }
 }
 
-/// Largest output width computed as `W x` for a single row (see [`dense_matmul`]).
+/// Largest output width computed as `W x` in one product for a single row (see
+/// [`dense_matmul`]).
 const MATVEC_MAX_OUT: i32 = 16_384;
 
 /// At most this many rows count as "a few" (see [`Linear::forward_with`]).
 const SMALL_ROWS: i32 = 4;
 
+/// OpenBLAS (x86-64) multiplies `M·N·K ≤ 100³` with its small-matrix kernel, which reads
+/// the matrix once; above that, `sgemm` first copies ("packs") the matrix, which for a
+/// matrix-vector product doubles the memory traffic.
+const SMALL_GEMM_MNK: i32 = 1_000_000;
+
+/// Fewest rows per chunk worth splitting a wide single-row product for (see
+/// [`dense_matmul`]); narrower chunks would mean hundreds of ops per product.
+const MIN_CHUNK_ROWS: i32 = 512;
+
 /// `x Wᵀ`. For a single row and a projection-sized `W` it is computed as `W x` on a
 /// contiguous column, a plain matrix-vector product over `W`'s rows: measured on the CPU
 /// backend (2-core EPYC, OpenBLAS) over SmolLM2's 210 projections, 38 ms against 80–100 ms
-/// for the transposed form. For a vocabulary-sized `W` (the LM head) the transposed form is
-/// faster (10.5 ms against 15 ms for 49152×576), hence the size cut-off.
+/// for the transposed form. MLX's CPU backend calls `cblas_sgemm` for every product, never
+/// `sgemv`; OpenBLAS then takes its small-matrix kernel up to [`SMALL_GEMM_MNK`].
+///
+/// A vocabulary-sized `W` (the LM head, 49152×576 for SmolLM2) is far above that limit, so
+/// on the CPU a single row is multiplied in row blocks that each stay under it, and the
+/// pieces are concatenated (issue #4): the 113 MB matrix is read once instead of packed and
+/// read again, in about half the time of either unsplit form (measured on the same machine,
+/// MLX 0.32.2, OpenBLAS 0.3.21), and no OpenBLAS worker thread is woken to spin between
+/// decode steps. Results agree with `x Wᵀ` to float rounding. On Metal one product is best.
 fn dense_matmul(x: &Array, w: &Array, rows: i32) -> Result<Array, Exception> {
-    if rows == 1 && w.shape()[0] <= MATVEC_MAX_OUT {
-        let inp = w.shape()[1];
+    if rows == 1 {
+        let (out, inp) = (w.shape()[0], w.shape()[1]);
         let mut out_shape = x.shape().to_vec();
         if let Some(last) = out_shape.last_mut() {
-            *last = w.shape()[0];
+            *last = out;
         }
-        return w.matmul(x.reshape(&[inp, 1])?)?.reshape(&out_shape);
+        let column = || x.reshape(&[inp, 1]);
+        if out <= MATVEC_MAX_OUT {
+            return w.matmul(column()?)?.reshape(&out_shape);
+        }
+        let chunk = SMALL_GEMM_MNK / inp.max(1);
+        if chunk >= MIN_CHUNK_ROWS && !default_device_is_gpu() {
+            let column = column()?;
+            let pieces = (0..out)
+                .step_by(chunk as usize)
+                .map(|start| {
+                    w.index((start..(start + chunk).min(out), ..))
+                        .matmul(&column)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return mlx_rs::ops::concatenate(&pieces, 0)?.reshape(&out_shape);
+        }
     }
     x.matmul(w.t())
 }
@@ -297,6 +334,27 @@ mod tests {
                 "g{group_size} b{bits}: quantization error {err}"
             );
         }
+    }
+
+    #[test]
+    fn wide_single_row_products_match_the_transposed_form() {
+        let key = random::key(11).unwrap();
+        let (k1, k2) = random::split(&key, 2).unwrap();
+        // 20000 outputs over 64 inputs: above MATVEC_MAX_OUT, so split into row blocks.
+        let w = random::normal::<f32>(&[20_000, 64], None, None, &k1).unwrap();
+        let x = random::normal::<f32>(&[1, 1, 64], None, None, &k2).unwrap();
+        let y = dense_matmul(&x, &w, 1).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 20_000]);
+        let reference = x.matmul(w.t()).unwrap();
+        let d = max_abs_diff(&y, &reference);
+        assert!(d < 1e-4, "{d}");
+        // A projection-sized weight (one block) agrees too.
+        let small = w.index((..300, ..));
+        let d = max_abs_diff(
+            &dense_matmul(&x, &small, 1).unwrap(),
+            &x.matmul(small.t()).unwrap(),
+        );
+        assert!(d < 1e-4, "{d}");
     }
 
     #[test]

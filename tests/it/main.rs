@@ -11,6 +11,7 @@ mod ingest_url;
 mod model;
 mod progress;
 mod quickstart;
+mod startup;
 mod support;
 mod tokenize;
 mod train;

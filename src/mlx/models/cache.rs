@@ -1,13 +1,20 @@
 //! The key/value cache of autoregressive decoding and the attention mask of padded
 //! batches; shared by every decoder architecture.
 //!
-//! The cache grows by concatenation. For the short generations pipe runs (hundreds of
-//! tokens) the copies are small next to the weight reads of each step; mlx-lm's
-//! pre-allocated, step-grown buffers would be the next refinement for long contexts.
+//! Multi-token updates (a prompt, a training prefix or suffix) are concatenated. Single-token
+//! updates (decoding) write into buffers pre-allocated [`DECODE_STEP`] positions at a time,
+//! as mlx-lm's `KVCache` does: concatenating would copy every layer's whole cache on every
+//! token (about 9 MB per SmolLM2 token at 200 positions) and allocate two new buffers per
+//! layer; the in-place slice update copies one position. A slot may therefore hold more
+//! positions than [`KvCache::offset`]; only the first `offset` are valid.
 
 use mlx_rs::error::Exception;
 use mlx_rs::ops::concatenate;
+use mlx_rs::ops::indexing::{IndexOp, TryIndexMutOp};
 use mlx_rs::{Array, Dtype};
+
+/// Positions a decoding cache grows by at once.
+const DECODE_STEP: i32 = 256;
 
 /// Keys and values of every layer for the positions seen so far.
 #[derive(Debug, Clone, Default)]
@@ -45,9 +52,10 @@ impl KvCache {
                 slot.as_ref()
                     .map(|(k, v)| {
                         let grow = |a: &Array| {
+                            let a = valid(a, self.offset);
                             let mut shape = a.shape().to_vec();
                             shape[0] = batch;
-                            mlx_rs::ops::broadcast_to(a, &shape)
+                            mlx_rs::ops::broadcast_to(&a, &shape)
                         };
                         Ok((grow(k)?, grow(v)?))
                     })
@@ -67,17 +75,51 @@ impl KvCache {
         k: Array,
         v: Array,
     ) -> Result<(Array, Array), Exception> {
+        let prev = self.offset;
         let slot = self
             .layers
             .get_mut(layer)
             .ok_or_else(|| Exception::custom(format!("KV cache has no layer {layer}")))?;
         let (k, v) = match slot.take() {
-            Some((pk, pv)) => (concatenate(&[pk, k], 2)?, concatenate(&[pv, v], 2)?),
+            Some((pk, pv)) if k.shape()[2] == 1 => {
+                let pk = write_one(pk, prev, &k)?;
+                let pv = write_one(pv, prev, &v)?;
+                let out = (valid(&pk, prev + 1), valid(&pv, prev + 1));
+                *slot = Some((pk, pv));
+                return Ok(out);
+            }
+            Some((pk, pv)) => (
+                concatenate(&[valid(&pk, prev), k], 2)?,
+                concatenate(&[valid(&pv, prev), v], 2)?,
+            ),
             None => (k, v),
         };
         *slot = Some((k.clone(), v.clone()));
         Ok((k, v))
     }
+}
+
+/// The first `len` positions of a cached `[B, H, S, D]` buffer (the whole array when it
+/// holds exactly that many).
+fn valid(buf: &Array, len: i32) -> Array {
+    if buf.shape()[2] == len {
+        buf.clone()
+    } else {
+        buf.index((.., .., ..len, ..))
+    }
+}
+
+/// Writes one position `[B, H, 1, D]` at `at` into `buf`, first growing the buffer by
+/// [`DECODE_STEP`] positions (copying the `at` valid ones) when it is full.
+fn write_one(mut buf: Array, at: i32, x: &Array) -> Result<Array, Exception> {
+    if buf.shape()[2] <= at {
+        let mut shape = buf.shape().to_vec();
+        shape[2] = DECODE_STEP;
+        let room = mlx_rs::ops::zeros_dtype(&shape, buf.dtype())?;
+        buf = concatenate(&[valid(&buf, at), room], 2)?;
+    }
+    buf.try_index_mut((.., .., at..at + 1, ..), x)?;
+    Ok(buf)
 }
 
 /// An additive attention mask `[B, 1, L, S]` from a key mask `[B, S]` (S = offset + L):
@@ -106,4 +148,56 @@ pub fn attention_mask(
     let zero = Array::from_f32(0.0).as_dtype(dtype)?;
     let neg = Array::from_f32(-1e9).as_dtype(dtype)?;
     mlx_rs::ops::select(&allowed, &zero, &neg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[1, 2, n, 3]` keys whose entries name their position.
+    fn positions(from: i32, n: i32) -> Array {
+        let data: Vec<f32> = (0..2)
+            .flat_map(|h| {
+                (from..from + n)
+                    .flat_map(move |p| (0..3).map(move |d| (h * 10_000 + p * 10 + d) as f32))
+            })
+            .collect();
+        Array::from_slice(&data, &[1, 2, n, 3])
+    }
+
+    /// The elements in logical order (a cache slice is a strided view of its buffer).
+    fn flat(a: &Array) -> Vec<f32> {
+        a.contiguous().unwrap().as_slice::<f32>().to_vec()
+    }
+
+    #[test]
+    fn decoding_past_several_growth_steps_keeps_every_position() {
+        let mut cache = KvCache::new(1);
+        let prompt = 5;
+        let (k, _) = cache
+            .update(0, positions(0, prompt), positions(0, prompt))
+            .unwrap();
+        assert_eq!(k.shape(), &[1, 2, prompt, 3]);
+        cache.advance(prompt);
+        let steps = 2 * DECODE_STEP + 7;
+        for t in 0..steps {
+            let at = prompt + t;
+            let (k, v) = cache.update(0, positions(at, 1), positions(at, 1)).unwrap();
+            cache.advance(1);
+            assert_eq!(k.shape(), &[1, 2, at + 1, 3]);
+            if t % 97 == 0 || t + 1 == steps {
+                let want = positions(0, at + 1);
+                assert_eq!(flat(&k), flat(&want), "keys at {at}");
+                assert_eq!(flat(&v), flat(&want), "values at {at}");
+            }
+        }
+        // A multi-token update after decoding (and a broadcast) sees only valid positions.
+        let at = prompt + steps;
+        let (k, _) = cache.update(0, positions(at, 4), positions(at, 4)).unwrap();
+        assert_eq!(flat(&k), flat(&positions(0, at + 4)));
+        cache.advance(4);
+        let wide = cache.broadcast_batch(3).unwrap();
+        let (k, _) = wide.layers[0].as_ref().unwrap();
+        assert_eq!(k.shape(), &[3, 2, at + 4, 3]);
+    }
 }
