@@ -27,6 +27,7 @@ pub fn run(_printer: &Printer, args: Args) -> anyhow::Result<()> {
         "train" => crate::stages::train::run(&with, root),
         "evaluate" => crate::stages::evaluate::run(&with, root),
         "report" => crate::stages::report::run(&with, root),
+        "tune" => crate::stages::tune::run(&with, root),
         other => Err(super::UsageError(format!("`{other}` is not a built-in stage kind")).into()),
     }
 }

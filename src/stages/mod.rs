@@ -19,14 +19,16 @@
 pub mod cmd;
 pub mod evaluate;
 pub mod ingest;
+pub mod params_file;
 pub mod report;
 pub mod train;
+pub mod tune;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare", "tune"];
+pub const PLANNED_KINDS: &[&str] = &["version", "tokenize", "compare"];
 
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
@@ -50,6 +52,8 @@ pub enum Kind {
     Evaluate,
     /// Write a self-contained HTML report of the run.
     Report,
+    /// Search hyperparameters with Bayesian optimisation over cached trials.
+    Tune,
 }
 
 /// Why a `kind:` value was refused.
@@ -71,12 +75,13 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cmd,
         Kind::Ingest,
         Kind::Train,
         Kind::Evaluate,
         Kind::Report,
+        Kind::Tune,
     ];
 
     /// Parses a `kind:` value.
@@ -98,6 +103,7 @@ impl Kind {
             Kind::Train => "train",
             Kind::Evaluate => "evaluate",
             Kind::Report => "report",
+            Kind::Tune => "tune",
         }
     }
 
@@ -110,6 +116,7 @@ impl Kind {
             Kind::Train => train::IMPL_VERSION,
             Kind::Evaluate => evaluate::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
+            Kind::Tune => tune::IMPL_VERSION,
         }
     }
 
@@ -124,7 +131,11 @@ impl Kind {
         let (mut deps, outs) = match self {
             Kind::Cmd => return (Vec::new(), Vec::new()),
             Kind::Ingest => (list(&["source"]), list(&["out"])),
-            Kind::Train => (list(&["train_data", "valid_data"]), list(&["out_dir"])),
+            Kind::Tune => return tune::implicit_paths(with),
+            Kind::Train => (
+                list(&["train_data", "valid_data", params_file::KEY]),
+                list(&["out_dir"]),
+            ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
             Kind::Report => {
                 let mut deps = list(&["data"]);
@@ -160,7 +171,10 @@ impl Kind {
             }
             Kind::Evaluate => parse_with::<evaluate::EvaluateConfig>("evaluate", with).map(drop),
             Kind::Report => parse_with::<report::ReportConfig>("report", with).map(drop),
-            Kind::Train => serde_yaml::to_string(with)
+            Kind::Tune => return tune::check(with),
+            // A params file is usually written by an earlier stage: it is merged (and the
+            // result checked again) when the stage runs.
+            Kind::Train => serde_yaml::to_string(&params_file::without(with))
                 .map_err(anyhow::Error::from)
                 .and_then(|y| {
                     crate::mlx::train::job::TrainJob::from_yaml(
@@ -177,6 +191,12 @@ impl Kind {
     /// Whether stages of this kind use the accelerator (and so take the `mlx` slot).
     pub fn uses_mlx(self) -> bool {
         matches!(self, Kind::Train | Kind::Evaluate)
+    }
+
+    /// Whether a stage of this kind with this `with:` uses the accelerator: a tune stage
+    /// does when its trials train (or are commands marked `mlx: true`).
+    pub fn uses_mlx_with(self, with: &serde_json::Value) -> bool {
+        self.uses_mlx() || (self == Kind::Tune && tune::uses_mlx(with))
     }
 }
 
@@ -268,12 +288,15 @@ mod tests {
 
     #[test]
     fn planned_kinds_are_not_unknown() {
-        assert_eq!(
-            Kind::parse("tune"),
-            Err(KindError::NotImplemented {
-                name: "tune".into()
-            })
-        );
+        for name in PLANNED_KINDS {
+            assert_eq!(
+                Kind::parse(name),
+                Err(KindError::NotImplemented {
+                    name: name.to_string()
+                })
+            );
+        }
+        assert_eq!(Kind::parse("tune"), Ok(Kind::Tune));
         assert!(matches!(
             Kind::parse("trian"),
             Err(KindError::Unknown { .. })

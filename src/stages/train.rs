@@ -11,7 +11,8 @@ pub const IMPL_VERSION: u32 = 1;
 
 /// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
-    let yaml = serde_yaml::to_string(with)?;
+    let with = super::params_file::merge(with, root)?;
+    let yaml = serde_yaml::to_string(&with)?;
     let job = TrainJob::from_yaml(&yaml, Path::new("with"), root)?;
     let total = job.config.iters;
     let report = run_job(&job, false, &mut |r| {

@@ -112,6 +112,8 @@ impl Space {
                 domain: domain(name, raw)?,
             });
         }
+        // Sorted by name whatever the map's order, so proposals never depend on it.
+        params.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self { params })
     }
 

@@ -8,6 +8,7 @@ mod model;
 mod quickstart;
 mod support;
 mod train;
+mod tune;
 
 mod engine_cache_cmds;
 mod engine_crash;
