@@ -78,6 +78,7 @@ pub(crate) fn sample() -> ReportData {
             ("chip".into(), "AMD EPYC".into()),
             ("mlx".into(), "0.32.2".into()),
         ],
+        tuning: None,
     }
 }
 
@@ -150,4 +151,19 @@ fn index_lists_reports_newest_first() {
     let (a, b) = (index.find("a.html").unwrap(), index.find("b.html").unwrap());
     assert!(b < a, "newest first:\n{index}");
     assert!(!index.contains(">index.html<"));
+}
+
+#[test]
+fn a_tune_stage_adds_a_tuning_section() {
+    let mut data = sample();
+    assert!(!render(&data).unwrap().contains("id=\"tuning\""));
+    data.tuning = Some(super::tuning::tests::sample());
+    let html = render(&data).unwrap();
+    assert!(html.contains("id=\"tuning\"") && html.contains("href=\"#tuning\""));
+    assert!(html.contains("Hyperparameter search") && html.contains("best so far"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        7,
+        "the six charts and the best-so-far curve"
+    );
 }

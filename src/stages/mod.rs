@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod evaluate;
 pub mod ingest;
 pub mod params_file;
+pub mod rank_auto;
 pub mod report;
 pub mod train;
 pub mod tune;
@@ -138,7 +139,7 @@ impl Kind {
             ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
             Kind::Report => {
-                let mut deps = list(&["data"]);
+                let mut deps = list(&["data", "tune"]);
                 for v in with
                     .get("variants")
                     .and_then(|v| v.as_array())
@@ -174,16 +175,19 @@ impl Kind {
             Kind::Tune => return tune::check(with),
             // A params file is usually written by an earlier stage: it is merged (and the
             // result checked again) when the stage runs.
-            Kind::Train => serde_yaml::to_string(&params_file::without(with))
-                .map_err(anyhow::Error::from)
-                .and_then(|y| {
-                    crate::mlx::train::job::TrainJob::from_yaml(
-                        &y,
-                        Path::new("train stage `with`"),
-                        Path::new("."),
-                    )
-                })
-                .map(drop),
+            // `rank: auto` is measured when the stage runs; any rank stands in for the check.
+            Kind::Train => {
+                serde_yaml::to_string(&rank_auto::with_rank(&params_file::without(with), 8))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|y| {
+                        crate::mlx::train::job::TrainJob::from_yaml(
+                            &y,
+                            Path::new("train stage `with`"),
+                            Path::new("."),
+                        )
+                    })
+                    .map(drop)
+            }
         };
         checked.map_err(|e| format!("{e:#}"))
     }

@@ -11,6 +11,7 @@
 //!     metric: exact_match           # exact_match (higher wins) or valid_loss (lower wins)
 //!     max_memory_gb: 8
 //!     max_minutes: 30
+//!   tune: runs/tune/search         # a tune stage's out folder (optional): tuning section
 //!   out: reports/quickstart.html
 //! ```
 //!
@@ -44,6 +45,9 @@ pub struct ReportConfig {
     /// Constraints for the recommendation.
     #[serde(default)]
     pub recommend: Option<Constraints>,
+    /// A tune stage's `out` folder: adds the tuning section.
+    #[serde(default)]
+    pub tune: Option<PathBuf>,
     /// The HTML file written.
     pub out: PathBuf,
 }
@@ -133,6 +137,34 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         recommendation,
         samples,
         environment: environment(),
+        tuning: match &config.tune {
+            Some(dir) => Some(read_tuning(&root.join(dir))?),
+            None => None,
+        },
+    })
+}
+
+/// A tune stage's `trials.jsonl` and `metrics.json`.
+fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
+    let metrics: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(dir.join("metrics.json"))?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("metrics.json").display()))?;
+    let path = dir.join("trials.jsonl");
+    let trials = fs_err::read_to_string(&path)?
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(crate::report::tuning::Tuning {
+        objective: metrics["objective"]
+            .as_str()
+            .unwrap_or("objective")
+            .to_owned(),
+        maximise: metrics["mode"] == "max",
+        trials,
     })
 }
 

@@ -1,8 +1,11 @@
 //! The `train` kind: fine-tune a model. `with:` is a training job (see
 //! [`crate::mlx::train::job`]): `model`, `train_data`, `valid_data`, `out_dir` and every
 //! trainer option. The out folder gets the adapter (mlx-lm and PEFT layouts), the step log
-//! and `metrics.json`.
+//! and `metrics.json`. `lora: {rank: auto}` picks the rank from the data
+//! ([`super::rank_auto`]) and writes the choice and its reason to `rank.json`;
+//! `params_file:` merges a YAML file of options over `with:` ([`super::params_file`]).
 
+use super::rank_auto;
 use crate::mlx::train::job::{TrainJob, run_job};
 use std::path::Path;
 
@@ -11,7 +14,15 @@ pub const IMPL_VERSION: u32 = 1;
 
 /// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
-    let with = super::params_file::merge(with, root)?;
+    let mut with = super::params_file::merge(with, root)?;
+    let mut rank_choice = None;
+    if rank_auto::is_auto(&with) {
+        let probe = serde_yaml::to_string(&rank_auto::with_rank(&with, 8))?;
+        let choice = rank_auto::measure(&TrainJob::from_yaml(&probe, Path::new("with"), root)?)?;
+        eprintln!("rank: auto -> {}: {}", choice.rank, choice.reason);
+        with = rank_auto::with_rank(&with, choice.rank);
+        rank_choice = Some(choice);
+    }
     let yaml = serde_yaml::to_string(&with)?;
     let job = TrainJob::from_yaml(&yaml, Path::new("with"), root)?;
     let total = job.config.iters;
@@ -29,6 +40,9 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
             );
         }
     })?;
+    if let Some(choice) = &rank_choice {
+        super::write_json(&job.out_dir.join(rank_auto::FILE), choice)?;
+    }
     eprintln!(
         "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s",
         report.summary.steps,

@@ -7,7 +7,8 @@
 //! - [`gp`]: the Matern 5/2 ARD Gaussian process, fitted by maximum marginal likelihood;
 //! - [`acquisition`]: expected improvement and a numerically stable log EI;
 //! - [`suggest`]: putting these together into "which trial next";
-//! - [`prune`]: the median stopping rule on intermediate values.
+//! - [`prune`]: the median stopping rule on intermediate values;
+//! - [`rank`]: the rule behind `lora: {rank: auto}`.
 //!
 //! The stage that runs trials, caches them and writes `trials.jsonl` and `best.yaml` is
 //! [`crate::stages::tune`].
@@ -16,5 +17,6 @@ pub mod acquisition;
 pub mod design;
 pub mod gp;
 pub mod prune;
+pub mod rank;
 pub mod space;
 pub mod suggest;

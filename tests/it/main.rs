@@ -9,6 +9,7 @@ mod quickstart;
 mod support;
 mod train;
 mod tune;
+mod tune_model;
 
 mod engine_cache_cmds;
 mod engine_crash;
