@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a trial ended.
@@ -91,6 +92,10 @@ pub struct Job {
     /// What to run.
     pub plan: Plan,
 }
+
+/// Set when the tune stage is interrupted: trials ending after that were cut off, not
+/// finished, so they are not stored (they run again next time).
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The process groups of running trials, for interrupt forwarding and pruning.
 #[derive(Debug, Default)]
@@ -280,6 +285,9 @@ pub fn run(
         }
     };
     outcome.seconds = started.elapsed().as_secs_f64();
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
     crate::atomic_write::write_json(&staging.join("trial.json"), &outcome)?;
     drop(log);
     let dir = store.commit(&staging, &job.key)?;
