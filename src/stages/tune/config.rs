@@ -353,3 +353,85 @@ impl Tune {
 pub(super) fn uses_mlx_config(t: &TrialSpec) -> bool {
     t.train.is_some() || t.mlx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(trial: Value, extra: Value) -> Value {
+        let mut w = json!({
+            "out": "tune",
+            "space": {"learning_rate": {"float": [1e-5, 1e-3], "log": true}, "lora.rank": {"int": [2, 16]}},
+            "objective": {"metric": "train.final_valid_loss"},
+            "budget": {"n_trials": 4, "iters": 5},
+            "trial": trial,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            w[k] = v.clone();
+        }
+        w
+    }
+
+    fn train() -> Value {
+        json!({"train": {"model": "m", "train_data": "d/train.jsonl", "valid_data": "d/valid.jsonl"}})
+    }
+
+    fn error(w: Value) -> String {
+        let config: TuneConfig = serde_json::from_value(w).unwrap();
+        Tune::new(config).err().expect("should be refused")
+    }
+
+    #[test]
+    fn train_trials_get_the_point_and_the_budget() {
+        let config: TuneConfig = serde_json::from_value(with(train(), json!({}))).unwrap();
+        let tune = Tune::new(config).unwrap();
+        assert_eq!(tune.initial, 4, "two parameters + 2");
+        let Plan::Train {
+            train: options,
+            evaluate,
+        } = tune.plan(&[json!(3e-4), json!(8)]).unwrap()
+        else {
+            panic!("a train plan");
+        };
+        assert_eq!(options["learning_rate"], json!(3e-4));
+        assert_eq!(options["lora"]["rank"], json!(8));
+        assert_eq!(options["iters"], json!(5));
+        assert!(evaluate.is_none());
+        assert!(crate::stages::Kind::Tune.uses_mlx_with(&with(train(), json!({}))));
+        let cmd = json!({"cmd": "python3 f.py {args}"});
+        assert!(!crate::stages::Kind::Tune.uses_mlx_with(&with(cmd.clone(), json!({}))));
+        let mut mlx_cmd = cmd;
+        mlx_cmd["mlx"] = json!(true);
+        assert!(crate::stages::Kind::Tune.uses_mlx_with(&with(mlx_cmd, json!({}))));
+    }
+
+    #[test]
+    fn each_mistake_gets_one_clear_error() {
+        let e = error(with(train(), json!({"parallel": 2})));
+        assert!(e.contains("set `parallel: 1`"), "{e}");
+        let e = error(with(train(), json!({"objective": {"metric": "loss"}})));
+        assert!(
+            e.contains("`train.*`") && e.contains("add `trial.evaluate`"),
+            "{e}"
+        );
+        let mut t = train();
+        t["train"]["out_dir"] = json!("x");
+        assert!(error(with(t, json!({}))).contains("set by tune"));
+        let mut t = train();
+        t["train"]["learnin_rate"] = json!(1);
+        let e = error(with(t, json!({})));
+        assert!(
+            e.contains("`trial.train`") && e.contains("learnin_rate"),
+            "{e}"
+        );
+        let e = error(with(json!({"cmd": "f {lr}"}), json!({})));
+        assert!(e.contains("unknown placeholder `{lr}`"), "{e}");
+        let e = error(with(json!({}), json!({})));
+        assert!(e.contains("needs `cmd`"), "{e}");
+        let e = error(with(train(), json!({"budget": {"n_trials": 0}})));
+        assert!(e.contains("n_trials"), "{e}");
+        let e = error(with(train(), json!({"prune": {"rule": "hyperband"}})));
+        assert!(e.contains("`median`"), "{e}");
+    }
+}
