@@ -92,6 +92,10 @@ fn command_trials_find_the_optimum_and_are_reused_when_n_trials_grows() {
     for (a, b) in first.iter().zip(&second) {
         assert_eq!(a["params"], b["params"]);
         assert_eq!(a["value"], b["value"]);
+        assert_eq!(
+            a["origin"], b["origin"],
+            "how each point was chosen is kept"
+        );
         assert_eq!(b["reused"], true);
     }
     assert!(second[8..].iter().all(|t| t["reused"] == false));

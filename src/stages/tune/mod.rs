@@ -136,8 +136,12 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let n_trials = tune.config.budget.n_trials;
     let mut records: Vec<TrialRecord> = Vec::new();
-    for key in store.study_trials(&study).into_iter().take(n_trials) {
-        if let Some(r) = load_record(&tune, &store, &key, records.len()) {
+    for (key, origin) in store.study_trials(&study) {
+        if records.len() == n_trials {
+            break;
+        }
+        if let Some(mut r) = load_record(&tune, &store, &key, records.len()) {
+            r.origin = serde_json::from_value(origin).ok();
             eprintln!("{}", progress(&tune, &r, &records, n_trials));
             records.push(r);
         }
@@ -197,11 +201,11 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                 if store.trial_dir(&key).join("trial.json").is_file()
                     && let Some(mut r) = load_record(&tune, &store, &key, next)
                 {
-                    r.origin = Some(origin);
-                    if let Err(e) = store.record(&study, &key) {
+                    if let Err(e) = store.record(&study, &key, &origin) {
                         failure = Some(e.into());
                         break;
                     }
+                    r.origin = Some(origin);
                     if r.status == Status::Complete {
                         completed
                             .lock()
@@ -255,7 +259,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                 continue;
             };
             match result.and_then(|(dir, outcome)| {
-                store.record(&study, &key)?;
+                store.record(&study, &key, &origin)?;
                 Ok(record_of(
                     &tune,
                     index,

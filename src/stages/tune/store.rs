@@ -106,26 +106,33 @@ impl Store {
         self.dir.join("studies").join(format!("{study}.jsonl"))
     }
 
-    /// The trial keys a study finished, in order (a torn last line is ignored; a key whose
-    /// folder is gone is dropped).
-    pub fn study_trials(&self, study: &str) -> Vec<String> {
+    /// The trials a study finished, in order: each trial key with what was recorded beside
+    /// it (how its point was chosen). A torn last line is ignored; a key whose folder is
+    /// gone is dropped.
+    pub fn study_trials(&self, study: &str) -> Vec<(String, serde_json::Value)> {
         let Ok(text) = std::fs::read_to_string(self.journal(study)) else {
             return Vec::new();
         };
-        let mut keys: Vec<String> = Vec::new();
+        let mut trials: Vec<(String, serde_json::Value)> = Vec::new();
         for line in text.lines() {
-            let Ok(key) = serde_json::from_str::<String>(line) else {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if !keys.contains(&key) && self.trial_dir(&key).join("trial.json").is_file() {
-                keys.push(key);
+            let Some(key) = entry.get("key").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            if !trials.iter().any(|(k, _)| k == key)
+                && self.trial_dir(key).join("trial.json").is_file()
+            {
+                trials.push((key.to_owned(), entry["origin"].clone()));
             }
         }
-        keys
+        trials
     }
 
-    /// Appends a finished trial to a study's journal, synced before returning.
-    pub fn record(&self, study: &str, key: &str) -> std::io::Result<()> {
+    /// Appends a finished trial (its key and how its point was chosen) to a study's
+    /// journal, synced before returning.
+    pub fn record<T: Serialize>(&self, study: &str, key: &str, origin: &T) -> std::io::Result<()> {
         let path = self.journal(study);
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent)?;
@@ -134,7 +141,8 @@ impl Store {
             .create(true)
             .append(true)
             .open(&path)?;
-        writeln!(file, "{}", serde_json::Value::from(key))?;
+        let entry = serde_json::json!({"key": key, "origin": origin});
+        writeln!(file, "{entry}")?;
         file.sync_all()
     }
 }
@@ -165,14 +173,20 @@ mod tests {
             let staging = store.staging_dir(key).unwrap();
             fs_err::write(staging.join("trial.json"), "{}").unwrap();
             store.commit(&staging, key).unwrap();
-            store.record("s", key).unwrap();
+            store.record("s", key, &key.len()).unwrap();
         }
-        store.record("s", "gone").unwrap();
+        store.record("s", "gone", &0).unwrap();
         let journal = store.journal("s");
         let mut text = fs_err::read_to_string(&journal).unwrap();
-        text.push_str("\"b");
+        text.push_str("{\"key\": \"b");
         fs_err::write(&journal, text).unwrap();
-        assert_eq!(store.study_trials("s"), ["aa", "bb"]);
+        let keys: Vec<String> = store
+            .study_trials("s")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["aa", "bb"]);
+        assert_eq!(store.study_trials("s")[0].1, serde_json::json!(2));
         assert!(store.study_trials("other").is_empty());
         let left = store.staging_dir("cc").unwrap();
         store.clear_staging();
