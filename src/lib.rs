@@ -15,7 +15,8 @@
 //! - [`dag`]: the stage graph (petgraph): edges, cycles, order, rendering;
 //! - [`cache`]: the blake3 content-addressed store, stat cache and run cache;
 //! - [`exec`]: deciding what is stale and running it (scheduler, lock files, locking);
-//! - [`stages`]: stage kinds (`cmd` today, the ML kinds later).
+//! - [`stages`]: stage kinds (`cmd` today, the ML kinds later);
+//! - [`tune`]: the Bayesian optimiser and pruning rule behind the `tune` stage.
 #![deny(missing_docs)]
 
 pub mod atomic_write;
@@ -31,3 +32,4 @@ pub mod mlx;
 pub mod report;
 pub mod spec;
 pub mod stages;
+pub mod tune;

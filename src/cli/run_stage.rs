@@ -30,6 +30,7 @@ pub fn run(_printer: &Printer, args: Args) -> anyhow::Result<()> {
         "compare" => crate::stages::compare::run(&with, root),
         "report" => crate::stages::report::run(&with, root),
         "version" => crate::stages::version::run(&with, root),
+        "tune" => crate::stages::tune::run(&with, root),
         other => Err(super::UsageError(format!("`{other}` is not a built-in stage kind")).into()),
     }
 }

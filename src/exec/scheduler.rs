@@ -459,7 +459,7 @@ fn capacity(caps: &BTreeMap<String, u64>, name: &str) -> u64 {
 /// (alone).
 fn demand(stage: &Stage, caps: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut d = stage.resources.clone();
-    if stage.kind.uses_mlx() {
+    if stage.kind.uses_mlx_with(&stage.with) {
         d.entry("mlx".into()).or_insert(1);
     }
     for (k, v) in d.iter_mut() {

@@ -6,6 +6,7 @@
 //! [`write_report`] writes it atomically and refreshes `reports/index.html`.
 
 pub mod svg;
+pub mod tuning;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -156,6 +157,9 @@ pub struct ReportData {
     pub samples: Vec<Sample>,
     /// Hardware and versions as `(name, value)` rows.
     pub environment: Vec<(String, String)>,
+    /// A tune stage's trials, when the report names one (`tune:`).
+    #[serde(default)]
+    pub tuning: Option<tuning::Tuning>,
 }
 
 const TEMPLATE: &str = include_str!("templates/report.html");
@@ -184,6 +188,7 @@ pub fn render(data: &ReportData) -> Result<String, minijinja::Error> {
             ran => ran,
             reused => reused,
             stage_class => data.stages.iter().map(|s| s.status.css()).collect::<Vec<_>>(),
+            tuning_html => data.tuning.as_ref().map(tuning::section),
         })
 }
 

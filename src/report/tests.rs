@@ -81,6 +81,7 @@ pub(crate) fn sample() -> ReportData {
             ("chip".into(), "AMD EPYC".into()),
             ("mlx".into(), "0.32.2".into()),
         ],
+        tuning: None,
     }
 }
 
@@ -172,4 +173,19 @@ fn no_eligible_variant_is_said_with_the_reasons() {
     assert!(html.contains("No variant meets the constraints"));
     assert!(html.contains("lora excluded: peak memory"));
     assert!(!html.contains("class=\"best\""), "no row is highlighted");
+}
+
+#[test]
+fn a_tune_stage_adds_a_tuning_section() {
+    let mut data = sample();
+    assert!(!render(&data).unwrap().contains("id=\"tuning\""));
+    data.tuning = Some(super::tuning::tests::sample());
+    let html = render(&data).unwrap();
+    assert!(html.contains("id=\"tuning\"") && html.contains("href=\"#tuning\""));
+    assert!(html.contains("Hyperparameter search") && html.contains("best so far"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        7,
+        "the six charts and the best-so-far curve"
+    );
 }

@@ -9,7 +9,7 @@ use super::values::{
     apply_set, dotted_keys, key_str, list_presets, lookup, merge, merge_yaml, scalar_name, to_json,
 };
 use super::{Cmd, LoadOptions, PIPELINE_KEYS, Pipeline, STAGE_KEYS, Stage, normalize_path};
-use crate::stages::{Kind, KindError, all_kind_names};
+use crate::stages::{Kind, all_kind_names};
 use serde_json::{Map, Value};
 use serde_yaml::{Mapping, Value as Yaml};
 use std::collections::{BTreeMap, BTreeSet};
@@ -336,12 +336,7 @@ impl Resolver<'_> {
             Err(e) => {
                 let pos = self.loc.value(&["stages", base, "kind"], &name);
                 let d = self.error(pos, e.to_string());
-                match e {
-                    KindError::NotImplemented { .. } => d
-                        .hints
-                        .push("only `cmd` stages can run in this version of pipe".into()),
-                    KindError::Unknown { .. } => *d = d.clone().suggest(&name, all_kind_names()),
-                }
+                *d = d.clone().suggest(&name, all_kind_names());
                 None
             }
         }

@@ -20,24 +20,21 @@ pub mod cmd;
 pub mod compare;
 pub mod evaluate;
 pub mod ingest;
+pub mod params_file;
+pub mod rank_auto;
 pub mod report;
 pub mod tokenize;
 pub mod tokens;
 pub mod train;
+pub mod tune;
 pub mod version;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Built-in kinds that are planned but not implemented yet (reserved names).
-pub const PLANNED_KINDS: &[&str] = &["tune"];
-
 /// Every kind name a pipeline may write, for "did you mean" suggestions.
 pub fn all_kind_names() -> impl Iterator<Item = &'static str> {
-    Kind::ALL
-        .iter()
-        .map(|k| k.name())
-        .chain(PLANNED_KINDS.iter().copied())
+    Kind::ALL.iter().map(|k| k.name())
 }
 
 /// A stage kind the engine can run.
@@ -60,17 +57,13 @@ pub enum Kind {
     Report,
     /// Snapshot a data folder as a content-addressed version, or restore a recorded one.
     Version,
+    /// Search hyperparameters with Bayesian optimisation over cached trials.
+    Tune,
 }
 
 /// Why a `kind:` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
-    /// A reserved built-in kind that this version of pipe cannot run yet.
-    #[error("stage kind `{name}` is not implemented yet")]
-    NotImplemented {
-        /// The kind as written.
-        name: String,
-    },
     /// A kind pipe has never heard of.
     #[error("unknown stage kind `{name}`")]
     Unknown {
@@ -81,7 +74,7 @@ pub enum KindError {
 
 impl Kind {
     /// Every implemented kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Cmd,
         Kind::Ingest,
         Kind::Tokenize,
@@ -90,15 +83,13 @@ impl Kind {
         Kind::Compare,
         Kind::Report,
         Kind::Version,
+        Kind::Tune,
     ];
 
     /// Parses a `kind:` value.
     pub fn parse(name: &str) -> Result<Self, KindError> {
         if let Some(kind) = Kind::ALL.iter().find(|k| k.name() == name) {
             return Ok(*kind);
-        }
-        if PLANNED_KINDS.contains(&name) {
-            return Err(KindError::NotImplemented { name: name.into() });
         }
         Err(KindError::Unknown { name: name.into() })
     }
@@ -114,6 +105,7 @@ impl Kind {
             Kind::Compare => "compare",
             Kind::Report => "report",
             Kind::Version => "version",
+            Kind::Tune => "tune",
         }
     }
 
@@ -129,6 +121,7 @@ impl Kind {
             Kind::Compare => compare::IMPL_VERSION,
             Kind::Report => report::IMPL_VERSION,
             Kind::Version => version::IMPL_VERSION,
+            Kind::Tune => tune::IMPL_VERSION,
         }
     }
 
@@ -144,14 +137,15 @@ impl Kind {
             Kind::Cmd => return (Vec::new(), Vec::new()),
             Kind::Ingest => (list(&["source"]), list(&["out"])),
             Kind::Tokenize => (list(&["data"]), list(&["out"])),
+            Kind::Tune => return tune::implicit_paths(with),
             Kind::Train => (
-                list(&["train_data", "valid_data", "tokens"]),
+                list(&["train_data", "valid_data", "tokens", params_file::KEY]),
                 list(&["out_dir"]),
             ),
             Kind::Evaluate => (list(&["data", "adapter"]), list(&["out"])),
             Kind::Compare => (compare::implicit_deps(with), list(&["out"])),
             Kind::Report => {
-                let mut deps = list(&["data", "tokens", "compare"]);
+                let mut deps = list(&["data", "tokens", "compare", "tune"]);
                 for v in with
                     .get("variants")
                     .and_then(|v| v.as_array())
@@ -196,7 +190,15 @@ impl Kind {
                 c.check()
                     .map_err(|e| anyhow::anyhow!("report stage `with`: {e}"))
             }),
-            Kind::Train => train::parse(with, Path::new(".")).map(drop),
+            Kind::Tune => return tune::check(with),
+            // A params file is usually written by an earlier stage: it is merged (and the
+            // result checked again) when the stage runs.
+            // `rank: auto` is measured when the stage runs; any rank stands in for the check.
+            Kind::Train => train::parse(
+                &rank_auto::with_rank(&params_file::without(with), 8),
+                Path::new("."),
+            )
+            .map(drop),
         };
         checked.map_err(|e| format!("{e:#}"))
     }
@@ -205,6 +207,12 @@ impl Kind {
     pub fn uses_mlx(self) -> bool {
         // Tokenize loads the model (for its tokenizer) into MLX memory.
         matches!(self, Kind::Train | Kind::Evaluate | Kind::Tokenize)
+    }
+
+    /// Whether a stage of this kind with this `with:` uses the accelerator: a tune stage
+    /// does when its trials train (or are commands marked `mlx: true`).
+    pub fn uses_mlx_with(self, with: &serde_json::Value) -> bool {
+        self.uses_mlx() || (self == Kind::Tune && tune::uses_mlx(with))
     }
 }
 
@@ -295,13 +303,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn planned_kinds_are_not_unknown() {
-        assert_eq!(
-            Kind::parse("tune"),
-            Err(KindError::NotImplemented {
-                name: "tune".into()
-            })
-        );
+    fn every_kind_parses_and_typos_are_unknown() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.name()), Ok(kind));
+        }
+        assert_eq!(Kind::parse("tune"), Ok(Kind::Tune));
         assert!(matches!(
             Kind::parse("trian"),
             Err(KindError::Unknown { .. })

@@ -7,6 +7,7 @@
 //!   data: data/clean/stats.json     # an ingest stage's statistics (optional)
 //!   tokens: data/tokens             # a tokenize stage's out: token counts (optional)
 //!   compare: runs/compare           # a compare stage's out: table, recommendation, samples
+//!   tune: runs/tune/search          # a tune stage's out folder (optional): tuning section
 //!   out: reports/quickstart.html
 //! ```
 //!
@@ -54,6 +55,9 @@ pub struct ReportConfig {
     /// Criteria for the recommendation (without `compare`).
     #[serde(default)]
     pub recommend: Option<Criteria>,
+    /// A tune stage's `out` folder: adds the tuning section.
+    #[serde(default)]
+    pub tune: Option<PathBuf>,
     /// The HTML file written.
     pub out: PathBuf,
 }
@@ -155,6 +159,34 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         recommendation,
         samples,
         environment: environment(),
+        tuning: match &config.tune {
+            Some(dir) => Some(read_tuning(&root.join(dir))?),
+            None => None,
+        },
+    })
+}
+
+/// A tune stage's `trials.jsonl` and `metrics.json`.
+fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
+    let metrics: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(dir.join("metrics.json"))?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("metrics.json").display()))?;
+    let path = dir.join("trials.jsonl");
+    let trials = fs_err::read_to_string(&path)?
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(crate::report::tuning::Tuning {
+        objective: metrics["objective"]
+            .as_str()
+            .unwrap_or("objective")
+            .to_owned(),
+        maximise: metrics["mode"] == "max",
+        trials,
     })
 }
 

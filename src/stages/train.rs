@@ -2,8 +2,11 @@
 //! [`crate::mlx::train::job`]): `model`, `train_data`, `valid_data`, `out_dir` and every
 //! trainer option, or `tokens` (a `tokenize` stage's out folder) instead of
 //! `train_data`/`valid_data`. The out folder gets the adapter (mlx-lm and PEFT layouts),
-//! the step log and `metrics.json`.
+//! the step log and `metrics.json`. `lora: {rank: auto}` picks the rank from the data
+//! ([`super::rank_auto`]) and writes the choice and its reason to `rank.json`;
+//! `params_file:` merges a YAML file of options over `with:` ([`super::params_file`]).
 
+use super::rank_auto;
 use crate::exec::progress::Progress;
 use crate::mlx::train::job::{TrainJob, run_job_on};
 use std::path::{Path, PathBuf};
@@ -51,14 +54,27 @@ pub fn parse(with: &serde_json::Value, root: &Path) -> anyhow::Result<(TrainJob,
 /// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps,
 /// and after every step to the run's display ([`crate::exec::progress`]).
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
-    let (job, tokens) = parse(with, root)?;
+    let with = super::params_file::merge(with, root)?;
+    let (tokens, mut with) = split_tokens(&with).map_err(|e| anyhow::anyhow!(e))?;
+    // With `rank: auto` any rank stands in until the data is measured.
+    let probe = serde_yaml::to_string(&rank_auto::with_rank(&with, 8))?;
+    let probe = TrainJob::from_yaml(&probe, Path::new("train stage `with`"), root)?;
     let data = match &tokens {
         Some(dir) => Some(super::tokenize::load_for_training(
             &root.join(dir),
-            &job.model,
+            &probe.model,
         )?),
         None => None,
     };
+    let mut rank_choice = None;
+    if rank_auto::is_auto(&with) {
+        let choice = rank_auto::measure(&probe, data.as_ref().map(|d| d.train.as_slice()))?;
+        eprintln!("rank: auto -> {}: {}", choice.rank, choice.reason);
+        with = rank_auto::with_rank(&with, choice.rank);
+        rank_choice = Some(choice);
+    }
+    let yaml = serde_yaml::to_string(&with)?;
+    let job = TrainJob::from_yaml(&yaml, Path::new("train stage `with`"), root)?;
     let total = job.config.iters;
     let mut valid_loss = None;
     let report = run_job_on(&job, data, false, &mut |r| {
@@ -84,6 +100,9 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
             );
         }
     })?;
+    if let Some(choice) = &rank_choice {
+        super::write_json(&job.out_dir.join(rank_auto::FILE), choice)?;
+    }
     eprintln!(
         "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s",
         report.summary.steps,

@@ -115,12 +115,7 @@ fn template_errors_and_undefined_names() {
 }
 
 #[test]
-fn kinds_not_implemented_and_unknown() {
-    let err = invalid("stages:\n  t:\n    kind: tune\n");
-    assert!(
-        err.contains("stage kind `tune` is not implemented yet"),
-        "{err}"
-    );
+fn unknown_kinds_get_a_suggestion() {
     let err = invalid("stages:\n  t:\n    kind: cmdd\n    cmd: echo\n");
     assert!(err.contains("unknown stage kind `cmdd`"), "{err}");
     assert!(err.contains("did you mean `cmd`?"), "{err}");
@@ -128,6 +123,11 @@ fn kinds_not_implemented_and_unknown() {
 
 #[test]
 fn built_in_kinds_check_their_with_before_running() {
+    let err = invalid("stages:\n  t:\n    kind: tune\n");
+    assert!(
+        err.contains("stage `t`: tune stage `with`: missing field `out`"),
+        "{err}"
+    );
     let err = invalid("stages:\n  t:\n    kind: train\n");
     assert!(
         err.contains("stage `t`: train stage `with`: missing `model`"),

@@ -2,8 +2,8 @@
 //! `pipe` binary or the library on real inputs in a temporary directory and checks what a
 //! user would see.
 
-mod data_version;
 mod compare;
+mod data_version;
 mod foundation;
 mod fuse;
 mod ingest_bad_data;
@@ -15,6 +15,8 @@ mod startup;
 mod support;
 mod tokenize;
 mod train;
+mod tune;
+mod tune_model;
 
 mod engine_cache_cmds;
 mod engine_crash;

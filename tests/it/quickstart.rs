@@ -22,7 +22,9 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     let first = ws.run_ok(&args);
     assert_eq!(
         first.ran(),
-        set(&["fetch", "ingest", "version", "tokenize", "train", "evaluate", "report"])
+        set(&[
+            "fetch", "ingest", "version", "tokenize", "train", "evaluate", "report"
+        ])
     );
 
     let progress: Vec<&serde_json::Value> = first

@@ -1,0 +1,265 @@
+//! What a tune stage writes: one [`TrialRecord`] per trial in `trials.jsonl`, the best
+//! parameters in `best.yaml`, counts in `metrics.json`, and a progress line per trial.
+
+use super::config::Tune;
+use super::trial::{self, Outcome, Status};
+use crate::tune::space::get_dotted;
+use crate::tune::suggest::{Direction, Origin};
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One line of `trials.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Position in the study (0-based).
+    pub index: usize,
+    /// Parameters by dotted name.
+    pub params: BTreeMap<String, Value>,
+    /// The objective (complete trials only).
+    pub value: Option<f64>,
+    /// complete, pruned or failed.
+    pub status: Status,
+    /// Whether the pruning rule stopped it.
+    pub pruned: bool,
+    /// Why it was pruned or failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Wall time of the trial when it ran.
+    pub seconds: f64,
+    /// Peak memory, when known.
+    pub peak_memory_bytes: Option<u64>,
+    /// Intermediate `(step, value)` reports.
+    pub intermediate: Vec<(u64, f64)>,
+    /// How its point was chosen.
+    pub origin: Option<Origin>,
+    /// Taken from the trial cache instead of run.
+    pub reused: bool,
+    /// Its trial key (its folder under `cache/tune/v1/trials/`).
+    pub key: String,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
+pub(super) fn record_of(
+    tune: &Tune,
+    index: usize,
+    point: &[Value],
+    key: &str,
+    dir: &Path,
+    outcome: Outcome,
+    origin: Option<Origin>,
+    reused: bool,
+) -> TrialRecord {
+    let (mut status, mut reason) = (outcome.status, outcome.reason);
+    let mut value = None;
+    if status == Status::Complete {
+        let metric = &tune.config.objective.metric;
+        let metrics: Option<Value> = std::fs::read_to_string(dir.join("metrics.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        match metrics
+            .as_ref()
+            .map(|m| (m, get_dotted(m, metric).and_then(Value::as_f64)))
+        {
+            Some((_, Some(v))) if v.is_finite() => value = Some(v),
+            Some((_, Some(v))) => {
+                status = Status::Failed;
+                reason = Some(format!("its `{metric}` is {v}"));
+            }
+            Some((m, None)) => {
+                status = Status::Failed;
+                let keys: Vec<String> = m
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                reason = Some(format!(
+                    "its metrics.json has no number at `{metric}` (top-level keys: {})",
+                    keys.join(", ")
+                ));
+            }
+            None => {
+                status = Status::Failed;
+                reason = Some("its metrics.json is missing or not JSON".into());
+            }
+        }
+    }
+    TrialRecord {
+        index,
+        params: tune.flat(point),
+        value,
+        status,
+        pruned: status == Status::Pruned,
+        reason,
+        seconds: outcome.seconds,
+        peak_memory_bytes: outcome.peak_memory_bytes,
+        intermediate: outcome.intermediate,
+        origin,
+        reused,
+        key: key.to_owned(),
+    }
+}
+
+pub(super) fn best<'a>(tune: &Tune, records: &'a [TrialRecord]) -> Option<&'a TrialRecord> {
+    let mode = tune.config.objective.mode;
+    records.iter().filter(|r| r.value.is_some()).reduce(|a, b| {
+        if mode.better(b.value.unwrap_or(f64::NAN), a.value.unwrap_or(f64::NAN)) {
+            b
+        } else {
+            a
+        }
+    })
+}
+
+pub(super) fn progress(
+    tune: &Tune,
+    r: &TrialRecord,
+    before: &[TrialRecord],
+    n_trials: usize,
+) -> String {
+    let params: Vec<String> = r
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", trial::scalar_text(v)))
+        .collect();
+    let how = if r.reused {
+        "reused".to_owned()
+    } else {
+        format!("{:.1}s", r.seconds)
+    };
+    let result = match (r.status, r.value) {
+        (Status::Complete, Some(v)) => format!("{} = {v:.6}", tune.config.objective.metric),
+        (status, _) => format!(
+            "{} ({})",
+            serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            r.reason.as_deref().unwrap_or("")
+        ),
+    };
+    let mut all: Vec<TrialRecord> = before.to_vec();
+    all.push(r.clone());
+    let best = best(tune, &all)
+        .and_then(|b| {
+            b.value
+                .map(|v| format!("; best {v:.6} (trial {})", b.index))
+        })
+        .unwrap_or_default();
+    format!(
+        "trial {} ({}/{n_trials}, {how}) {}: {result}{best}",
+        r.index,
+        r.index + 1,
+        params.join(" ")
+    )
+}
+
+/// Counts and the best trial, written to `out/metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TuneMetrics {
+    /// The objective's metric.
+    pub objective: String,
+    /// min or max.
+    pub mode: Direction,
+    /// The best objective value.
+    pub best_value: Option<f64>,
+    /// Index of the best trial.
+    pub best_trial: Option<usize>,
+    /// Its parameters, nested.
+    pub best_params: Value,
+    /// Trials in `trials.jsonl`.
+    pub trials: usize,
+    /// Of which complete.
+    pub complete: usize,
+    /// Of which pruned.
+    pub pruned: usize,
+    /// Of which failed.
+    pub failed: usize,
+    /// Of which were taken from the trial cache.
+    pub reused: usize,
+    /// What ended the search: `n_trials`, `max_minutes` or `exhausted`.
+    pub stopped_by: String,
+    /// Wall time of this run.
+    pub seconds: f64,
+}
+
+pub(super) fn write_outputs(
+    tune: &Tune,
+    root: &Path,
+    records: &[TrialRecord],
+    stopped_by: &str,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let out = root.join(&tune.config.out);
+    fs_err::create_dir_all(&out)?;
+    let mut lines = String::new();
+    for r in records {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    crate::atomic_write::write_atomic(&out.join("trials.jsonl"), lines.as_bytes())?;
+    let count = |s: Status| records.iter().filter(|r| r.status == s).count();
+    let best = best(tune, records);
+    let mut best_params = Value::Object(Default::default());
+    if let Some(b) = best {
+        for (k, v) in &b.params {
+            crate::tune::space::set_dotted(&mut best_params, k, v.clone());
+        }
+    }
+    let metrics = TuneMetrics {
+        objective: tune.config.objective.metric.clone(),
+        mode: tune.config.objective.mode,
+        best_value: best.and_then(|b| b.value),
+        best_trial: best.map(|b| b.index),
+        best_params: best_params.clone(),
+        trials: records.len(),
+        complete: count(Status::Complete),
+        pruned: count(Status::Pruned),
+        failed: count(Status::Failed),
+        reused: records.iter().filter(|r| r.reused).count(),
+        stopped_by: stopped_by.to_owned(),
+        seconds,
+    };
+    crate::stages::write_json(&out.join("metrics.json"), &metrics)?;
+    let Some(b) = best else {
+        let first = records.iter().find_map(|r| {
+            r.reason
+                .as_ref()
+                .map(|why| format!("trial {}: {why}", r.index))
+        });
+        bail!(
+            "no trial completed (of {}); {}; trial folders are under cache/tune/v1/trials/",
+            records.len(),
+            first.unwrap_or_else(|| "none ran".into())
+        );
+    };
+    let header = format!(
+        "# best of {} trials: trial {} with {} = {} ({}), written by pipe's tune stage\n",
+        records.len(),
+        b.index,
+        tune.config.objective.metric,
+        b.value.unwrap_or(f64::NAN),
+        if tune.config.objective.mode == Direction::Min {
+            "min"
+        } else {
+            "max"
+        },
+    );
+    let yaml = serde_yaml::to_string(&best_params)?;
+    crate::atomic_write::write_atomic(
+        &out.join("best.yaml"),
+        format!("{header}{yaml}").as_bytes(),
+    )?;
+    eprintln!(
+        "best: trial {} with {} = {} after {} trials ({} reused, {} pruned, {} failed); stopped by {stopped_by}",
+        b.index,
+        tune.config.objective.metric,
+        b.value.unwrap_or(f64::NAN),
+        records.len(),
+        metrics.reused,
+        metrics.pruned,
+        metrics.failed
+    );
+    Ok(())
+}

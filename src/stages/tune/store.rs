@@ -1,0 +1,196 @@
+//! Where finished trials live, so no trial ever runs twice.
+//!
+//! A stage's outs are deleted before it runs, so trials cannot be kept there. They live in
+//! the workspace cache instead:
+//!
+//! ```text
+//! cache/tune/v1/trials/<trial key>/    one finished trial (complete, pruned or failed):
+//!     trial.json                       its record (status, intermediate values, time, ...)
+//!     metrics.json                     what it reported (train trials: {train, eval})
+//!     log.txt                          its stdout and stderr
+//!     train/, eval.json                train trials: the adapter and the evaluation
+//! cache/tune/v1/trials/.run-<key>-<pid>/   a trial being run (renamed when it finishes)
+//! cache/tune/v1/studies/<study key>.jsonl  the trial keys of a study, in finishing order
+//! ```
+//!
+//! The *trial key* is a blake3 hash of everything a trial's result depends on: the trial
+//! definition after the point is applied (the command, or the train and evaluate options),
+//! the point, the per-trial iterations, and the content hash of every file the trial reads.
+//! The *study key* hashes the same definition without a point, plus the search space, the
+//! objective, the seed, the initial design size and the pruning rule: everything that
+//! decides which points are proposed. The budget (`n_trials`, `max_minutes`) and
+//! `parallel` are left out, so raising `n_trials` continues the same study, and an
+//! interrupted run picks up every trial that finished (its journal line is written, and
+//! synced, as soon as a trial ends). Deleting `cache/tune/` is always safe: trials rerun.
+
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bump when the layout below or the meaning of a key changes.
+const STORE_VERSION: &str = "v1";
+
+/// A blake3 hex digest of `value` as JSON.
+pub fn key_of<T: Serialize>(value: &T) -> String {
+    let mut hasher = blake3::Hasher::new();
+    // Writing JSON into a hasher cannot fail for plain data (maps with string keys).
+    if serde_json::to_writer(&mut hasher, value).is_err() {
+        hasher.update(b"unserialisable");
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// The trial store of a workspace.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The store under `<root>/cache/tune/`.
+    pub fn open(root: &Path) -> Self {
+        Self {
+            dir: root.join("cache").join("tune").join(STORE_VERSION),
+        }
+    }
+
+    /// The folder of a finished trial (it exists only once the trial finished).
+    pub fn trial_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("trials").join(key)
+    }
+
+    /// A fresh folder to run a trial in; any leftover of an interrupted attempt at the same
+    /// trial by this process id is removed first.
+    pub fn staging_dir(&self, key: &str) -> std::io::Result<PathBuf> {
+        let dir = self
+            .dir
+            .join("trials")
+            .join(format!(".run-{key}-{}", std::process::id()));
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
+        fs_err::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Removes the staging folders that interrupted runs left behind (their trials
+    /// rerun). Folders of a process that is still alive (another tune stage running in
+    /// parallel) are kept.
+    pub fn clear_staging(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("trials")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".run-") else {
+                continue;
+            };
+            let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_none_or(|p| p == std::process::id() || !alive(p)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Moves a finished staging folder to its final place (replacing an older copy).
+    pub fn commit(&self, staging: &Path, key: &str) -> std::io::Result<PathBuf> {
+        let target = self.trial_dir(key);
+        if target.exists() {
+            fs_err::remove_dir_all(&target)?;
+        }
+        fs_err::rename(staging, &target)?;
+        Ok(target)
+    }
+
+    fn journal(&self, study: &str) -> PathBuf {
+        self.dir.join("studies").join(format!("{study}.jsonl"))
+    }
+
+    /// The trials a study finished, in order: each trial key with what was recorded beside
+    /// it (how its point was chosen). A torn last line is ignored; a key whose folder is
+    /// gone is dropped.
+    pub fn study_trials(&self, study: &str) -> Vec<(String, serde_json::Value)> {
+        let Ok(text) = std::fs::read_to_string(self.journal(study)) else {
+            return Vec::new();
+        };
+        let mut trials: Vec<(String, serde_json::Value)> = Vec::new();
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(key) = entry.get("key").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            if !trials.iter().any(|(k, _)| k == key)
+                && self.trial_dir(key).join("trial.json").is_file()
+            {
+                trials.push((key.to_owned(), entry["origin"].clone()));
+            }
+        }
+        trials
+    }
+
+    /// Appends a finished trial (its key and how its point was chosen) to a study's
+    /// journal, synced before returning.
+    pub fn record<T: Serialize>(&self, study: &str, key: &str, origin: &T) -> std::io::Result<()> {
+        let path = self.journal(study);
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let mut file = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let entry = serde_json::json!({"key": key, "origin": origin});
+        writeln!(file, "{entry}")?;
+        file.sync_all()
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_keeps_order_and_skips_torn_lines_and_missing_trials() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path());
+        for key in ["aa", "bb"] {
+            let staging = store.staging_dir(key).unwrap();
+            fs_err::write(staging.join("trial.json"), "{}").unwrap();
+            store.commit(&staging, key).unwrap();
+            store.record("s", key, &key.len()).unwrap();
+        }
+        store.record("s", "gone", &0).unwrap();
+        let journal = store.journal("s");
+        let mut text = fs_err::read_to_string(&journal).unwrap();
+        text.push_str("{\"key\": \"b");
+        fs_err::write(&journal, text).unwrap();
+        let keys: Vec<String> = store
+            .study_trials("s")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["aa", "bb"]);
+        assert_eq!(store.study_trials("s")[0].1, serde_json::json!(2));
+        assert!(store.study_trials("other").is_empty());
+        let left = store.staging_dir("cc").unwrap();
+        store.clear_staging();
+        assert!(!left.exists());
+        assert_ne!(key_of(&("a", 1)), key_of(&("a", 2)));
+    }
+}

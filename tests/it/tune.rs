@@ -1,0 +1,263 @@
+//! The `tune` kind with command trials: a Python objective tuned through `pipe run`,
+//! finished trials reused after raising `n_trials` and after an interruption, the median
+//! rule pruning from intermediate values, `best.yaml` read downstream, and validation.
+
+use crate::support::Ws;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// A quadratic bowl with its minimum at x = 0.3, n = 7, kind = b. Every call appends a
+/// line to calls.log (so tests count real runs); with STEPS set it reports a decreasing
+/// intermediate value per step, sleeping between steps so the pruner can watch it.
+const OBJECTIVE: &str = r#"
+import json, os, sys, time
+p = json.load(open(os.environ["PIPE_TRIAL_PARAMS"]))
+x, n, kind = p["x"], p["n"], p["kind"]
+value = (x - 0.3) ** 2 + 0.05 * (n - 7) ** 2 + (0.0 if kind == "b" else 1.0)
+with open("calls.log", "a") as f:
+    f.write(json.dumps(p) + "\n")
+steps = int(os.environ.get("STEPS", "0"))
+for s in range(1, steps + 1):
+    with open(os.path.join(os.environ["PIPE_TRIAL_DIR"], "intermediate.jsonl"), "a") as f:
+        f.write(json.dumps({"step": s, "value": value + 1.0 / s}) + "\n")
+    time.sleep(float(os.environ.get("SLEEP", "0")))
+assert sys.argv[1] == str(p["n"]), sys.argv
+json.dump({"loss": value, "peak_memory_bytes": 1234}, open(os.path.join(os.environ["PIPE_TRIAL_DIR"], "metrics.json"), "w"))
+"#;
+
+fn pipeline(extra: &str) -> String {
+    format!(
+        r#"params:
+  n_trials: 8
+stages:
+  search:
+    kind: tune
+    params: [n_trials]
+    with:
+      out: tune/bowl
+      space:
+        x: {{float: [0.0, 1.0]}}
+        n: {{int: [1, 12]}}
+        kind: {{choice: [a, b, c]}}
+      objective: {{metric: loss, mode: min}}
+      budget: {{n_trials: "{{{{ params.n_trials }}}}"}}
+      seed: 1
+{extra}      trial:
+        cmd: python3 objective.py {{n}} --x={{x}}
+        deps: [objective.py]
+  use_best:
+    cmd: cp tune/bowl/best.yaml chosen.yaml
+    deps: [tune/bowl/best.yaml]
+    outs: [chosen.yaml]
+"#
+    )
+}
+
+fn trials(ws: &Ws) -> Vec<Value> {
+    ws.read("tune/bowl/trials.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn calls(ws: &Ws) -> usize {
+    if ws.exists("calls.log") {
+        ws.read("calls.log").lines().count()
+    } else {
+        0
+    }
+}
+
+#[test]
+fn command_trials_find_the_optimum_and_are_reused_when_n_trials_grows() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(""));
+    let run = ws.run_ok(&[]);
+    assert!(run.ran().contains("search") && run.ran().contains("use_best"));
+    let first = trials(&ws);
+    assert_eq!(first.len(), 8);
+    assert_eq!(calls(&ws), 8);
+    for t in &first {
+        assert_eq!(t["status"], "complete", "{t}");
+        assert_eq!(t["reused"], false);
+        assert_eq!(t["peak_memory_bytes"], 1234);
+        assert!(t["seconds"].as_f64().unwrap() > 0.0);
+    }
+    // Raising n_trials reruns the stage, but only the new trials run.
+    let run = ws.run_ok(&["--set", "n_trials=20"]);
+    assert!(run.ran().contains("search"));
+    let second = trials(&ws);
+    assert_eq!(second.len(), 20);
+    assert_eq!(calls(&ws), 20, "the first 8 trials were reused, not rerun");
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a["params"], b["params"]);
+        assert_eq!(a["value"], b["value"]);
+        assert_eq!(
+            a["origin"], b["origin"],
+            "how each point was chosen is kept"
+        );
+        assert_eq!(b["reused"], true);
+    }
+    assert!(second[8..].iter().all(|t| t["reused"] == false));
+    // Later trials come from the GP, and the search closes in on the optimum.
+    assert!(
+        second[8..]
+            .iter()
+            .any(|t| t["origin"]["by"] == "expected-improvement")
+    );
+    let metrics: Value = serde_json::from_str(&ws.read("tune/bowl/metrics.json")).unwrap();
+    let best = metrics["best_value"].as_f64().unwrap();
+    assert!(best < 0.1, "best loss {best}: {metrics}");
+    assert_eq!(metrics["trials"], 20);
+    assert_eq!(metrics["reused"], 8);
+    let best_yaml: Value = serde_yaml::from_str(&ws.read("tune/bowl/best.yaml")).unwrap();
+    assert_eq!(best_yaml["kind"], "b", "{best_yaml:?}");
+    assert_eq!(best_yaml, metrics["best_params"]);
+    // The downstream stage read the new best.yaml.
+    assert_eq!(ws.read("chosen.yaml"), ws.read("tune/bowl/best.yaml"));
+    // Nothing changed: nothing runs.
+    let run = ws.run_ok(&["--set", "n_trials=20"]);
+    assert!(run.ran().is_empty(), "{:?}", run.ran());
+    assert_eq!(calls(&ws), 20);
+}
+
+#[test]
+fn an_interrupted_tune_reuses_the_trials_that_finished() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(""));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+        .current_dir(ws.dir.path())
+        .args(["run", "--json"])
+        .env("STEPS", "2")
+        .env("SLEEP", "0.3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while calls(&ws) < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!ws.exists("tune/bowl/trials.jsonl"), "no half-written outs");
+    let before = calls(&ws);
+    assert!(
+        (4..8).contains(&before),
+        "{before} calls before the interrupt"
+    );
+    let run = ws.run_ok(&[]);
+    assert!(run.ran().contains("search"));
+    let t = trials(&ws);
+    assert_eq!(t.len(), 8);
+    let reused = t.iter().filter(|t| t["reused"] == true).count();
+    // Trials that finished before the interrupt are reused; the one that was cut off
+    // (if any) and the rest run now.
+    assert!(reused >= before - 1, "{reused} reused of {before} started");
+    assert_eq!(calls(&ws), before + (8 - reused));
+}
+
+#[test]
+fn the_median_rule_prunes_trials_from_their_intermediate_values() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE)
+        .pipeline(&pipeline("      prune: {min_trials: 2, warmup_steps: 2}\n"));
+    let out = ws
+        .pipe()
+        .args(["run", "--json"])
+        .env("STEPS", "6")
+        .env("SLEEP", "0.25")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trials(&ws);
+    let pruned: Vec<&Value> = t.iter().filter(|t| t["status"] == "pruned").collect();
+    assert!(!pruned.is_empty(), "nothing pruned: {t:#?}");
+    for p in &pruned {
+        assert_eq!(p["pruned"], true);
+        assert!(p["value"].is_null());
+        let reason = p["reason"].as_str().unwrap();
+        assert!(reason.contains("worse than the median"), "{reason}");
+        let steps = p["intermediate"].as_array().unwrap().len();
+        assert!(
+            (2..=6).contains(&steps),
+            "checked after the warmup: {steps}"
+        );
+    }
+    // The completed trials are the better ones: every pruned trial's final value would
+    // have been worse than the best completed one.
+    let best = t
+        .iter()
+        .filter_map(|t| t["value"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert!(best.is_finite());
+    let metrics: Value = serde_json::from_str(&ws.read("tune/bowl/metrics.json")).unwrap();
+    assert_eq!(metrics["pruned"], pruned.len());
+}
+
+#[test]
+fn bad_tune_options_fail_before_anything_runs() {
+    for (bad, want) in [
+        (
+            "        cmd: python3 objective.py {nn}\n",
+            "unknown placeholder `{nn}`",
+        ),
+        (
+            "        cmd: python3 objective.py\n        train: {model: m}\n",
+            "not both",
+        ),
+    ] {
+        let ws = Ws::new();
+        let yaml = pipeline("").replace(
+            "        cmd: python3 objective.py {n} --x={x}\n        deps: [objective.py]\n",
+            bad,
+        );
+        ws.file("objective.py", OBJECTIVE).pipeline(&yaml);
+        let run = ws.run(&[]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("pipe.yaml:"), "{}", run.stderr);
+        assert!(run.stderr.contains(want), "{}", run.stderr);
+        assert_eq!(calls(&ws), 0);
+    }
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE)
+        .pipeline(&pipeline("").replace(
+            "x: {float: [0.0, 1.0]}",
+            "x: {float: [0.0, 1.0], log: true}",
+        ));
+    let run = ws.run(&[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("space `x`") && run.stderr.contains("positive lower bound"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failing_objective_is_recorded_and_the_stage_fails_when_none_completes() {
+    let ws = Ws::new();
+    ws.file(
+        "objective.py",
+        "import sys\nprint('diverged at step 3')\nsys.exit(3)\n",
+    )
+    .pipeline(&pipeline("").replace("n_trials: 8", "n_trials: 2"));
+    let run = ws.run(&[]);
+    assert_eq!(run.code, 1);
+    let log = ws.read("cache/logs/pipe/search.log");
+    assert!(
+        log.contains("failed (it exited with status 3; its log ends: diverged at step 3)"),
+        "{log}"
+    );
+    assert!(log.contains("no trial completed (of 2)"), "{log}");
+}
