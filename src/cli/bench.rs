@@ -198,6 +198,19 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
     for (k, v) in rows {
         printer.result(&format!("{k:>20}  {v}"));
     }
+    if !report.seconds_per_step_by_epoch.is_empty() {
+        let epochs: Vec<String> = report
+            .seconds_per_step_by_epoch
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect();
+        printer.result(&format!(
+            "{:>20}  {} ({} examples)",
+            "s/step by epoch",
+            epochs.join(" / "),
+            report.train_examples
+        ));
+    }
     if let Some(c) = &report.activation_cache {
         printer.result(&format!(
             "{:>20}  block {}: {} hits, {} misses ({:.0}% hit rate), {:.0} MiB",
