@@ -17,7 +17,9 @@ pub enum Command {
     )]
     Generate(GenerateArgs),
     /// Time the reference fine-tuning workload (SmolLM2, BIG-bench past tense, LoRA).
-    #[command(after_help = "Examples:\n  pipe bench train\n  pipe bench train --iters 20 --json")]
+    #[command(
+        after_help = "Examples:\n  pipe bench train\n  pipe bench train --iters 20 --json\n  pipe bench train --epochs 3 --examples 512 --activation-cache"
+    )]
     Train(TrainArgs),
 }
 
@@ -128,6 +130,17 @@ pub struct TrainArgs {
     /// what prefix sharing contributes; the loss is the same either way).
     #[arg(long)]
     no_share_prefix: bool,
+    /// Cache the hidden states entering the first adapted block in memory, so repeated
+    /// examples (later epochs, validation) skip the frozen blocks; exact.
+    #[arg(long)]
+    activation_cache: bool,
+    /// Multi-epoch mode: train this many epochs over `--examples` examples (sets the
+    /// number of steps; `--iters` is ignored).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Training examples in multi-epoch mode.
+    #[arg(long, default_value_t = 512, requires = "epochs")]
+    examples: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -142,6 +155,8 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         rank: args.rank,
         num_layers: args.num_layers,
         share_prefix: !args.no_share_prefix,
+        activation_cache: args.activation_cache,
+        epochs: args.epochs.map(|e| (e, args.examples)),
     })?;
     if args.json {
         return printer.json(&report);
@@ -182,6 +197,30 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
     ];
     for (k, v) in rows {
         printer.result(&format!("{k:>20}  {v}"));
+    }
+    if !report.seconds_per_step_by_epoch.is_empty() {
+        let epochs: Vec<String> = report
+            .seconds_per_step_by_epoch
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect();
+        printer.result(&format!(
+            "{:>20}  {} ({} examples)",
+            "s/step by epoch",
+            epochs.join(" / "),
+            report.train_examples
+        ));
+    }
+    if let Some(c) = &report.activation_cache {
+        printer.result(&format!(
+            "{:>20}  block {}: {} hits, {} misses ({:.0}% hit rate), {:.0} MiB",
+            "activation cache",
+            c.block,
+            c.hits,
+            c.misses,
+            c.hit_rate * 100.0,
+            c.memory_bytes as f64 / (1u64 << 20) as f64
+        ));
     }
     Ok(())
 }

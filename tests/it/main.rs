@@ -2,6 +2,7 @@
 //! `pipe` binary or the library on real inputs in a temporary directory and checks what a
 //! user would see.
 
+mod activation_cache;
 mod compare;
 mod data_version;
 mod foundation;

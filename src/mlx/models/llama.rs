@@ -293,18 +293,42 @@ impl Llama {
     pub fn hidden_states(
         &mut self,
         tokens: &Array,
+        cache: Option<&mut KvCache>,
+        key_mask: Option<&Array>,
+    ) -> Result<Array, Exception> {
+        let h = self.model.embed_tokens.embed(tokens)?;
+        let h = self.run_blocks(h, 0..self.model.layers.len(), cache, key_mask)?;
+        self.model.norm.forward(&h)
+    }
+
+    /// Runs the blocks `blocks` on `h` `[B, L, hidden]`, the hidden states entering block
+    /// `blocks.start`, and returns those leaving block `blocks.end - 1` (no final norm).
+    /// [`Llama::hidden_states`] is the embedding, every block, then the final norm; the
+    /// frozen-block activation cache (`train::activations`) runs the two parts apart.
+    /// `cache` and `key_mask` are as in [`Llama::hidden_states`]; the cache is advanced.
+    pub fn run_blocks(
+        &mut self,
+        mut h: Array,
+        blocks: std::ops::Range<usize>,
         mut cache: Option<&mut KvCache>,
         key_mask: Option<&Array>,
     ) -> Result<Array, Exception> {
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let l = tokens.shape()[1];
-        let mut h = self.model.embed_tokens.embed(tokens)?;
+        let l = h.shape()[1];
         let dtype = h.dtype();
         let mask = match key_mask {
             Some(km) => Some(attention_mask(km, offset, l, dtype)?),
             None => None,
         };
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+        let (first, end) = (blocks.start, blocks.end);
+        for (i, layer) in self
+            .model
+            .layers
+            .iter_mut()
+            .enumerate()
+            .take(end)
+            .skip(first)
+        {
             let normed = layer.input_layernorm.forward(&h)?;
             let a = layer.self_attn.forward(AttnInput {
                 x: &normed,
@@ -319,7 +343,12 @@ impl Llama {
         if let Some(c) = cache {
             c.advance(l);
         }
-        self.model.norm.forward(&h)
+        Ok(h)
+    }
+
+    /// The final norm (what [`Llama::hidden_states`] applies after the last block).
+    pub fn final_norm(&mut self, h: &Array) -> Result<Array, Exception> {
+        self.model.norm.forward(h)
     }
 
     /// Logits from hidden states: the LM head, or the tied embedding.

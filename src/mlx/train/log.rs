@@ -30,6 +30,9 @@ pub struct StepRecord {
     pub grad_norm: Option<f64>,
     /// Validation loss, on steps that evaluated.
     pub valid_loss: Option<f64>,
+    /// Positions whose frozen blocks were skipped thanks to the activation cache.
+    #[serde(default)]
+    pub cached_positions: u64,
 }
 
 /// Appends [`StepRecord`]s to a JSONL file.
@@ -86,6 +89,7 @@ mod tests {
             peak_memory_bytes: 1 << 30,
             grad_norm: Some(0.5),
             valid_loss: None,
+            cached_positions: 0,
         }
     }
 

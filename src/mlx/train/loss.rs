@@ -12,6 +12,7 @@
 //! the prefix through the KV cache. The broadcast's gradient is the sum over rows, so
 //! losses and gradients equal the plain path's; only the repeated work is gone.
 
+use super::activations::BlockInputs;
 use super::batch::PaddedBatch;
 use crate::mlx::models::llama::Llama;
 use mlx_rs::Array;
@@ -32,6 +33,8 @@ pub struct LossBatch {
     pub processed_tokens: usize,
     /// `[1, P]` tokens every row starts with, run once (see the module documentation).
     pub prefix: Option<Array>,
+    /// Cached hidden states that replace the tokens up to a block (see `activations`).
+    pub cached: Option<BlockInputs>,
 }
 
 /// Shorter shared prefixes are not worth a separate pass.
@@ -74,6 +77,7 @@ impl LossBatch {
             processed_tokens: prefix + rows * suffix,
             prefix: (prefix > 0)
                 .then(|| Array::from_slice(&batch.inputs[..prefix], &[1, prefix as i32])),
+            cached: None,
         }
     }
 }
@@ -108,9 +112,10 @@ pub fn shared_prefix_len(batch: &PaddedBatch) -> usize {
 
 /// Mean cross-entropy over the loss positions of `batch`.
 pub fn masked_lm_loss(model: &mut Llama, batch: &LossBatch) -> Result<Array, Exception> {
-    let hidden = match &batch.prefix {
-        None => model.hidden_states(&batch.inputs, None, None)?,
-        Some(prefix) => {
+    let hidden = match (&batch.cached, &batch.prefix) {
+        (Some(cached), _) => cached.hidden_states(model)?,
+        (None, None) => model.hidden_states(&batch.inputs, None, None)?,
+        (None, Some(prefix)) => {
             let mut cache = model.new_cache();
             model.hidden_states(prefix, Some(&mut cache), None)?;
             let mut shared = cache.broadcast_batch(batch.inputs.shape()[0])?;

@@ -5,6 +5,7 @@
 //!
 //! The trainer that drives a model with these lives beside the model code.
 
+pub mod activations;
 pub mod adapters;
 pub mod batch;
 pub mod bench;

@@ -14,6 +14,9 @@
 //! random state (adapter dropout) is reseeded from the seed and the step before every
 //! step, so a resumed run replays exactly the steps an uninterrupted run would take.
 
+use super::activations::{
+    ActivationCache, ActivationCacheConfig, ActivationCacheStats, CacheSetup, Set,
+};
 use super::adapters;
 use super::batch::{BatchSpec, TokenizedExample, pad_batch, plan_epoch};
 use super::guard::{DivergenceGuard, EarlyStopping, Verdict};
@@ -80,6 +83,8 @@ pub struct TrainConfig {
     pub save_every: u64,
     /// Stop when the smoothed loss exceeds this multiple of its best.
     pub divergence_factor: f64,
+    /// Cache the hidden states entering the first trainable block (see `activations`).
+    pub activation_cache: ActivationCacheConfig,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +112,7 @@ impl Default for TrainConfig {
             patience: None,
             save_every: 0,
             divergence_factor: 4.0,
+            activation_cache: ActivationCacheConfig::default(),
         }
     }
 }
@@ -155,6 +161,9 @@ pub struct TrainSummary {
     pub trainable_parameters: usize,
     /// Bytes of the saved adapter file.
     pub adapter_bytes: u64,
+    /// Activation cache counters (hits, misses, disk), when it was on.
+    #[serde(default)]
+    pub activation_cache: Option<ActivationCacheStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +289,17 @@ pub fn train(
         .values()
         .map(|a| a.size())
         .sum();
+    let mut acts = ActivationCache::new(
+        model,
+        &config.activation_cache,
+        CacheSetup {
+            spec: batch_spec,
+            share_prefix: config.share_prefix,
+            pad_id,
+            train: train_set,
+            valid: valid_set,
+        },
+    )?;
 
     let mut value_and_grad = mlx_rs::nn::value_and_grad(|m: &mut Llama, b: &LossBatch| {
         masked_lm_loss(m, b).map(|l| vec![l])
@@ -305,10 +325,8 @@ pub fn train(
                 epoch_plan = Some((epoch, plan_epoch(&lengths, &batch_spec, config.seed, epoch)));
             }
             let plan = &epoch_plan.as_ref().expect("set above").1;
-            let rows: Vec<&TokenizedExample> = plan[(index % batches_per_epoch as u64) as usize]
-                .iter()
-                .map(|&i| &train_set[i])
-                .collect();
+            let picked = &plan[(index % batches_per_epoch as u64) as usize];
+            let rows: Vec<&TokenizedExample> = picked.iter().map(|&i| &train_set[i]).collect();
             let padded = pad_batch(&rows, &batch_spec, pad_id);
             let batch = if config.share_prefix {
                 LossBatch::from_padded_shared(&padded)
@@ -318,6 +336,7 @@ pub fn train(
             if batch.loss_tokens == 0 {
                 continue;
             }
+            let batch = acts.attach(model, Set::Train, picked, &padded, batch)?;
             let (loss, grads) = value_and_grad(model, &batch)?;
             // Token-weighted accumulation: the step's loss and gradient are means over all
             // loss tokens of its micro-batches, not means of per-batch means.
@@ -372,7 +391,7 @@ pub fn train(
         let mut verdict = Verdict::Wait;
         if validate && !valid_set.is_empty() {
             lora::set_training(model, false);
-            let v = validation_loss(model, valid_set, &batch_spec, pad_id, config.valid_batches)?;
+            let v = acts.validation_loss(model, &batch_spec, config.valid_batches)?;
             lora::set_training(model, true);
             valid_loss = Some(v);
             final_valid = Some(v);
@@ -390,6 +409,7 @@ pub fn train(
             peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
             grad_norm: norm.map(|n| f64::from(n.item_exact::<f32>())),
             valid_loss,
+            cached_positions: acts.take_step_skipped(),
         };
         log.write(&record)?;
         observer(&record);
@@ -404,6 +424,7 @@ pub fn train(
             }
         }
         if save_now {
+            acts.persist()?;
             save_checkpoint(
                 model,
                 &optimizer,
@@ -421,6 +442,7 @@ pub fn train(
         }
     }
     lora::set_training(model, false);
+    acts.persist()?;
     let adapter_bytes =
         std::fs::metadata(out_dir.join("adapters.safetensors")).map_or(0, |m| m.len());
     Ok(TrainSummary {
@@ -438,6 +460,7 @@ pub fn train(
         peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
         trainable_parameters,
         adapter_bytes,
+        activation_cache: acts.stats(),
     })
 }
 

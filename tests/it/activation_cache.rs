@@ -1,0 +1,135 @@
+//! The frozen-block activation cache on the real SmolLM2-135M: batches served from the
+//! cached hidden states entering the first adapted block give the plain path's loss and
+//! LoRA gradients, with the shared-prefix batches the chat template produces.
+
+use pipe::data::{Example, SplitSpec, assign_split, read_bigbench_task};
+use pipe::mlx::load::{self, LoadOptions};
+use pipe::mlx::models::llama::Llama;
+use pipe::mlx::train::activations::{ActivationCache, ActivationCacheConfig, CacheSetup, Set};
+use pipe::mlx::train::batch::{BatchSpec, TokenizedExample, pad_batch};
+use pipe::mlx::train::lora::{LoraConfig, Method, block_linears};
+use pipe::mlx::train::loss::{LossBatch, masked_lm_loss};
+use pipe::mlx::train::tokenize::tokenize_example;
+use pipe::mlx::train::trainer::{self, TrainConfig};
+
+const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer with one word.";
+
+#[test]
+fn cached_block_inputs_are_exact_on_smollm2() {
+    let cache_dir = pipe::dirs::user_cache_dir().unwrap();
+    let dataset = pipe::fetch::find_dataset("bigbench-past-tense").unwrap();
+    let task = pipe::fetch::fetch(&cache_dir, dataset).expect("fetch BIG-bench past tense");
+    let examples = read_bigbench_task(task.path(), PROMPT).unwrap();
+    let split = SplitSpec::default();
+    let rows: Vec<&Example> = examples
+        .iter()
+        .filter(|e| assign_split(e, &split) == pipe::data::Split::Train)
+        .take(8)
+        .collect();
+    let model =
+        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    let mut loaded = load::load(
+        &model,
+        LoadOptions {
+            keep_quantized: false,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load SmolLM2");
+    let template = loaded.chat_template.as_ref();
+    let data: Vec<TokenizedExample> = rows
+        .iter()
+        .map(|e| tokenize_example(e, &loaded.tokenizer, template).unwrap())
+        .collect();
+    let config = TrainConfig {
+        method: Method::Lora,
+        lora: LoraConfig {
+            rank: 8,
+            num_layers: Some(16),
+            ..LoraConfig::default()
+        },
+        ..TrainConfig::default()
+    };
+    trainer::prepare(&mut loaded.model, &config).unwrap();
+    // Nonzero B, so gradients reach A too and the adapted blocks change the states.
+    let key = mlx_rs::random::key(7).unwrap();
+    for layer in 0..loaded.model.model.layers.len() {
+        for (_, linear) in block_linears(&mut loaded.model, layer) {
+            if let Some(a) = linear.adapter.as_mut() {
+                let shape = a.lora_b.shape().to_vec();
+                a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.01, &key).unwrap();
+            }
+        }
+    }
+    let spec = BatchSpec {
+        batch_size: 8,
+        max_seq_len: 2048,
+        pad_multiple: 1,
+        keep_partial: true,
+    };
+    let pad = loaded.tokenizer.pad_id();
+    let mut cache = ActivationCache::new(
+        &loaded.model,
+        &ActivationCacheConfig {
+            enabled: true,
+            disk_mb: 0,
+            ..ActivationCacheConfig::default()
+        },
+        CacheSetup {
+            spec,
+            share_prefix: true,
+            pad_id: pad,
+            train: &data,
+            valid: &[],
+        },
+    )
+    .unwrap();
+    let picked: Vec<usize> = (0..data.len()).collect();
+    let refs: Vec<&TokenizedExample> = data.iter().collect();
+    let padded = pad_batch(&refs, &spec, pad);
+    let plain = LossBatch::from_padded_shared(&padded);
+    assert!(
+        plain.prefix.is_some(),
+        "the chat template's preamble is shared"
+    );
+    let mut vg = mlx_rs::nn::value_and_grad(|m: &mut Llama, b: &LossBatch| {
+        masked_lm_loss(m, b).map(|l| vec![l])
+    });
+    let (pl, pg) = vg(&mut loaded.model, &plain).unwrap();
+    for round in 0..2 {
+        let cached = cache
+            .attach(
+                &mut loaded.model,
+                Set::Train,
+                &picked,
+                &padded,
+                plain.clone(),
+            )
+            .unwrap();
+        let (cl, cg) = vg(&mut loaded.model, &cached).unwrap();
+        let (a, b) = (pl[0].item_exact::<f32>(), cl[0].item_exact::<f32>());
+        assert!(
+            (a - b).abs() < 1e-4 * a.abs().max(1.0),
+            "round {round}: loss {a} vs {b}"
+        );
+        assert_eq!(pg.len(), cg.len());
+        for (name, g) in &pg {
+            let d = g
+                .subtract(&cg[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(None)
+                .unwrap()
+                .item_exact::<f32>();
+            let scale = g.abs().unwrap().max(None).unwrap().item_exact::<f32>();
+            assert!(
+                d <= 1e-3 * scale.max(1e-4),
+                "round {round} {name}: max diff {d} (scale {scale})"
+            );
+        }
+    }
+    let stats = cache.stats().unwrap();
+    assert_eq!(stats.block, 14, "30 blocks, the last 16 adapted");
+    assert_eq!((stats.misses, stats.hits), (8, 8));
+}
