@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod guard;
 pub mod job;
 pub mod log;
+pub mod micro;
 pub mod lora;
 pub mod loss;
 pub mod optim;
