@@ -31,13 +31,20 @@ pub fn checkpoint<F>(inputs: &[Array], f: F) -> Result<Vec<Array>, Exception>
 where
     F: FnMut(&[Array]) -> Result<Vec<Array>, Exception> + 'static,
 {
+    // mlx-rs installs its error handler (which records MLX errors instead of exiting) on the
+    // first operation it runs; make sure that happened before calling mlx-c directly.
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    HANDLER.call_once(|| drop(Array::from_f32(0.0).abs()));
     FAILURE.with(|slot| slot.borrow_mut().take());
     let payload = Box::into_raw(Box::new(f)).cast::<std::ffi::c_void>();
     // SAFETY: the payload is a leaked `Box<F>` that `drop_payload::<F>` frees exactly once,
     // when mlx-c drops the last copy of the closure; `call::<F>` only borrows it.
     unsafe {
-        let inner =
-            mlx_sys::mlx_closure_new_func_payload(Some(call::<F>), payload, Some(drop_payload::<F>));
+        let inner = mlx_sys::mlx_closure_new_func_payload(
+            Some(call::<F>),
+            payload,
+            Some(drop_payload::<F>),
+        );
         let mut wrapped = mlx_sys::mlx_closure_new();
         let status = mlx_sys::mlx_checkpoint(&mut wrapped, inner);
         mlx_sys::mlx_closure_free(inner);

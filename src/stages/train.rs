@@ -29,11 +29,15 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         }
     })?;
     eprintln!(
-        "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s",
+        "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s, peak memory {:.0} MiB",
         report.summary.steps,
         report.summary.final_train_loss,
         report.summary.final_valid_loss,
-        report.summary.trained_tokens_per_second
+        report.summary.trained_tokens_per_second,
+        report.summary.peak_memory_bytes as f64 / (1u64 << 20) as f64
     );
+    if let Some(plan) = &report.summary.batch {
+        eprintln!("{}", crate::mlx::train::micro::describe(plan));
+    }
     Ok(())
 }

@@ -124,7 +124,9 @@ pub fn choose(
     budget: u64,
 ) -> anyhow::Result<BatchPlan> {
     let effective = effective.max(1);
-    let divisors: Vec<usize> = (1..=effective).filter(|d| effective % d == 0).collect();
+    let divisors: Vec<usize> = (1..=effective)
+        .filter(|d| effective.is_multiple_of(*d))
+        .collect();
     let margin = 3 * model
         .trainable_parameters()
         .flatten()
@@ -182,6 +184,23 @@ pub fn choose(
         probe_peak_bytes: Some(need),
         probes,
     })
+}
+
+/// One line for logs: the split, and for `auto` the budget and the measured need.
+pub fn describe(plan: &BatchPlan) -> String {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mut line = format!(
+        "micro-batch {} x {} accumulated = {} rows per step",
+        plan.micro_batch, plan.grad_accum, plan.effective_batch
+    );
+    if let (Some(budget), Some(need)) = (plan.memory_budget_bytes, plan.probe_peak_bytes) {
+        line.push_str(&format!(
+            " (auto: measured {:.0} MiB of a {:.0} MiB budget)",
+            mib(need),
+            mib(budget)
+        ));
+    }
+    line
 }
 
 /// Peak memory of one loss-and-gradient pass over the `rows` longest examples.

@@ -31,9 +31,7 @@ pub(super) fn block(
         .collect();
     trainable.sort_by(|a, b| a.0.cmp(&b.0));
     let uses_cache = cache.is_some();
-    let prior = cache
-        .as_ref()
-        .and_then(|(c, i)| c.layer(*i).cloned());
+    let prior = cache.as_ref().and_then(|(c, i)| c.layer(*i).cloned());
     let has_prior = prior.is_some();
     let mut inputs = vec![h.clone()];
     if let Some((k, v)) = prior {
@@ -58,7 +56,12 @@ pub(super) fn block(
         if let (Some(c), true) = (&mut local, has_prior) {
             c.set_layer(0, args[1].clone(), args[2].clone())?;
         }
-        let out = owned.forward_block(&args[0], mask.as_ref(), local.as_mut().map(|c| (c, 0)), offset)?;
+        let out = owned.forward_block(
+            &args[0],
+            mask.as_ref(),
+            local.as_mut().map(|c| (c, 0)),
+            offset,
+        )?;
         let mut outs = vec![out];
         if let Some((k, v)) = local.as_ref().and_then(|c| c.layer(0)) {
             outs.extend([k.clone(), v.clone()]);
@@ -67,7 +70,9 @@ pub(super) fn block(
     })?;
     if let Some((c, i)) = cache {
         let (Some(v), Some(k)) = (outputs.pop(), outputs.pop()) else {
-            return Err(Exception::custom("checkpointed block returned no keys/values"));
+            return Err(Exception::custom(
+                "checkpointed block returned no keys/values",
+            ));
         };
         c.set_layer(i, k, v)?;
     }

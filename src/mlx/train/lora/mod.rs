@@ -315,6 +315,11 @@ pub fn attach(model: &mut Llama, spec: &AdapterSpec, seed: u64) -> Result<usize,
 /// Turns adapter dropout on or off across the model, and the recomputation of dequantized
 /// weights in the backward pass (see [`Linear::training`]).
 pub fn set_training(model: &mut Llama, training: bool) {
+    // The LM head (or the tied embedding acting as one) is in every backward pass.
+    model.model.embed_tokens.training = training;
+    if let Some(head) = &mut model.lm_head {
+        head.training = training;
+    }
     for layer in 0..model.model.layers.len() {
         for (_, linear) in block_linears(model, layer) {
             linear.training = training;

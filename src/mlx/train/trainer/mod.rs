@@ -18,9 +18,9 @@ use super::adapters;
 use super::batch::{BatchSpec, TokenizedExample, pad_batch, plan_epoch};
 use super::guard::{DivergenceGuard, EarlyStopping, Verdict};
 use super::log::{StepLog, StepRecord};
-use super::micro::{self, BatchPlan, MicroBatch, ProbeSpec};
 use super::lora::{self, AdapterSpec, LoraConfig, Method};
 use super::loss::{LossBatch, masked_lm_loss};
+use super::micro::{self, BatchPlan, MicroBatch, ProbeSpec};
 use super::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use super::schedule::{Decay, Schedule};
 use crate::mlx::linear::QuantSpec;
@@ -233,6 +233,26 @@ pub fn prepare(model: &mut Llama, config: &TrainConfig) -> anyhow::Result<Option
             lora::attach(model, &spec, config.seed)?;
             Ok(Some(spec))
         }
+    }
+}
+
+/// The dtype to load a base model in for `method`: on a GPU (Metal) the frozen base runs in
+/// bfloat16 while adapters, DoRA magnitudes and the loss stay float32 (mixed precision);
+/// full fine-tuning trains every weight, so it keeps float32. On the CPU backend half
+/// precision matmuls are 15-30x slower than float32 (`pipe doctor`, BENCHMARKS.md), so
+/// everything is float32.
+pub fn base_dtype(method: Method) -> mlx_rs::Dtype {
+    let gpu = crate::mlx::linear::QuantKernel::for_default_device()
+        == crate::mlx::linear::QuantKernel::QuantizedMatmul;
+    base_dtype_for(method, gpu)
+}
+
+/// [`base_dtype`] for a given device kind (tested on both here, where only the CPU runs).
+pub fn base_dtype_for(method: Method, gpu: bool) -> mlx_rs::Dtype {
+    if gpu && method != Method::Full {
+        mlx_rs::Dtype::Bfloat16
+    } else {
+        mlx_rs::Dtype::Float32
     }
 }
 
@@ -507,7 +527,7 @@ fn plan_batches(
     };
     match config.micro_batch {
         None => Ok(fixed(config.batch_size.max(1))),
-        Some(MicroBatch::Rows(n)) if effective % n == 0 => Ok(fixed(n)),
+        Some(MicroBatch::Rows(n)) if effective.is_multiple_of(n) => Ok(fixed(n)),
         Some(MicroBatch::Rows(n)) => bail!(
             "micro_batch {n} does not divide the effective batch of {effective} rows (batch_size × grad_accum)"
         ),
