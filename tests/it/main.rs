@@ -4,6 +4,7 @@
 
 mod foundation;
 mod fuse;
+mod mlx_lm_compat;
 mod model;
 mod quickstart;
 mod support;
