@@ -296,4 +296,117 @@ mod tests {
         let (unclipped, _) = clip_grad_norm(grads, 10.0).unwrap();
         assert!((unclipped["a"].as_slice::<f32>()[0] - 3.0).abs() < 1e-5);
     }
+
+    /// Measurement only (not a pass/fail test): AdamW over SmolLM2's 224 LoRA arrays,
+    /// plain ops against one compiled, shapeless update function per array.
+    #[test]
+    #[ignore = "timing experiment"]
+    fn compiled_update_experiment() {
+        use mlx_rs::error::Exception;
+        use std::time::Instant;
+        let shapes: Vec<[i32; 2]> = (0..16)
+            .flat_map(|_| {
+                [
+                    ([576, 8], [8, 576]),
+                    ([576, 8], [8, 192]),
+                    ([576, 8], [8, 192]),
+                    ([576, 8], [8, 576]),
+                    ([576, 8], [8, 1536]),
+                    ([576, 8], [8, 1536]),
+                    ([1536, 8], [8, 576]),
+                ]
+            })
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        let key = mlx_rs::random::key(1).unwrap();
+        let arrays: Vec<Array> = shapes
+            .iter()
+            .map(|s| mlx_rs::random::normal::<f32>(s, None, None, &key).unwrap())
+            .collect();
+        let names: Vec<Rc<str>> = (0..arrays.len())
+            .map(|i| Rc::from(format!("p{i}")))
+            .collect();
+        let grads: FlattenedModuleParam =
+            names.iter().cloned().zip(arrays.iter().cloned()).collect();
+        let steps = 30;
+        // Plain.
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let mut params: Vec<Array> = arrays.clone();
+        let mut plain_time = 0.0;
+        for _ in 0..steps {
+            let t = Instant::now();
+            let mut map: HashMap<Rc<str>, &mut Array> =
+                names.iter().cloned().zip(params.iter_mut()).collect();
+            opt.apply(&mut map, &grads, 1e-3).unwrap();
+            drop(map);
+            let mut to_eval: Vec<&Array> = params.iter().collect();
+            to_eval.extend(opt.state_arrays());
+            mlx_rs::transforms::eval(to_eval).unwrap();
+            plain_time += t.elapsed().as_secs_f64();
+        }
+        // Compiled.
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        let update = move |a: &[Array]| -> Result<Vec<Array>, Exception> {
+            let (p, g, m, v, decay, step_size, sqrt_c2) =
+                (&a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6]);
+            let m = m.multiply(array!(b1))?.add(g.multiply(array!(1.0 - b1))?)?;
+            let v = v
+                .multiply(array!(b2))?
+                .add(g.square()?.multiply(array!(1.0 - b2))?)?;
+            let denom = v.sqrt()?.divide(sqrt_c2)?.add(array!(eps))?;
+            let p = p
+                .multiply(decay)?
+                .subtract(m.divide(&denom)?.multiply(step_size)?)?;
+            Ok(vec![p, m, v])
+        };
+        let mut compiled = mlx_rs::transforms::compile::compile(update, true);
+        let mut cparams: Vec<Array> = arrays.clone();
+        let mut moments: Vec<(Array, Array)> = arrays
+            .iter()
+            .map(|a| {
+                (
+                    mlx_rs::ops::zeros_like(a).unwrap(),
+                    mlx_rs::ops::zeros_like(a).unwrap(),
+                )
+            })
+            .collect();
+        let mut compiled_time = 0.0;
+        for t_step in 1..=steps {
+            let t = Instant::now();
+            let c1 = 1.0 - b1.powi(t_step);
+            let c2 = 1.0 - b2.powi(t_step);
+            let (decay, step_size, sqrt_c2) =
+                (array!(1.0f32), array!(1e-3 / c1), array!(c2.sqrt()));
+            for (i, p) in cparams.iter_mut().enumerate() {
+                let (m, v) = &moments[i];
+                let out = compiled(&[
+                    p.clone(),
+                    arrays[i].clone(),
+                    m.clone(),
+                    v.clone(),
+                    decay.clone(),
+                    step_size.clone(),
+                    sqrt_c2.clone(),
+                ])
+                .unwrap();
+                *p = out[0].clone();
+                moments[i] = (out[1].clone(), out[2].clone());
+            }
+            let mut to_eval: Vec<&Array> = cparams.iter().collect();
+            to_eval.extend(moments.iter().flat_map(|(m, v)| [m, v]));
+            mlx_rs::transforms::eval(to_eval).unwrap();
+            compiled_time += t.elapsed().as_secs_f64();
+        }
+        let d: f32 = params
+            .iter()
+            .zip(&cparams)
+            .map(|(a, b)| crate::mlx::test_support::max_abs_diff(a, b))
+            .fold(0.0, f32::max);
+        eprintln!(
+            "AdamW over {} arrays: plain {:.2} ms/step, compiled {:.2} ms/step, max diff {d:e}",
+            arrays.len(),
+            plain_time / steps as f64 * 1e3,
+            compiled_time / steps as f64 * 1e3
+        );
+    }
 }
