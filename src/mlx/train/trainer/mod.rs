@@ -393,6 +393,14 @@ pub fn train(
             });
             step_tokens += batch.loss_tokens;
             step_positions += batch.processed_tokens;
+            if config.grad_accum > 1 {
+                // Evaluate each micro-batch before building the next: left lazy, all of a
+                // step's micro-batch graphs would be alive at once, and accumulation would
+                // save no memory.
+                let mut pending: Vec<&Array> = vec![&loss_sum];
+                pending.extend(summed.iter().flat_map(|g| g.values()));
+                mlx_rs::transforms::eval(pending)?;
+            }
         }
         let Some(grads) = summed else {
             bail!("step {step} had no loss-carrying tokens; are the completions empty?");
