@@ -7,7 +7,9 @@ use crate::mlx::train::job::{TrainJob, run_job};
 use std::path::Path;
 
 /// Implementation version (part of every train stage's fingerprint).
-pub const IMPL_VERSION: u32 = 1;
+/// 2: the base trains in bfloat16 on Metal (float32 adapters); micro-batches are evaluated
+/// one by one.
+pub const IMPL_VERSION: u32 = 2;
 
 /// Runs a train stage; progress goes to stderr (the stage log), one line per 10 steps.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
