@@ -6,6 +6,8 @@ use super::generate::{ModelArgs, load_model};
 use super::output::Printer;
 use crate::mlx::generate::{self, GenerateOptions};
 use crate::mlx::train::bench::{self as train_bench, TrainBenchOptions};
+use crate::mlx::train::lora::Method;
+use crate::mlx::train::micro::MicroBatch;
 use serde::Serialize;
 
 /// Subcommands of `pipe bench`.
@@ -141,9 +143,40 @@ pub struct TrainArgs {
     /// Training examples in multi-epoch mode.
     #[arg(long, default_value_t = 512, requires = "epochs")]
     examples: usize,
+    /// `lora` (float32 base) or `qlora` (the GGUF's 4-bit weights as the base).
+    #[arg(long, default_value = "lora", value_parser = parse_method)]
+    method: Method,
+    /// Recompute each block's activations in the backward pass (less memory).
+    #[arg(long)]
+    grad_checkpoint: bool,
+    /// Rows per forward/backward pass: a number dividing the batch, or `auto` (the largest
+    /// that fits `--memory-budget-mb`).
+    #[arg(long, value_parser = parse_micro_batch)]
+    micro_batch: Option<MicroBatch>,
+    /// Memory budget for `--micro-batch auto`, in MiB (default: from the machine's memory).
+    #[arg(long)]
+    memory_budget_mb: Option<u64>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    match s {
+        "lora" => Ok(Method::Lora),
+        "qlora" => Ok(Method::Qlora),
+        other => Err(format!("expected lora or qlora, not `{other}`")),
+    }
+}
+
+fn parse_micro_batch(s: &str) -> Result<MicroBatch, String> {
+    match s {
+        "auto" => Ok(MicroBatch::Auto),
+        n => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(MicroBatch::Rows(n)),
+            _ => Err(format!("expected a number of rows or `auto`, not `{n}`")),
+        },
+    }
 }
 
 fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
@@ -157,6 +190,10 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         share_prefix: !args.no_share_prefix,
         activation_cache: args.activation_cache,
         epochs: args.epochs.map(|e| (e, args.examples)),
+        method: args.method,
+        grad_checkpoint: args.grad_checkpoint,
+        micro_batch: args.micro_batch,
+        memory_budget_mb: args.memory_budget_mb,
     })?;
     if args.json {
         return printer.json(&report);
@@ -193,6 +230,20 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         (
             "final valid loss",
             format!("{:.3}", report.final_valid_loss),
+        ),
+        (
+            "setup",
+            format!(
+                "{}{}, micro-batch {} x {} accumulated",
+                report.method,
+                if report.grad_checkpoint {
+                    ", grad checkpoint"
+                } else {
+                    ""
+                },
+                report.batch.as_ref().map_or(0, |b| b.micro_batch),
+                report.batch.as_ref().map_or(0, |b| b.grad_accum)
+            ),
         ),
     ];
     for (k, v) in rows {

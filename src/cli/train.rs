@@ -80,6 +80,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         s.peak_memory_bytes as f64 / (1u64 << 20) as f64,
         job.out_dir.display()
     ));
+    if let Some(plan) = &s.batch {
+        printer.status(&crate::mlx::train::micro::describe(plan));
+    }
     Ok(())
 }
 

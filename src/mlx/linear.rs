@@ -86,6 +86,10 @@ pub struct Linear {
     /// A LoRA or DoRA adapter trained beside the (frozen) weight, when attached.
     #[param]
     pub adapter: Option<crate::mlx::train::lora::Adapter>,
+    /// Set while training: a quantized weight dequantized for a float matmul is recomputed
+    /// in the backward pass instead of being kept alive from the forward (see
+    /// [`Linear::forward_with`]).
+    pub training: bool,
 }
 
 impl Linear {
@@ -100,6 +104,7 @@ impl Linear {
             quant: None,
             compute_dtype,
             adapter: None,
+            training: false,
         }
     }
 
@@ -121,6 +126,7 @@ impl Linear {
             quant: Some(spec),
             compute_dtype,
             adapter: None,
+            training: false,
         };
         layer.freeze_parameters(true);
         layer
@@ -213,6 +219,9 @@ impl Linear {
             (Some(q), Some(s), Some(b)) if kernel == QuantKernel::QuantizedMatmul || small => {
                 quantized_matmul(x, &*self.weight, s, b, true, q.group_size, q.bits)?
             }
+            (Some(q), Some(s), Some(b)) if self.training => {
+                recomputed_dequantized_matmul(x, q, [&self.weight, s, b], self.compute_dtype)?
+            }
             (Some(_), Some(_), Some(_)) => dense_matmul(x, &self.dense_weight()?, rows)?,
             _ => dense_matmul(x, &self.weight, rows)?,
         };
@@ -226,6 +235,27 @@ impl Linear {
             None => Ok(y),
         }
     }
+}
+
+/// `x Wᵀ` with `W` dequantized inside a checkpointed function: a gradient through it
+/// recomputes the dequantization instead of keeping the float weight from the forward.
+/// Without this, every adapted block's float weights stay alive until the backward pass
+/// reaches them, and a 4-bit base costs as much memory as a float one (QLoRA's point).
+/// The float copy of one weight lives only while its product (or its input gradient) is
+/// computed; the extra cost is one dequantization per layer in the backward.
+fn recomputed_dequantized_matmul(
+    x: &Array,
+    q: QuantSpec,
+    [w, s, b]: [&Array; 3],
+    dtype: Dtype,
+) -> Result<Array, Exception> {
+    let (w, s, b) = (w.clone(), s.clone(), b.clone());
+    let mut out = crate::mlx::checkpoint::checkpoint(std::slice::from_ref(x), move |args| {
+        let dense = dequantize(&w, &s, &b, q.group_size, q.bits)?.as_dtype(dtype)?;
+        Ok(vec![args[0].matmul(dense.t())?])
+    })?;
+    out.pop()
+        .ok_or_else(|| Exception::custom("checkpointed matmul returned nothing"))
 }
 
 /// Largest output width computed as `W x` in one product for a single row (see

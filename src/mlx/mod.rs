@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod checkpoint;
 pub mod eval;
 pub mod exit_guard;
 pub mod generate;

@@ -12,7 +12,9 @@ use crate::mlx::train::job::{TrainJob, run_job_on};
 use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every train stage's fingerprint).
-pub const IMPL_VERSION: u32 = 1;
+/// 2: the base trains in bfloat16 on Metal (float32 adapters); micro-batches are evaluated
+/// one by one.
+pub const IMPL_VERSION: u32 = 2;
 
 /// Splits `tokens` off a train stage's `with:`. With `tokens`, `train_data` and
 /// `valid_data` must be absent; `train_data` is set to the tokens folder's train file so
@@ -104,12 +106,16 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         super::write_json(&job.out_dir.join(rank_auto::FILE), choice)?;
     }
     eprintln!(
-        "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s",
+        "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s, peak memory {:.0} MiB",
         report.summary.steps,
         report.summary.final_train_loss,
         report.summary.final_valid_loss,
-        report.summary.trained_tokens_per_second
+        report.summary.trained_tokens_per_second,
+        report.summary.peak_memory_bytes as f64 / (1u64 << 20) as f64
     );
+    if let Some(plan) = &report.summary.batch {
+        eprintln!("{}", crate::mlx::train::micro::describe(plan));
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod foundation;
 mod fuse;
 mod ingest_bad_data;
 mod ingest_url;
+mod mlx_lm_compat;
 mod model;
 mod progress;
 mod quickstart;

@@ -68,6 +68,21 @@ impl KvCache {
         })
     }
 
+    /// One layer's cached keys and values.
+    pub(crate) fn layer(&self, layer: usize) -> Option<&(Array, Array)> {
+        self.layers.get(layer).and_then(Option::as_ref)
+    }
+
+    /// Replaces one layer's keys and values (a checkpointed block computes them apart).
+    pub(crate) fn set_layer(&mut self, layer: usize, k: Array, v: Array) -> Result<(), Exception> {
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| Exception::custom(format!("KV cache has no layer {layer}")))?;
+        *slot = Some((k, v));
+        Ok(())
+    }
+
     /// Appends this step's keys/values for one layer and returns the full ones.
     pub(crate) fn update(
         &mut self,

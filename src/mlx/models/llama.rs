@@ -23,6 +23,7 @@
 pub use super::cache::{KvCache, attention_mask};
 pub use config::{ConfigError, Family, LlamaConfig, ModelConfig, RopeScaling, llama3_rope_periods};
 
+mod checkpoint;
 mod config;
 use crate::mlx::linear::Linear;
 use mlx_rs::error::Exception;
@@ -173,6 +174,28 @@ pub struct DecoderLayer {
     pub post_attention_layernorm: RmsNorm,
 }
 
+impl DecoderLayer {
+    /// `h + attn(norm(h))`, then `+ mlp(norm(·))`.
+    fn forward_block(
+        &mut self,
+        h: &Array,
+        mask: Option<&Array>,
+        cache: Option<(&mut KvCache, usize)>,
+        offset: i32,
+    ) -> Result<Array, Exception> {
+        let normed = self.input_layernorm.forward(h)?;
+        let a = self.self_attn.forward(AttnInput {
+            x: &normed,
+            mask,
+            cache,
+            offset,
+        })?;
+        let h = h.add(a)?;
+        let normed = self.post_attention_layernorm.forward(&h)?;
+        h.add(self.mlp.forward(&normed)?)
+    }
+}
+
 /// The decoder stack without the LM head (`model.*` keys).
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct LlamaModel {
@@ -198,6 +221,9 @@ pub struct Llama {
     pub lm_head: Option<Linear>,
     /// The resolved configuration.
     pub config: ModelConfig,
+    /// Gradient checkpointing: each block's activations are recomputed in the backward
+    /// pass instead of being kept from the forward (training sets this; see `checkpoint`).
+    pub grad_checkpoint: bool,
 }
 
 /// The weights of one block, by role, for [`Llama::new`].
@@ -272,6 +298,7 @@ impl Llama {
             },
             lm_head,
             config,
+            grad_checkpoint: false,
         }
     }
 
@@ -320,6 +347,7 @@ impl Llama {
             Some(km) => Some(attention_mask(km, offset, l, dtype)?),
             None => None,
         };
+        let checkpointed = self.grad_checkpoint;
         let (first, end) = (blocks.start, blocks.end);
         for (i, layer) in self
             .model
@@ -329,16 +357,12 @@ impl Llama {
             .take(end)
             .skip(first)
         {
-            let normed = layer.input_layernorm.forward(&h)?;
-            let a = layer.self_attn.forward(AttnInput {
-                x: &normed,
-                mask: mask.as_ref(),
-                cache: cache.as_deref_mut().map(|c| (c, i)),
-                offset,
-            })?;
-            h = h.add(a)?;
-            let normed = layer.post_attention_layernorm.forward(&h)?;
-            h = h.add(layer.mlp.forward(&normed)?)?;
+            let cache = cache.as_deref_mut().map(|c| (c, i));
+            h = if checkpointed {
+                checkpoint::block(layer, &h, mask.as_ref(), cache, offset)?
+            } else {
+                layer.forward_block(&h, mask.as_ref(), cache, offset)?
+            };
         }
         if let Some(c) = cache {
             c.advance(l);

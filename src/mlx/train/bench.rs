@@ -1,4 +1,5 @@
-//! The reference training workload, timed: SmolLM2-135M in float32, BIG-bench past tense
+//! The reference training workload, timed: SmolLM2-135M in float32 (or its 4-bit GGUF
+//! weights as a QLoRA base), BIG-bench past tense
 //! as completions through the chat template (prompt masked), batch 8, LoRA rank 8 on the
 //! last 16 blocks, learning rate 1e-4, 40 steps; the same workload `../shared/bench/`
 //! runs for mlx-lm and PyTorch+PEFT.
@@ -15,6 +16,7 @@
 use super::activations::{ActivationCacheConfig, ActivationCacheStats};
 use super::batch::TokenizedExample;
 use super::lora::{LoraConfig, Method};
+use super::micro::{BatchPlan, MicroBatch};
 use super::tokenize::tokenize_example;
 use super::trainer::{self, TrainConfig, TrainData};
 use crate::data::{Example, Split, SplitSpec, assign_split, read_bigbench_task};
@@ -42,6 +44,14 @@ pub struct TrainBenchOptions {
     /// Multi-epoch mode: train on the first `examples` training examples for `epochs`
     /// epochs (this sets the steps; `iters` is ignored).
     pub epochs: Option<(u64, usize)>,
+    /// `lora` on the float32 base, or `qlora` on the GGUF's 4-bit weights.
+    pub method: Method,
+    /// Gradient checkpointing per block.
+    pub grad_checkpoint: bool,
+    /// Rows per forward/backward pass (`None`: the whole batch).
+    pub micro_batch: Option<MicroBatch>,
+    /// Budget for `micro_batch: auto`, MiB.
+    pub memory_budget_mb: Option<u64>,
 }
 
 impl Default for TrainBenchOptions {
@@ -55,6 +65,10 @@ impl Default for TrainBenchOptions {
             share_prefix: true,
             activation_cache: false,
             epochs: None,
+            method: Method::Lora,
+            grad_checkpoint: false,
+            micro_batch: None,
+            memory_budget_mb: None,
         }
     }
 }
@@ -89,6 +103,12 @@ pub struct TrainBenchReport {
     pub seconds_per_step_by_epoch: Vec<f64>,
     /// Activation cache counters, when it was on.
     pub activation_cache: Option<ActivationCacheStats>,
+    /// The method.
+    pub method: Method,
+    /// Whether blocks were gradient-checkpointed.
+    pub grad_checkpoint: bool,
+    /// How each step's rows were split (and the probes, for `micro_batch: auto`).
+    pub batch: Option<BatchPlan>,
 }
 
 const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer with one word.";
@@ -110,8 +130,8 @@ pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     let mut loaded = load::load(
         &options.model,
         LoadOptions {
-            keep_quantized: false,
-            ..LoadOptions::default()
+            keep_quantized: options.method == Method::Qlora,
+            dtype: trainer::base_dtype(options.method),
         },
     )?;
     let template = loaded.chat_template.as_ref();
@@ -129,7 +149,10 @@ pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     let valid_set: Vec<TokenizedExample> =
         tokenize(rows(Split::Valid))?.into_iter().take(64).collect();
     let config = TrainConfig {
-        method: Method::Lora,
+        method: options.method,
+        grad_checkpoint: options.grad_checkpoint,
+        micro_batch: options.micro_batch,
+        memory_budget_mb: options.memory_budget_mb,
         lora: LoraConfig {
             rank: options.rank,
             num_layers: Some(options.num_layers),
@@ -209,6 +232,9 @@ pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
             None => Vec::new(),
         },
         activation_cache: summary.activation_cache,
+        method: options.method,
+        grad_checkpoint: options.grad_checkpoint,
+        batch: summary.batch,
     })
 }
 

@@ -11,6 +11,8 @@
 //! iters: 200
 //! batch_size: 8
 //! learning_rate: 1.0e-4
+//! micro_batch: auto                 # optional: largest micro-batch that fits memory_budget_mb
+//! grad_checkpoint: false            # optional: recompute block activations in the backward
 //! ```
 //!
 //! Every other key is a [`TrainConfig`] option; unknown keys are errors.
@@ -168,7 +170,7 @@ pub fn run_job_on(
         &job.model,
         LoadOptions {
             keep_quantized,
-            ..LoadOptions::default()
+            dtype: trainer::base_dtype(job.config.method),
         },
     )
     .with_context(|| format!("cannot load the model `{}`", job.model))?;
@@ -237,6 +239,28 @@ mod tests {
         assert_eq!(job.config.iters, 7);
         assert_eq!(job.config.lora.rank, 4);
         assert_eq!(job.valid_data, None);
+    }
+
+    #[test]
+    fn memory_options_parse() {
+        let job = TrainJob::from_yaml(
+            "model: m\ntrain_data: t\nout_dir: o\nbatch_size: 16\nmicro_batch: auto\nmemory_budget_mb: 4096\ngrad_checkpoint: true\n",
+            Path::new("job.yaml"),
+            Path::new("."),
+        )
+        .unwrap();
+        use crate::mlx::train::micro::MicroBatch;
+        assert_eq!(job.config.micro_batch, Some(MicroBatch::Auto));
+        assert_eq!(job.config.memory_budget_mb, Some(4096));
+        assert!(job.config.grad_checkpoint);
+        let err = TrainJob::from_yaml(
+            "model: m\ntrain_data: t\nout_dir: o\nmicro_batch: most\n",
+            Path::new("job.yaml"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("micro_batch") || err.contains("auto"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod job;
 pub mod log;
 pub mod lora;
 pub mod loss;
+pub mod micro;
 pub mod optim;
 pub mod schedule;
 pub mod tokenize;

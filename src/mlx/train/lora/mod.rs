@@ -104,10 +104,14 @@ impl Adapter {
         } else {
             x.clone()
         };
+        // The adapter trains in float32; its contribution joins the base product in the
+        // base's dtype (bfloat16 on a GPU), as mlx-lm's LoRALinear does, so activations stay
+        // in the compute dtype.
         let low_rank = input
             .matmul(&*self.lora_a)?
             .matmul(&*self.lora_b)?
-            .multiply(array!(self.scale))?;
+            .multiply(array!(self.scale))?
+            .as_dtype(y.dtype())?;
         let y = y.add(&low_rank)?;
         match &self.m.value {
             None => Ok(y),
@@ -119,7 +123,7 @@ impl Adapter {
                     .t()
                     .multiply(array!(self.scale))?;
                 let norm = mlx_rs::stop_gradient(row_norms(&w.add(&delta)?)?)?;
-                y.multiply(m.divide(&norm)?)
+                y.multiply(m.divide(&norm)?.as_dtype(y.dtype())?)
             }
         }
     }
@@ -308,10 +312,17 @@ pub fn attach(model: &mut Llama, spec: &AdapterSpec, seed: u64) -> Result<usize,
     Ok(attached)
 }
 
-/// Turns adapter dropout on or off across the model.
+/// Turns adapter dropout on or off across the model, and the recomputation of dequantized
+/// weights in the backward pass (see [`Linear::training`]).
 pub fn set_training(model: &mut Llama, training: bool) {
+    // The LM head (or the tied embedding acting as one) is in every backward pass.
+    model.model.embed_tokens.training = training;
+    if let Some(head) = &mut model.lm_head {
+        head.training = training;
+    }
     for layer in 0..model.model.layers.len() {
         for (_, linear) in block_linears(model, layer) {
+            linear.training = training;
             if let Some(a) = &mut linear.adapter {
                 a.training = training;
             }

@@ -23,6 +23,7 @@ use super::guard::{DivergenceGuard, EarlyStopping, Verdict};
 use super::log::{StepLog, StepRecord};
 use super::lora::{self, AdapterSpec, LoraConfig, Method};
 use super::loss::{LossBatch, masked_lm_loss};
+use super::micro::{self, BatchPlan, MicroBatch, ProbeSpec};
 use super::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use super::schedule::{Decay, Schedule};
 use crate::mlx::linear::QuantSpec;
@@ -52,6 +53,15 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
     pub grad_accum: u32,
+    /// Rows per forward/backward pass, out of the `batch_size × grad_accum` rows of a step:
+    /// `auto` picks the largest that fits `memory_budget_mb` (see `micro`), a number must
+    /// divide the effective batch; `null` runs `batch_size` rows `grad_accum` times.
+    pub micro_batch: Option<MicroBatch>,
+    /// Memory budget in MiB for `micro_batch: auto` (`null`: from the machine's memory).
+    pub memory_budget_mb: Option<u64>,
+    /// Recompute each block's activations in the backward pass instead of keeping them:
+    /// less memory for about one more forward pass of compute.
+    pub grad_checkpoint: bool,
     /// Peak learning rate.
     pub learning_rate: f64,
     /// Floor of the decay.
@@ -97,6 +107,9 @@ impl Default for TrainConfig {
             iters: 100,
             batch_size: 8,
             grad_accum: 1,
+            micro_batch: None,
+            memory_budget_mb: None,
+            grad_checkpoint: false,
             learning_rate: 1e-4,
             min_lr: 0.0,
             warmup_steps: 0,
@@ -164,6 +177,13 @@ pub struct TrainSummary {
     /// Activation cache counters (hits, misses, disk), when it was on.
     #[serde(default)]
     pub activation_cache: Option<ActivationCacheStats>,
+    /// How each step's rows were split into micro-batches (and, for `micro_batch: auto`,
+    /// the budget and the probes' measured peak memory).
+    #[serde(default)]
+    pub batch: Option<BatchPlan>,
+    /// Whether blocks were gradient-checkpointed.
+    #[serde(default)]
+    pub grad_checkpoint: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +191,9 @@ struct CheckpointState {
     step: u64,
     best_valid: Option<(u64, f64)>,
     config: TrainConfig,
+    /// The micro-batch split in use, so a resumed run replays the same batches.
+    #[serde(default)]
+    batch: Option<BatchPlan>,
 }
 
 /// Called after every optimizer step (progress bars, live logs).
@@ -222,6 +245,26 @@ pub fn prepare(model: &mut Llama, config: &TrainConfig) -> anyhow::Result<Option
     }
 }
 
+/// The dtype to load a base model in for `method`: on a GPU (Metal) the frozen base runs in
+/// bfloat16 while adapters, DoRA magnitudes and the loss stay float32 (mixed precision);
+/// full fine-tuning trains every weight, so it keeps float32. On the CPU backend half
+/// precision matmuls are 15-30x slower than float32 (`pipe doctor`, BENCHMARKS.md), so
+/// everything is float32.
+pub fn base_dtype(method: Method) -> mlx_rs::Dtype {
+    let gpu = crate::mlx::linear::QuantKernel::for_default_device()
+        == crate::mlx::linear::QuantKernel::QuantizedMatmul;
+    base_dtype_for(method, gpu)
+}
+
+/// [`base_dtype`] for a given device kind (tested on both here, where only the CPU runs).
+pub fn base_dtype_for(method: Method, gpu: bool) -> mlx_rs::Dtype {
+    if gpu && method != Method::Full {
+        mlx_rs::Dtype::Bfloat16
+    } else {
+        mlx_rs::Dtype::Float32
+    }
+}
+
 /// The examples to train and validate on.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainData<'a> {
@@ -247,8 +290,33 @@ pub fn train(
     if train_set.is_empty() {
         bail!("no training examples");
     }
+    if config.grad_checkpoint && config.method != Method::Full && config.lora.dropout > 0.0 {
+        bail!(
+            "grad_checkpoint recomputes each block in the backward pass, which would draw new dropout masks; set lora.dropout to 0 or turn grad_checkpoint off"
+        );
+    }
     fs_err::create_dir_all(out_dir)?;
     let checkpoint = out_dir.join("checkpoint");
+    let resumed: Option<CheckpointState> = if resume && checkpoint.join("state.json").is_file() {
+        Some(
+            serde_json::from_str(&fs_err::read_to_string(checkpoint.join("state.json"))?)
+                .context("the checkpoint's state.json is damaged")?,
+        )
+    } else {
+        None
+    };
+    lora::set_training(model, true);
+    model.grad_checkpoint = config.grad_checkpoint;
+    let plan = match resumed.as_ref().and_then(|s| s.batch.clone()) {
+        Some(plan) => plan,
+        None => plan_batches(model, config, train_set, pad_id)?,
+    };
+    let user_config = config;
+    let config = &TrainConfig {
+        batch_size: plan.micro_batch,
+        grad_accum: plan.grad_accum,
+        ..config.clone()
+    };
     let batch_spec = BatchSpec {
         batch_size: config.batch_size.max(1),
         max_seq_len: config.max_seq_len,
@@ -270,10 +338,7 @@ pub fn train(
     let mut optimizer = AdamW::new(config.optimizer);
     let mut early = EarlyStopping::new(config.patience, 0.0);
     let mut start = 0;
-    if resume && checkpoint.join("state.json").is_file() {
-        let state: CheckpointState =
-            serde_json::from_str(&fs_err::read_to_string(checkpoint.join("state.json"))?)
-                .context("the checkpoint's state.json is damaged")?;
+    if let Some(state) = resumed {
         load_trainables(model, &checkpoint.join("trainable.safetensors"))?;
         optimizer = AdamW::load(config.optimizer, &checkpoint.join("optimizer.safetensors"))?;
         start = state.step;
@@ -309,7 +374,6 @@ pub fn train(
     let mut last_loss = f64::NAN;
     let mut final_valid = None;
     let mut stopped = StopReason::Completed;
-    lora::set_training(model, true);
     mlx_rs::memory::reset_peak_memory()?;
 
     for step in start..config.iters {
@@ -348,6 +412,14 @@ pub fn train(
             });
             step_tokens += batch.loss_tokens;
             step_positions += batch.processed_tokens;
+            if config.grad_accum > 1 {
+                // Evaluate each micro-batch before building the next: left lazy, all of a
+                // step's micro-batch graphs would be alive at once, and accumulation would
+                // save no memory.
+                let mut pending: Vec<&Array> = vec![&loss_sum];
+                pending.extend(summed.iter().flat_map(|g| g.values()));
+                mlx_rs::transforms::eval(pending)?;
+            }
         }
         let Some(grads) = summed else {
             bail!("step {step} had no loss-carrying tokens; are the completions empty?");
@@ -432,7 +504,8 @@ pub fn train(
                 &CheckpointState {
                     step: done,
                     best_valid: early.best(),
-                    config: config.clone(),
+                    config: user_config.clone(),
+                    batch: Some(plan.clone()),
                 },
             )?;
         }
@@ -443,6 +516,7 @@ pub fn train(
     }
     lora::set_training(model, false);
     acts.persist()?;
+    model.grad_checkpoint = false;
     let adapter_bytes =
         std::fs::metadata(out_dir.join("adapters.safetensors")).map_or(0, |m| m.len());
     Ok(TrainSummary {
@@ -461,7 +535,52 @@ pub fn train(
         trainable_parameters,
         adapter_bytes,
         activation_cache: acts.stats(),
+        batch: Some(plan),
+        grad_checkpoint: config.grad_checkpoint,
     })
+}
+
+/// Splits a step's `batch_size × grad_accum` rows into micro-batches (see [`micro`]).
+fn plan_batches(
+    model: &mut Llama,
+    config: &TrainConfig,
+    train_set: &[TokenizedExample],
+    pad_id: u32,
+) -> anyhow::Result<BatchPlan> {
+    let effective = config.batch_size.max(1) * config.grad_accum.max(1) as usize;
+    let fixed = |micro_batch: usize| BatchPlan {
+        micro_batch,
+        grad_accum: (effective / micro_batch) as u32,
+        effective_batch: effective,
+        memory_budget_bytes: None,
+        probe_peak_bytes: None,
+        probes: Vec::new(),
+    };
+    match config.micro_batch {
+        None => Ok(fixed(config.batch_size.max(1))),
+        Some(MicroBatch::Rows(n)) if effective.is_multiple_of(n) => Ok(fixed(n)),
+        Some(MicroBatch::Rows(n)) => bail!(
+            "micro_batch {n} does not divide the effective batch of {effective} rows (batch_size × grad_accum)"
+        ),
+        Some(MicroBatch::Auto) => {
+            let budget = match config.memory_budget_mb {
+                Some(mb) => mb << 20,
+                None => micro::default_budget(),
+            };
+            micro::choose(
+                model,
+                &ProbeSpec {
+                    examples: train_set,
+                    max_seq_len: config.max_seq_len,
+                    pad_multiple: config.pad_multiple,
+                    share_prefix: config.share_prefix,
+                    pad_id,
+                },
+                effective,
+                budget,
+            )
+        }
+    }
 }
 
 /// Token-weighted mean loss over (up to `max_batches` of) `examples`, without gradients.
