@@ -3,8 +3,9 @@
 # checks and exits. On macOS it does nothing (mlx-rs builds MLX with Metal from source there).
 #
 # What it touches:
-#   - system packages cmake, libclang-dev, g++ and libopenblas0-pthread (installed with
-#     apt-get when running as root, otherwise it stops and says what to install);
+#   - system packages cmake, libclang-dev, g++, libopenblas0-pthread, python3-pip and
+#     python3-venv (installed with apt-get when running as root, otherwise it stops and says
+#     what to install);
 #   - <repo>/.mlx-linux/ (gitignored): the mlx-cpu==0.32.2 wheel, sha256-checked, unpacked,
 #     with Debian's OpenBLAS in place of the wheel's bundled reference BLAS (13x faster matmul).
 #
@@ -46,6 +47,8 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux
 [ "$blas" = reference ] || [ -e "$OPENBLAS" ] || missing+=(libopenblas0-pthread)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The mlx-lm compatibility test installs mlx-lm into a virtual environment.
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "pipe setup: installing ${missing[*]} with apt-get"
