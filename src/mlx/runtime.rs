@@ -88,3 +88,16 @@ pub fn start() -> anyhow::Result<RuntimeInfo> {
         metal_available: metal_available(),
     })
 }
+
+/// MLX's peak-memory counter is one per process. A training run resets and reads it (its
+/// step log, and the probes of `micro_batch: auto`), so two runs in one process must not
+/// overlap, or one's reset erases the other's peak. The CLI trains once per process; tests
+/// train several tiny models at once and serialise through this.
+static PEAK_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds MLX's peak-memory counter for the caller until the guard drops.
+pub fn own_peak_memory() -> std::sync::MutexGuard<'static, ()> {
+    PEAK_MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -55,6 +55,9 @@ pub(super) fn block(
         let mut local = uses_cache.then(|| KvCache::new(1));
         if let (Some(c), true) = (&mut local, has_prior) {
             c.set_layer(0, args[1].clone(), args[2].clone())?;
+            // The prior keys and values hold `offset` valid positions (a decoding cache's
+            // buffer may hold more): the local cache must know where the new ones go.
+            c.advance(offset);
         }
         let out = owned.forward_block(
             &args[0],

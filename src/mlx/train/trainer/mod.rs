@@ -286,6 +286,7 @@ pub fn train(
     resume: bool,
     observer: &mut StepObserver<'_>,
 ) -> anyhow::Result<TrainSummary> {
+    let _peak_memory = crate::mlx::runtime::own_peak_memory();
     let (train_set, valid_set, pad_id) = (data.train, data.valid, data.pad_id);
     if train_set.is_empty() {
         bail!("no training examples");
