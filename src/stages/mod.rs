@@ -240,18 +240,27 @@ pub fn command(
     }
 }
 
-/// The environment every stage process gets: the workspace root as working directory,
-/// `PIPE_STAGE` and `PIPE_ROOT`, this `pipe` first on `PATH`, output to the stage log, its
-/// own process group, and (on Linux) death with its parent.
+/// The environment every stage process gets: [`configure_child`] plus `PIPE_STAGE`.
 fn configure(
     command: &mut Command,
     stage: &crate::spec::Stage,
     root: &Path,
     log: &std::fs::File,
 ) -> std::io::Result<()> {
+    command.env("PIPE_STAGE", &stage.name);
+    configure_child(command, root, log)
+}
+
+/// The environment of every process pipe runs for a pipeline (stages, tune trials): the
+/// workspace root as working directory, `PIPE_ROOT`, this `pipe` first on `PATH`, output to
+/// `log`, its own process group, and (on Linux) death with its parent.
+pub fn configure_child(
+    command: &mut Command,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<()> {
     command
         .current_dir(root)
-        .env("PIPE_STAGE", &stage.name)
         .env("PIPE_ROOT", root)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -274,7 +283,7 @@ fn configure(
         command.process_group(0);
         #[cfg(target_os = "linux")]
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
-        // if pipe dies, so a `kill -9` of pipe does not leave orphans writing outs.
+        // if pipe dies, so a `kill -9` of pipe leaves no orphans writing outs or trials.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

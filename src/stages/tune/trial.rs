@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -332,7 +332,8 @@ fn watch_child(
     children: &Children,
 ) -> (ChildEnd, Vec<(u64, f64)>) {
     let mut reports = Vec::new();
-    let spawned = prepare(&mut command, root, log).and_then(|()| command.spawn());
+    let spawned = crate::stages::configure_child(&mut command, root, log.file())
+        .and_then(|()| command.spawn());
     let mut child: Child = match spawned {
         Ok(c) => c,
         Err(e) => return (ChildEnd::NotStarted(e.to_string()), reports),
@@ -371,42 +372,6 @@ fn exit_of(status: std::process::ExitStatus) -> ChildEnd {
         }
     }
     ChildEnd::Exited(status.code().unwrap_or(-1))
-}
-
-fn prepare(command: &mut Command, root: &Path, log: &fs_err::File) -> std::io::Result<()> {
-    command
-        .current_dir(root)
-        .env("PIPE_ROOT", root)
-        .stdin(Stdio::null())
-        .stdout(log.file().try_clone()?)
-        .stderr(log.file().try_clone()?);
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_owned))
-    {
-        let mut paths = vec![dir];
-        if let Some(old) = std::env::var_os("PATH") {
-            paths.extend(std::env::split_paths(&old));
-        }
-        if let Ok(joined) = std::env::join_paths(paths) {
-            command.env("PATH", joined);
-        }
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGKILL the trial if the
-        // tune process dies, so a `kill -9` of pipe leaves no trial running.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    Ok(())
 }
 
 /// `(step, value)` pairs from a JSON lines file: `{"step", "value"}` from commands,
