@@ -272,21 +272,6 @@ mod tests {
             shared_loss[0].item_exact::<f32>(),
         );
         assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
-        assert_eq!(plain_grads.len(), shared_grads.len());
-        for (name, g) in &plain_grads {
-            let d = g
-                .subtract(&shared_grads[name])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max(None)
-                .unwrap()
-                .item_exact::<f32>();
-            let scale = g.abs().unwrap().max(None).unwrap().item_exact::<f32>();
-            assert!(
-                d <= 1e-4 * scale.max(1e-3),
-                "{name}: max diff {d} (scale {scale})"
-            );
-        }
+        crate::mlx::test_support::assert_grads_close(&plain_grads, &shared_grads);
     }
 }

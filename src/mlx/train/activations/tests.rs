@@ -2,7 +2,6 @@ use super::*;
 use crate::mlx::models::llama::tiny_random;
 use crate::mlx::train::lora::{LoraConfig, Method, attach as attach_lora, block_linears};
 use crate::mlx::train::trainer::{self, TrainConfig, TrainData, TrainSummary};
-use mlx_rs::module::FlattenedModuleParam;
 
 /// Rows that share a 12-token preamble (no loss on it), then differ in length.
 fn preamble_rows(n: usize) -> Vec<TokenizedExample> {
@@ -52,25 +51,6 @@ fn memory_only() -> ActivationCacheConfig {
         enabled: true,
         disk_mb: 0,
         ..ActivationCacheConfig::default()
-    }
-}
-
-fn max_rel_diff(a: &FlattenedModuleParam, b: &FlattenedModuleParam) {
-    assert_eq!(a.len(), b.len());
-    for (name, g) in a {
-        let d = g
-            .subtract(&b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap()
-            .item_exact::<f32>();
-        let scale = g.abs().unwrap().max(None).unwrap().item_exact::<f32>();
-        assert!(
-            d <= 1e-4 * scale.max(1e-3),
-            "{name}: max diff {d} (scale {scale})"
-        );
     }
 }
 
@@ -131,7 +111,7 @@ fn cached_batches_give_the_plain_loss_and_gradients() {
                 (a - b).abs() < 1e-5,
                 "share {share} round {round}: loss {a} vs {b}"
             );
-            max_rel_diff(&pg, &cg);
+            crate::mlx::test_support::assert_grads_close(&pg, &cg);
         }
         let stats = cache.stats().unwrap();
         assert_eq!(stats.block, 2);
