@@ -1,6 +1,7 @@
 //! The frozen-block activation cache on the real SmolLM2-135M: batches served from the
 //! cached hidden states entering the first adapted block give the plain path's loss and
-//! LoRA gradients, with the shared-prefix batches the chat template produces.
+//! LoRA gradients, with the shared-prefix batches the chat template produces; and two
+//! train stages of one workspace with the same model, data and `k` share its disk layer.
 
 use pipe::data::{Example, SplitSpec, assign_split, read_bigbench_task};
 use pipe::mlx::load::{self, LoadOptions};
@@ -132,4 +133,88 @@ fn cached_block_inputs_are_exact_on_smollm2() {
     let stats = cache.stats().unwrap();
     assert_eq!(stats.block, 14, "30 blocks, the last 16 adapted");
     assert_eq!((stats.misses, stats.hits), (8, 8));
+}
+
+/// Two train stages of one workspace (a sweep's trials in miniature: other learning rates,
+/// same model, data and adapted blocks) share the disk layer in `cache/activations/v1`:
+/// the second reads every state the first wrote, from its first step on. `pipe cache
+/// stats` counts the files and `pipe gc` deletes them when over the budget.
+#[test]
+fn a_second_train_stage_reads_the_first_ones_states_from_disk() {
+    let ws = crate::support::Ws::new();
+    let verbs = [
+        ("walk", "walked"),
+        ("jump", "jumped"),
+        ("play", "played"),
+        ("look", "looked"),
+        ("call", "called"),
+        ("open", "opened"),
+    ];
+    let rows = |pairs: &[(&str, &str)]| -> String {
+        pairs
+            .iter()
+            .map(|(v, p)| {
+                format!("{{\"prompt\": \"Past tense of {v}?\", \"completion\": \"{p}\"}}\n")
+            })
+            .collect()
+    };
+    ws.file("data/train.jsonl", &rows(&verbs[..4]));
+    ws.file("data/valid.jsonl", &rows(&verbs[4..]));
+    let model =
+        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    let stage = |name: &str, lr: &str, needs: &str| {
+        format!(
+            r#"  {name}:
+    kind: train
+{needs}    with:
+      model: "{model}"
+      train_data: data/train.jsonl
+      valid_data: data/valid.jsonl
+      out_dir: {name}
+      lora: {{rank: 4, num_layers: 1}}
+      learning_rate: {lr}
+      iters: 4
+      batch_size: 2
+      max_seq_len: 64
+      activation_cache: {{enabled: true}}
+"#
+        )
+    };
+    ws.pipeline(&format!(
+        "stages:\n{}{}",
+        stage("first", "1.0e-4", ""),
+        stage("second", "3.0e-4", "    needs: [first]\n")
+    ));
+    ws.run_ok(&[]);
+    let cache = |stage: &str| -> serde_json::Value {
+        let metrics: serde_json::Value =
+            serde_json::from_str(&ws.read(&format!("{stage}/metrics.json"))).unwrap();
+        metrics["activation_cache"].clone()
+    };
+    let (first, second) = (cache("first"), cache("second"));
+    // 4 steps of 2 rows over 4 examples (2 epochs) plus one validation of 2.
+    assert_eq!(first["block"], 29, "30 blocks, the last adapted");
+    assert_eq!(first["misses"], 6, "{first}");
+    assert_eq!(first["disk_written"], 6, "{first}");
+    assert_eq!(second["disk_loaded"], 6, "{second}");
+    assert_eq!(second["misses"], 0, "{second}");
+    assert_eq!(second["hit_rate"], 1.0, "{second}");
+    assert_eq!(second["disk_hits"], 10, "{second}");
+    // From its first step: every position of every step skipped the frozen blocks.
+    let log = ws.read("second/train_log.jsonl");
+    let step1: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        step1["cached_positions"], step1["processed_tokens"],
+        "{step1}"
+    );
+    assert!(step1["cached_positions"].as_u64().unwrap() > 0);
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ws.pipe().args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(json(&["cache", "stats"])["activations"]["entries"], 2);
+    let gc = json(&["gc", "--activation-budget-mb", "0"]);
+    assert_eq!(gc["activations"]["entries_removed"], 2, "{gc}");
 }

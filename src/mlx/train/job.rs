@@ -78,8 +78,8 @@ impl TrainJob {
         let valid_data = string(take("valid_data"), "valid_data")?;
         let out_dir = string(take("out_dir"), "out_dir")?
             .with_context(|| format!("{}: missing `out_dir`", source.display()))?;
-        let config: TrainConfig =
-            serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+        let mut config: TrainConfig = serde_yaml::from_value(serde_yaml::Value::Mapping(map))
+            .map_err(|e| {
                 let mut msg = format!("{}: {e}", source.display());
                 if e.to_string().contains("unknown field") {
                     msg.push_str(&format!(
@@ -89,6 +89,9 @@ impl TrainJob {
                 }
                 anyhow::anyhow!(msg)
             })?;
+        if let Some(dir) = &mut config.activation_cache.dir {
+            *dir = base.join(&*dir);
+        }
         Ok(Self {
             model,
             train_data: base.join(train_data),
@@ -191,6 +194,9 @@ pub fn run_job_on(
         .filter(|e| e.len() > job.config.max_seq_len + 1)
         .count();
     let spec = trainer::prepare(&mut loaded.model, &job.config)?;
+    if let Some(hint) = cache_hint(&loaded.model, &job.config, train_set.len()) {
+        eprintln!("hint: {hint}");
+    }
     let pad_id = loaded.tokenizer.pad_id();
     let summary = trainer::train(
         &mut loaded.model,
@@ -220,6 +226,25 @@ pub fn run_job_on(
     fs_err::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
     fs_err::rename(&tmp, &metrics)?;
     Ok(report)
+}
+
+/// Suggests the activation cache (off by default; see [`super::activations`] for why) when
+/// this run would gain from it: frozen blocks at the bottom and examples seen more than once.
+fn cache_hint(
+    model: &crate::mlx::models::llama::Llama,
+    config: &TrainConfig,
+    examples: usize,
+) -> Option<String> {
+    let block = super::activations::first_trainable_block(model);
+    let rows = config.iters as f64 * (config.batch_size * config.grad_accum.max(1) as usize) as f64;
+    let passes = rows / examples.max(1) as f64;
+    (!config.activation_cache.enabled && block > 0 && passes > 1.0).then(|| {
+        format!(
+            "this run sees each of its {examples} training examples about {passes:.1} times and blocks 0-{} are frozen; \
+             `activation_cache: {{enabled: true}}` computes their outputs once and reuses them (exact up to float rounding)",
+            block - 1
+        )
+    })
 }
 
 #[cfg(test)]
