@@ -191,8 +191,11 @@ fn read_header(file: &mut std::fs::File) -> Result<(Vec<u8>, u64), String> {
     file.read_exact(&mut len)
         .map_err(|_| "it is shorter than a safetensors header".to_owned())?;
     let n = u64::from_le_bytes(len);
-    if n > MAX_HEADER {
-        return Err(format!("its header length {n} is not plausible"));
+    let file_len = file.metadata().map_or(0, |m| m.len());
+    if n > MAX_HEADER || 8 + n > file_len {
+        return Err(format!(
+            "its header length {n} does not fit its {file_len} bytes"
+        ));
     }
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header)

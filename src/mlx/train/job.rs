@@ -252,6 +252,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_activation_cache_dir_is_relative_to_the_job_and_defaults_to_the_workspace() {
+        let parse = |extra: &str| {
+            TrainJob::from_yaml(
+                &format!("model: m\ntrain_data: t\nout_dir: o\n{extra}"),
+                Path::new("job.yaml"),
+                Path::new("/w"),
+            )
+            .unwrap()
+            .config
+            .activation_cache
+        };
+        let named = parse("activation_cache: {enabled: true, dir: acts}\n");
+        assert_eq!(named.dir, Some(PathBuf::from("/w/acts")));
+        assert_eq!(
+            named.or_workspace_dir(Path::new("/root")).dir,
+            Some(PathBuf::from("/w/acts"))
+        );
+        let unset = parse("activation_cache: {enabled: true}\n");
+        assert_eq!(unset.dir, None);
+        assert_eq!(
+            unset.or_workspace_dir(Path::new("/root")).dir,
+            Some(PathBuf::from("/root/cache/activations/v1"))
+        );
+    }
+
+    #[test]
+    fn the_cache_hint_needs_frozen_blocks_and_repeated_examples() {
+        let config = |num_layers: i32, enabled: bool| TrainConfig {
+            lora: super::super::lora::LoraConfig {
+                num_layers: Some(num_layers),
+                ..Default::default()
+            },
+            iters: 10,
+            batch_size: 4,
+            activation_cache: super::super::activations::ActivationCacheConfig {
+                enabled,
+                ..Default::default()
+            },
+            ..TrainConfig::default()
+        };
+        let model = |c: &TrainConfig| {
+            let mut m = crate::mlx::models::llama::tiny_random(0, 50, 3, false).unwrap();
+            trainer::prepare(&mut m, c).unwrap();
+            m
+        };
+        let frozen = config(1, false);
+        let hint = cache_hint(&model(&frozen), &frozen, 20).unwrap();
+        assert!(
+            hint.contains("2.0 times") && hint.contains("blocks 0-1"),
+            "{hint}"
+        );
+        assert_eq!(cache_hint(&model(&frozen), &frozen, 40), None, "one pass");
+        let on = config(1, true);
+        assert_eq!(cache_hint(&model(&on), &on, 20), None, "already on");
+        let all = config(3, false);
+        assert_eq!(cache_hint(&model(&all), &all, 20), None, "nothing frozen");
+    }
+
+    #[test]
     fn parses_job_keys_and_trainer_options() {
         let job = TrainJob::from_yaml(
             "model: smollm2\ntrain_data: d/train.jsonl\nout_dir: runs/a\nmethod: qlora\niters: 7\nlora: {rank: 4}\n",
