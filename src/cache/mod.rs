@@ -36,6 +36,7 @@
 //! cache/v1/quarantine/<hash>         objects found corrupt (by `verify` or a restore)
 //! cache/v1/data/versions.jsonl       dataset versions (crate::data::version); gc keeps them
 //! cache/v1/tmp/                      objects being written (cleared by `pipe gc`)
+//! cache/activations/v1/<key>.safetensors  frozen-block activations (see [`activations`])
 //! ```
 //!
 //! A file's hash is 64 hex digits of blake3 over its bytes. A directory's hash is the same
@@ -58,6 +59,7 @@
 //! - Deleting `cache/v1/stat` is always safe: everything is rehashed once.
 //! - `pipe cache verify` rehashes every object and quarantines corrupt ones.
 
+pub mod activations;
 mod hash;
 mod objects;
 mod runs;
@@ -65,7 +67,7 @@ mod stat;
 mod walk;
 
 pub use hash::{DIR_SUFFIX, hash_bytes, is_dir_hash};
-pub use objects::{GcReport, VerifyReport};
+pub use objects::{GcReport, StoreUsage, VerifyReport};
 pub use runs::RunEntry;
 
 use std::collections::{BTreeMap, HashMap};
@@ -256,6 +258,11 @@ impl Store {
     /// `keep_runs` run-cache entries (older run entries are dropped too).
     pub fn gc(&self, keep_runs: usize, dry_run: bool) -> Result<GcReport, CacheError> {
         objects::gc(self, keep_runs, dry_run)
+    }
+
+    /// How many objects and run entries the store holds, and their bytes.
+    pub fn usage(&self) -> StoreUsage {
+        objects::usage(self)
     }
 
     /// Rehashes every object; moves corrupt ones to `quarantine/`.

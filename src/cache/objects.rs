@@ -377,6 +377,29 @@ pub(crate) fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcRep
     Ok(report)
 }
 
+/// How much the object store holds.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct StoreUsage {
+    /// Objects.
+    pub objects: usize,
+    /// Their bytes.
+    pub object_bytes: u64,
+    /// Run-cache entries.
+    pub runs: usize,
+}
+
+pub(crate) fn usage(store: &Store) -> StoreUsage {
+    let objects = all_objects(store);
+    StoreUsage {
+        objects: objects.len(),
+        object_bytes: objects
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum(),
+        runs: super::runs::all(store).len(),
+    }
+}
+
 pub(crate) fn verify(store: &Store) -> Result<VerifyReport, CacheError> {
     let objects = all_objects(store);
     let bad: Vec<(String, PathBuf)> = objects

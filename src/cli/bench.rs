@@ -9,6 +9,7 @@ use crate::mlx::train::bench::{self as train_bench, TrainBenchOptions};
 use crate::mlx::train::lora::Method;
 use crate::mlx::train::micro::MicroBatch;
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// Subcommands of `pipe bench`.
 #[derive(Debug, clap::Subcommand)]
@@ -136,6 +137,11 @@ pub struct TrainArgs {
     /// examples (later epochs, validation) skip the frozen blocks; exact.
     #[arg(long)]
     activation_cache: bool,
+    /// Also keep the cached states on disk in DIR (implies --activation-cache): run twice
+    /// with the same DIR, and the second run measures a sweep's later trial, which reads
+    /// the first run's states (the report's `disk_hits`).
+    #[arg(long, value_name = "DIR")]
+    activation_cache_dir: Option<PathBuf>,
     /// Multi-epoch mode: train this many epochs over `--examples` examples (sets the
     /// number of steps; `--iters` is ignored).
     #[arg(long)]
@@ -188,7 +194,8 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         rank: args.rank,
         num_layers: args.num_layers,
         share_prefix: !args.no_share_prefix,
-        activation_cache: args.activation_cache,
+        activation_cache: args.activation_cache || args.activation_cache_dir.is_some(),
+        activation_cache_dir: args.activation_cache_dir,
         epochs: args.epochs.map(|e| (e, args.examples)),
         method: args.method,
         grad_checkpoint: args.grad_checkpoint,
@@ -272,6 +279,12 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
             c.hit_rate * 100.0,
             c.memory_bytes as f64 / (1u64 << 20) as f64
         ));
+        if c.disk_loaded > 0 || c.disk_written > 0 {
+            printer.result(&format!(
+                "{:>20}  {} entries read, {} hits on them, {} entries written",
+                "activation disk", c.disk_loaded, c.disk_hits, c.disk_written
+            ));
+        }
     }
     Ok(())
 }

@@ -1,15 +1,18 @@
-//! `pipe gc`: delete cache objects nothing refers to any more.
+//! `pipe gc`: delete cache objects nothing refers to any more, and activation cache files
+//! unused for long or over their budget.
 
 use super::Failure;
 use super::output::Printer;
 use crate::cache::Store;
+use crate::cache::activations::{self, DEFAULT_DISK_MB, DEFAULT_MAX_AGE_DAYS, GcPolicy};
 use crate::exec::lock;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 /// Arguments of `pipe gc`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Keeps every object referenced by a lock file written in this workspace, by the newest\nrun-cache entries and by a recorded data version (`pipe data log`); deletes the rest.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10"
+    after_help = "Keeps every object referenced by a lock file written in this workspace, by the newest\nrun-cache entries and by a recorded data version (`pipe data log`); deletes the rest.\n\nThe activation cache (cache/activations/, frozen-block states that training recomputes when\nmissing) loses files unused for --activation-max-age days, then the least recently used until\nit fits --activation-budget-mb, and temporary files of writers that are gone.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10\n  pipe gc --activation-max-age 7 --activation-budget-mb 1024"
 )]
 pub struct Args {
     /// Workspace root (default: the current directory).
@@ -18,12 +21,26 @@ pub struct Args {
     /// How many of the newest run-cache entries keep their outs.
     #[arg(long, default_value_t = 50, value_name = "N")]
     keep_runs: usize,
+    /// Delete activation cache files not used for this many days.
+    #[arg(long, default_value_t = DEFAULT_MAX_AGE_DAYS, value_name = "DAYS")]
+    activation_max_age: u64,
+    /// Then delete the least recently used activation cache files until the rest fit.
+    #[arg(long, default_value_t = DEFAULT_DISK_MB, value_name = "MIB")]
+    activation_budget_mb: u64,
     /// Report what would be deleted, delete nothing.
     #[arg(short = 'n', long)]
     dry_run: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// What `pipe gc --json` prints: the object store's report, plus the activation cache's.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    #[serde(flatten)]
+    objects: crate::cache::GcReport,
+    activations: activations::GcReport,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -38,18 +55,42 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     })
     .map_err(|e| Failure(format!("{e:#}")))?;
     let store = Store::open(&root);
-    let report = store.gc(args.keep_runs, args.dry_run)?;
+    let report = Report {
+        objects: store.gc(args.keep_runs, args.dry_run)?,
+        activations: activations::gc(
+            &activations::dir(&root),
+            GcPolicy {
+                max_age: Duration::from_secs(args.activation_max_age.saturating_mul(24 * 3600)),
+                budget_bytes: args.activation_budget_mb.saturating_mul(1 << 20),
+            },
+            SystemTime::now(),
+            args.dry_run,
+        )?,
+    };
     if args.json {
         return printer.json(&report);
     }
     let verb = if args.dry_run { "would free" } else { "freed" };
+    let (o, a) = (&report.objects, &report.activations);
     printer.result(&format!(
         "{verb} {} in {} objects ({} kept, {} old run-cache entries dropped)",
-        human_bytes(report.bytes_freed),
-        report.objects_removed,
-        report.objects_kept,
-        report.runs_removed
+        human_bytes(o.bytes_freed),
+        o.objects_removed,
+        o.objects_kept,
+        o.runs_removed
     ));
+    if a.entries_removed + a.temp_removed + a.entries_kept > 0 {
+        printer.result(&format!(
+            "activation cache: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
+            human_bytes(a.bytes_freed),
+            a.entries_removed + a.temp_removed,
+            a.expired,
+            args.activation_max_age,
+            a.temp_removed,
+            a.entries_kept,
+            human_bytes(a.bytes_kept)
+        ));
+    }
     Ok(())
 }
 

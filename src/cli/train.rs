@@ -31,8 +31,13 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let job = TrainJob::from_yaml(&text, &args.config, &base)
+    let mut job = TrainJob::from_yaml(&text, &args.config, &base)
         .map_err(|e| super::UsageError(format!("{e:#}")))?;
+    // The current directory is the workspace, as for `pipe run` and `pipe gc`.
+    job.config.activation_cache = job
+        .config
+        .activation_cache
+        .or_workspace_dir(&std::env::current_dir()?);
     let total = job.config.iters;
     printer.status(&format!(
         "training {} with {} for {total} steps -> {}",

@@ -76,7 +76,9 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         rank_choice = Some(choice);
     }
     let yaml = serde_yaml::to_string(&with)?;
-    let job = TrainJob::from_yaml(&yaml, Path::new("train stage `with`"), root)?;
+    let mut job = TrainJob::from_yaml(&yaml, Path::new("train stage `with`"), root)?;
+    // Runs and tune trials of the workspace share one activation cache directory.
+    job.config.activation_cache = job.config.activation_cache.or_workspace_dir(root);
     let total = job.config.iters;
     let mut valid_loss = None;
     let report = run_job_on(&job, data, false, &mut |r| {

@@ -1,6 +1,7 @@
 //! The frozen-block activation cache on the real SmolLM2-135M: batches served from the
 //! cached hidden states entering the first adapted block give the plain path's loss and
-//! LoRA gradients, with the shared-prefix batches the chat template produces.
+//! LoRA gradients, with the shared-prefix batches the chat template produces; and two
+//! train stages of one workspace with the same model, data and `k` share its disk layer.
 
 use pipe::data::{Example, SplitSpec, assign_split, read_bigbench_task};
 use pipe::mlx::load::{self, LoadOptions};
@@ -132,4 +133,153 @@ fn cached_block_inputs_are_exact_on_smollm2() {
     let stats = cache.stats().unwrap();
     assert_eq!(stats.block, 14, "30 blocks, the last 16 adapted");
     assert_eq!((stats.misses, stats.hits), (8, 8));
+}
+
+/// Four training and two validation examples: 4 steps of 2 rows are 2 epochs.
+fn tiny_data(ws: &crate::support::Ws) {
+    let verbs = [
+        ("walk", "walked"),
+        ("jump", "jumped"),
+        ("play", "played"),
+        ("look", "looked"),
+        ("call", "called"),
+        ("open", "opened"),
+    ];
+    let rows = |pairs: &[(&str, &str)]| -> String {
+        pairs
+            .iter()
+            .map(|(v, p)| {
+                format!("{{\"prompt\": \"Past tense of {v}?\", \"completion\": \"{p}\"}}\n")
+            })
+            .collect()
+    };
+    ws.file("data/train.jsonl", &rows(&verbs[..4]));
+    ws.file("data/valid.jsonl", &rows(&verbs[4..]));
+}
+
+fn cache_stats(ws: &crate::support::Ws, metrics: &str) -> serde_json::Value {
+    let m: serde_json::Value = serde_json::from_str(&ws.read(metrics)).unwrap();
+    m.get("train").unwrap_or(&m)["activation_cache"].clone()
+}
+
+/// Two train stages of one workspace (a sweep's trials in miniature: other learning rates,
+/// same model, data and adapted blocks) share the disk layer in `cache/activations/v1`:
+/// the second reads every state the first wrote, from its first step on. `pipe cache
+/// stats` counts the files and `pipe gc` deletes them when over the budget.
+#[test]
+fn a_second_train_stage_reads_the_first_ones_states_from_disk() {
+    let ws = crate::support::Ws::new();
+    tiny_data(&ws);
+    let model =
+        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    let stage = |name: &str, lr: &str, needs: &str| {
+        format!(
+            r#"  {name}:
+    kind: train
+{needs}    with:
+      model: "{model}"
+      train_data: data/train.jsonl
+      valid_data: data/valid.jsonl
+      out_dir: {name}
+      lora: {{rank: 4, num_layers: 1}}
+      learning_rate: {lr}
+      iters: 4
+      batch_size: 2
+      max_seq_len: 64
+      activation_cache: {{enabled: true}}
+"#
+        )
+    };
+    ws.pipeline(&format!(
+        "stages:\n{}{}",
+        stage("first", "1.0e-4", ""),
+        stage("second", "3.0e-4", "    needs: [first]\n")
+    ));
+    ws.run_ok(&[]);
+    let (first, second) = (
+        cache_stats(&ws, "first/metrics.json"),
+        cache_stats(&ws, "second/metrics.json"),
+    );
+    // 4 steps of 2 rows over 4 examples (2 epochs) plus one validation of 2.
+    assert_eq!(first["block"], 29, "30 blocks, the last adapted");
+    assert_eq!(first["misses"], 6, "{first}");
+    assert_eq!(first["disk_written"], 6, "{first}");
+    assert_eq!(second["disk_loaded"], 6, "{second}");
+    assert_eq!(second["misses"], 0, "{second}");
+    assert_eq!(second["hit_rate"], 1.0, "{second}");
+    assert_eq!(second["disk_hits"], 10, "{second}");
+    // From its first step: every position of every step skipped the frozen blocks.
+    let log = ws.read("second/train_log.jsonl");
+    let step1: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        step1["cached_positions"], step1["processed_tokens"],
+        "{step1}"
+    );
+    assert!(step1["cached_positions"].as_u64().unwrap() > 0);
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ws.pipe().args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(json(&["cache", "stats"])["activations"]["entries"], 2);
+    let gc = json(&["gc", "--activation-budget-mb", "0"]);
+    assert_eq!(gc["activations"]["entries_removed"], 2, "{gc}");
+}
+
+/// The trials of a tune stage (other learning rates, same model, data and adapted blocks)
+/// share the workspace's disk layer: the second trial reads what the first wrote.
+#[test]
+fn tune_trials_share_the_disk_layer() {
+    let ws = crate::support::Ws::new();
+    tiny_data(&ws);
+    let model =
+        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    ws.pipeline(&format!(
+        r#"stages:
+  search:
+    kind: tune
+    with:
+      out: search
+      space:
+        learning_rate: {{float: [1.0e-4, 1.0e-3], log: true}}
+      objective: {{metric: train.final_valid_loss, mode: min}}
+      budget: {{n_trials: 2, iters: 4}}
+      parallel: 1
+      trial:
+        train:
+          model: "{model}"
+          train_data: data/train.jsonl
+          valid_data: data/valid.jsonl
+          lora: {{rank: 4, num_layers: 1}}
+          batch_size: 2
+          max_seq_len: 64
+          activation_cache: {{enabled: true}}
+"#
+    ));
+    ws.run_ok(&[]);
+    let mut trials: Vec<serde_json::Value> = ws
+        .read("search/trials.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    trials.sort_by_key(|t| t["index"].as_u64());
+    assert_eq!(trials.len(), 2);
+    let stats: Vec<serde_json::Value> = trials
+        .iter()
+        .map(|t| {
+            assert_eq!(t["status"], "complete", "{t}");
+            let key = t["key"].as_str().unwrap();
+            cache_stats(&ws, &format!("cache/tune/v1/trials/{key}/metrics.json"))
+        })
+        .collect();
+    assert_eq!(
+        (&stats[0]["misses"], &stats[0]["disk_written"]),
+        (&6.into(), &6.into()),
+        "{}",
+        stats[0]
+    );
+    assert_eq!(stats[1]["disk_loaded"], 6, "{}", stats[1]);
+    assert_eq!(stats[1]["misses"], 0, "{}", stats[1]);
+    assert_eq!(stats[1]["disk_hits"], 10, "{}", stats[1]);
 }

@@ -71,3 +71,54 @@ fn gc_frees_objects_nothing_references() {
     assert_eq!(ws.run_ok(&[]).restored().len(), 1);
     assert_eq!(ws.read("out/a.txt"), "v2 with more bytes\n");
 }
+
+/// The activation cache's files (written here without MLX, sealed as the trainer seals
+/// them) are counted by `pipe cache stats`, reported by `pipe gc --dry-run`, and deleted
+/// by `pipe gc`: unused for too long, least recently used over the budget, temporary
+/// files of writers that are gone. `pipe cache verify` deletes a damaged one.
+#[test]
+fn gc_and_stats_manage_the_activation_cache() {
+    use pipe::cache::activations::{dir, write_sealed_for_tests};
+    let ws = ws();
+    let d = dir(&ws.path(""));
+    let key = |n: u8| format!("{n:02x}").repeat(32);
+    let old = write_sealed_for_tests(&d, &key(1), &[0.0; 1024]).unwrap();
+    let recent = write_sealed_for_tests(&d, &key(2), &[0.0; 1024]).unwrap();
+    let f = std::fs::File::options().append(true).open(&old).unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    f.set_modified(std::time::SystemTime::now() - 10 * day)
+        .unwrap();
+    let dead = d.join(format!(".{}.{}.tmp.safetensors", key(3), u32::MAX - 1));
+    std::fs::write(&dead, "cut short").unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ws.pipe().args(args).arg("--json").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let stats = json(&["cache", "stats"]);
+    assert_eq!(stats["activations"]["entries"], 2, "{stats}");
+    assert_eq!(stats["activations"]["temp_files"], 1, "{stats}");
+    let size = std::fs::metadata(&old).unwrap().len();
+    assert_eq!(stats["activations"]["bytes"], 2 * size);
+
+    let dry = json(&["gc", "--dry-run", "--activation-max-age", "7"]);
+    assert_eq!(dry["activations"]["entries_removed"], 1, "{dry}");
+    assert_eq!(dry["activations"]["expired"], 1);
+    assert_eq!(dry["activations"]["temp_removed"], 1);
+    assert!(old.exists() && dead.exists(), "a dry run deletes nothing");
+
+    let done = json(&["gc", "--activation-max-age", "7"]);
+    assert_eq!(done["activations"], dry["activations"]);
+    assert!(!old.exists() && !dead.exists() && recent.exists());
+
+    let bytes = std::fs::read(&recent).unwrap();
+    std::fs::write(&recent, &bytes[..bytes.len() - 4]).unwrap();
+    let verified = json(&["cache", "verify"]);
+    assert_eq!(verified["activations"]["checked"], 1, "{verified}");
+    assert!(!recent.exists(), "a damaged file is deleted");
+
+    write_sealed_for_tests(&d, &key(4), &[0.0; 1024]).unwrap();
+    let over = json(&["gc", "--activation-budget-mb", "0"]);
+    assert_eq!(over["activations"]["entries_removed"], 1, "{over}");
+    assert_eq!(json(&["cache", "stats"])["activations"]["entries"], 0);
+}

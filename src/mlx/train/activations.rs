@@ -38,15 +38,34 @@
 //! so every trial of a sweep over adapter settings with the same `k` shares the file.
 //!
 //! Layout: `<dir>/<key>.safetensors`, one array per example named by its index (a subset
-//! when some examples were never computed). `dir` defaults to
-//! `<user cache>/activations/v1` (see [`crate::dirs`]). Files are written to a temporary
-//! name and renamed. After a write, the oldest files (by modification time; a hit touches
-//! its file) are deleted until the directory fits `disk_mb`; a data set larger than the
-//! whole budget is not written. A file that does not match its examples' shapes is deleted
-//! and recomputed.
+//! when some examples were never computed). `dir` is the workspace's
+//! `cache/activations/v1` unless the options name another (the train stage, tune trials
+//! and `pipe train` fill it in; with no `dir` there is no disk layer), so the runs and
+//! trials of a workspace share it. The file format, its checksum and the eviction policy
+//! live in [`crate::cache::activations`], which `pipe gc` uses without MLX: files are
+//! written to a temporary name, sealed with a blake3 checksum, synced and renamed; a file
+//! that fails its check or does not match its examples' shapes is deleted and recomputed,
+//! never read. After a write, the least recently used files (a hit touches its file) are
+//! deleted until the directory fits `disk_mb`; a data set larger than the whole budget is
+//! not written.
 //!
 //! Hit and miss counters go into the train summary (`metrics.json`): `hits` are rows served
-//! from memory, `misses` rows computed through blocks `< k`.
+//! from the cache (`disk_hits` of them from entries read from disk), `misses` rows computed
+//! through blocks `< k`.
+//!
+//! # Why it is off by default
+//!
+//! It is exact up to float rounding, not bit for bit: a state computed once in one batch
+//! and reused in another differs from the recomputed one in the last bits (matmul and
+//! softmax reduction order depends on the batch's shape). Turning it on by default would
+//! change every existing train stage's adapters slightly (and so need a new train
+//! `IMPL_VERSION`, rerunning them all); with the disk layer, a run's last bits would also
+//! depend on which earlier run filled the file. Its memory grows during the first epoch,
+//! outside what `micro_batch: auto` measures, so a default-on cache would eat into that
+//! budget unseen. And most runs gain nothing: it is inactive unless `lora.num_layers`
+//! leaves frozen blocks at the bottom, and it pays off only for examples seen more than once
+//! (1.26x over 3 epochs in BENCHMARKS.md). The trainer prints a hint when a run would
+//! benefit.
 
 use super::batch::{BatchSpec, PaddedBatch, TokenizedExample, pad_batch};
 use super::loss::{LossBatch, masked_lm_loss};
@@ -72,7 +91,9 @@ pub struct ActivationCacheConfig {
     pub memory_mb: u64,
     /// Disk budget of the cache directory, in MiB (0: no disk layer).
     pub disk_mb: u64,
-    /// Cache directory (default: `<user cache>/activations/v1`).
+    /// Cache directory (relative: like the job's other paths). Unset: the workspace's
+    /// `cache/activations/v1`, filled in by the train stage, tune trials and `pipe train`
+    /// ([`Self::or_workspace_dir`]); still unset here, there is no disk layer.
     pub dir: Option<PathBuf>,
 }
 
@@ -81,9 +102,20 @@ impl Default for ActivationCacheConfig {
         Self {
             enabled: false,
             memory_mb: 1024,
-            disk_mb: 4096,
+            disk_mb: crate::cache::activations::DEFAULT_DISK_MB,
             dir: None,
         }
+    }
+}
+
+impl ActivationCacheConfig {
+    /// The options with an unset `dir` set to the workspace's shared directory
+    /// (`<root>/cache/activations/v1`), where every run and trial of the workspace finds
+    /// the files of the others.
+    pub fn or_workspace_dir(mut self, root: &Path) -> Self {
+        self.dir
+            .get_or_insert_with(|| crate::cache::activations::dir(root));
+        self
     }
 }
 
@@ -94,6 +126,9 @@ pub struct ActivationCacheStats {
     pub block: usize,
     /// Rows served from the cache.
     pub hits: u64,
+    /// Of those, rows served from entries read from disk (computed by an earlier run).
+    #[serde(default)]
+    pub disk_hits: u64,
     /// Rows computed through the frozen blocks.
     pub misses: u64,
     /// `hits / (hits + misses)`.
@@ -104,6 +139,9 @@ pub struct ActivationCacheStats {
     pub disk_loaded: u64,
     /// Entries written to disk.
     pub disk_written: u64,
+    /// Disk files found damaged (or not matching their examples), deleted and recomputed.
+    #[serde(default)]
+    pub disk_discarded: u64,
     /// Bytes of cached states held in memory at the end.
     pub memory_bytes: u64,
     /// Positions that skipped the frozen blocks (for throughput accounting).
@@ -123,6 +161,8 @@ pub enum Set {
 struct SetCache<'a> {
     examples: &'a [TokenizedExample],
     entries: Vec<Option<Array>>,
+    /// Which entries were read from disk.
+    from_disk: Vec<bool>,
     /// The disk file, when the disk layer is on.
     file: Option<PathBuf>,
     /// Entries in the file as last read or written.
@@ -274,6 +314,7 @@ impl<'a> ActivationCache<'a> {
         let set = |examples: &'a [TokenizedExample]| SetCache {
             examples,
             entries: Vec::new(),
+            from_disk: Vec::new(),
             file: None,
             on_disk: 0,
         };
@@ -296,14 +337,9 @@ impl<'a> ActivationCache<'a> {
         }
         for s in &mut cache.sets {
             s.entries = vec![None; s.examples.len()];
+            s.from_disk = vec![false; s.examples.len()];
         }
-        if config.disk_mb > 0 {
-            let dir = match &config.dir {
-                Some(d) => d.clone(),
-                None => crate::dirs::user_cache_dir()?
-                    .join("activations")
-                    .join("v1"),
-            };
+        if let Some(dir) = config.dir.as_ref().filter(|_| config.disk_mb > 0) {
             let model = model_key(model, block)?;
             for i in 0..2 {
                 let examples = cache.sets[i].examples;
@@ -311,7 +347,7 @@ impl<'a> ActivationCache<'a> {
                     continue;
                 }
                 let key = file_key(&model, &data_key(examples, cache.spec.max_seq_len));
-                let file = dir.join(format!("{key}.safetensors"));
+                let file = crate::cache::activations::entry_path(dir, &key);
                 if file.is_file() {
                     cache.load(i, &file)?;
                 }
@@ -347,8 +383,13 @@ impl<'a> ActivationCache<'a> {
     }
 
     fn load(&mut self, set: usize, file: &Path) -> anyhow::Result<()> {
-        let loaded = Array::load_safetensors(file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        if let Err(why) = crate::cache::activations::check(file) {
+            return self.discard(file, &why);
+        }
+        let loaded = match Array::load_safetensors(file) {
+            Ok(loaded) => loaded,
+            Err(e) => return self.discard(file, &format!("MLX cannot read it: {e}")),
+        };
         let examples = self.sets[set].examples;
         let mut picked = Vec::new();
         for (name, a) in loaded {
@@ -374,21 +415,30 @@ impl<'a> ActivationCache<'a> {
             a.eval()?;
             used += bytes;
             self.sets[set].entries[i] = Some(a);
+            self.sets[set].from_disk[i] = true;
             kept += 1;
         }
         self.sets[set].on_disk = kept;
         self.stats.disk_loaded += kept as u64;
         // A hit keeps the file young for the eviction order.
-        if let Ok(f) = std::fs::File::options().append(true).open(file) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        crate::cache::activations::touch(file);
         Ok(())
     }
 
-    /// A file that does not fit its examples (damaged, or written by a bug) is deleted;
-    /// its states are recomputed. `_why` documents the call site.
-    fn discard(&self, file: &Path, _why: &str) -> anyhow::Result<()> {
-        fs_err::remove_file(file)?;
+    /// A file that is damaged or does not fit its examples is deleted, never read; its
+    /// states are recomputed (and written again).
+    fn discard(&mut self, file: &Path, why: &str) -> anyhow::Result<()> {
+        eprintln!(
+            "warning: activation cache file {} is unusable ({why}); deleted, its states are recomputed",
+            file.display()
+        );
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot delete {}", file.display()));
+            }
+            _ => {}
+        }
+        self.stats.disk_discarded += 1;
         Ok(())
     }
 
@@ -439,6 +489,7 @@ impl<'a> ActivationCache<'a> {
         }
         self.stats.misses += missing.len() as u64;
         self.stats.hits += (rows.len() - missing.len()) as u64;
+        self.stats.disk_hits += rows.iter().filter(|&&i| self.sets[s].from_disk[i]).count() as u64;
         let entry = |i: usize| -> &Array {
             self.sets[s].entries[i]
                 .as_ref()
@@ -566,8 +617,9 @@ impl<'a> ActivationCache<'a> {
     }
 
     /// Writes each data set's entries to its disk file when it holds more than the file
-    /// does, then trims the directory to the disk budget.
-    pub fn persist(&mut self) -> anyhow::Result<()> {
+    /// does, then trims the directory to the disk budget. The disk layer only saves time,
+    /// so a failed write (a full disk) is a warning, not the end of the training run.
+    pub fn persist(&mut self) {
         for s in &mut self.sets {
             let Some(file) = &s.file else { continue };
             let present: Vec<(String, &Array)> = s
@@ -583,50 +635,45 @@ impl<'a> ActivationCache<'a> {
             if bytes > self.disk_budget {
                 continue;
             }
-            let dir = file.parent().expect("a file in a directory");
-            fs_err::create_dir_all(dir)?;
-            let tmp = dir.join(format!(
-                ".{}.{}.tmp.safetensors",
-                file.file_stem().and_then(|s| s.to_str()).unwrap_or("entry"),
-                std::process::id()
-            ));
-            Array::save_safetensors(present.iter().map(|(n, a)| (n.as_str(), *a)), None, &tmp)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-            fs_err::rename(&tmp, file)?;
-            self.stats.disk_written += (present.len() - s.on_disk) as u64;
-            s.on_disk = present.len();
-            trim_dir(dir, self.disk_budget, file)?;
+            match write_file(file, &present, self.disk_budget) {
+                Ok(()) => {
+                    self.stats.disk_written += (present.len() - s.on_disk) as u64;
+                    s.on_disk = present.len();
+                }
+                Err(e) => eprintln!(
+                    "warning: cannot write the activation cache file {}: {e:#}",
+                    file.display()
+                ),
+            }
         }
-        Ok(())
     }
 }
 
-/// Deletes the oldest cache files of `dir` (never `keep`) until it fits `budget` bytes.
-fn trim_dir(dir: &Path, budget: u64, keep: &Path) -> anyhow::Result<()> {
-    let mut files = Vec::new();
-    for entry in fs_err::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "safetensors") {
-            continue;
-        }
-        let meta = entry
-            .metadata()
-            .with_context(|| format!("cannot stat {}", path.display()))?;
-        files.push((meta.modified().ok(), meta.len(), path));
+/// Writes `entries` to `file` (temporary name, seal, rename; see
+/// [`crate::cache::activations`]) and trims its directory to `budget` bytes.
+fn write_file(file: &Path, entries: &[(String, &Array)], budget: u64) -> anyhow::Result<()> {
+    use crate::cache::activations as files;
+    let dir = file.parent().context("a cache file has a directory")?;
+    fs_err::create_dir_all(dir)?;
+    let key = file.file_stem().and_then(|s| s.to_str()).unwrap_or("entry");
+    let tmp = files::temp_path(dir, key);
+    let metadata = std::collections::HashMap::from([(
+        files::CHECKSUM_KEY.to_owned(),
+        files::UNSEALED.to_owned(),
+    )]);
+    let written = Array::save_safetensors(
+        entries.iter().map(|(n, a)| (n.as_str(), *a)),
+        &metadata,
+        &tmp,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))
+    .and_then(|()| Ok(files::seal(&tmp)?))
+    .and_then(|()| Ok(files::publish(&tmp, file)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
-    files.sort();
-    for (_, len, path) in files {
-        if total <= budget {
-            break;
-        }
-        if path == keep {
-            continue;
-        }
-        fs_err::remove_file(&path)?;
-        total -= len;
-    }
+    written?;
+    files::trim(dir, budget, file)?;
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! runs for mlx-lm and PyTorch+PEFT.
 //!
 //! Multi-epoch mode (`epochs`: 3 epochs over 512 examples, say) is where the activation
-//! cache counts: the first epoch fills it, later epochs and the validation read it.
+//! cache counts: the first epoch fills it, later epochs and the validation read it. With
+//! `activation_cache_dir`, its disk layer too: the first invocation writes the states, a
+//! second one with the same directory reads them from its first step (`disk_hits`).
 //!
 //! Throughput is averaged over steps 11 onwards (the first steps include one-off costs),
 //! like the peer scripts. Achieved GFLOP/s counts the matmul work a step must do, with no
@@ -41,6 +43,10 @@ pub struct TrainBenchOptions {
     /// Cache the hidden states entering the first adapted block, in memory (exact; see
     /// `train::activations`).
     pub activation_cache: bool,
+    /// The activation cache's disk layer in this directory (implies `activation_cache`):
+    /// reused between two invocations, the second measures a sweep's later trial, which
+    /// reads the states the first wrote.
+    pub activation_cache_dir: Option<std::path::PathBuf>,
     /// Multi-epoch mode: train on the first `examples` training examples for `epochs`
     /// epochs (this sets the steps; `iters` is ignored).
     pub epochs: Option<(u64, usize)>,
@@ -64,6 +70,7 @@ impl Default for TrainBenchOptions {
             num_layers: 16,
             share_prefix: true,
             activation_cache: false,
+            activation_cache_dir: None,
             epochs: None,
             method: Method::Lora,
             grad_checkpoint: false,
@@ -169,10 +176,17 @@ pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
         } else {
             TrainConfig::default().divergence_factor
         },
-        activation_cache: ActivationCacheConfig {
-            enabled: options.activation_cache,
-            disk_mb: 0,
-            ..ActivationCacheConfig::default()
+        activation_cache: match &options.activation_cache_dir {
+            Some(dir) => ActivationCacheConfig {
+                enabled: true,
+                dir: Some(dir.clone()),
+                ..ActivationCacheConfig::default()
+            },
+            None => ActivationCacheConfig {
+                enabled: options.activation_cache,
+                disk_mb: 0,
+                ..ActivationCacheConfig::default()
+            },
         },
         ..TrainConfig::default()
     };

@@ -78,8 +78,8 @@ impl TrainJob {
         let valid_data = string(take("valid_data"), "valid_data")?;
         let out_dir = string(take("out_dir"), "out_dir")?
             .with_context(|| format!("{}: missing `out_dir`", source.display()))?;
-        let config: TrainConfig =
-            serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+        let mut config: TrainConfig = serde_yaml::from_value(serde_yaml::Value::Mapping(map))
+            .map_err(|e| {
                 let mut msg = format!("{}: {e}", source.display());
                 if e.to_string().contains("unknown field") {
                     msg.push_str(&format!(
@@ -89,6 +89,9 @@ impl TrainJob {
                 }
                 anyhow::anyhow!(msg)
             })?;
+        if let Some(dir) = &mut config.activation_cache.dir {
+            *dir = base.join(&*dir);
+        }
         Ok(Self {
             model,
             train_data: base.join(train_data),
@@ -191,6 +194,9 @@ pub fn run_job_on(
         .filter(|e| e.len() > job.config.max_seq_len + 1)
         .count();
     let spec = trainer::prepare(&mut loaded.model, &job.config)?;
+    if let Some(hint) = cache_hint(&loaded.model, &job.config, train_set.len()) {
+        eprintln!("hint: {hint}");
+    }
     let pad_id = loaded.tokenizer.pad_id();
     let summary = trainer::train(
         &mut loaded.model,
@@ -222,9 +228,87 @@ pub fn run_job_on(
     Ok(report)
 }
 
+/// Suggests the activation cache (off by default; see [`super::activations`] for why) when
+/// this run would gain from it: frozen blocks at the bottom and examples seen more than once.
+fn cache_hint(
+    model: &crate::mlx::models::llama::Llama,
+    config: &TrainConfig,
+    examples: usize,
+) -> Option<String> {
+    let block = super::activations::first_trainable_block(model);
+    let rows = config.iters as f64 * (config.batch_size * config.grad_accum.max(1) as usize) as f64;
+    let passes = rows / examples.max(1) as f64;
+    (!config.activation_cache.enabled && block > 0 && passes > 1.0).then(|| {
+        format!(
+            "this run sees each of its {examples} training examples about {passes:.1} times and blocks 0-{} are frozen; \
+             `activation_cache: {{enabled: true}}` computes their outputs once and reuses them (exact up to float rounding)",
+            block - 1
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_activation_cache_dir_is_relative_to_the_job_and_defaults_to_the_workspace() {
+        let parse = |extra: &str| {
+            TrainJob::from_yaml(
+                &format!("model: m\ntrain_data: t\nout_dir: o\n{extra}"),
+                Path::new("job.yaml"),
+                Path::new("/w"),
+            )
+            .unwrap()
+            .config
+            .activation_cache
+        };
+        let named = parse("activation_cache: {enabled: true, dir: acts}\n");
+        assert_eq!(named.dir, Some(PathBuf::from("/w/acts")));
+        assert_eq!(
+            named.or_workspace_dir(Path::new("/root")).dir,
+            Some(PathBuf::from("/w/acts"))
+        );
+        let unset = parse("activation_cache: {enabled: true}\n");
+        assert_eq!(unset.dir, None);
+        assert_eq!(
+            unset.or_workspace_dir(Path::new("/root")).dir,
+            Some(PathBuf::from("/root/cache/activations/v1"))
+        );
+    }
+
+    #[test]
+    fn the_cache_hint_needs_frozen_blocks_and_repeated_examples() {
+        let config = |num_layers: i32, enabled: bool| TrainConfig {
+            lora: super::super::lora::LoraConfig {
+                num_layers: Some(num_layers),
+                ..Default::default()
+            },
+            iters: 10,
+            batch_size: 4,
+            activation_cache: super::super::activations::ActivationCacheConfig {
+                enabled,
+                ..Default::default()
+            },
+            ..TrainConfig::default()
+        };
+        let model = |c: &TrainConfig| {
+            let mut m = crate::mlx::models::llama::tiny_random(0, 50, 3, false).unwrap();
+            trainer::prepare(&mut m, c).unwrap();
+            m
+        };
+        let frozen = config(1, false);
+        let hint = cache_hint(&model(&frozen), &frozen, 20).unwrap();
+        assert!(
+            hint.contains("2.0 times") && hint.contains("blocks 0-1"),
+            "{hint}"
+        );
+        assert_eq!(cache_hint(&model(&frozen), &frozen, 40), None, "one pass");
+        let on = config(1, true);
+        assert_eq!(cache_hint(&model(&on), &on, 20), None, "already on");
+        let all = config(3, false);
+        assert_eq!(cache_hint(&model(&all), &all, 20), None, "nothing frozen");
+    }
 
     #[test]
     fn parses_job_keys_and_trainer_options() {

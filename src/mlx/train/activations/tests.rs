@@ -223,6 +223,10 @@ fn the_disk_layer_is_reused_and_invalidated() {
     assert_eq!(again.disk_loaded, 26);
     assert_eq!((again.misses, again.disk_written), (0, 0));
     assert_eq!(again.hit_rate, 1.0);
+    assert_eq!(
+        again.disk_hits, again.hits,
+        "every hit is a state the first run wrote"
+    );
 
     let other_model = train_run(&lora_config(1, disk.clone()), 1, &train_set, &valid)
         .activation_cache
@@ -293,26 +297,50 @@ fn budgets_are_respected() {
     assert_eq!(stats.hits, 0, "nothing is kept");
     assert_eq!(stats.misses, 15 * 4);
     assert_eq!(stats.over_budget, 15 * 4);
+}
 
-    // The oldest files go first; the one just written stays.
+/// A damaged file (here: cut short, as a copy or a disk error would leave it) is never
+/// read: it is deleted, its states are recomputed and written again, and the run gives the
+/// same losses. A writer's leftover temporary file is ignored.
+#[test]
+fn a_damaged_disk_file_is_recomputed_not_read() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, bytes: usize, age_s: u64| {
-        let p = dir.path().join(name);
-        fs_err::write(&p, vec![0u8; bytes]).unwrap();
-        let f = std::fs::File::options().append(true).open(&p).unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age_s))
-            .unwrap();
-        p
+    let disk = ActivationCacheConfig {
+        enabled: true,
+        disk_mb: 64,
+        dir: Some(dir.path().to_owned()),
+        ..ActivationCacheConfig::default()
     };
-    write("old.safetensors", 400, 300);
-    let middle = write("middle.safetensors", 400, 200);
-    let keep = write("new.safetensors", 400, 400);
-    trim_dir(dir.path(), 900, &keep).unwrap();
-    assert!(!dir.path().join("old.safetensors").exists());
-    assert!(middle.exists() && keep.exists());
-    trim_dir(dir.path(), 100, &keep).unwrap();
+    let (train_set, valid) = (preamble_rows(20), preamble_rows(6));
+    let first = train_run(&lora_config(1, disk.clone()), 0, &train_set, &valid);
+    let files: Vec<PathBuf> = fs_err::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        assert_eq!(crate::cache::activations::check(f), Ok(()), "sealed");
+    }
+    let train_file = files
+        .iter()
+        .max_by_key(|f| fs_err::metadata(f).unwrap().len())
+        .unwrap();
+    let bytes = fs_err::read(train_file).unwrap();
+    fs_err::write(train_file, &bytes[..bytes.len() / 2]).unwrap();
+    let leftover = dir.path().join(format!(
+        ".{}.999999.tmp.safetensors",
+        train_file.file_stem().unwrap().to_str().unwrap()
+    ));
+    fs_err::write(&leftover, &bytes[..100]).unwrap();
+
+    let second = train_run(&lora_config(1, disk), 0, &train_set, &valid);
+    let stats = second.activation_cache.unwrap();
+    assert_eq!(stats.disk_discarded, 1);
+    assert_eq!(stats.disk_loaded, 6, "the validation file was whole");
+    assert_eq!((stats.misses, stats.disk_written), (20, 20));
+    assert_eq!(crate::cache::activations::check(train_file), Ok(()));
     assert!(
-        !middle.exists() && keep.exists(),
-        "the newest write is kept"
+        (first.final_train_loss - second.final_train_loss).abs()
+            <= 1e-4 * first.final_train_loss.abs().max(1.0)
     );
 }

@@ -497,7 +497,7 @@ pub fn train(
             }
         }
         if save_now {
-            acts.persist()?;
+            acts.persist();
             save_checkpoint(
                 model,
                 &optimizer,
@@ -516,7 +516,7 @@ pub fn train(
         }
     }
     lora::set_training(model, false);
-    acts.persist()?;
+    acts.persist();
     model.grad_checkpoint = false;
     let adapter_bytes =
         std::fs::metadata(out_dir.join("adapters.safetensors")).map_or(0, |m| m.len());
