@@ -5,6 +5,7 @@
 //! turns it into HTML with the minijinja template in `templates/report.html`;
 //! [`write_report`] writes it atomically and refreshes `reports/index.html`.
 
+pub mod parallel;
 pub mod svg;
 pub mod tuning;
 

@@ -55,7 +55,8 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     ticks
 }
 
-fn label(v: f64) -> String {
+/// A tick value in a few characters (`0.25`, `12k`, `2.5e-5`).
+pub(super) fn label(v: f64) -> String {
     if v == 0.0 {
         return "0".into();
     }
@@ -69,12 +70,23 @@ fn label(v: f64) -> String {
     } else if a >= 1.0 {
         let s = format!("{v:.2}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
+    } else if a >= 1e-3 {
         format!("{v:.3}")
             .trim_end_matches('0')
             .trim_end_matches('.')
             .to_owned()
+    } else {
+        // Learning rates: 2.5e-5, not "0".
+        scientific(v)
     }
+}
+
+/// `v` in short scientific notation: `2.5e-5`, `1e-3`.
+pub(super) fn scientific(v: f64) -> String {
+    let text = format!("{v:.2e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+    format!("{mantissa}e{exponent}")
 }
 
 /// One line in a [`line_chart`].
@@ -332,7 +344,7 @@ pub fn dag(nodes: &[DagNode], edges: &[(usize, usize)]) -> String {
     svg
 }
 
-fn open_svg(w: f64, h: f64, title: &str) -> String {
+pub(super) fn open_svg(w: f64, h: f64, title: &str) -> String {
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w:.0} {h:.0}" role="img" aria-label="{}">"#,
         escape(title)

@@ -185,7 +185,63 @@ fn a_tune_stage_adds_a_tuning_section() {
     assert!(html.contains("Hyperparameter search") && html.contains("best so far"));
     assert_eq!(
         html.matches("<svg").count(),
-        7,
-        "the six charts and the best-so-far curve"
+        8,
+        "the six charts, the best-so-far curve and the parallel coordinates"
     );
+}
+
+/// The parallel-coordinates chart of the tuning section: the chart that follows its
+/// heading.
+fn parallel_chart(html: &str) -> &str {
+    let heading = html
+        .find("parallel coordinates:")
+        .expect("the chart's heading");
+    let start = heading + html[heading..].find("<svg").unwrap();
+    let end = start + html[start..].find("</svg>").unwrap();
+    &html[start..end]
+}
+
+#[test]
+fn the_tuning_section_draws_every_trial_across_the_parameters_and_ranks_importance() {
+    let mut data = sample();
+    let tuning = super::tuning::tests::sample();
+    let trials = tuning.trials.len();
+    data.tuning = Some(tuning);
+    let html = render(&data).unwrap();
+    let chart = parallel_chart(&html);
+    // One axis per parameter, named, plus the objective's; log ticks on the log axes.
+    for axis in [">learning_rate<", ">lora.rank<", ">eval.tuned.exact_match<"] {
+        assert!(chart.contains(axis), "{axis} in {chart}");
+    }
+    assert!(
+        chart.contains(">1e-4<") && chart.contains(">32<"),
+        "{chart}"
+    );
+    // One line per trial, each titled with its trial; the pruned one dashed, the best bold.
+    assert_eq!(chart.matches("<polyline").count(), trials);
+    for i in 0..trials {
+        assert!(chart.contains(&format!("<title>trial {i}: ")), "trial {i}");
+    }
+    assert_eq!(
+        chart.matches(r#"stroke-dasharray="6 4" opacity"#).count(),
+        1
+    );
+    assert_eq!(
+        chart
+            .matches(r#"stroke="currentColor" stroke-width="3.5""#)
+            .count(),
+        2,
+        "the best line and its legend"
+    );
+    // The importance table names the method and keeps the order, most important first.
+    let table = &html[html.find("Parameter importance").unwrap()..];
+    assert!(table.contains("Method: first-order Sobol indices of the GP posterior mean"));
+    let rank = table
+        .find("<td>lora.rank</td><td class=\"num\">0.610</td>")
+        .unwrap();
+    let lr = table
+        .find("<td>learning_rate</td><td class=\"num\">0.270</td>")
+        .unwrap();
+    assert!(rank < lr, "most important first");
+    assert!(table.contains("interactions between parameters account for 0.12"));
 }

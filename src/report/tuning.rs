@@ -1,7 +1,12 @@
-//! The report's tuning section: a tune stage's trials as a table (parameters, objective,
-//! status, time, memory, why pruned or failed) and the best-so-far curve as inline SVG.
+//! The report's tuning section: counts, the best configuration, the best-so-far curve,
+//! parallel coordinates of the trials ([`super::parallel`]), each parameter's importance
+//! (with the method that estimated it, [`crate::tune::importance`]) and the trials as a
+//! table (parameters, objective, status, time, memory, why pruned or failed).
 
+use super::parallel::{self, Axis, Scale, Style, Trace};
 use super::svg::{self, escape};
+use crate::tune::importance::{Importance, Outcome};
+use crate::tune::space::{Domain, Space};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -40,6 +45,40 @@ pub struct Tuning {
     pub maximise: bool,
     /// Trials in study order.
     pub trials: Vec<TrialRow>,
+    /// One axis per parameter of the search space, in the space's order; `None` when the
+    /// tune stage's `metrics.json` does not record the space (written by an older pipe).
+    #[serde(default)]
+    pub axes: Option<Vec<Axis>>,
+    /// The tune stage's `importance.json`; `None` when it has none (an older pipe).
+    #[serde(default)]
+    pub importance: Option<Importance>,
+}
+
+/// The parallel-coordinates axes of a search space: log-scaled parameters on log axes,
+/// categoricals on axes labelled with their choices.
+pub fn axes_of(space: &Space) -> Vec<Axis> {
+    space
+        .params
+        .iter()
+        .map(|p| Axis {
+            name: p.name.clone(),
+            scale: match &p.domain {
+                &Domain::Float { low, high, log } => numeric(low, high, log, false),
+                &Domain::Int { low, high, log } => numeric(low as f64, high as f64, log, true),
+                Domain::Choice(values) => Scale::Categories {
+                    values: values.clone(),
+                },
+            },
+        })
+        .collect()
+}
+
+fn numeric(low: f64, high: f64, log: bool, integer: bool) -> Scale {
+    if log {
+        Scale::Log { low, high, integer }
+    } else {
+        Scale::Linear { low, high, integer }
+    }
 }
 
 impl Tuning {
@@ -101,6 +140,21 @@ pub fn section(t: &Tuning) -> String {
         count("failed"),
         t.trials.iter().filter(|r| r.reused).count()
     );
+    if let Some(b) = best.and_then(|i| t.trials.iter().find(|r| r.index == i)) {
+        let params: Vec<String> = b
+            .params
+            .iter()
+            .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
+            .collect();
+        let _ = write!(
+            html,
+            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}</p>"#,
+            b.index,
+            escape(&t.objective),
+            b.value.map_or("—".to_owned(), |v| format!("{v:.4}")),
+            params.join(", ")
+        );
+    }
     let curve = t.best_so_far();
     if !curve.is_empty() {
         let each: Vec<(f64, f64)> = t
@@ -131,6 +185,8 @@ pub fn section(t: &Tuning) -> String {
             if t.maximise { "higher" } else { "lower" }
         );
     }
+    html.push_str(&parallel_section(t));
+    html.push_str(&importance_section(t.importance.as_ref()));
     let names: Vec<&String> = t
         .trials
         .first()
@@ -176,9 +232,138 @@ pub fn section(t: &Tuning) -> String {
     html
 }
 
+/// The parallel-coordinates chart with its heading, or why there is none.
+fn parallel_section(t: &Tuning) -> String {
+    let Some(axes) = &t.axes else {
+        return r#"<p class="empty">No parallel coordinates: the tune stage's metrics.json does not record its search space (it was written by an older pipe); rerun the tune stage.</p>"#.to_owned();
+    };
+    if t.trials.is_empty() {
+        return String::new();
+    }
+    let values: Vec<f64> = t.trials.iter().filter_map(|r| r.value).collect();
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
+    let (worst, best_value) = if t.maximise { (lo, hi) } else { (hi, lo) };
+    let mut all = axes.clone();
+    all.push(Axis {
+        name: t.objective.clone(),
+        scale: if values.is_empty() {
+            Scale::Linear {
+                low: 0.0,
+                high: 1.0,
+                integer: false,
+            }
+        } else {
+            Scale::Linear {
+                low: lo,
+                high: hi,
+                integer: false,
+            }
+        },
+    });
+    let best = t.best();
+    let traces: Vec<Trace> = t
+        .trials
+        .iter()
+        .map(|r| {
+            let mut values: Vec<Value> = axes
+                .iter()
+                .map(|a| r.params.get(&a.name).cloned().unwrap_or(Value::Null))
+                .collect();
+            values.push(r.value.map_or(Value::Null, Value::from));
+            let style = match (r.value, r.status.as_str()) {
+                _ if Some(r.index) == best => Style::Best,
+                (Some(v), _) if worst != best_value => {
+                    Style::Shade((v - worst) / (best_value - worst))
+                }
+                (Some(_), _) => Style::Shade(1.0),
+                (None, "pruned") => Style::Pruned,
+                (None, _) => Style::Failed,
+            };
+            let params: Vec<String> = r
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", parallel::value_text(v)))
+                .collect();
+            let outcome = r
+                .value
+                .map_or(r.status.clone(), |v| format!("{} = {v}", t.objective));
+            Trace {
+                values,
+                style,
+                title: format!("trial {}: {}; {outcome}", r.index, params.join(", ")),
+            }
+        })
+        .collect();
+    let key = |v: f64, which: &str| {
+        if v.is_finite() {
+            format!("{} ({which})", svg::label(v))
+        } else {
+            which.to_owned()
+        }
+    };
+    let chart = parallel::chart(
+        &all,
+        &traces,
+        (&key(worst, "worst"), &key(best_value, "best")),
+    );
+    format!(
+        r#"<div class="chart wide" style="max-width:none"><h3>Trials across the search space (parallel coordinates: one line per trial, coloured by {}, the best in bold)</h3>{chart}</div>"#,
+        escape(&t.objective)
+    )
+}
+
+/// The importance table (most important first) with the method named, or why there are
+/// no numbers.
+fn importance_section(importance: Option<&Importance>) -> String {
+    let mut html = String::from("<h3>Parameter importance</h3>");
+    let Some(imp) = importance else {
+        html.push_str(r#"<p class="empty">Not computed: the tune stage's out folder has no importance.json (it was written by an older pipe); rerun the tune stage.</p>"#);
+        return html;
+    };
+    match &imp.outcome {
+        Outcome::Unavailable { reason } => {
+            let _ = write!(
+                html,
+                r#"<p class="empty">Not estimated ({}): {}.</p>"#,
+                escape(&imp.method),
+                escape(reason)
+            );
+        }
+        Outcome::Estimated {
+            trials,
+            samples,
+            params,
+            interactions,
+        } => {
+            let _ = write!(
+                html,
+                r#"<p class="sub">Method: {}, from a Gaussian process fitted to the {trials} complete trials ({samples} Latin hypercube samples per matrix). Each number is the share of the objective's variance over the search space that the parameter explains on its own; interactions between parameters account for {:.2}. The numbers describe the model, so they are rough when trials are few.</p><table><tr><th>parameter</th><th class="num">importance</th><th style="width:50%"></th></tr>"#,
+                escape(&imp.method),
+                interactions
+            );
+            for p in params {
+                let _ = write!(
+                    html,
+                    r#"<tr><td>{}</td><td class="num">{:.3}</td><td><div style="background:var(--accent);height:10px;border-radius:2px;width:{:.1}%"></div></td></tr>"#,
+                    escape(&p.name),
+                    p.importance,
+                    100.0 * p.importance.clamp(0.0, 1.0)
+                );
+            }
+            html.push_str("</table>");
+        }
+    }
+    html
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::tune::importance::ParamImportance;
     use serde_json::json;
 
     pub(crate) fn sample() -> Tuning {
@@ -197,6 +382,11 @@ pub(crate) mod tests {
             peak_memory_bytes: Some(300 << 20),
             reused: index == 0,
         };
+        let space = Space::from_json(&json!({
+            "learning_rate": {"float": [1e-5, 1e-3], "log": true},
+            "lora.rank": {"int": [4, 32], "log": true},
+        }))
+        .unwrap();
         Tuning {
             objective: "eval.tuned.exact_match".into(),
             maximise: true,
@@ -206,6 +396,27 @@ pub(crate) mod tests {
                 row(2, 1e-3, None, "pruned"),
                 row(3, 5e-4, Some(0.6), "complete"),
             ],
+            axes: Some(axes_of(&space)),
+            importance: Some(Importance {
+                method: crate::tune::importance::METHOD.into(),
+                outcome: Outcome::Estimated {
+                    trials: 3,
+                    samples: 4096,
+                    // Listed most important first, as importance.json has them; the
+                    // section keeps the order.
+                    params: vec![
+                        ParamImportance {
+                            name: "lora.rank".into(),
+                            importance: 0.61,
+                        },
+                        ParamImportance {
+                            name: "learning_rate".into(),
+                            importance: 0.27,
+                        },
+                    ],
+                    interactions: 0.12,
+                },
+            }),
         }
     }
 
@@ -223,11 +434,74 @@ pub(crate) mod tests {
         assert!(html.contains("&lt;1.2&gt;"), "reasons are escaped");
         assert!(html.contains("<svg") && html.contains("best so far"));
         assert!(html.contains("12.5 s (reused)") && html.contains("300 MiB"));
+        assert!(
+            html.contains("Best configuration: trial 1</strong>, eval.tuned.exact_match = 0.7000<br>learning_rate = 3.000e-4, lora.rank = 8"),
+            "{html}"
+        );
         let minimise = Tuning {
             maximise: false,
             ..t
         };
         assert_eq!(minimise.best(), Some(0));
         assert_eq!(minimise.best_so_far(), [(1.0, 0.4), (2.0, 0.4), (4.0, 0.4)]);
+    }
+
+    #[test]
+    fn the_space_gives_log_and_categorical_axes() {
+        let space = Space::from_json(&json!({
+            "lr": {"float": [1e-5, 1e-3], "log": true},
+            "method": {"choice": ["lora", "dora"]},
+            "n": {"int": [1, 8]},
+        }))
+        .unwrap();
+        let scales: Vec<Scale> = axes_of(&space).into_iter().map(|a| a.scale).collect();
+        assert_eq!(
+            scales,
+            [
+                Scale::Log {
+                    low: 1e-5,
+                    high: 1e-3,
+                    integer: false
+                },
+                Scale::Categories {
+                    values: vec![json!("lora"), json!("dora")]
+                },
+                Scale::Linear {
+                    low: 1.0,
+                    high: 8.0,
+                    integer: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_or_unavailable_parts_are_explained() {
+        let mut t = sample();
+        t.axes = None;
+        t.importance = None;
+        let html = section(&t);
+        assert!(html.contains("No parallel coordinates") && html.contains("rerun the tune stage"));
+        assert!(html.contains("no importance.json"));
+        assert_eq!(
+            html.matches("<svg").count(),
+            1,
+            "only the best-so-far curve"
+        );
+        t.importance = Some(Importance {
+            method: crate::tune::importance::METHOD.into(),
+            outcome: Outcome::Unavailable {
+                reason: "1 completed trial; at least 2 are needed to fit the model".into(),
+            },
+        });
+        let html = section(&t);
+        assert!(
+            html.contains("Not estimated (first-order Sobol indices of the GP posterior mean): 1 completed trial; at least 2"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("<th class=\"num\">importance</th>"),
+            "no table"
+        );
     }
 }

@@ -31,7 +31,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every report stage's fingerprint).
-pub const IMPL_VERSION: u32 = 2;
+/// 3: parallel coordinates and parameter importance in the tuning section.
+pub const IMPL_VERSION: u32 = 3;
 
 /// The report options.
 #[derive(Debug, Clone, Deserialize)]
@@ -166,11 +167,38 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
     })
 }
 
-/// A tune stage's `trials.jsonl` and `metrics.json`.
+/// A tune stage's `trials.jsonl`, `metrics.json` (the objective and the search space) and
+/// `importance.json`. The space and the importance are optional: an older pipe did not
+/// write them, and the section says so.
 fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
-    let metrics: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(dir.join("metrics.json"))?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("metrics.json").display()))?;
+    let metrics_path = dir.join("metrics.json");
+    let metrics: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(&metrics_path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", metrics_path.display()))?;
+    let axes = match metrics.get("space") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(space) => {
+            let space = crate::tune::space::Space::from_json(space).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: `space`: {e} (is `tune` a tune stage's out folder?)",
+                    metrics_path.display()
+                )
+            })?;
+            Some(crate::report::tuning::axes_of(&space))
+        }
+    };
+    let importance_path = dir.join("importance.json");
+    let importance = if importance_path.is_file() {
+        Some(
+            serde_json::from_str(&fs_err::read_to_string(&importance_path)?).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e} (rerun the tune stage to write it again)",
+                    importance_path.display()
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let path = dir.join("trials.jsonl");
     let trials = fs_err::read_to_string(&path)?
         .lines()
@@ -187,6 +215,8 @@ fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
             .to_owned(),
         maximise: metrics["mode"] == "max",
         trials,
+        axes,
+        importance,
     })
 }
 

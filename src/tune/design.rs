@@ -4,7 +4,8 @@
 //! - A Latin hypercube of `n` points puts exactly one point in each of the `n` equal slices
 //!   of every axis (McKay, Beckman & Conover 1979). Of several random ones the design with
 //!   the largest smallest pairwise distance is kept (the "maximin" criterion), so the first
-//!   trials neither clump nor line up.
+//!   trials neither clump nor line up. Parameter importance draws plain (not maximin)
+//!   Latin hypercubes of thousands of points.
 //! - The Halton sequence takes the radical inverse of the index in the `d`-th prime base for
 //!   axis `d`; a random shift modulo 1 (Cranley-Patterson rotation) gives a fresh,
 //!   still low-discrepancy set at every step.
@@ -20,20 +21,28 @@ const PRIMES: [u32; 20] = [
 pub fn latin_hypercube(n: usize, d: usize, tries: usize, rng: &mut impl Rng) -> Vec<Vec<f64>> {
     let mut best: Option<(f64, Vec<Vec<f64>>)> = None;
     for _ in 0..tries.max(1) {
-        let mut points = vec![vec![0.0; d]; n];
-        for axis in 0..d {
-            let mut slots: Vec<usize> = (0..n).collect();
-            slots.shuffle(rng);
-            for (point, slot) in points.iter_mut().zip(slots) {
-                point[axis] = (slot as f64 + rng.random::<f64>()) / n as f64;
-            }
-        }
+        let points = random_latin_hypercube(n, d, rng);
         let score = min_distance(&points);
         if best.as_ref().is_none_or(|(b, _)| score > *b) {
             best = Some((score, points));
         }
     }
     best.map(|(_, p)| p).unwrap_or_default()
+}
+
+/// One random Latin hypercube of `n` points in `d` dimensions, without the maximin
+/// choice (whose pairwise distances cost `n²`: too much for the thousands of points a
+/// sensitivity estimate draws).
+pub fn random_latin_hypercube(n: usize, d: usize, rng: &mut impl Rng) -> Vec<Vec<f64>> {
+    let mut points = vec![vec![0.0; d]; n];
+    for axis in 0..d {
+        let mut slots: Vec<usize> = (0..n).collect();
+        slots.shuffle(rng);
+        for (point, slot) in points.iter_mut().zip(slots) {
+            point[axis] = (slot as f64 + rng.random::<f64>()) / n as f64;
+        }
+    }
+    points
 }
 
 fn min_distance(points: &[Vec<f64>]) -> f64 {

@@ -226,15 +226,26 @@ impl Gp {
         &self.hyper
     }
 
-    /// Posterior mean and standard deviation of the latent function at `x`, in the units
-    /// of the observations.
-    pub fn predict(&self, x: &[f64]) -> (f64, f64) {
-        let k = DVector::from_iterator(
+    /// Covariances between `x` and the observations.
+    fn cross(&self, x: &[f64]) -> DVector<f64> {
+        DVector::from_iterator(
             self.x.len(),
             self.x
                 .iter()
                 .map(|xi| self.signal * matern52(scaled_distance(xi, x, &self.lengths))),
-        );
+        )
+    }
+
+    /// Posterior mean of the latent function at `x`, in the units of the observations
+    /// (what [`Gp::predict`] returns first, without the cost of the variance).
+    pub fn mean(&self, x: &[f64]) -> f64 {
+        self.y_mean + self.y_scale * self.cross(x).dot(&self.alpha)
+    }
+
+    /// Posterior mean and standard deviation of the latent function at `x`, in the units
+    /// of the observations.
+    pub fn predict(&self, x: &[f64]) -> (f64, f64) {
+        let k = self.cross(x);
         let mean = k.dot(&self.alpha);
         let v = self
             .chol
@@ -365,6 +376,7 @@ mod tests {
             "{m} vs {mean}"
         );
         assert!((s - std).abs() < 1e-9, "{s} vs {std}");
+        assert_eq!(gp.mean(&[0.5]), m, "mean alone is predict's mean");
         // At a training point the mean interpolates and the std vanishes.
         let (m0, s0) = gp.predict(&[0.0]);
         assert!((m0 - 1.0).abs() < 1e-4 && s0 < 1e-2, "{m0} {s0}");

@@ -7,6 +7,8 @@
 //! - [`gp`]: the Matern 5/2 ARD Gaussian process, fitted by maximum marginal likelihood;
 //! - [`acquisition`]: expected improvement and a numerically stable log EI;
 //! - [`suggest`]: putting these together into "which trial next";
+//! - [`importance`]: how much each parameter matters (first-order Sobol indices of the GP
+//!   posterior mean), computed when a study ends;
 //! - [`prune`]: the median stopping rule on intermediate values;
 //! - [`rank`]: the rule behind `lora: {rank: auto}`.
 //!
@@ -16,6 +18,7 @@
 pub mod acquisition;
 pub mod design;
 pub mod gp;
+pub mod importance;
 pub mod prune;
 pub mod rank;
 pub mod space;

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 /// A quadratic bowl with its minimum at x = 0.3, n = 7, kind = b. Every call appends a
 /// line to calls.log (so tests count real runs); with STEPS set it reports a decreasing
 /// intermediate value per step, sleeping between steps so the pruner can watch it.
+/// Over the space, `kind` explains most of the variance (its offset 3 has variance 2,
+/// against 0.31 for the `n` term and 0.02 for the `x` term), so it is the most important.
 const OBJECTIVE: &str = r#"
 import json, os, sys, time
 p = json.load(open(os.environ["PIPE_TRIAL_PARAMS"]))
 x, n, kind = p["x"], p["n"], p["kind"]
-value = (x - 0.3) ** 2 + 0.05 * (n - 7) ** 2 + (0.0 if kind == "b" else 1.0)
+value = (x - 0.3) ** 2 + 0.05 * (n - 7) ** 2 + (0.0 if kind == "b" else 3.0)
 with open("calls.log", "a") as f:
     f.write(json.dumps(p) + "\n")
 steps = int(os.environ.get("STEPS", "0"))
@@ -68,10 +70,17 @@ fn calls(ws: &Ws) -> usize {
     }
 }
 
+/// A report stage over the search's out folder.
+const REPORT: &str = "  report:
+    kind: report
+    with: {tune: tune/bowl, out: reports/tune.html}
+";
+
 #[test]
 fn command_trials_find_the_optimum_and_are_reused_when_n_trials_grows() {
     let ws = Ws::new();
-    ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(""));
+    ws.file("objective.py", OBJECTIVE)
+        .pipeline(&(pipeline("") + REPORT));
     let run = ws.run_ok(&[]);
     assert!(run.ran().contains("search") && run.ran().contains("use_best"));
     let first = trials(&ws);
@@ -115,6 +124,37 @@ fn command_trials_find_the_optimum_and_are_reused_when_n_trials_grows() {
     assert_eq!(best_yaml, metrics["best_params"]);
     // The downstream stage read the new best.yaml.
     assert_eq!(ws.read("chosen.yaml"), ws.read("tune/bowl/best.yaml"));
+    // Parameter importance: `kind` moves the objective most, and ranks first.
+    let importance: Value = serde_json::from_str(&ws.read("tune/bowl/importance.json")).unwrap();
+    assert_eq!(
+        importance["method"], "first-order Sobol indices of the GP posterior mean",
+        "{importance}"
+    );
+    assert_eq!(importance["status"], "estimated", "{importance}");
+    assert_eq!(importance["trials"], 20);
+    let ranked: Vec<&str> = importance["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ranked[0], "kind", "{importance}");
+    assert_eq!(ranked.len(), 3, "one entry per parameter: {importance}");
+    assert_eq!(
+        metrics["importance"]["kind"], importance["params"][0]["importance"],
+        "metrics.json summarises it"
+    );
+    assert_eq!(
+        metrics["space"]["kind"]["choice"],
+        serde_json::json!(["a", "b", "c"])
+    );
+    // The report's tuning section draws all 20 trials and the importance.
+    let html = ws.read("reports/tune.html");
+    let chart = &html[html.find("parallel coordinates:").unwrap()..];
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    assert_eq!(chart.matches("<polyline").count(), 20);
+    assert!(chart.contains(">kind<") && chart.contains(">loss<"));
+    assert!(html.contains("Method: first-order Sobol indices of the GP posterior mean"));
     // Nothing changed: nothing runs.
     let run = ws.run_ok(&["--set", "n_trials=20"]);
     assert!(run.ran().is_empty(), "{:?}", run.ran());

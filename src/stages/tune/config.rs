@@ -4,7 +4,7 @@
 use super::trial::{self, Plan};
 use crate::spec::Cmd;
 use crate::tune::prune::MedianRule;
-use crate::tune::space::{Space, nest};
+use crate::tune::space::{Point, Space, nest};
 use crate::tune::suggest::Direction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -286,6 +286,16 @@ impl Tune {
             .iter()
             .zip(point)
             .map(|(p, v)| (p.name.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The point a trial's parameters (by dotted name) stand for: [`Tune::flat`] undone
+    /// (a missing name becomes null, which no space contains).
+    pub(super) fn point_of(&self, params: &BTreeMap<String, Value>) -> Point {
+        self.space
+            .params
+            .iter()
+            .map(|p| params.get(&p.name).cloned().unwrap_or(Value::Null))
             .collect()
     }
 

@@ -3,7 +3,7 @@
 //!
 //! ```yaml
 //! with:
-//!   out: tune/lr                          # trials.jsonl, best.yaml, metrics.json
+//!   out: tune/lr                          # trials.jsonl, best.yaml, importance.json, metrics.json
 //!   space:
 //!     learning_rate: {float: [1.0e-5, 1.0e-3], log: true}
 //!     lora.rank: {int: [4, 32], log: true}
@@ -18,7 +18,9 @@
 //!
 //! Outputs in `out`: `trials.jsonl` (one [`TrialRecord`] per trial, in trial order),
 //! `best.yaml` (the best trial's parameters, nested by their dotted names, for a train
-//! stage's `params_file`), and `metrics.json` (the best value and trial counts).
+//! stage's `params_file`), `importance.json` (each parameter's importance, see
+//! [`crate::tune::importance`]) and `metrics.json` (the best value, trial counts, the
+//! space and the importance by name).
 //!
 //! Trials are cached in the workspace ([`store`]): a rerun with a larger `n_trials`, or
 //! after an interruption, reuses every finished trial. Trials that use MLX (train trials,
@@ -46,8 +48,14 @@ use std::time::{Duration, Instant};
 use store::{Store, key_of};
 use trial::{Children, Job, Outcome, Pruning, Status};
 
-/// Implementation version (part of every tune stage's fingerprint and trial key).
-pub const IMPL_VERSION: u32 = 1;
+/// Implementation version (part of every tune stage's fingerprint): bumped when the
+/// outputs change (2: `importance.json`, and `space` and `importance` in `metrics.json`),
+/// which reruns the stage; its trials come back from the trial store.
+pub const IMPL_VERSION: u32 = 2;
+
+/// Version of what a trial computes (part of every trial and study key): bumped only
+/// when a trial's result would differ, since it makes every stored trial run again.
+const TRIAL_VERSION: u32 = 1;
 
 /// Whether a tune stage with this `with:` takes the `mlx` slot (its trials use MLX).
 pub fn uses_mlx(with: &Value) -> bool {
@@ -116,7 +124,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
         deps.insert(dep, hash);
     }
     let template = serde_json::json!({
-        "impl": IMPL_VERSION,
+        "impl": TRIAL_VERSION,
         "trial": tune.config.trial,
         "iters": tune.config.budget.iters,
         "deps": deps,
@@ -302,12 +310,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
 
 fn observation(tune: &Tune, r: &TrialRecord) -> Observation {
     Observation {
-        point: tune
-            .space
-            .params
-            .iter()
-            .map(|p| r.params.get(&p.name).cloned().unwrap_or(Value::Null))
-            .collect(),
+        point: tune.point_of(&r.params),
         value: r.value,
     }
 }

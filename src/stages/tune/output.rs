@@ -1,8 +1,11 @@
 //! What a tune stage writes: one [`TrialRecord`] per trial in `trials.jsonl`, the best
-//! parameters in `best.yaml`, counts in `metrics.json`, and a progress line per trial.
+//! parameters in `best.yaml`, each parameter's importance in `importance.json` (see
+//! [`crate::tune::importance`]), counts, the space and the importance summary in
+//! `metrics.json`, and a progress line per trial.
 
 use super::config::Tune;
 use super::trial::{self, Outcome, Status};
+use crate::tune::importance::{self, Importance, Outcome as ImportanceOutcome};
 use crate::tune::space::get_dotted;
 use crate::tune::suggest::{Direction, Origin};
 use anyhow::bail;
@@ -182,6 +185,14 @@ pub struct TuneMetrics {
     pub stopped_by: String,
     /// Wall time of this run.
     pub seconds: f64,
+    /// The search space as configured (the report draws its axes from it); null in files
+    /// written before it was recorded.
+    #[serde(default)]
+    pub space: Value,
+    /// Each parameter's importance by name (`importance.json` has the method, the order
+    /// and the details); null when it could not be estimated (`importance.json` says why).
+    #[serde(default)]
+    pub importance: Option<BTreeMap<String, f64>>,
 }
 
 pub(super) fn write_outputs(
@@ -199,6 +210,13 @@ pub(super) fn write_outputs(
         lines.push('\n');
     }
     crate::atomic_write::write_atomic(&out.join("trials.jsonl"), lines.as_bytes())?;
+    let complete: Vec<_> = records
+        .iter()
+        .filter(|r| r.status == Status::Complete)
+        .filter_map(|r| Some((tune.point_of(&r.params), r.value?)))
+        .collect();
+    let importance = importance::estimate(&tune.space, &complete);
+    crate::stages::write_json(&out.join("importance.json"), &importance)?;
     let count = |s: Status| records.iter().filter(|r| r.status == s).count();
     let best = best(tune, records);
     let mut best_params = Value::Object(Default::default());
@@ -220,6 +238,16 @@ pub(super) fn write_outputs(
         reused: records.iter().filter(|r| r.reused).count(),
         stopped_by: stopped_by.to_owned(),
         seconds,
+        space: tune.config.space.clone(),
+        importance: match &importance.outcome {
+            ImportanceOutcome::Estimated { params, .. } => Some(
+                params
+                    .iter()
+                    .map(|p| (p.name.clone(), p.importance))
+                    .collect(),
+            ),
+            ImportanceOutcome::Unavailable { .. } => None,
+        },
     };
     crate::stages::write_json(&out.join("metrics.json"), &metrics)?;
     let Some(b) = best else {
@@ -261,5 +289,25 @@ pub(super) fn write_outputs(
         metrics.pruned,
         metrics.failed
     );
+    eprintln!("{}", importance_line(&importance));
     Ok(())
+}
+
+/// The importance in one log line: `importance (method): a 0.81, b 0.12` or why none.
+fn importance_line(importance: &Importance) -> String {
+    match &importance.outcome {
+        ImportanceOutcome::Estimated { params, .. } => {
+            let each: Vec<String> = params
+                .iter()
+                .map(|p| format!("{} {:.2}", p.name, p.importance))
+                .collect();
+            format!("importance ({}): {}", importance.method, each.join(", "))
+        }
+        ImportanceOutcome::Unavailable { reason } => {
+            format!(
+                "importance ({}): not estimated: {reason}",
+                importance.method
+            )
+        }
+    }
 }
