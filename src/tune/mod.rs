@@ -5,18 +5,23 @@
 //!   encodings;
 //! - [`design`]: the Latin hypercube initial design and Halton candidates;
 //! - [`gp`]: the Matern 5/2 ARD Gaussian process, fitted by maximum marginal likelihood;
+//! - [`warp`]: the power transform that makes long-tailed objectives look Gaussian;
 //! - [`acquisition`]: expected improvement and a numerically stable log EI;
 //! - [`suggest`]: putting these together into "which trial next";
 //! - [`prune`]: the median stopping rule on intermediate values;
-//! - [`rank`]: the rule behind `lora: {rank: auto}`.
+//! - [`rank`]: the rule behind `lora: {rank: auto}`;
+//! - [`benchmarks`]: standard test functions and the regret study of GP-EI against random
+//!   search.
 //!
 //! The stage that runs trials, caches them and writes `trials.jsonl` and `best.yaml` is
 //! [`crate::stages::tune`].
 
 pub mod acquisition;
+pub mod benchmarks;
 pub mod design;
 pub mod gp;
 pub mod prune;
 pub mod rank;
 pub mod space;
 pub mod suggest;
+pub mod warp;
