@@ -19,6 +19,7 @@ mod tokenize;
 mod train;
 mod tune;
 mod tune_model;
+mod tune_regret;
 
 mod engine_cache_cmds;
 mod engine_crash;

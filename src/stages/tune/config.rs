@@ -5,7 +5,7 @@ use super::trial::{self, Plan};
 use crate::spec::Cmd;
 use crate::tune::prune::MedianRule;
 use crate::tune::space::{Point, Space, nest};
-use crate::tune::suggest::Direction;
+use crate::tune::suggest::{Direction, Optimizer, default_initial};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,6 +36,9 @@ pub struct TuneConfig {
     /// parameters plus 2, between 3 and 10).
     #[serde(default)]
     pub initial: Option<usize>,
+    /// `gp` (Bayesian optimisation, the default) or `random` (random search, a baseline).
+    #[serde(default)]
+    pub optimizer: Optimizer,
     /// Stop unpromising trials early (the median rule).
     #[serde(default)]
     pub prune: Option<PruneConfig>,
@@ -241,9 +244,14 @@ impl Tune {
                 ))
             }
         };
+        if config.initial.is_some() && config.optimizer == Optimizer::Random {
+            return Err(
+                "`initial` sizes the design that Bayesian optimisation starts from; `optimizer: random` has none, so remove `initial`".into(),
+            );
+        }
         let initial = config
             .initial
-            .unwrap_or_else(|| (space.params.len() + 2).clamp(3, 10));
+            .unwrap_or_else(|| default_initial(space.params.len()));
         let tune = Self {
             config,
             space,
@@ -397,6 +405,7 @@ mod tests {
         let config: TuneConfig = serde_json::from_value(with(train(), json!({}))).unwrap();
         let tune = Tune::new(config).unwrap();
         assert_eq!(tune.initial, 4, "two parameters + 2");
+        assert_eq!(tune.config.optimizer, Optimizer::Gp, "the default");
         let Plan::Train {
             train: options,
             evaluate,
@@ -443,5 +452,11 @@ mod tests {
         assert!(e.contains("n_trials"), "{e}");
         let e = error(with(train(), json!({"prune": {"rule": "hyperband"}})));
         assert!(e.contains("`median`"), "{e}");
+        let e = error(with(train(), json!({"optimizer": "random", "initial": 3})));
+        assert!(e.contains("remove `initial`"), "{e}");
+        let config: Result<TuneConfig, _> =
+            serde_json::from_value(with(train(), json!({"optimizer": "tpe"})));
+        let e = config.unwrap_err().to_string();
+        assert!(e.contains("`gp`") && e.contains("`random`"), "{e}");
     }
 }

@@ -36,7 +36,7 @@ pub use config::{Budget, Objective, PruneConfig, TrialSpec, TuneConfig};
 pub use output::{TrialRecord, TuneMetrics};
 
 use crate::tune::space::{Point, get_dotted, nest};
-use crate::tune::suggest::{Observation, Origin, Settings, Suggester};
+use crate::tune::suggest::{Observation, Optimizer, Origin, Settings, Suggester};
 use anyhow::Context;
 use config::Tune;
 use output::{progress, record_of, write_outputs};
@@ -129,14 +129,20 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
         "iters": tune.config.budget.iters,
         "deps": deps,
     });
-    let study = key_of(&serde_json::json!({
+    let mut study = serde_json::json!({
         "template": template,
         "space": tune.config.space,
         "objective": tune.config.objective,
         "seed": tune.config.seed,
         "initial": tune.initial,
         "prune": tune.config.prune,
-    }));
+    });
+    // Random search is another study; a `gp` study keeps the key it had before the
+    // option existed, so its journal is still found.
+    if tune.config.optimizer != Optimizer::Gp {
+        study["optimizer"] = serde_json::json!(tune.config.optimizer);
+    }
+    let study = key_of(&study);
     let trial_key = |point: &Point| {
         key_of(&serde_json::json!({"template": template, "params": tune.flat(point)}))
     };
@@ -156,7 +162,8 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
     }
     let suggester = Suggester::new(
         tune.space.clone(),
-        Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial),
+        Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial)
+            .with_optimizer(tune.config.optimizer),
     );
     let completed = Mutex::new(
         records
