@@ -1,5 +1,5 @@
 //! Hyperparameter search for the `tune` stage kind: a Gaussian-process Bayesian optimiser
-//! and the median pruning rule, in plain Rust (no MLX), so it builds and tests in seconds.
+//! and the pruning rules, in plain Rust (no MLX), so it builds and tests in seconds.
 //!
 //! - [`space`]: the search space (float, int, categorical; uniform or log) and its
 //!   encodings;
@@ -7,7 +7,7 @@
 //! - [`gp`]: the Matern 5/2 ARD Gaussian process, fitted by maximum marginal likelihood;
 //! - [`acquisition`]: expected improvement and a numerically stable log EI;
 //! - [`suggest`]: putting these together into "which trial next";
-//! - [`prune`]: the median stopping rule on intermediate values;
+//! - [`prune`]: the median stopping rule and successive halving on intermediate values;
 //! - [`rank`]: the rule behind `lora: {rank: auto}`.
 //!
 //! The stage that runs trials, caches them and writes `trials.jsonl` and `best.yaml` is
