@@ -198,14 +198,22 @@ fn every_shipped_pipeline_validates() {
     for preset in std::fs::read_dir(repo.join("stages")).unwrap() {
         let path = preset.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        ws.file(&format!("stages/{name}"), &std::fs::read_to_string(&path).unwrap());
+        ws.file(
+            &format!("stages/{name}"),
+            &std::fs::read_to_string(&path).unwrap(),
+        );
     }
     let mut shipped = Vec::new();
     for dir in ["pipelines", "pipelines/sweeps", "pipelines/examples"] {
         for entry in std::fs::read_dir(repo.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
-                let rel = path.strip_prefix(repo).unwrap().to_str().unwrap().to_owned();
+                let rel = path
+                    .strip_prefix(repo)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
                 ws.file(&rel, &std::fs::read_to_string(&path).unwrap());
                 shipped.push(rel);
             }

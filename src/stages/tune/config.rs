@@ -442,8 +442,7 @@ mod tests {
 
     fn parse_error(w: Value) -> String {
         serde_json::from_value::<TuneConfig>(w)
-            .err()
-            .expect("should not parse")
+            .expect_err("should not parse")
             .to_string()
     }
 
