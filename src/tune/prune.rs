@@ -251,7 +251,7 @@ impl HalvingRule {
             let cutoff = values[keep - 1];
             if direction.better(cutoff, value) {
                 return Some(format!(
-                    "rung {k} (step {rung}): value {value:.4} is not in the top 1/{eta} of the {n} values recorded at this rung (cutoff {cutoff:.4}, the best {keep})",
+                    "rung {k} (step {rung}): value {value:.4} is not in the top 1/{eta} of the {n} values recorded at this rung (the best {keep} go on; cutoff {cutoff:.4})",
                     eta = self.eta
                 ));
             }

@@ -251,7 +251,7 @@ fn successive_halving_prunes_at_the_rungs_and_records_why() {
         let cutoff: f64 = reason
             .split("cutoff ")
             .nth(1)
-            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.split(')').next())
             .unwrap()
             .parse()
             .unwrap();
