@@ -16,6 +16,7 @@
 //! Adding a kind: a variant of [`Kind`] with its name, version and MLX use, a module with
 //! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
 
+pub mod batch_auto;
 pub mod cmd;
 pub mod compare;
 pub mod evaluate;
@@ -193,11 +194,14 @@ impl Kind {
             Kind::Tune => return tune::check(with),
             // A params file is usually written by an earlier stage: it is merged (and the
             // result checked again) when the stage runs.
-            // `rank: auto` is measured when the stage runs; any rank stands in for the check.
-            Kind::Train => train::parse(
+            // `rank: auto` and `batch_size: auto` are measured when the stage runs; any value
+            // stands in for the check.
+            Kind::Train => batch_auto::with_batch_size(
                 &rank_auto::with_rank(&params_file::without(with), 8),
-                Path::new("."),
+                8,
             )
+            .map_err(anyhow::Error::msg)
+            .and_then(|with| train::parse(&with, Path::new(".")))
             .map(drop),
         };
         checked.map_err(|e| format!("{e:#}"))

@@ -4,11 +4,15 @@
 //! `train_data`/`valid_data`. The out folder gets the adapter (mlx-lm and PEFT layouts),
 //! the step log and `metrics.json`. `lora: {rank: auto}` picks the rank from the data
 //! ([`super::rank_auto`]) and writes the choice and its reason to `rank.json`;
-//! `params_file:` merges a YAML file of options over `with:` ([`super::params_file`]).
+//! `params_file:` merges a YAML file of options over `with:` ([`super::params_file`]);
+//! `batch_size: auto` chooses the rows per step from the data and splits them by the
+//! memory probe ([`super::batch_auto`]), recording both in `metrics.json`.
 
-use super::rank_auto;
+use super::{batch_auto, rank_auto};
+use crate::data::{ReadOptions, read_examples};
 use crate::exec::progress::Progress;
 use crate::mlx::train::job::{TrainJob, run_job_on};
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every train stage's fingerprint).
@@ -58,8 +62,11 @@ pub fn parse(with: &serde_json::Value, root: &Path) -> anyhow::Result<(TrainJob,
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     let with = super::params_file::merge(with, root)?;
     let (tokens, mut with) = split_tokens(&with).map_err(|e| anyhow::anyhow!(e))?;
-    // With `rank: auto` any rank stands in until the data is measured.
-    let probe = serde_yaml::to_string(&rank_auto::with_rank(&with, 8))?;
+    // With `rank: auto` or `batch_size: auto` any value stands in until the data is
+    // measured.
+    let probe = batch_auto::with_batch_size(&rank_auto::with_rank(&with, 8), 8)
+        .map_err(anyhow::Error::msg)?;
+    let probe = serde_yaml::to_string(&probe)?;
     let probe = TrainJob::from_yaml(&probe, Path::new("train stage `with`"), root)?;
     let data = match &tokens {
         Some(dir) => Some(super::tokenize::load_for_training(
@@ -74,6 +81,28 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         eprintln!("rank: auto -> {}: {}", choice.rank, choice.reason);
         with = rank_auto::with_rank(&with, choice.rank);
         rank_choice = Some(choice);
+    }
+    let mut batch_choice = None;
+    if batch_auto::is_auto(&with) {
+        let examples = match &data {
+            Some(d) => d.train.len(),
+            None => read_examples(&probe.train_data, &ReadOptions::default())
+                .with_context(|| {
+                    format!(
+                        "batch_size: auto: cannot read {}",
+                        probe.train_data.display()
+                    )
+                })?
+                .0
+                .len(),
+        };
+        let choice = batch_auto::choose(examples);
+        eprintln!(
+            "batch_size: auto -> {}: {}",
+            choice.batch_size, choice.reason
+        );
+        with = batch_auto::with_batch_size(&with, choice.batch_size).map_err(anyhow::Error::msg)?;
+        batch_choice = Some(choice);
     }
     let yaml = serde_yaml::to_string(&with)?;
     let mut job = TrainJob::from_yaml(&yaml, Path::new("train stage `with`"), root)?;
@@ -106,6 +135,16 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     })?;
     if let Some(choice) = &rank_choice {
         super::write_json(&job.out_dir.join(rank_auto::FILE), choice)?;
+    }
+    if let Some(choice) = &batch_choice {
+        let path = job.out_dir.join("metrics.json");
+        let mut metrics: serde_json::Value = serde_json::to_value(&report)?;
+        metrics[batch_auto::METRICS_KEY] = batch_auto::record(
+            choice,
+            report.summary.batch.as_ref(),
+            report.summary.peak_memory_bytes,
+        );
+        super::write_json(&path, &metrics)?;
     }
     eprintln!(
         "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s, peak memory {:.0} MiB",

@@ -1,5 +1,5 @@
 //! Hyperparameter search for the `tune` stage kind: a Gaussian-process Bayesian optimiser
-//! and the median pruning rule, in plain Rust (no MLX), so it builds and tests in seconds.
+//! and the pruning rules, in plain Rust (no MLX), so it builds and tests in seconds.
 //!
 //! - [`space`]: the search space (float, int, categorical; uniform or log) and its
 //!   encodings;
@@ -10,7 +10,7 @@
 //! - [`suggest`]: putting these together into "which trial next";
 //! - [`importance`]: how much each parameter matters (first-order Sobol indices of the GP
 //!   posterior mean), computed when a study ends;
-//! - [`prune`]: the median stopping rule on intermediate values;
+//! - [`prune`]: the median stopping rule and successive halving on intermediate values;
 //! - [`rank`]: the rule behind `lora: {rank: auto}`;
 //! - [`benchmarks`]: standard test functions and the regret study of GP-EI against random
 //!   search.

@@ -1,14 +1,72 @@
-//! Stopping unpromising trials early: the median stopping rule.
+//! Stopping unpromising trials early: the median stopping rule and asynchronous
+//! successive halving.
 //!
-//! A running trial reports intermediate values (a validation loss every N steps). At a
-//! check step it is stopped when its best value so far is worse than the median of the
-//! values that *completed* trials reported at that same step (Golovin et al. 2017,
-//! "Google Vizier"; the rule of Optuna's `MedianPruner`). No check happens before
-//! `min_trials` trials completed, before `warmup_steps`, or off the `interval` grid, so
-//! early noise and a lack of history cannot stop a trial.
+//! A running trial reports intermediate values (a validation loss every N steps). Each
+//! report is judged once, in order, by the study's [`Rule`] against the other trials'
+//! reports ([`Peer`]); a verdict to stop carries the reason recorded with the trial.
+//!
+//! - [`MedianRule`]: at a check step a trial is stopped when its best value so far is
+//!   worse than the median of the values that *completed* trials reported at that same
+//!   step (Golovin et al. 2017, "Google Vizier"; Optuna's `MedianPruner`).
+//! - [`HalvingRule`]: asynchronous successive halving (ASHA; Li et al. 2018, "A System for
+//!   Massively Parallel Hyperparameter Tuning"; Optuna's `SuccessiveHalvingPruner`). A
+//!   trial reaching a rung continues only when its value is in the top `1/eta` of every
+//!   value recorded at that rung so far, by any trial (completed, pruned, failed or still
+//!   running).
 
 use super::suggest::Direction;
 use serde::{Deserialize, Serialize};
+
+/// What a rule sees of another trial of the study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer {
+    /// Whether it ran to the end (the median rule compares with these only).
+    pub complete: bool,
+    /// The `(step, value)` reports it made that were judged (a pruned trial's end at the
+    /// report that stopped it; a running trial's grow as it is judged).
+    pub reports: Vec<(u64, f64)>,
+}
+
+/// A pruning rule (`prune:` in a tune stage, chosen by `rule:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "lowercase")]
+pub enum Rule {
+    /// The median stopping rule.
+    Median(MedianRule),
+    /// Asynchronous successive halving.
+    Halving(HalvingRule),
+}
+
+impl Rule {
+    /// Judges a trial's latest report (the last of `current`, its reports in step order):
+    /// `Some(reason)` to stop it.
+    pub fn check(
+        &self,
+        direction: Direction,
+        current: &[(u64, f64)],
+        peers: &[Peer],
+    ) -> Option<String> {
+        match self {
+            Rule::Median(rule) => {
+                let completed: Vec<Vec<(u64, f64)>> = peers
+                    .iter()
+                    .filter(|p| p.complete)
+                    .map(|p| p.reports.clone())
+                    .collect();
+                rule.check(direction, current, &completed)
+            }
+            Rule::Halving(rule) => rule.check(direction, current, peers),
+        }
+    }
+
+    /// Settings that cannot work, as a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Rule::Median(_) => Ok(()),
+            Rule::Halving(h) => h.validate(),
+        }
+    }
+}
 
 /// The median rule's settings (`prune:` in a tune stage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +155,111 @@ impl MedianRule {
     }
 }
 
+/// Asynchronous successive halving's settings (`prune: {rule: halving, ...}`).
+///
+/// Rung `k` is at step `min_resource × eta^k`. A trial's value at a rung is the value of
+/// its first report at or after the rung's step (so reports every N steps need not land
+/// on the rungs exactly; one report may reach several rungs). When it reaches a rung its
+/// value is recorded there, and it continues only when that value is among the best
+/// `max(1, ⌊n / eta⌋)` of the `n` values recorded at the rung so far, its own included:
+/// the rule of Optuna's `SuccessiveHalvingPruner`, where with fewer than `eta` values only
+/// a new best continues. Trials of earlier runs of the study count, so a rerun with a
+/// larger `n_trials` keeps raising the bar. Each rung is judged once per trial: a trial
+/// that passed a rung is not stopped there later by better newcomers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HalvingRule {
+    /// The step of the first rung (a trial's first judgement).
+    pub min_resource: u64,
+    /// The reduction factor: rungs are `eta` times apart, and the top `1/eta` continues.
+    #[serde(default = "default_eta")]
+    pub eta: u64,
+    /// Values a rung needs before it stops anything (0: judge from the first value on,
+    /// as ASHA does).
+    #[serde(default)]
+    pub bootstrap_count: usize,
+}
+
+/// Hyperband's reduction factor (Li et al. 2018): a third of the trials go on at each rung.
+fn default_eta() -> u64 {
+    3
+}
+
+impl HalvingRule {
+    fn validate(&self) -> Result<(), String> {
+        if self.min_resource == 0 {
+            return Err(
+                "`prune.min_resource` must be at least 1 (the step of the first rung)".into(),
+            );
+        }
+        if self.eta < 2 {
+            return Err(format!(
+                "`prune.eta` must be at least 2 (the top 1/eta of a rung continues), not {}",
+                self.eta
+            ));
+        }
+        Ok(())
+    }
+
+    /// The step of rung `k` (`None` past `u64`).
+    fn rung_step(&self, k: u32) -> Option<u64> {
+        self.min_resource.checked_mul(self.eta.checked_pow(k)?)
+    }
+
+    /// The rungs `(k, step)` that a report at `step` reaches first, after a report at
+    /// `previous` (the trial's report before it, if any).
+    fn rungs_reached(&self, previous: Option<u64>, step: u64) -> Vec<(u32, u64)> {
+        (0..)
+            .map_while(|k| self.rung_step(k).map(|s| (k, s)))
+            .take_while(|&(_, s)| s <= step)
+            .filter(|&(_, s)| previous.is_none_or(|p| s > p))
+            .collect()
+    }
+
+    /// A trial's value at the rung at `rung_step`: its first report at or after it.
+    fn value_at(reports: &[(u64, f64)], rung_step: u64) -> Option<f64> {
+        reports.iter().find(|(s, _)| *s >= rung_step).map(|r| r.1)
+    }
+
+    /// Judges the last report of `current` at every rung it reaches first.
+    pub fn check(
+        &self,
+        direction: Direction,
+        current: &[(u64, f64)],
+        peers: &[Peer],
+    ) -> Option<String> {
+        let (&(step, value), before) = current.split_last()?;
+        for (k, rung) in self.rungs_reached(before.last().map(|r| r.0), step) {
+            if !value.is_finite() {
+                return Some(format!(
+                    "rung {k} (step {rung}): the value is NaN or infinite"
+                ));
+            }
+            let mut values: Vec<f64> = peers
+                .iter()
+                .filter_map(|p| Self::value_at(&p.reports, rung))
+                .filter(|v| v.is_finite())
+                .collect();
+            values.push(value);
+            let n = values.len();
+            if n < self.bootstrap_count {
+                continue;
+            }
+            // Best first.
+            values.sort_by(|a, b| direction.to_min(*a).total_cmp(&direction.to_min(*b)));
+            let keep = (n / self.eta as usize).max(1);
+            let cutoff = values[keep - 1];
+            if direction.better(cutoff, value) {
+                return Some(format!(
+                    "rung {k} (step {rung}): value {value:.4} is not in the top 1/{eta} of the {n} values recorded at this rung (the best {keep} go on; cutoff {cutoff:.4})",
+                    eta = self.eta
+                ));
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +340,145 @@ mod tests {
             .check(Direction::Min, &[(10, f64::NAN)], &history())
             .unwrap();
         assert!(reason.contains("NaN"), "{reason}");
+    }
+
+    fn peers(reports: &[&[(u64, f64)]]) -> Vec<Peer> {
+        reports
+            .iter()
+            .map(|r| Peer {
+                complete: false,
+                reports: r.to_vec(),
+            })
+            .collect()
+    }
+
+    fn halving(eta: u64) -> HalvingRule {
+        HalvingRule {
+            min_resource: 10,
+            eta,
+            bootstrap_count: 0,
+        }
+    }
+
+    #[test]
+    fn rungs_are_min_resource_times_powers_of_eta() {
+        let rule = halving(3);
+        assert_eq!(rule.rungs_reached(None, 9), []);
+        assert_eq!(rule.rungs_reached(None, 10), [(0, 10)]);
+        // A first report late reaches every rung up to it; later reports only new ones.
+        assert_eq!(rule.rungs_reached(None, 95), [(0, 10), (1, 30), (2, 90)]);
+        assert_eq!(rule.rungs_reached(Some(10), 29), []);
+        assert_eq!(rule.rungs_reached(Some(29), 30), [(1, 30)]);
+        assert_eq!(rule.rungs_reached(Some(30), 40), []);
+        // Far steps stop at u64's end instead of overflowing.
+        assert_eq!(rule.rungs_reached(Some(u64::MAX - 1), u64::MAX), []);
+        assert_eq!(
+            HalvingRule::value_at(&[(5, 1.0), (12, 2.0), (30, 3.0)], 10),
+            Some(2.0)
+        );
+        assert_eq!(HalvingRule::value_at(&[(5, 1.0)], 10), None);
+    }
+
+    #[test]
+    fn halving_keeps_the_top_third_of_each_rung() {
+        let rule = Rule::Halving(halving(3));
+        // Five values at rung 0 (step 10) from other trials, of any status.
+        let others: Vec<&[(u64, f64)]> = vec![
+            &[(10, 1.0), (30, 0.5)],
+            &[(10, 2.0)],
+            &[(10, 3.0)],
+            &[(10, 4.0), (30, 3.9)],
+            &[(10, 5.0)],
+        ];
+        let p = peers(&others);
+        // Six values with the new one: the best 2 continue; the cutoff is the 2nd best.
+        assert_eq!(rule.check(Direction::Min, &[(10, 1.5)], &p), None);
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 2.0)], &p),
+            None,
+            "a tie with the cutoff continues"
+        );
+        let reason = rule
+            .check(Direction::Min, &[(10, 2.5)], &p)
+            .expect("not in the top third");
+        assert!(
+            reason.contains("rung 0 (step 10)")
+                && reason.contains("value 2.5000")
+                && reason.contains("top 1/3 of the 6 values")
+                && reason.contains("cutoff 2.0000"),
+            "{reason}"
+        );
+        // Reports between rungs are not judged; a rung is judged by its first report.
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 1.5), (20, 9.0)], &p),
+            None
+        );
+        // Rung 1 (step 30) has two other values: with three, only the best continues.
+        assert!(
+            rule.check(Direction::Min, &[(10, 1.5), (20, 9.0), (30, 3.0)], &p)
+                .is_some()
+        );
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 1.5), (20, 9.0), (30, 0.4)], &p),
+            None
+        );
+        // Maximising flips the order: 4.5 is second of six.
+        assert_eq!(rule.check(Direction::Max, &[(10, 4.5)], &p), None);
+        assert!(rule.check(Direction::Max, &[(10, 3.5)], &p).is_some());
+        let reason = rule.check(Direction::Min, &[(10, f64::NAN)], &p).unwrap();
+        assert!(reason.contains("NaN"), "{reason}");
+    }
+
+    #[test]
+    fn halving_with_few_values_keeps_only_a_new_best_unless_bootstrapped() {
+        let p = peers(&[&[(10, 1.0)]]);
+        let rule = Rule::Halving(halving(3));
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 0.9)], &[]),
+            None,
+            "the first trial always continues"
+        );
+        assert_eq!(rule.check(Direction::Min, &[(10, 0.9)], &p), None);
+        assert!(rule.check(Direction::Min, &[(10, 1.1)], &p).is_some());
+        let rule = Rule::Halving(HalvingRule {
+            bootstrap_count: 3,
+            ..halving(3)
+        });
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 1.1)], &p),
+            None,
+            "2 < 3 values"
+        );
+        let p = peers(&[&[(10, 1.0)], &[(10, 1.2)]]);
+        assert!(rule.check(Direction::Min, &[(10, 1.3)], &p).is_some());
+    }
+
+    #[test]
+    fn the_median_rule_compares_with_completed_peers_only() {
+        let mut p = peers(&[&[(10, 1.0)], &[(10, 1.0)], &[(10, 1.0)]]);
+        let rule = Rule::Median(MedianRule::default());
+        assert_eq!(
+            rule.check(Direction::Min, &[(10, 2.0)], &p),
+            None,
+            "none completed"
+        );
+        for peer in &mut p {
+            peer.complete = true;
+        }
+        assert!(rule.check(Direction::Min, &[(10, 2.0)], &p).is_some());
+    }
+
+    #[test]
+    fn impossible_halving_settings_are_refused() {
+        let e = Rule::Halving(halving(1)).validate().unwrap_err();
+        assert!(e.contains("`prune.eta`"), "{e}");
+        let e = Rule::Halving(HalvingRule {
+            min_resource: 0,
+            ..halving(3)
+        })
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("`prune.min_resource`"), "{e}");
+        assert_eq!(Rule::Median(MedianRule::default()).validate(), Ok(()));
     }
 }

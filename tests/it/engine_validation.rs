@@ -188,3 +188,47 @@ fn extends_merges_a_preset() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `copy`?"));
 }
+
+/// Every shipped pipeline (with the stage presets it extends) loads and validates: `pipe
+/// dag` parses it, checks every stage's `with:` and builds the graph.
+#[test]
+fn every_shipped_pipeline_validates() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = Ws::new();
+    for preset in std::fs::read_dir(repo.join("stages")).unwrap() {
+        let path = preset.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        ws.file(
+            &format!("stages/{name}"),
+            &std::fs::read_to_string(&path).unwrap(),
+        );
+    }
+    let mut shipped = Vec::new();
+    for dir in ["pipelines", "pipelines/sweeps", "pipelines/examples"] {
+        for entry in std::fs::read_dir(repo.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let rel = path
+                    .strip_prefix(repo)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                ws.file(&rel, &std::fs::read_to_string(&path).unwrap());
+                shipped.push(rel);
+            }
+        }
+    }
+    assert!(
+        shipped.contains(&"pipelines/sweeps/tune-lora.yaml".to_owned()),
+        "{shipped:?}"
+    );
+    for rel in &shipped {
+        let out = ws.pipe().args(["dag", rel]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{rel}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The `tune` kind with command trials: a Python objective tuned through `pipe run`,
 //! finished trials reused after raising `n_trials` and after an interruption, the median
-//! rule pruning from intermediate values, `best.yaml` read downstream, and validation.
+//! rule and successive halving pruning from intermediate values, `best.yaml` read downstream, and validation.
 
 use crate::support::Ws;
 use serde_json::Value;
@@ -246,6 +246,74 @@ fn the_median_rule_prunes_trials_from_their_intermediate_values() {
 }
 
 #[test]
+fn successive_halving_prunes_at_the_rungs_and_records_why() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(
+        "      prune: {rule: halving, min_resource: 1, eta: 2}\n",
+    ));
+    let out = ws
+        .pipe()
+        .args(["run", "--json"])
+        .env("STEPS", "4")
+        .env("SLEEP", "0.2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trials(&ws);
+    // The first trial has nothing to lose to at any rung.
+    assert_eq!(t[0]["status"], "complete", "{:#}", t[0]);
+    let pruned: Vec<&Value> = t.iter().filter(|t| t["status"] == "pruned").collect();
+    assert!(!pruned.is_empty(), "nothing pruned: {t:#?}");
+    for p in &pruned {
+        assert!(p["value"].is_null());
+        let reason = p["reason"].as_str().unwrap();
+        // The trial stopped at the report that reached a rung (steps 1, 2, 4), and the
+        // reason names that rung, the trial's value there and the cutoff it missed.
+        let reports = p["intermediate"].as_array().unwrap();
+        let last = reports.last().unwrap();
+        let step = last[0].as_u64().unwrap();
+        let rung = [1, 2, 4]
+            .iter()
+            .position(|s| *s == step)
+            .expect("a rung step");
+        let value = last[1].as_f64().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "rung {rung} (step {step}): value {value:.4} is not in the top 1/2 of the "
+            )),
+            "{reason}"
+        );
+        let cutoff: f64 = reason
+            .split("cutoff ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(cutoff < value, "{reason}");
+        // The cutoff is a value another trial recorded at the same rung.
+        let recorded = t.iter().any(|o| {
+            !std::ptr::eq(o, *p)
+                && o["intermediate"].as_array().unwrap().iter().any(|r| {
+                    r[0].as_u64() == Some(step)
+                        && format!("{:.4}", r[1].as_f64().unwrap()) == format!("{cutoff:.4}")
+                })
+        });
+        assert!(
+            recorded,
+            "cutoff {cutoff} not recorded at step {step}: {t:#?}"
+        );
+    }
+    let metrics: Value = serde_json::from_str(&ws.read("tune/bowl/metrics.json")).unwrap();
+    assert_eq!(metrics["pruned"], pruned.len());
+}
+
+#[test]
 fn bad_tune_options_fail_before_anything_runs() {
     for (bad, want) in [
         (
@@ -255,6 +323,10 @@ fn bad_tune_options_fail_before_anything_runs() {
         (
             "        cmd: python3 objective.py\n        train: {model: m}\n",
             "not both",
+        ),
+        (
+            "        cmd: python3 objective.py {n}\n      prune: {rule: halving, min_resource: 2, min_trials: 3}\n",
+            "unknown field `min_trials`",
         ),
     ] {
         let ws = Ws::new();

@@ -3,7 +3,7 @@
 
 use super::trial::{self, Plan};
 use crate::spec::Cmd;
-use crate::tune::prune::MedianRule;
+use crate::tune::prune::Rule;
 use crate::tune::space::{Point, Space, nest};
 use crate::tune::suggest::{Direction, Optimizer, default_initial};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,7 @@ pub struct TuneConfig {
     /// `gp` (Bayesian optimisation, the default) or `random` (random search, a baseline).
     #[serde(default)]
     pub optimizer: Optimizer,
-    /// Stop unpromising trials early (the median rule).
+    /// Stop unpromising trials early (the median rule or successive halving).
     #[serde(default)]
     pub prune: Option<PruneConfig>,
     /// What a trial runs.
@@ -81,36 +81,50 @@ pub struct Budget {
     pub iters: Option<u64>,
 }
 
-/// Pruning options.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Pruning options: a rule (`rule: median`, the default, or `rule: halving`) with its own
+/// fields, and `mode`. A field of the other rule is refused (`min_trials` with `rule:
+/// halving`, `eta` with `rule: median`), so a setting can never be silently ignored.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PruneConfig {
-    /// The rule; only `median` exists.
-    #[serde(default = "median")]
-    pub rule: String,
-    /// Completed trials needed before anything is pruned.
-    #[serde(default = "three")]
-    pub min_trials: usize,
-    /// Steps before the first check.
-    #[serde(default)]
-    pub warmup_steps: u64,
-    /// Check every this many steps.
-    #[serde(default = "one_u64")]
-    pub interval: u64,
+    /// The rule and its settings.
+    pub rule: Rule,
     /// Whether intermediate values are minimised or maximised (default: `min` for train
     /// trials, whose values are validation losses; the objective's mode for commands).
-    #[serde(default)]
     pub mode: Option<Direction>,
 }
 
-fn median() -> String {
-    "median".into()
+impl<'de> Deserialize<'de> for PruneConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, Value>::deserialize(d)
+            .map_err(|e| D::Error::custom(format!("`prune` must be a mapping: {e}")))?;
+        let mode = match map.remove("mode") {
+            None | Some(Value::Null) => None,
+            Some(m) => Some(
+                serde_json::from_value(m)
+                    .map_err(|e| D::Error::custom(format!("`prune.mode`: {e}")))?,
+            ),
+        };
+        map.entry("rule").or_insert_with(|| Value::from("median"));
+        let named = map.get("rule").cloned().unwrap_or(Value::Null);
+        let rule = serde_json::from_value(Value::Object(map)).map_err(|e| {
+            D::Error::custom(format!(
+                "`prune` (rule {named}): {e}; `rule: median` takes min_trials, warmup_steps and interval, `rule: halving` takes min_resource, eta and bootstrap_count (both take mode)"
+            ))
+        })?;
+        Ok(Self { rule, mode })
+    }
 }
-fn three() -> usize {
-    3
-}
-fn one_u64() -> u64 {
-    1
+
+impl Serialize for PruneConfig {
+    // Flat, as written (`{rule: median, min_trials: 3, ...}`): this is hashed into the
+    // study key, which must not change for studies that predate `rule: halving`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.rule).map_err(S::Error::custom)?;
+        value["mode"] = serde_json::to_value(self.mode).map_err(S::Error::custom)?;
+        value.serialize(s)
+    }
 }
 
 /// What a trial runs: exactly one of `cmd` and `train`.
@@ -156,7 +170,7 @@ pub(super) struct Tune {
     pub(super) config: TuneConfig,
     pub(super) space: Space,
     pub(super) initial: usize,
-    pub(super) prune: Option<(MedianRule, Direction)>,
+    pub(super) prune: Option<(Rule, Direction)>,
 }
 
 impl Tune {
@@ -222,26 +236,14 @@ impl Tune {
         }
         let prune = match &config.prune {
             None => None,
-            Some(p) if p.rule != "median" => {
-                return Err(format!(
-                    "`prune.rule: {}` is not known; the rule is `median`",
-                    p.rule
-                ));
-            }
             Some(p) => {
+                p.rule.validate()?;
                 let direction = p.mode.unwrap_or(if t.train.is_some() {
                     Direction::Min
                 } else {
                     config.objective.mode
                 });
-                Some((
-                    MedianRule {
-                        min_trials: p.min_trials,
-                        warmup_steps: p.warmup_steps,
-                        interval: p.interval,
-                    },
-                    direction,
-                ))
+                Some((p.rule.clone(), direction))
             }
         };
         if config.initial.is_some() && config.optimizer == Optimizer::Random {
@@ -450,13 +452,74 @@ mod tests {
         assert!(e.contains("needs `cmd`"), "{e}");
         let e = error(with(train(), json!({"budget": {"n_trials": 0}})));
         assert!(e.contains("n_trials"), "{e}");
-        let e = error(with(train(), json!({"prune": {"rule": "hyperband"}})));
-        assert!(e.contains("`median`"), "{e}");
         let e = error(with(train(), json!({"optimizer": "random", "initial": 3})));
         assert!(e.contains("remove `initial`"), "{e}");
         let config: Result<TuneConfig, _> =
             serde_json::from_value(with(train(), json!({"optimizer": "tpe"})));
         let e = config.unwrap_err().to_string();
         assert!(e.contains("`gp`") && e.contains("`random`"), "{e}");
+        let e = error(with(
+            train(),
+            json!({"prune": {"rule": "halving", "eta": 1, "min_resource": 5}}),
+        ));
+        assert!(e.contains("`prune.eta`"), "{e}");
+    }
+
+    fn parse_error(w: Value) -> String {
+        serde_json::from_value::<TuneConfig>(w)
+            .expect_err("should not parse")
+            .to_string()
+    }
+
+    #[test]
+    fn each_rule_takes_only_its_own_fields() {
+        let e = parse_error(with(train(), json!({"prune": {"rule": "hyperband"}})));
+        assert!(e.contains("`median`") && e.contains("`halving`"), "{e}");
+        let e = parse_error(with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 5, "min_trials": 3}}),
+        ));
+        assert!(
+            e.contains("unknown field `min_trials`")
+                && e.contains("`rule: halving` takes min_resource"),
+            "{e}"
+        );
+        let e = parse_error(with(train(), json!({"prune": {"eta": 3}})));
+        assert!(
+            e.contains("unknown field `eta`") && e.contains("rule \"median\""),
+            "{e}"
+        );
+        let e = parse_error(with(train(), json!({"prune": {"rule": "halving"}})));
+        assert!(e.contains("missing field `min_resource`"), "{e}");
+        let e = parse_error(with(train(), json!({"prune": {"mode": "up"}})));
+        assert!(e.contains("`prune.mode`"), "{e}");
+        // The median rule is the default and serialises as before (the study key).
+        let config: TuneConfig = serde_json::from_value(with(
+            train(),
+            json!({"prune": {"min_trials": 2, "mode": "max"}}),
+        ))
+        .unwrap();
+        let prune = config.prune.unwrap();
+        assert_eq!(
+            serde_json::to_value(&prune).unwrap(),
+            json!({"rule": "median", "min_trials": 2, "warmup_steps": 0, "interval": 1, "mode": "max"})
+        );
+        let config: TuneConfig = serde_json::from_value(with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 5}}),
+        ))
+        .unwrap();
+        let tune = Tune::new(config).unwrap();
+        assert_eq!(
+            tune.prune,
+            Some((
+                Rule::Halving(crate::tune::prune::HalvingRule {
+                    min_resource: 5,
+                    eta: 3,
+                    bootstrap_count: 0
+                }),
+                Direction::Min
+            ))
+        );
     }
 }

@@ -9,7 +9,8 @@
 //!     lora.rank: {int: [4, 32], log: true}
 //!   objective: {metric: eval.tuned.exact_match, mode: max}
 //!   budget: {n_trials: 12, max_minutes: 60, iters: 40}
-//!   prune: {min_trials: 3, warmup_steps: 10}   # median rule on intermediate values
+//!   prune: {min_trials: 3, warmup_steps: 10}   # median rule on intermediate values, or
+//!   # prune: {rule: halving, min_resource: 10, eta: 3}   # asynchronous successive halving
 //!   trial:
 //!     train: {model: smollm2-135m-instruct, train_data: ..., valid_data: ..., valid_every: 10}
 //!     evaluate: {data: data/clean/test.jsonl, max_examples: 50}
@@ -35,6 +36,7 @@ pub mod trial;
 pub use config::{Budget, Objective, PruneConfig, TrialSpec, TuneConfig};
 pub use output::{TrialRecord, TuneMetrics};
 
+use crate::tune::prune::Peer;
 use crate::tune::space::{Point, get_dotted, nest};
 use crate::tune::suggest::{Observation, Optimizer, Origin, Settings, Suggester};
 use anyhow::Context;
@@ -165,12 +167,11 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
         Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial)
             .with_optimizer(tune.config.optimizer),
     );
-    let completed = Mutex::new(
+    let peers = Mutex::new(
         records
             .iter()
-            .filter(|r| r.status == Status::Complete)
-            .map(|r| r.intermediate.clone())
-            .collect::<Vec<_>>(),
+            .map(|r| (r.index, peer_of(r)))
+            .collect::<BTreeMap<_, _>>(),
     );
     let children = Arc::new(Children::default());
     {
@@ -193,7 +194,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
     let pruning = tune.prune.as_ref().map(|(rule, direction)| Pruning {
         rule,
         direction: *direction,
-        completed: &completed,
+        peers: &peers,
     });
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel();
@@ -221,12 +222,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                         break;
                     }
                     r.origin = Some(origin);
-                    if r.status == Status::Complete {
-                        completed
-                            .lock()
-                            .expect("completed")
-                            .push(r.intermediate.clone());
-                    }
+                    peers.lock().expect("peers").insert(r.index, peer_of(&r));
                     eprintln!("{}", progress(&tune, &r, &records, n_trials));
                     records.push(r);
                     next += 1;
@@ -287,12 +283,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                 ))
             }) {
                 Ok(r) => {
-                    if r.status == Status::Complete {
-                        completed
-                            .lock()
-                            .expect("completed")
-                            .push(r.intermediate.clone());
-                    }
+                    peers.lock().expect("peers").insert(r.index, peer_of(&r));
                     eprintln!("{}", progress(&tune, &r, &records, n_trials));
                     records.push(r);
                 }
@@ -313,6 +304,14 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
         stopped_by,
         started.elapsed().as_secs_f64(),
     )
+}
+
+/// What the pruning rules see of a finished trial.
+fn peer_of(r: &TrialRecord) -> Peer {
+    Peer {
+        complete: r.status == Status::Complete,
+        reports: r.intermediate.clone(),
+    }
 }
 
 fn observation(tune: &Tune, r: &TrialRecord) -> Observation {

@@ -20,7 +20,7 @@
 
 use super::store::Store;
 use crate::spec::Cmd;
-use crate::tune::prune::MedianRule;
+use crate::tune::prune::{Peer, Rule};
 use crate::tune::suggest::Direction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -126,15 +126,17 @@ fn kill_group(pid: u32, signal: i32) {
     let _ = (pid, signal);
 }
 
-/// Pruning: the rule, the direction of intermediate values, and the reports of completed
-/// trials (shared between trials running at the same time).
+/// Pruning: the rule, the direction of intermediate values, and what every trial of the
+/// study reported (shared between trials running at the same time).
 pub struct Pruning<'a> {
-    /// The median rule.
-    pub rule: &'a MedianRule,
+    /// The rule.
+    pub rule: &'a Rule,
     /// Whether intermediate values are minimised or maximised.
     pub direction: Direction,
-    /// Intermediate reports of every completed trial.
-    pub completed: &'a Mutex<Vec<Vec<(u64, f64)>>>,
+    /// The reports of every trial by its index: finished trials (this run's and earlier
+    /// runs'), and running trials as far as their reports were judged. A trial's own entry
+    /// is left out when it is judged.
+    pub peers: &'a Mutex<BTreeMap<usize, Peer>>,
 }
 
 /// Fills `{name}` placeholders in a trial command: a parameter's dotted name, `iters`,
@@ -249,7 +251,8 @@ pub fn run(
                 command.env("PIPE_TRIAL_ITERS", iters.to_string());
             }
             let watch = staging.join("intermediate.jsonl");
-            let (status, reports) = watch_child(command, root, &log, &watch, pruning, children);
+            let judge = pruning.map(|p| (p, job.index));
+            let (status, reports) = watch_child(command, root, &log, &watch, judge, children);
             let metrics = read_json(&staging.join("metrics.json"));
             finish(status, reports, metrics.ok(), &staging, &log)
         }
@@ -260,7 +263,8 @@ pub fn run(
             train["out_dir"] = Value::from(train_dir.to_string_lossy().into_owned());
             let command = run_stage_command("train", root, &train)?;
             let watch = root.join(&train_dir).join("train_log.jsonl");
-            let (status, reports) = watch_child(command, root, &log, &watch, pruning, children);
+            let judge = pruning.map(|p| (p, job.index));
+            let (status, reports) = watch_child(command, root, &log, &watch, judge, children);
             let train_metrics = read_json(&root.join(&train_dir).join("metrics.json"));
             match (status, train_metrics) {
                 (ChildEnd::Exited(0), Ok(train_metrics)) => {
@@ -323,16 +327,19 @@ enum ChildEnd {
 
 /// Spawns `command` and waits for it, reading `watch` (JSON lines with `step` and `value`
 /// or `valid_loss`) from every 2 ms at first up to every 200 ms, and asking the pruning
-/// rule about them.
+/// rule about each new report, in order, for trial `judge.1`. Every judged report is
+/// shared with the other trials at once; a pruned trial's reports end at the one that
+/// stopped it.
 fn watch_child(
     mut command: Command,
     root: &Path,
     log: &fs_err::File,
     watch: &Path,
-    pruning: Option<&Pruning<'_>>,
+    judge: Option<(&Pruning<'_>, usize)>,
     children: &Children,
 ) -> (ChildEnd, Vec<(u64, f64)>) {
     let mut reports = Vec::new();
+    let mut judged = 0;
     let spawned = crate::stages::configure_child(&mut command, root, log.file())
         .and_then(|()| command.spawn());
     let mut child: Child = match spawned {
@@ -353,9 +360,30 @@ fn watch_child(
         if let Err(e) = status {
             break ChildEnd::NotStarted(format!("cannot wait for the trial: {e}"));
         }
-        if let Some(p) = pruning {
-            let completed = p.completed.lock().expect("completed").clone();
-            if let Some(reason) = p.rule.check(p.direction, &reports, &completed) {
+        if let Some((p, index)) = judge
+            && judged < reports.len()
+        {
+            let peers: Vec<Peer> = {
+                let all = p.peers.lock().expect("peers");
+                all.iter()
+                    .filter(|(i, _)| **i != index)
+                    .map(|(_, peer)| peer.clone())
+                    .collect()
+            };
+            let mut verdict = None;
+            while judged < reports.len() && verdict.is_none() {
+                judged += 1;
+                verdict = p.rule.check(p.direction, &reports[..judged], &peers);
+            }
+            reports.truncate(judged);
+            p.peers.lock().expect("peers").insert(
+                index,
+                Peer {
+                    complete: false,
+                    reports: reports.clone(),
+                },
+            );
+            if let Some(reason) = verdict {
                 kill_group(pid, libc::SIGKILL);
                 let _ = child.wait();
                 break ChildEnd::Pruned(reason);
