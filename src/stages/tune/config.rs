@@ -238,6 +238,15 @@ impl Tune {
             None => None,
             Some(p) => {
                 p.rule.validate()?;
+                if let (Rule::Halving(h), Some(iters)) = (&p.rule, config.budget.iters)
+                    && h.min_resource > iters
+                {
+                    return Err(format!(
+                        "`prune.min_resource: {}` is above `budget.iters: {iters}`, so no trial would reach a rung and nothing would be pruned; lower `min_resource` (e.g. to {})",
+                        h.min_resource,
+                        (iters / 4).max(1)
+                    ));
+                }
                 let direction = p.mode.unwrap_or(if t.train.is_some() {
                     Direction::Min
                 } else {
@@ -463,6 +472,13 @@ mod tests {
             json!({"prune": {"rule": "halving", "eta": 1, "min_resource": 5}}),
         ));
         assert!(e.contains("`prune.eta`"), "{e}");
+        let mut halving = with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 41}}),
+        );
+        halving["budget"]["iters"] = json!(40);
+        let e = error(halving);
+        assert!(e.contains("no trial would reach a rung"), "{e}");
     }
 
     fn parse_error(w: Value) -> String {
