@@ -13,6 +13,7 @@
 //!   out: eval/lora.json
 //! ```
 
+use super::base_scores::{self, BaseScores};
 use crate::data::{Example, ReadOptions, read_examples};
 use crate::mlx::chat::Message;
 use crate::mlx::eval::{self, Record};
@@ -60,7 +61,7 @@ fn default_samples() -> usize {
 }
 
 /// Scores of one model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     /// Mean loss over completion tokens.
     pub loss: f64,
@@ -102,6 +103,11 @@ pub struct EvaluateReport {
     pub base: Scores,
     /// The fine-tuned model's scores (equal to `base` without an adapter).
     pub tuned: Scores,
+    /// Whether `base` was read from an earlier run's identical evaluation (same model
+    /// files, records and generation budget; see [`super::base_scores`]) instead of
+    /// computed again.
+    #[serde(default)]
+    pub base_reused: bool,
     /// Sample generations.
     pub samples: Vec<SampleAnswer>,
 }
@@ -134,6 +140,15 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
     if records.is_empty() {
         anyhow::bail!("{}: no examples to evaluate", data.display());
     }
+    // The base score is the same in every trial of a sweep and every variant of a
+    // comparison: read it back when an identical evaluation already computed it.
+    let entry = load::resolve(&config.model)
+        .ok()
+        .and_then(|model| base_scores::entry_path(root, &model, &records, config.max_tokens));
+    let reused = entry
+        .as_deref()
+        .and_then(|e| base_scores::load(e, records.len()));
+    let base_reused = reused.is_some();
     let mut loaded = load::load(
         &config.model,
         LoadOptions {
@@ -141,7 +156,7 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
             ..LoadOptions::default()
         },
     )?;
-    let score = |loaded: &mut load::LoadedModel| -> anyhow::Result<(Scores, eval::Accuracy)> {
+    let score = |loaded: &mut load::LoadedModel| -> anyhow::Result<BaseScores> {
         let started = Instant::now();
         let template = loaded.chat_template.as_ref();
         let loss = eval::dataset_loss(&mut loaded.model, &loaded.tokenizer, template, &records)?;
@@ -152,28 +167,37 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
             &records,
             config.max_tokens,
         )?;
-        Ok((
-            Scores {
+        Ok(BaseScores {
+            scores: Scores {
                 loss: loss.loss(),
                 perplexity: loss.perplexity(),
                 exact_match: acc.exact_rate(),
                 contains_match: acc.contains_rate(),
                 seconds: started.elapsed().as_secs_f64(),
             },
-            acc,
-        ))
+            answers: acc.answers,
+        })
     };
-    let (base, base_acc) = score(&mut loaded)?;
-    let (tuned, tuned_acc) = match &config.adapter {
+    let base = match reused {
+        Some(base) => base,
+        None => {
+            let base = score(&mut loaded)?;
+            if let Some(entry) = &entry {
+                base_scores::store(entry, &base);
+            }
+            base
+        }
+    };
+    let tuned = match &config.adapter {
         Some(dir) => {
             adapters::load_mlx_lm(&mut loaded.model, &root.join(dir))?;
             score(&mut loaded)?
         }
-        None => (base.clone(), base_acc.clone()),
+        None => base.clone(),
     };
     let samples = records
         .iter()
-        .zip(base_acc.answers.iter().zip(&tuned_acc.answers))
+        .zip(base.answers.iter().zip(&tuned.answers))
         .take(config.samples)
         .map(|(r, ((before, expected), (after, _)))| SampleAnswer {
             prompt: prompt_text(r),
@@ -187,8 +211,9 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
         adapter: config.adapter.as_ref().map(|p| p.display().to_string()),
         examples: records.len(),
         normalization: "lower-cased, punctuation removed, whitespace collapsed".into(),
-        base,
-        tuned,
+        base: base.scores,
+        tuned: tuned.scores,
+        base_reused,
         samples,
     })
 }

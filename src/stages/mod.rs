@@ -16,6 +16,7 @@
 //! Adding a kind: a variant of [`Kind`] with its name, version and MLX use, a module with
 //! `IMPL_VERSION` and `run(with, root)`, and a branch in `cli::run_stage`.
 
+pub mod base_scores;
 pub mod batch_auto;
 pub mod cmd;
 pub mod compare;

@@ -96,6 +96,20 @@ fn tune_runs_train_and_evaluate_trials_and_the_best_trains_downstream() {
         assert_eq!(config["lora_parameters"]["rank"].as_i64(), Some(rank));
         assert!(ws.exists(&format!("{dir}/eval.json")));
     }
+    // The base model's score is computed by the first trial only; the others read it back
+    // (same model, records and budget) and report the same numbers.
+    let evals: Vec<Value> = trials
+        .iter()
+        .map(|t| {
+            let key = t["key"].as_str().unwrap();
+            json(&ws, &format!("cache/tune/v1/trials/{key}/eval.json"))
+        })
+        .collect();
+    let reused = evals.iter().filter(|e| e["base_reused"] == true).count();
+    assert_eq!(reused, 2, "{evals:?}");
+    for e in &evals {
+        assert_eq!(e["base"], evals[0]["base"]);
+    }
     let metrics = json(&ws, "search/metrics.json");
     let best_rank = metrics["best_params"]["lora"]["rank"].as_i64().unwrap();
     // The downstream stage trained with the tuned rank, not the 16 in its own `with`.
