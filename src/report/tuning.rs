@@ -94,7 +94,8 @@ impl Tuning {
             .map(|(i, _)| i)
     }
 
-    /// `(trial number, best value so far)` after each complete trial.
+    /// `(trial index, best value so far)` after each complete trial; the index is the one
+    /// `trials.jsonl`, the trials table and `best.yaml` use, so "trial 1" means one thing.
     pub fn best_so_far(&self) -> Vec<(f64, f64)> {
         let mut best: Option<f64> = None;
         let mut out = Vec::new();
@@ -105,7 +106,7 @@ impl Tuning {
                     _ => v,
                 };
                 best = Some(b);
-                out.push(((t.index + 1) as f64, b));
+                out.push((t.index as f64, b));
             }
         }
         out
@@ -160,7 +161,7 @@ pub fn section(t: &Tuning) -> String {
         let each: Vec<(f64, f64)> = t
             .trials
             .iter()
-            .filter_map(|r| r.value.map(|v| ((r.index + 1) as f64, v)))
+            .filter_map(|r| r.value.map(|v| (r.index as f64, v)))
             .collect();
         let chart = svg::line_chart(
             &[
@@ -424,7 +425,7 @@ pub(crate) mod tests {
     fn best_so_far_is_monotone_and_the_best_row_is_marked() {
         let t = sample();
         assert_eq!(t.best(), Some(1));
-        assert_eq!(t.best_so_far(), [(1.0, 0.4), (2.0, 0.7), (4.0, 0.7)]);
+        assert_eq!(t.best_so_far(), [(0.0, 0.4), (1.0, 0.7), (3.0, 0.7)]);
         let html = section(&t);
         assert!(
             html.contains(r#"<tr class="best"><td class="num">1</td>"#),
@@ -443,7 +444,7 @@ pub(crate) mod tests {
             ..t
         };
         assert_eq!(minimise.best(), Some(0));
-        assert_eq!(minimise.best_so_far(), [(1.0, 0.4), (2.0, 0.4), (4.0, 0.4)]);
+        assert_eq!(minimise.best_so_far(), [(0.0, 0.4), (1.0, 0.4), (3.0, 0.4)]);
     }
 
     #[test]
