@@ -66,6 +66,7 @@ mod runs;
 mod stat;
 mod walk;
 
+pub(crate) use hash::hash_file;
 pub use hash::{DIR_SUFFIX, hash_bytes, is_dir_hash};
 pub use objects::{GcReport, StoreUsage, VerifyReport};
 pub use runs::RunEntry;

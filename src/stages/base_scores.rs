@@ -15,7 +15,6 @@
 use super::evaluate::Scores;
 use crate::mlx::eval::Record;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Version of the entry layout (part of the key).
@@ -58,9 +57,10 @@ pub fn entry_path(
 }
 
 /// The model's files in name order: a GGUF file, or a directory's weights, config and
-/// tokenizer (everything in it: a directory is the model).
-fn hash_model(key: &mut blake3::Hasher, model: &Path) -> std::io::Result<()> {
-    let mut files: Vec<PathBuf> = if model.is_dir() {
+/// tokenizer (everything in it: a directory is the model). Each file is hashed as the
+/// content store hashes outputs (memory-mapped and parallel for large weights).
+fn hash_model(key: &mut blake3::Hasher, model: &Path) -> Result<(), crate::cache::CacheError> {
+    let files: Vec<PathBuf> = if model.is_dir() {
         walkdir::WalkDir::new(model)
             .follow_links(true)
             .sort_by_file_name()
@@ -72,21 +72,15 @@ fn hash_model(key: &mut blake3::Hasher, model: &Path) -> std::io::Result<()> {
     } else {
         vec![model.to_path_buf()]
     };
-    files.sort();
     for file in files {
+        let size = std::fs::metadata(&file)
+            .map_err(crate::cache::io_err("cannot stat", &file))?
+            .len();
         let rel = file.strip_prefix(model).unwrap_or(&file);
         key.update(rel.to_string_lossy().as_bytes());
         key.update(b"\0");
-        let mut reader = std::fs::File::open(&file)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            key.update(&buf[..n]);
-        }
-        key.update(b"\0");
+        key.update(crate::cache::hash_file(&file, size)?.as_bytes());
+        key.update(b"\n");
     }
     Ok(())
 }

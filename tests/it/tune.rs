@@ -202,16 +202,14 @@ fn an_interrupted_tune_reuses_the_trials_that_finished() {
     assert_eq!(calls(&ws), before + (8 - reused));
 }
 
-#[test]
-fn the_median_rule_prunes_trials_from_their_intermediate_values() {
-    let ws = Ws::new();
-    ws.file("objective.py", OBJECTIVE)
-        .pipeline(&pipeline("      prune: {min_trials: 2, warmup_steps: 2}\n"));
+/// Runs the pipeline with command trials that report `steps` intermediate values, `sleep`
+/// seconds apart (so the pruning rule sees them while the trial runs), and expects success.
+fn run_reporting_trials(ws: &Ws, steps: &str, sleep: &str) {
     let out = ws
         .pipe()
         .args(["run", "--json"])
-        .env("STEPS", "6")
-        .env("SLEEP", "0.25")
+        .env("STEPS", steps)
+        .env("SLEEP", sleep)
         .output()
         .unwrap();
     assert_eq!(
@@ -220,6 +218,14 @@ fn the_median_rule_prunes_trials_from_their_intermediate_values() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_median_rule_prunes_trials_from_their_intermediate_values() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE)
+        .pipeline(&pipeline("      prune: {min_trials: 2, warmup_steps: 2}\n"));
+    run_reporting_trials(&ws, "6", "0.25");
     let t = trials(&ws);
     let pruned: Vec<&Value> = t.iter().filter(|t| t["status"] == "pruned").collect();
     assert!(!pruned.is_empty(), "nothing pruned: {t:#?}");
@@ -251,19 +257,7 @@ fn successive_halving_prunes_at_the_rungs_and_records_why() {
     ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(
         "      prune: {rule: halving, min_resource: 1, eta: 2}\n",
     ));
-    let out = ws
-        .pipe()
-        .args(["run", "--json"])
-        .env("STEPS", "4")
-        .env("SLEEP", "0.2")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_reporting_trials(&ws, "4", "0.2");
     let t = trials(&ws);
     // The first trial has nothing to lose to at any rung.
     assert_eq!(t[0]["status"], "complete", "{:#}", t[0]);
