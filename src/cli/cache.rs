@@ -3,7 +3,7 @@
 use super::Failure;
 use super::gc::human_bytes;
 use super::output::Printer;
-use crate::cache::{Store, StoreUsage, activations};
+use pipe_engine::cache::{Store, StoreUsage, activations};
 use std::path::PathBuf;
 
 /// Subcommands of `pipe cache`.
@@ -44,7 +44,7 @@ struct Stats {
 #[derive(Debug, serde::Serialize)]
 struct Verified {
     #[serde(flatten)]
-    objects: crate::cache::VerifyReport,
+    objects: pipe_engine::cache::VerifyReport,
     activations: activations::VerifyReport,
 }
 

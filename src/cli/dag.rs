@@ -2,7 +2,7 @@
 
 use super::output::Printer;
 use super::workspace::WorkspaceArgs;
-use crate::dag::Edge;
+use pipe_engine::dag::Edge;
 
 /// Arguments of `pipe dag`.
 #[derive(Debug, clap::Args)]
@@ -23,11 +23,11 @@ pub struct Args {
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     let (pipeline, dag) = args.ws.load_with(true)?;
     if args.dot {
-        printer.result(crate::dag::dot(&pipeline, &dag).trim_end());
+        printer.result(pipe_engine::dag::dot(&pipeline, &dag).trim_end());
         return Ok(());
     }
     if args.mermaid {
-        printer.result(crate::dag::mermaid(&pipeline, &dag).trim_end());
+        printer.result(pipe_engine::dag::mermaid(&pipeline, &dag).trim_end());
         return Ok(());
     }
     for &i in dag.order() {

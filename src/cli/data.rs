@@ -3,10 +3,10 @@
 
 use super::output::Printer;
 use super::{Failure, UsageError};
-use crate::cache::Store;
-use crate::data::version::{self, VersionError};
-use crate::exec::lock;
-use crate::fetch::{self, FetchOutcome};
+use pipe_engine::cache::Store;
+use pipe_engine::data::version::{self, VersionError};
+use pipe_engine::exec::lock;
+use pipe_engine::fetch::{self, FetchOutcome};
 use std::path::PathBuf;
 
 /// Subcommands of `pipe data`.
@@ -69,7 +69,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
 }
 
 fn fetch_dataset(printer: &Printer, id: &str) -> anyhow::Result<()> {
-    let cache = crate::dirs::user_cache_dir()?;
+    let cache = pipe_engine::dirs::user_cache_dir()?;
     let dataset = fetch::find_dataset(id).ok_or_else(|| {
         let known: Vec<_> = fetch::KNOWN_DATASETS.iter().map(|d| d.id).collect();
         UsageError(format!(
@@ -89,7 +89,7 @@ fn fetch_dataset(printer: &Printer, id: &str) -> anyhow::Result<()> {
 }
 
 fn list(printer: &Printer) -> anyhow::Result<()> {
-    let cache = crate::dirs::user_cache_dir()?;
+    let cache = pipe_engine::dirs::user_cache_dir()?;
     for d in fetch::KNOWN_DATASETS {
         let fetched = fetch::artifact_path(&cache, d).is_file();
         let mark = if fetched { "fetched" } else { "not fetched" };
@@ -129,7 +129,7 @@ fn log(printer: &Printer, root: Option<PathBuf>, json: bool) -> anyhow::Result<(
                 &r.id[..12],
                 r.created,
                 r.data,
-                crate::stages::version::rows_summary(r)
+                pipe_engine::stages::version::rows_summary(r)
             ));
         }
     }
@@ -193,7 +193,7 @@ fn checkout(
         "restored data version {} ({} files, {}) into {}",
         &record.id[..12],
         record.files,
-        crate::stages::version::rows_summary(&record),
+        pipe_engine::stages::version::rows_summary(&record),
         dest.display()
     ));
     Ok(())

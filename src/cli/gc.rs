@@ -3,9 +3,9 @@
 
 use super::Failure;
 use super::output::Printer;
-use crate::cache::Store;
-use crate::cache::activations::{self, DEFAULT_DISK_MB, DEFAULT_MAX_AGE_DAYS, GcPolicy};
-use crate::exec::lock;
+use pipe_engine::cache::Store;
+use pipe_engine::cache::activations::{self, DEFAULT_DISK_MB, DEFAULT_MAX_AGE_DAYS, GcPolicy};
+use pipe_engine::exec::lock;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +39,7 @@ pub struct Args {
 #[derive(Debug, serde::Serialize)]
 struct Report {
     #[serde(flatten)]
-    objects: crate::cache::GcReport,
+    objects: pipe_engine::cache::GcReport,
     activations: activations::GcReport,
 }
 

@@ -13,25 +13,25 @@
 //! failed, MLX could not start, a download failed), 2 a usage or validation error,
 //! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
 
-mod bench;
+pub mod bench;
 mod cache;
 mod dag;
 mod data;
-mod doctor;
-mod eval;
+pub mod doctor;
+pub mod eval;
 mod exit;
-mod fuse;
+pub mod fuse;
 mod gc;
-mod generate;
+pub mod generate;
 mod handoff;
 mod model;
 pub mod output;
-mod progress;
+pub mod progress;
 mod run;
-mod run_stage;
+pub mod run_stage;
 mod show;
 mod status;
-mod train;
+pub mod train;
 mod workspace;
 
 use clap::{Parser, Subcommand};
@@ -67,8 +67,9 @@ pub struct GlobalArgs {
     pub color: output::ColorChoice,
 }
 
+/// Every subcommand.
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Check this machine: platform, chip, memory, MLX backend and a matmul benchmark.
     Doctor(doctor::Args),
     /// Fetch and locate models in the user's cache.
@@ -118,26 +119,20 @@ pub fn main() -> u8 {
     exit::report(&printer, result)
 }
 
-/// The `pipe-mlx` binary: the same command line as `pipe`, every command run in this
-/// process.
-pub fn main_mlx() -> u8 {
+/// Parses the process arguments (for `pipe-mlx`, which dispatches the MLX commands
+/// itself): the printer their global flags ask for, and the command.
+pub fn parse() -> (Printer, Command) {
     let cli = Cli::parse();
-    let printer = Printer::new(&cli.global);
-    let result = match cli.command {
-        Command::Doctor(args) => doctor::run(&printer, args),
-        Command::Generate(args) => generate::run(&printer, args),
-        Command::Train(args) => train::run(&printer, args),
-        Command::Fuse(args) => fuse::run(&printer, args),
-        Command::RunStage(args) => run_stage::run(&printer, args),
-        Command::Bench(cmd) => bench::run(&printer, cmd),
-        Command::Eval(args) => eval::run(&printer, args),
-        engine => run_engine(&printer, engine),
-    };
-    exit::report(&printer, result)
+    (Printer::new(&cli.global), cli.command)
+}
+
+/// Prints the error, if any, and returns the process exit code.
+pub fn report(printer: &Printer, result: anyhow::Result<()>) -> u8 {
+    exit::report(printer, result)
 }
 
 /// Runs a command that does not use MLX; one that does is handed to `pipe-mlx`.
-fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
+pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Model(cmd) => model::run(printer, cmd),
         Command::Data(cmd) => data::run(printer, cmd),

@@ -2,7 +2,7 @@
 
 use super::UsageError;
 use super::output::Printer;
-use crate::fetch::{self, FetchOutcome};
+use pipe_engine::fetch::{self, FetchOutcome};
 use serde::Serialize;
 
 /// Subcommands of `pipe model`.
@@ -41,7 +41,7 @@ struct ModelStatus<'a> {
 }
 
 pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
-    let cache = crate::dirs::user_cache_dir()?;
+    let cache = pipe_engine::dirs::user_cache_dir()?;
     match command {
         Command::Fetch { id, json } => {
             let model = lookup(&id)?;

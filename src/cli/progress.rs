@@ -5,9 +5,9 @@
 //! minute. Both are driven by the same [`Event`]s as `--json`.
 
 use super::output::{Printer, Verbosity};
-use crate::exec::progress::Progress;
-use crate::exec::{Event, describe, events::utc_now};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use pipe_engine::exec::progress::Progress;
+use pipe_engine::exec::{Event, describe, events::utc_now};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

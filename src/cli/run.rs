@@ -4,9 +4,9 @@ use super::output::Printer;
 use super::progress::Human;
 use super::workspace::{WorkspaceArgs, select};
 use super::{Failure, Interrupted};
-use crate::cache::Store;
-use crate::exec::events::Stamped;
-use crate::exec::{self, Event, RunOptions, describe, lock, plan};
+use pipe_engine::cache::Store;
+use pipe_engine::exec::events::Stamped;
+use pipe_engine::exec::{self, Event, RunOptions, describe, lock, plan};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         .iter()
         .any(|s| s.resources.contains_key("mem_gb"))
     {
-        let mem = crate::hardware::Machine::detect().memory_total_bytes >> 30;
+        let mem = pipe_engine::hardware::Machine::detect().memory_total_bytes >> 30;
         capacity.insert("mem_gb".into(), mem.max(1));
     }
     let options = RunOptions {
@@ -142,9 +142,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         for stage in pipeline
             .stages
             .iter()
-            .filter(|s| s.kind == crate::stages::Kind::Report)
+            .filter(|s| s.kind == pipe_engine::stages::Kind::REPORT)
         {
-            if let Some(out) = stage.with.get("out").and_then(|o| o.as_str()) {
+            for out in &stage.outs {
                 let path = pipeline.root.join(out);
                 if path.is_file() {
                     printer.result(&format!("report: {}", path.display()));

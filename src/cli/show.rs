@@ -3,9 +3,9 @@
 use super::UsageError;
 use super::output::Printer;
 use super::workspace::WorkspaceArgs;
-use crate::exec::lockfile::LockFile;
-use crate::exec::worker::{LastRun, log_paths};
-use crate::spec::Cmd;
+use pipe_engine::exec::lockfile::LockFile;
+use pipe_engine::exec::worker::{LastRun, log_paths};
+use pipe_engine::spec::Cmd;
 use serde_json::Value;
 
 /// Arguments of `pipe show`.
@@ -51,7 +51,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             args.stage,
             pipeline.file.display()
         );
-        if let Some(s) = crate::spec::diag::did_you_mean(
+        if let Some(s) = pipe_engine::spec::diag::did_you_mean(
             &args.stage,
             pipeline.stages.iter().map(|s| s.name.as_str()),
         ) {

@@ -2,8 +2,8 @@
 
 use super::output::{Printer, Verbosity};
 use super::workspace::{WorkspaceArgs, select};
-use crate::cache::Store;
-use crate::exec::{describe, plan};
+use pipe_engine::cache::Store;
+use pipe_engine::exec::{describe, plan};
 
 /// Arguments of `pipe status`.
 #[derive(Debug, clap::Args)]

@@ -2,8 +2,8 @@
 //! overrides, and loading + validating the pipeline into a DAG (validation errors exit 2).
 
 use super::UsageError;
-use crate::dag::{self, Dag};
-use crate::spec::{self, Diagnostics, LoadOptions, Pipeline, SpecError};
+use pipe_engine::dag::{self, Dag};
+use pipe_engine::spec::{self, Diagnostics, LoadOptions, Pipeline, SpecError};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

@@ -3,28 +3,28 @@
 //! LoRA gradients, with the shared-prefix batches the chat template produces; and two
 //! train stages of one workspace with the same model, data and `k` share its disk layer.
 
-use pipe::data::{Example, SplitSpec, assign_split, read_bigbench_task};
-use pipe::mlx::load::{self, LoadOptions};
-use pipe::mlx::models::llama::Llama;
-use pipe::mlx::train::activations::{ActivationCache, ActivationCacheConfig, CacheSetup, Set};
-use pipe::mlx::train::batch::{BatchSpec, TokenizedExample, pad_batch};
-use pipe::mlx::train::lora::{LoraConfig, Method, block_linears};
-use pipe::mlx::train::loss::{LossBatch, masked_lm_loss};
-use pipe::mlx::train::tokenize::tokenize_example;
-use pipe::mlx::train::trainer::{self, TrainConfig};
+use pipe_engine::data::{Example, SplitSpec, assign_split, read_bigbench_task};
+use pipe_mlx_core::load::{self, LoadOptions};
+use pipe_mlx_core::models::llama::Llama;
+use pipe_mlx_core::train::activations::{ActivationCache, ActivationCacheConfig, CacheSetup, Set};
+use pipe_mlx_core::train::batch::{BatchSpec, TokenizedExample, pad_batch};
+use pipe_mlx_core::train::lora::{LoraConfig, Method, block_linears};
+use pipe_mlx_core::train::loss::{LossBatch, masked_lm_loss};
+use pipe_mlx_core::train::tokenize::tokenize_example;
+use pipe_mlx_core::train::trainer::{self, TrainConfig};
 
 const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer with one word.";
 
 #[test]
 fn cached_block_inputs_are_exact_on_smollm2() {
-    let cache_dir = pipe::dirs::user_cache_dir().unwrap();
-    let dataset = pipe::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let task = pipe::fetch::fetch(&cache_dir, dataset).expect("fetch BIG-bench past tense");
+    let cache_dir = pipe_engine::dirs::user_cache_dir().unwrap();
+    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
+    let task = pipe_engine::fetch::fetch(&cache_dir, dataset).expect("fetch BIG-bench past tense");
     let examples = read_bigbench_task(task.path(), PROMPT).unwrap();
     let split = SplitSpec::default();
     let rows: Vec<&Example> = examples
         .iter()
-        .filter(|e| assign_split(e, &split) == pipe::data::Split::Train)
+        .filter(|e| assign_split(e, &split) == pipe_engine::data::Split::Train)
         .take(8)
         .collect();
     let model =

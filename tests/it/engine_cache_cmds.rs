@@ -78,7 +78,7 @@ fn gc_frees_objects_nothing_references() {
 /// files of writers that are gone. `pipe cache verify` deletes a damaged one.
 #[test]
 fn gc_and_stats_manage_the_activation_cache() {
-    use pipe::cache::activations::{dir, write_sealed_for_tests};
+    use pipe_engine::cache::activations::{dir, write_sealed_for_tests};
     let ws = ws();
     let d = dir(&ws.path(""));
     let key = |n: u8| format!("{n:02x}").repeat(32);

@@ -4,10 +4,10 @@
 use assert_cmd::Command;
 use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
-use pipe::mlx::load::{self, LoadOptions};
-use pipe::mlx::train::adapters::save_mlx_lm;
-use pipe::mlx::train::fuse::PROBE;
-use pipe::mlx::train::lora::{LoraConfig, Method, attach};
+use pipe_mlx_core::load::{self, LoadOptions};
+use pipe_mlx_core::train::adapters::save_mlx_lm;
+use pipe_mlx_core::train::fuse::PROBE;
+use pipe_mlx_core::train::lora::{LoraConfig, Method, attach};
 
 fn model_spec() -> String {
     std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into())
@@ -21,13 +21,14 @@ fn fused_directory_equals_base_plus_adapter() {
         ..LoadOptions::default()
     };
     let mut m = load::load(&model_spec(), options).unwrap();
-    let spec = LoraConfig {
-        rank: 4,
-        num_layers: Some(2),
-        ..LoraConfig::default()
-    }
-    .resolve(Method::Lora)
-    .unwrap();
+    let spec = pipe_mlx_core::train::lora::adapter_spec(
+        &LoraConfig {
+            rank: 4,
+            num_layers: Some(2),
+            ..LoraConfig::default()
+        },
+        Method::Lora,
+    );
     attach(&mut m.model, &spec, 3).unwrap();
     // A trained-looking adapter: B = 0 would make fusing trivially exact.
     let key = mlx_rs::random::key(5).unwrap();

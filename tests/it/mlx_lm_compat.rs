@@ -10,14 +10,14 @@
 //! what to install. It is never skipped.
 
 use mlx_rs::Array;
-use pipe::data::{Example, Split, SplitSpec, assign_split, read_bigbench_task};
-use pipe::mlx::chat::Message;
-use pipe::mlx::generate::{GenerateOptions, generate};
-use pipe::mlx::load::{self, LoadOptions};
-use pipe::mlx::train::batch::TokenizedExample;
-use pipe::mlx::train::lora::{LoraConfig, Method};
-use pipe::mlx::train::tokenize::tokenize_example;
-use pipe::mlx::train::trainer::{self, TrainConfig, TrainData};
+use pipe_engine::data::{Example, Split, SplitSpec, assign_split, read_bigbench_task};
+use pipe_mlx_core::chat::Message;
+use pipe_mlx_core::generate::{GenerateOptions, generate};
+use pipe_mlx_core::load::{self, LoadOptions};
+use pipe_mlx_core::train::batch::TokenizedExample;
+use pipe_mlx_core::train::lora::{LoraConfig, Method};
+use pipe_mlx_core::train::tokenize::tokenize_example;
+use pipe_mlx_core::train::trainer::{self, TrainConfig, TrainData};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -47,7 +47,7 @@ fn run(cmd: &mut Command, what: &str) -> String {
 /// use. Built in a temporary sibling and renamed into place, so concurrent test runs never
 /// see a half-installed environment.
 fn mlx_lm_python() -> PathBuf {
-    let root = pipe::dirs::user_cache_dir().unwrap().join("python");
+    let root = pipe_engine::dirs::user_cache_dir().unwrap().join("python");
     let venv = root.join(format!("mlx-lm-{MLX_VERSION}"));
     let python = venv.join("bin").join("python");
     let check = "import importlib.metadata as m; print(m.version('mlx'), m.version('mlx-lm'))";
@@ -119,9 +119,9 @@ print(json.dumps({"text": text}))
 "#;
 
 fn past_tense_rows() -> Vec<Example> {
-    let cache = pipe::dirs::user_cache_dir().unwrap();
-    let dataset = pipe::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let path = pipe::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
+    let cache = pipe_engine::dirs::user_cache_dir().unwrap();
+    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
+    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
     let examples = read_bigbench_task(
         path.path(),
         "What is the past tense of the verb '{{ input }}'? Answer with one word.",
@@ -158,7 +158,7 @@ fn mlx_lm_loads_pipes_adapter_and_agrees_with_pipe() {
         },
     )
     .expect("load SmolLM2");
-    pipe::mlx::load::hf::save_dir(&m.model, &m.tokenizer, m.chat_template.as_ref(), &base_dir)
+    pipe_mlx_core::load::hf::save_dir(&m.model, &m.tokenizer, m.chat_template.as_ref(), &base_dir)
         .unwrap();
 
     // A real, briefly trained adapter: a high learning rate so a few steps move it.

@@ -1,13 +1,13 @@
 //! The MLX model core on the real SmolLM2-135M-Instruct (Q4_1 GGUF): quality, not shapes.
-//! The model is fetched through `pipe::fetch` (cached), or taken from `PIPE_SMOLLM2_GGUF`.
+//! The model is fetched through `pipe_engine::fetch` (cached), or taken from `PIPE_SMOLLM2_GGUF`.
 //! Reference figures (`/work/shared/notes/models-and-data.md`): perplexity 11.09 on the
 //! passage below from an independent numpy forward pass; the greedy answer to the France
 //! question is "The capital of France is Paris."
 
-use pipe::mlx::chat::Message;
-use pipe::mlx::eval;
-use pipe::mlx::generate::{self, GenerateOptions};
-use pipe::mlx::load::{self, LoadOptions, LoadedModel};
+use pipe_mlx_core::chat::Message;
+use pipe_mlx_core::eval;
+use pipe_mlx_core::generate::{self, GenerateOptions};
+use pipe_mlx_core::load::{self, LoadOptions, LoadedModel};
 use std::path::PathBuf;
 
 const PASSAGE: &str = "The quick brown fox jumps over the lazy dog. Paris is the capital of France, and Berlin is the capital of Germany. Water boils at 100 degrees Celsius at sea level.";
@@ -16,9 +16,9 @@ fn smollm2_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PIPE_SMOLLM2_GGUF") {
         return PathBuf::from(p);
     }
-    let cache = pipe::dirs::user_cache_dir().expect("user cache dir");
-    let known = pipe::fetch::find("smollm2").expect("smollm2 is a known model");
-    pipe::fetch::fetch(&cache, known)
+    let cache = pipe_engine::dirs::user_cache_dir().expect("user cache dir");
+    let known = pipe_engine::fetch::find("smollm2").expect("smollm2 is a known model");
+    pipe_engine::fetch::fetch(&cache, known)
         .expect("fetch SmolLM2")
         .path()
         .to_path_buf()

@@ -3,8 +3,8 @@
 //! trains exactly like one fed the JSONL files.
 
 use crate::support::Ws;
-use pipe::mlx::load::{self, LoadOptions};
-use pipe::mlx::train::job::tokenize_file;
+use pipe_mlx_core::load::{self, LoadOptions};
+use pipe_mlx_core::train::job::tokenize_file;
 
 const PIPELINE: &str = r#"
 name: tok
@@ -72,7 +72,8 @@ fn tokens_match_inline_tokenization_and_train_identically() {
         )
         .unwrap();
         let stored =
-            pipe::stages::tokens::read(&ws.path(&format!("tokens/{split}.tokens"))).unwrap();
+            pipe_mlx_core::stages::tokens::read(&ws.path(&format!("tokens/{split}.tokens")))
+                .unwrap();
         assert_eq!(
             stored, inline,
             "{split}: the .tokens file is inline tokenization"

@@ -3,20 +3,20 @@
 //! For reference, mlx-lm goes from 0.00 to about 0.78 first-word exact match in 40
 //! iterations of batch 8 on this task.
 
-use pipe::data::{Example, SplitSpec, assign_split, read_bigbench_task};
-use pipe::mlx::eval::{self, Record};
-use pipe::mlx::load::{self, LoadOptions};
-use pipe::mlx::train::batch::{BatchSpec, TokenizedExample};
-use pipe::mlx::train::lora::{LoraConfig, Method};
-use pipe::mlx::train::tokenize::tokenize_example;
-use pipe::mlx::train::trainer::{self, TrainConfig, TrainData};
+use pipe_engine::data::{Example, SplitSpec, assign_split, read_bigbench_task};
+use pipe_mlx_core::eval::{self, Record};
+use pipe_mlx_core::load::{self, LoadOptions};
+use pipe_mlx_core::train::batch::{BatchSpec, TokenizedExample};
+use pipe_mlx_core::train::lora::{LoraConfig, Method};
+use pipe_mlx_core::train::tokenize::tokenize_example;
+use pipe_mlx_core::train::trainer::{self, TrainConfig, TrainData};
 
 const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer with one word.";
 
 fn past_tense() -> Vec<Example> {
-    let cache = pipe::dirs::user_cache_dir().unwrap();
-    let dataset = pipe::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let path = pipe::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
+    let cache = pipe_engine::dirs::user_cache_dir().unwrap();
+    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
+    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
     read_bigbench_task(path.path(), PROMPT).unwrap()
 }
 
@@ -32,7 +32,7 @@ fn lora_on_smollm2_learns_the_past_tense() {
         test: 0.1,
         seed: 0,
     };
-    let by_split = |s: pipe::data::Split| -> Vec<Example> {
+    let by_split = |s: pipe_engine::data::Split| -> Vec<Example> {
         examples
             .iter()
             .filter(|e| assign_split(e, &split) == s)
@@ -40,9 +40,9 @@ fn lora_on_smollm2_learns_the_past_tense() {
             .collect()
     };
     let (train_rows, valid_rows, test_rows) = (
-        by_split(pipe::data::Split::Train),
-        by_split(pipe::data::Split::Valid),
-        by_split(pipe::data::Split::Test),
+        by_split(pipe_engine::data::Split::Train),
+        by_split(pipe_engine::data::Split::Valid),
+        by_split(pipe_engine::data::Split::Test),
     );
     let mut loaded = load::load(
         &smollm2_spec(),

@@ -2,11 +2,11 @@
 //! pipeline whose tune stages evaluate Branin, Hartmann-6 and a shifted Rosenbrock as
 //! command trials (an awk script writing the metric), each function with both optimizers
 //! over three seeds at the same budget (a matrix), and the regrets are read back from
-//! `trials.jsonl`. The functions and their minima are `pipe::tune::benchmarks`, which also
+//! `trials.jsonl`. The functions and their minima are `pipe_engine::tune::benchmarks`, which also
 //! checks every value the script reported, so a mistake in either copy fails the test.
 
 use crate::support::Ws;
-use pipe::tune::benchmarks::{BRANIN, Benchmark, HARTMANN6, ROSENBROCK4, mean, median};
+use pipe_engine::tune::benchmarks::{BRANIN, Benchmark, HARTMANN6, ROSENBROCK4, mean, median};
 use serde_json::Value;
 
 const SEEDS: [u64; 3] = [0, 1, 2];

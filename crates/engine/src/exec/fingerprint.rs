@@ -1,0 +1,67 @@
+//! Stage keys: what a stage's fingerprint is made of (see the table in [`crate::cache`]).
+//!
+//! Keys are `#[derive(Serialize)]` structs of borrowed inputs, streamed as JSON straight
+//! into a blake3 hasher: no intermediate string, and serde guarantees a stable field
+//! order. Maps are `BTreeMap`s so key order never depends on hashing or insertion.
+
+use crate::spec::{Cmd, Stage};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Bump when the layout of the stage key or definition structs changes: every stage reruns.
+pub const KEY_SCHEMA: u32 = 1;
+
+/// The parts of a stage that are not dep content or param values.
+#[derive(Serialize)]
+struct Definition<'a> {
+    kind: &'static str,
+    cmd: Option<&'a Cmd>,
+    with: &'a Value,
+    deps: &'a [String],
+    outs: &'a [String],
+    metrics: &'a [String],
+    params: Vec<&'a str>,
+}
+
+/// Everything a stage's result depends on.
+#[derive(Serialize)]
+struct StageKey<'a> {
+    schema: u32,
+    kind: &'static str,
+    impl_version: u32,
+    definition: &'a str,
+    params: &'a BTreeMap<String, Value>,
+    deps: &'a BTreeMap<String, String>,
+}
+
+fn hash_json<T: Serialize>(value: &T) -> String {
+    let mut hasher = blake3::Hasher::new();
+    serde_json::to_writer(&mut hasher, value).expect("hashing cannot fail");
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Hash of the stage's definition after templating (kind, cmd, `with`, paths, param keys).
+pub fn definition_hash(stage: &Stage) -> String {
+    hash_json(&Definition {
+        kind: stage.kind.name(),
+        cmd: stage.cmd.as_ref(),
+        with: &stage.config,
+        deps: &stage.deps,
+        outs: &stage.outs,
+        metrics: &stage.metrics,
+        params: stage.params.keys().map(String::as_str).collect(),
+    })
+}
+
+/// The stage's fingerprint given its definition hash and its deps' content hashes.
+pub fn fingerprint(stage: &Stage, definition: &str, deps: &BTreeMap<String, String>) -> String {
+    hash_json(&StageKey {
+        schema: KEY_SCHEMA,
+        kind: stage.kind.name(),
+        impl_version: stage.kind.impl_version(),
+        definition,
+        params: &stage.params,
+        deps,
+    })
+}

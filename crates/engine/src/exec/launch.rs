@@ -1,0 +1,91 @@
+//! Building the processes that run stages: the one place that knows the argv of
+//! `pipe __run-stage` and the environment every child of a pipeline gets.
+
+use crate::spec::Stage;
+use crate::stages::Kind;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The hidden subcommand that runs one built-in stage.
+pub const RUN_STAGE: &str = "__run-stage";
+
+/// The process that runs `stage`, with stdout and stderr going to `log`: the user's
+/// command for `cmd`, else `pipe __run-stage KIND --root ROOT --config JSON`.
+pub fn stage_command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io::Result<Command> {
+    if stage.kind == Kind::CMD {
+        return crate::stages::cmd::command(stage, root, log);
+    }
+    let mut command = run_stage_command(stage.kind, root, &stage.config)?;
+    configure_stage(&mut command, stage, root, log)?;
+    Ok(command)
+}
+
+/// `pipe __run-stage KIND --root ROOT --config JSON` with this very executable: `config`
+/// is the kind's resolved configuration ([`crate::stages::Resolved::config`]), passed
+/// once, as JSON. Stages and tune trials both start this way.
+pub fn run_stage_command(kind: Kind, root: &Path, config: &Value) -> std::io::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg(RUN_STAGE)
+        .arg(kind.name())
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(config.to_string());
+    Ok(command)
+}
+
+/// The environment every stage process gets: [`configure_child`] plus `PIPE_STAGE`.
+pub fn configure_stage(
+    command: &mut Command,
+    stage: &Stage,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<()> {
+    command.env("PIPE_STAGE", &stage.name);
+    configure_child(command, root, log)
+}
+
+/// The environment of every process pipe runs for a pipeline (stages, tune trials): the
+/// workspace root as working directory, `PIPE_ROOT`, this `pipe` first on `PATH`, output to
+/// `log`, its own process group, and (on Linux) death with its parent.
+pub fn configure_child(
+    command: &mut Command,
+    root: &Path,
+    log: &std::fs::File,
+) -> std::io::Result<()> {
+    command
+        .current_dir(root)
+        .env("PIPE_ROOT", root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            command.env("PATH", joined);
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
+        // if pipe dies, so a `kill -9` of pipe leaves no orphans writing outs or trials.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    Ok(())
+}

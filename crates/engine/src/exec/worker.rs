@@ -1,0 +1,162 @@
+//! The worker side of a run: preparing a stage's outs, running its command with output
+//! to its log, storing its outs in the cache, and the per-stage files (`<stage>.log`, the
+//! last-run record) that `pipe show` reads. Workers report back with a [`Finished`]
+//! message; they never touch the lock file or print anything.
+
+use super::ExecError;
+use crate::cache::Store;
+use crate::spec::{Pipeline, Stage};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A worker's report: the stage index, its outs (path -> hash) or the error, and how long
+/// it took.
+pub(crate) struct Finished {
+    pub idx: usize,
+    pub result: Result<BTreeMap<String, String>, String>,
+    pub duration: Duration,
+}
+
+/// Where a stage's log and last-run record go.
+pub fn log_paths(pipeline: &Pipeline, stage: &str) -> (PathBuf, PathBuf) {
+    let safe: String = pipeline
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = pipeline.root.join("cache").join("logs").join(safe);
+    // Matrix values may contain `/` (`model=org/name`): keep one flat file per stage.
+    let file = stage.replace(['/', '\\'], "%");
+    (
+        dir.join(format!("{file}.log")),
+        dir.join(format!("{file}.json")),
+    )
+}
+
+/// What is known about a stage's last run, for `pipe show`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastRun {
+    /// When it started (RFC 3339 UTC).
+    pub started: String,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// `ok`, `failed` or `interrupted`.
+    pub status: String,
+    /// The error, for failures.
+    pub error: Option<String>,
+    /// The log file.
+    pub log: PathBuf,
+}
+
+/// Removes stale outs (so a command never writes through a hardlink into the store and a
+/// missing out is really missing), creates their parent directories and the log's.
+pub(crate) fn prepare_outs(
+    store: &Store,
+    stage: &Stage,
+    log: &std::path::Path,
+) -> Result<(), ExecError> {
+    for out in stage.all_outs() {
+        store.remove(out)?;
+        if let Some(parent) = store.root().join(out).parent() {
+            fs_err::create_dir_all(parent).map_err(ExecError::Io)?;
+        }
+    }
+    if let Some(parent) = log.parent() {
+        fs_err::create_dir_all(parent).map_err(ExecError::Io)?;
+    }
+    Ok(())
+}
+
+/// Worker: runs the stage's command, then stores its outs.
+pub(crate) fn execute(
+    pipeline: &Pipeline,
+    store: &Store,
+    stage: &Stage,
+    idx: usize,
+    log: &std::path::Path,
+    pids: &Mutex<HashMap<usize, u32>>,
+) -> Result<BTreeMap<String, String>, String> {
+    let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
+    let mut command = super::launch::stage_command(stage, &pipeline.root, file.file())
+        .map_err(|e| format!("cannot prepare the command: {e}"))?;
+    command.env(super::progress::ENV, super::progress::path_for(log));
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the command: {e}"))?;
+    pids.lock().expect("pids").insert(idx, child.id());
+    let status = child.wait();
+    pids.lock().expect("pids").remove(&idx);
+    let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
+    if !status.success() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(sig) = status.signal() {
+                return Err(format!("killed by signal {sig}"));
+            }
+        }
+        return Err(format!(
+            "exited with status {}",
+            status.code().unwrap_or(-1)
+        ));
+    }
+    let mut outs = BTreeMap::new();
+    for out in stage.all_outs() {
+        match store.store_path(out) {
+            Ok(Some(h)) => {
+                outs.insert(out.clone(), h);
+            }
+            Ok(None) => {
+                return Err(format!(
+                    "the command succeeded but did not write out `{out}`"
+                ));
+            }
+            Err(e) => return Err(format!("cannot store out `{out}`: {e}")),
+        }
+    }
+    Ok(outs)
+}
+
+pub(crate) const SIGINT: i32 = 2;
+pub(crate) const SIGKILL: i32 = 9;
+
+/// Signals every running command's process group.
+pub(crate) fn signal_all(pids: &Mutex<HashMap<usize, u32>>, sig: i32) {
+    for &pid in pids.lock().expect("pids").values() {
+        #[cfg(unix)]
+        // SAFETY: kill(2) on a process group we created (process_group(0) at spawn).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), sig);
+        }
+        #[cfg(not(unix))]
+        let _ = (pid, sig);
+    }
+}
+
+pub(crate) fn write_record(
+    path: &std::path::Path,
+    started: &str,
+    duration_ms: u64,
+    status: &str,
+    error: Option<&str>,
+    log: &std::path::Path,
+) {
+    let record = LastRun {
+        started: started.to_owned(),
+        duration_ms,
+        status: status.to_owned(),
+        error: error.map(String::from),
+        log: log.to_owned(),
+    };
+    if let Ok(json) = serde_json::to_vec_pretty(&record) {
+        let _ = std::fs::write(path, json);
+    }
+}

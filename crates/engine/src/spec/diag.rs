@@ -1,0 +1,218 @@
+//! Validation diagnostics: one problem = one [`Diagnostic`] with a `file:line:col`, the
+//! offending source line with a caret under the spot, and `hint:` lines.
+//!
+//! Every check in [`crate::spec`] and [`crate::dag`] reports through this type so users see
+//! one consistent format, and so that all problems in a pipeline are listed at once instead
+//! of one per run.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A 1-based position in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+pub struct Pos {
+    /// Line, from 1 (0 when unknown).
+    pub line: usize,
+    /// Column in characters, from 1 (0 when unknown).
+    pub col: usize,
+}
+
+/// One validation problem, located in a source file.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// Where in the file.
+    pub pos: Pos,
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// The source line at `pos` (empty when unknown).
+    pub source_line: String,
+    /// How long the caret underline is (at least 1).
+    pub width: usize,
+    /// Suggestions, each rendered on its own `hint:` line.
+    pub hints: Vec<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic at `pos` of `file`, whose text is `source` (used for the quoted line).
+    pub fn new(file: &Path, source: &str, pos: Pos, message: impl Into<String>) -> Self {
+        let source_line = if pos.line > 0 {
+            source.lines().nth(pos.line - 1).unwrap_or("").to_owned()
+        } else {
+            String::new()
+        };
+        // Underline the word at the caret: a key, a value or a path.
+        let width = source_line
+            .chars()
+            .skip(pos.col.saturating_sub(1))
+            .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | ']' | '}'))
+            .count()
+            .max(1);
+        Self {
+            file: file.to_owned(),
+            pos,
+            message: message.into(),
+            source_line,
+            width,
+            hints: Vec::new(),
+        }
+    }
+
+    /// Adds a `hint:` line.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
+    /// Adds a "did you mean" hint when one of `candidates` is close to `word`, else (when
+    /// there are few) a hint listing them, so every such error says what would be valid.
+    pub fn suggest<'a>(self, word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
+        let all: Vec<&str> = candidates.into_iter().collect();
+        match did_you_mean(word, all.iter().copied()) {
+            Some(best) => self.hint(format!("did you mean `{best}`?")),
+            None if all.is_empty() => self,
+            None if all.len() <= 16 => {
+                let list: Vec<String> = all.iter().map(|c| format!("`{c}`")).collect();
+                self.hint(format!("expected one of {}", list.join(", ")))
+            }
+            None => self,
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.message)?;
+        if self.pos.line == 0 {
+            write!(f, "  --> {}", self.file.display())?;
+        } else {
+            let gutter = self.pos.line.to_string().len();
+            writeln!(
+                f,
+                "{:gutter$}--> {}:{}:{}",
+                "",
+                self.file.display(),
+                self.pos.line,
+                self.pos.col
+            )?;
+            writeln!(f, "{:gutter$} |", "")?;
+            writeln!(f, "{} | {}", self.pos.line, self.source_line)?;
+            write!(
+                f,
+                "{:gutter$} | {:pad$}{}",
+                "",
+                "",
+                "^".repeat(self.width),
+                pad = self.pos.col.saturating_sub(1)
+            )?;
+        }
+        for hint in &self.hints {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Diagnostic {
+    /// A diagnostic for a bad key inside a stage's `with:` (or a job file): `prefix` is the
+    /// path of the mapping the [`pipe_schema::FieldError`]'s path starts from
+    /// (`["stages", "train", "with"]`, or nothing for a whole file). It points at the
+    /// offending key itself, or at its nearest ancestor that can be found (a key that comes
+    /// from an `extends` preset is not in this file), and suggests a close known key for a
+    /// misspelt one.
+    pub fn at_field(
+        file: &Path,
+        source: &str,
+        prefix: &[&str],
+        fallback: Pos,
+        context: &str,
+        error: &pipe_schema::FieldError,
+    ) -> Self {
+        let locator = super::locate::Locator::new(source);
+        let mut path: Vec<&str> = prefix.to_vec();
+        path.extend(error.path.iter().map(String::as_str));
+        let pos = match locator.key(&path) {
+            Pos { line: 0, .. } => fallback,
+            pos => pos,
+        };
+        let d = Self::new(file, source, pos, format!("{context}{error}"));
+        match (
+            error.message.strip_prefix("unknown field"),
+            error.path.last(),
+        ) {
+            (Some(rest), Some(key)) => {
+                let expected: Vec<&str> = rest
+                    .split_once("expected")
+                    .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+                    .unwrap_or_default();
+                d.suggest(key, expected)
+            }
+            _ => d,
+        }
+    }
+}
+
+/// All the problems found in a pipeline; rendered one after another.
+#[derive(Debug, Clone, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, "\n\nerror: ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        if self.0.len() > 1 {
+            write!(f, "\n\n{} problems found; nothing was run", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// The candidate closest to `word` by edit distance (Levenshtein with transpositions), if it is closer than 3 edits
+/// (the threshold cargo and clap use: closer suggestions are almost always typos).
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::osa_distance(word, c), c))
+        .filter(|(d, c)| *d < 3 && *d < word.len().max(c.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_words_only() {
+        assert_eq!(did_you_mean("dpes", ["deps", "outs"]), Some("deps"));
+        assert_eq!(did_you_mean("zzzzzz", ["deps", "outs"]), None);
+        let d = Diagnostic::new(Path::new("p"), "", Pos::default(), "x")
+            .suggest("zzzzzz", ["deps", "outs"]);
+        assert_eq!(d.hints, ["expected one of `deps`, `outs`"]);
+    }
+
+    #[test]
+    fn renders_caret_under_column() {
+        let src = "stages:\n  a:\n    dpes: [x]\n";
+        let d = Diagnostic::new(
+            Path::new("p.yaml"),
+            src,
+            Pos { line: 3, col: 5 },
+            "unknown key `dpes`",
+        )
+        .suggest("dpes", ["deps"]);
+        let text = d.to_string();
+        assert!(text.contains("--> p.yaml:3:5"), "{text}");
+        assert!(text.contains("3 |     dpes: [x]"), "{text}");
+        assert!(text.contains("  |     ^^^^\n"), "{text}");
+        assert!(text.contains("hint: did you mean `deps`?"), "{text}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The `cmd` kind: run a shell command (`sh -c`) or an argv list, in the workspace root.
+//!
+//! The child gets `PIPE_STAGE` (its stage name) and `PIPE_ROOT`, and the directory of the
+//! running `pipe` executable first on `PATH` so a command can call `pipe` itself and get
+//! this very version. stdout and stderr both go to the stage's log file. The child runs
+//! in its own process group so an interrupt can stop it and everything it spawned.
+
+use crate::spec::{Cmd as CmdLine, Stage};
+use std::path::Path;
+use std::process::Command;
+
+/// The `cmd` kind: its `with:` is not read (the command is the stage's `cmd:`).
+pub struct Cmd;
+
+impl super::StageKind for Cmd {
+    fn name(&self) -> &'static str {
+        "cmd"
+    }
+    fn impl_version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "run a shell command or an argv list"
+    }
+    fn resolve(
+        &self,
+        with: &serde_json::Value,
+    ) -> Result<super::Resolved, pipe_schema::FieldError> {
+        Ok(super::Resolved {
+            config: with.clone(),
+            deps: Vec::new(),
+            outs: Vec::new(),
+            uses_mlx: false,
+        })
+    }
+}
+
+/// The process to spawn for `stage`, with output going to `log`.
+pub fn command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io::Result<Command> {
+    let mut command = match stage.cmd.as_ref() {
+        Some(CmdLine::Shell(line)) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Some(CmdLine::Argv(argv)) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        None => {
+            return Err(std::io::Error::other(format!(
+                "stage `{}` has no cmd",
+                stage.name
+            )));
+        }
+    };
+    crate::exec::launch::configure_stage(&mut command, stage, root, log)?;
+    Ok(command)
+}

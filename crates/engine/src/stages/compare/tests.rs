@@ -1,0 +1,280 @@
+use super::*;
+use crate::spec::Stage;
+
+fn variant(name: &str, acc: Option<f64>, mem_gib: f64, secs: f64) -> Variant {
+    Variant {
+        name: name.into(),
+        method: "lora".into(),
+        train_curve: vec![],
+        valid_curve: vec![],
+        train_seconds: secs,
+        peak_memory_bytes: (mem_gib * GIB) as u64,
+        trained_tokens_per_second: 100.0 / secs,
+        adapter_bytes: 1 << 20,
+        valid_loss: acc.map(|a| 1.0 - a),
+        accuracy_before: Some(0.0),
+        accuracy_after: acc,
+    }
+}
+
+fn criteria(metric: Metric, mem: Option<f64>, minutes: Option<f64>) -> Criteria {
+    Criteria {
+        metric,
+        direction: None,
+        max_memory_gb: mem,
+        max_minutes: minutes,
+    }
+}
+
+fn standing(ranking: &[Ranked], name: &str) -> (Standing, Option<usize>) {
+    let r = ranking.iter().find(|r| r.variant == name).unwrap();
+    (r.standing, r.rank)
+}
+
+#[test]
+fn constraints_exclude_and_the_best_of_the_rest_wins() {
+    let vs = [
+        variant("full", Some(0.9), 6.0, 600.0),
+        variant("lora", Some(0.8), 1.0, 120.0),
+        variant("qlora", Some(0.7), 0.5, 150.0),
+    ];
+    let (ranking, r) = recommend(&vs, &criteria(Metric::ExactMatch, Some(2.0), None));
+    assert_eq!(r.variant.as_deref(), Some("lora"));
+    assert_eq!(
+        r.reasons[0], "highest held-out exact match: 0.800 (base model 0.000)",
+        "{r:?}"
+    );
+    assert!(
+        r.reasons
+            .iter()
+            .any(|x| x.contains("within max_memory_gb = 2"))
+    );
+    assert_eq!(
+        r.others,
+        [
+            "qlora ranked 2nd: held-out exact match 0.700 vs 0.800 for lora",
+            "full excluded: peak memory 6.00 GiB exceeds max_memory_gb = 2",
+        ]
+    );
+    assert_eq!(standing(&ranking, "lora"), (Standing::Recommended, Some(1)));
+    assert_eq!(
+        standing(&ranking, "qlora"),
+        (Standing::RankedLower, Some(2))
+    );
+    assert_eq!(standing(&ranking, "full"), (Standing::Excluded, None));
+    assert_eq!(ranking.last().unwrap().variant, "full", "excluded last");
+
+    let (_, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, Some(5.0)));
+    assert_eq!(r.variant.as_deref(), Some("lora"), "full took 10 min");
+    assert!(
+        r.others
+            .iter()
+            .any(|o| o.contains("training took 10.0 min, over max_minutes = 5"))
+    );
+
+    let (_, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, None));
+    assert_eq!(r.variant.as_deref(), Some("full"), "no limits: best metric");
+}
+
+#[test]
+fn direction_follows_the_metric_unless_given() {
+    let vs = [
+        variant("a", Some(0.6), 1.0, 100.0),
+        variant("b", Some(0.9), 2.0, 300.0),
+    ];
+    let pick = |c: Criteria| recommend(&vs, &c).1.variant.unwrap();
+    assert_eq!(
+        pick(criteria(Metric::ValidLoss, None, None)),
+        "b",
+        "lower loss"
+    );
+    assert_eq!(
+        pick(criteria(Metric::TrainSeconds, None, None)),
+        "a",
+        "faster"
+    );
+    assert_eq!(pick(criteria(Metric::PeakMemory, None, None)), "a");
+    assert_eq!(pick(criteria(Metric::TokensPerSecond, None, None)), "a");
+    let mut c = criteria(Metric::ExactMatch, None, None);
+    c.direction = Some(Direction::Min);
+    assert_eq!(pick(c), "a", "an explicit direction wins");
+}
+
+#[test]
+fn ties_go_to_less_memory_then_less_time_then_name() {
+    let vs = [
+        variant("big", Some(0.8), 2.0, 100.0),
+        variant("small", Some(0.8), 1.0, 200.0),
+    ];
+    let (ranking, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, None));
+    assert_eq!(r.variant.as_deref(), Some("small"));
+    assert!(
+        r.reasons[1].contains("tied with big") && r.reasons[1].contains("lower peak memory"),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(
+        ranking[1].reasons[0],
+        "tied on held-out exact match (0.800); small was preferred for its lower peak memory (1.00 vs 2.00 GiB)"
+    );
+
+    let vs = [
+        variant("slow", Some(0.8), 1.0, 200.0),
+        variant("fast", Some(0.8), 1.0, 100.0),
+    ];
+    let (_, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, None));
+    assert_eq!(r.variant.as_deref(), Some("fast"));
+    assert!(r.reasons[1].contains("shorter training"), "{:?}", r.reasons);
+
+    let vs = [
+        variant("b", Some(0.8), 1.0, 100.0),
+        variant("a", Some(0.8), 1.0, 100.0),
+    ];
+    let (_, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, None));
+    assert_eq!(r.variant.as_deref(), Some("a"));
+    assert!(r.reasons[1].contains("its name"), "{:?}", r.reasons);
+}
+
+#[test]
+fn missing_metrics_exclude_and_nothing_eligible_says_why() {
+    let vs = [
+        variant("evaluated", Some(0.5), 1.0, 100.0),
+        variant("unevaluated", None, 0.5, 50.0),
+    ];
+    let (_, r) = recommend(&vs, &criteria(Metric::ExactMatch, None, None));
+    assert_eq!(r.variant.as_deref(), Some("evaluated"));
+    assert_eq!(
+        r.others,
+        ["unevaluated excluded: no exact match (no evaluation given)"]
+    );
+
+    let (ranking, r) = recommend(&vs, &criteria(Metric::ExactMatch, Some(0.1), None));
+    assert_eq!(r.variant, None);
+    assert!(r.reasons[0].contains("none of the 2 variants"), "{r:?}");
+    assert_eq!(r.others.len(), 2);
+    assert!(
+        r.others[1].contains("peak memory 0.50 GiB exceeds")
+            && r.others[1].contains("no exact match")
+    );
+    assert!(ranking.iter().all(|x| x.standing == Standing::Excluded));
+
+    let (ranking, r) = recommend(&[], &criteria(Metric::ValidLoss, None, None));
+    assert_eq!((ranking.len(), r.variant), (0, None));
+    assert_eq!(r.reasons, ["there are no variants to compare"]);
+}
+
+#[test]
+fn globs_match_whole_segments() {
+    assert!(glob_match("runs/sweep/r*", "runs/sweep/r8-lr0.0001"));
+    assert!(glob_match("runs/*/lora", "runs/a/lora/"));
+    assert!(glob_match("runs/r?", "runs/r8"));
+    assert!(!glob_match("runs/r?", "runs/r16"));
+    assert!(!glob_match(
+        "runs/sweep/r*",
+        "runs/sweep/raw/past_tense.json"
+    ));
+    assert!(!glob_match("runs/sweep/r*", "runs/sweep"));
+    assert!(glob_match("runs/x", "runs/x"));
+}
+
+#[test]
+fn bad_entries_are_named() {
+    let err = |with: serde_json::Value| check(&with).unwrap_err().to_string();
+    let e = err(serde_json::json!({"variants": [{"train": "runs/a"}], "out": "o"}));
+    assert!(e.contains("`runs/a` needs a `name`"), "{e}");
+    let e = err(serde_json::json!({"variants": [{"glob": "r*", "name": "x"}], "out": "o"}));
+    assert!(e.contains("drop `name`"), "{e}");
+    let e = err(serde_json::json!({"variants": [], "out": "o"}));
+    assert!(e.contains("`variants` is empty"), "{e}");
+    let e = err(serde_json::json!({"variants": [{"glob": "r*"}], "metric": "acuracy", "out": "o"}));
+    assert!(e.contains("acuracy") && e.contains("exact_match"), "{e}");
+    let e = err(serde_json::json!({"variants": [{"glob": "r*"}], "max_memory_gb": -1, "out": "o"}));
+    assert!(
+        e.contains("`max_memory_gb` must be a positive number"),
+        "{e}"
+    );
+}
+
+fn stage(name: &str, kind: super::super::Kind, outs: &[&str], with: serde_json::Value) -> Stage {
+    Stage {
+        name: name.into(),
+        base: name.split('@').next().unwrap_or(name).into(),
+        kind,
+        cmd: None,
+        deps: vec![],
+        outs: outs.iter().map(|o| (*o).to_owned()).collect(),
+        params: Default::default(),
+        config: with,
+        uses_mlx: false,
+        needs: vec![],
+        metrics: vec![],
+        matrix: Default::default(),
+        always_run: false,
+        frozen: false,
+        resources: Default::default(),
+        pos: Default::default(),
+    }
+}
+
+#[test]
+fn globs_expand_to_the_stages_that_write_the_matches() {
+    use super::super::Kind;
+    let with = serde_json::json!({
+        "variants": [
+            {"name": "base", "train": "runs/base"},
+            {"glob": "runs/sweep/r*", "eval": "eval/{dir}.json"},
+        ],
+        "out": "runs/sweep/compare",
+    });
+    let mut stages = vec![
+        stage(
+            "fetch",
+            Kind::CMD,
+            &["runs/sweep/raw/data.json"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "train@r=8",
+            Kind::TRAIN,
+            &["runs/sweep/r8"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "train@r=16",
+            Kind::TRAIN,
+            &["runs/sweep/r16"],
+            serde_json::Value::Null,
+        ),
+        stage(
+            "two",
+            Kind::CMD,
+            &["runs/sweep/ra", "runs/sweep/rb"],
+            serde_json::Value::Null,
+        ),
+        stage("compare", Kind::COMPARE, &["runs/sweep/compare"], with),
+    ];
+    let outcome = expand_globs(&mut stages);
+    assert_eq!(outcome, vec![(4, Ok(8))]);
+    let c = &stages[4];
+    let names: Vec<&str> = c.config["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["base", "train@r=8", "train@r=16", "two: ra", "two: rb"]
+    );
+    assert_eq!(c.config["variants"][2]["eval"], "eval/r16.json");
+    assert!(c.deps.contains(&"runs/sweep/r8".to_owned()));
+    assert!(c.deps.contains(&"eval/r8.json".to_owned()));
+    assert!(!c.deps.iter().any(|d| d.contains("raw")), "{:?}", c.deps);
+
+    stages[4].config["variants"] = serde_json::json!([{"glob": "nothing/*"}]);
+    let outcome = expand_globs(&mut stages);
+    assert!(
+        matches!(&outcome[0], (4, Err(e)) if e.contains("`nothing/*` matches no stage's outs")),
+        "{outcome:?}"
+    );
+}

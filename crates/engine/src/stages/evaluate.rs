@@ -1,0 +1,36 @@
+//! What the engine knows of the `evaluate` kind: its configuration
+//! ([`pipe_schema::evaluate`]) and the paths it names. It runs in `pipe-mlx`
+//! (`pipe_mlx_core::stages::evaluate`).
+
+use pipe_schema::FieldError;
+use pipe_schema::evaluate::EvaluateConfig;
+use serde_json::Value;
+
+/// The `evaluate` kind.
+pub struct Evaluate;
+
+impl super::StageKind for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+    fn impl_version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "score a model, and an adapter on it, on held-out data"
+    }
+    fn resolve(&self, with: &Value) -> Result<super::Resolved, FieldError> {
+        let config: EvaluateConfig = super::parse_with(with)?;
+        config.validate()?;
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut deps = vec![path(&config.data)];
+        deps.extend(config.adapter.as_deref().map(path));
+        deps.extend(super::model_dep(&config.model));
+        Ok(super::Resolved {
+            outs: vec![path(&config.out)],
+            deps,
+            config: serde_json::to_value(&config).expect("an evaluate config serializes"),
+            uses_mlx: true,
+        })
+    }
+}

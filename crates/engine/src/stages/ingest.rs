@@ -1,0 +1,61 @@
+//! The `ingest` kind: validate, deduplicate and split a dataset (see [`crate::data::ingest`]).
+//! `with:` is an [`IngestConfig`]; the out folder gets the splits, `stats.json` and
+//! `metrics.json`.
+
+use crate::data::ingest::{IngestConfig, ingest};
+use std::path::Path;
+
+/// The `ingest` kind.
+pub struct Ingest;
+
+impl super::StageKind for Ingest {
+    fn name(&self) -> &'static str {
+        "ingest"
+    }
+    fn impl_version(&self) -> u32 {
+        2
+    }
+    fn summary(&self) -> &'static str {
+        "validate, deduplicate and split a dataset"
+    }
+    fn resolve(
+        &self,
+        with: &serde_json::Value,
+    ) -> Result<super::Resolved, pipe_schema::FieldError> {
+        let config: IngestConfig = super::parse_with(with)?;
+        Ok(super::Resolved {
+            deps: match &config.source {
+                crate::data::Source::Path(p) => vec![p.display().to_string()],
+                crate::data::Source::Url { .. } => Vec::new(),
+            },
+            outs: vec![config.out.display().to_string()],
+            config: with.clone(),
+            uses_mlx: false,
+        })
+    }
+}
+
+/// Runs an ingest stage.
+pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
+    let config: IngestConfig = super::parse_with(with)?;
+    let report = ingest(&config, root)?;
+    let metrics = serde_json::json!({
+        "rows_read": report.rows_read,
+        "duplicates_removed": report.duplicates_removed,
+        "skipped": report.skipped.len(),
+        "train_examples": report.splits["train"].examples,
+        "valid_examples": report.splits["valid"].examples,
+        "test_examples": report.splits["test"].examples,
+    });
+    super::write_json(&root.join(&config.out).join("metrics.json"), &metrics)?;
+    eprintln!(
+        "ingested {} rows: {} train, {} valid, {} test ({} duplicates removed, {} skipped)",
+        report.rows_read,
+        report.splits["train"].examples,
+        report.splits["valid"].examples,
+        report.splits["test"].examples,
+        report.duplicates_removed,
+        report.skipped.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! A tune stage's options (`with:`), checked when the pipeline loads, and how a point of
+//! the search space becomes a trial to run.
+
+use super::trial::{self, Plan};
+use crate::spec::Cmd;
+use crate::tune::prune::Rule;
+use crate::tune::space::{Point, Space, nest};
+use crate::tune::suggest::{Direction, Optimizer, default_initial};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Most trials one stage may run.
+const MAX_TRIALS: usize = 10_000;
+
+/// The tune options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneConfig {
+    /// The folder written (`trials.jsonl`, `best.yaml`, `metrics.json`).
+    pub out: PathBuf,
+    /// The search space (see [`crate::tune::space`]).
+    pub space: Value,
+    /// What to optimise.
+    pub objective: Objective,
+    /// How much to spend.
+    pub budget: Budget,
+    /// Trials run at once (command trials that do not use MLX only).
+    #[serde(default = "one")]
+    pub parallel: usize,
+    /// Seed of the initial design and every proposal.
+    #[serde(default)]
+    pub seed: u64,
+    /// Trials from the Latin hypercube before the GP is used (default: the number of
+    /// parameters plus 2, between 3 and 10).
+    #[serde(default)]
+    pub initial: Option<usize>,
+    /// `gp` (Bayesian optimisation, the default) or `random` (random search, a baseline).
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Stop unpromising trials early (the median rule or successive halving).
+    #[serde(default)]
+    pub prune: Option<PruneConfig>,
+    /// What a trial runs.
+    pub trial: TrialSpec,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The objective: a number in the trial's metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    /// Dotted path into the metrics (`loss`, `eval.tuned.exact_match`,
+    /// `train.best_valid.1`).
+    pub metric: String,
+    /// `min` (default) or `max`.
+    #[serde(default = "minimise")]
+    pub mode: Direction,
+}
+
+fn minimise() -> Direction {
+    Direction::Min
+}
+
+/// The budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Trials in all (finished trials from earlier runs count).
+    pub n_trials: usize,
+    /// Start no new trial after this many minutes of this run.
+    #[serde(default)]
+    pub max_minutes: Option<f64>,
+    /// Iterations per trial: a train trial's `iters`; `{iters}` and `PIPE_TRIAL_ITERS` for
+    /// a command.
+    #[serde(default)]
+    pub iters: Option<u64>,
+}
+
+/// Pruning options: a rule (`rule: median`, the default, or `rule: halving`) with its own
+/// fields, and `mode`. A field of the other rule is refused (`min_trials` with `rule:
+/// halving`, `eta` with `rule: median`), so a setting can never be silently ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneConfig {
+    /// The rule and its settings.
+    pub rule: Rule,
+    /// Whether intermediate values are minimised or maximised (default: `min` for train
+    /// trials, whose values are validation losses; the objective's mode for commands).
+    pub mode: Option<Direction>,
+}
+
+impl<'de> Deserialize<'de> for PruneConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, Value>::deserialize(d)
+            .map_err(|e| D::Error::custom(format!("`prune` must be a mapping: {e}")))?;
+        let mode = match map.remove("mode") {
+            None | Some(Value::Null) => None,
+            Some(m) => Some(
+                serde_json::from_value(m)
+                    .map_err(|e| D::Error::custom(format!("`prune.mode`: {e}")))?,
+            ),
+        };
+        map.entry("rule").or_insert_with(|| Value::from("median"));
+        let named = map.get("rule").cloned().unwrap_or(Value::Null);
+        let rule = serde_json::from_value(Value::Object(map)).map_err(|e| {
+            D::Error::custom(format!(
+                "`prune` (rule {named}): {e}; `rule: median` takes min_trials, warmup_steps and interval, `rule: halving` takes min_resource, eta and bootstrap_count (both take mode)"
+            ))
+        })?;
+        Ok(Self { rule, mode })
+    }
+}
+
+impl Serialize for PruneConfig {
+    // Flat, as written (`{rule: median, min_trials: 3, ...}`): this is hashed into the
+    // study key, which must not change for studies that predate `rule: halving`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.rule).map_err(S::Error::custom)?;
+        value["mode"] = serde_json::to_value(self.mode).map_err(S::Error::custom)?;
+        value.serialize(s)
+    }
+}
+
+/// What a trial runs: exactly one of `cmd` and `train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialSpec {
+    /// A command (shell line or argv list) with `{param}` placeholders.
+    #[serde(default)]
+    pub cmd: Option<Cmd>,
+    /// Files the command reads (hashed into every trial key, and deps of the stage).
+    #[serde(default)]
+    pub deps: Vec<String>,
+    /// The command uses the accelerator: take the `mlx` slot, one trial at a time.
+    #[serde(default)]
+    pub mlx: bool,
+    /// A train stage's `with:` (without `out_dir`); parameters are set into it.
+    #[serde(default)]
+    pub train: Option<Value>,
+    /// An evaluate stage's `with:` (without `adapter` and `out`; `model` defaults to the
+    /// train model).
+    #[serde(default)]
+    pub evaluate: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Cmd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Shell(String),
+            Argv(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Shell(s) => Ok(Cmd::Shell(s)),
+            Raw::Argv(v) if !v.is_empty() => Ok(Cmd::Argv(v)),
+            Raw::Argv(_) => Err(serde::de::Error::custom("an argv `cmd` cannot be empty")),
+        }
+    }
+}
+
+/// `with:` of a tune stage, checked; what the stage needs to run.
+pub(super) struct Tune {
+    pub(super) config: TuneConfig,
+    pub(super) space: Space,
+    pub(super) initial: usize,
+    pub(super) prune: Option<(Rule, Direction)>,
+}
+
+impl Tune {
+    pub(super) fn new(config: TuneConfig) -> Result<Self, String> {
+        let space = Space::from_json(&config.space)?;
+        let t = &config.trial;
+        match (&t.cmd, &t.train) {
+            (Some(_), Some(_)) => return Err("`trial` takes `cmd` or `train`, not both".into()),
+            (None, None) => {
+                return Err(
+                    "`trial` needs `cmd` (a command that writes metrics.json) or `train` (a train stage's options)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if t.evaluate.is_some() && t.train.is_none() {
+            return Err(
+                "`trial.evaluate` needs `trial.train` (it scores the trained adapter)".into(),
+            );
+        }
+        if !t.deps.is_empty() && t.cmd.is_none() {
+            return Err(
+                "`trial.deps` is for commands; a train trial's data files are deps already".into(),
+            );
+        }
+        if config.budget.n_trials == 0 || config.budget.n_trials > MAX_TRIALS {
+            return Err(format!(
+                "`budget.n_trials` must be between 1 and {MAX_TRIALS}, not {}",
+                config.budget.n_trials
+            ));
+        }
+        if let Some(m) = config.budget.max_minutes
+            && !(m > 0.0 && m.is_finite())
+        {
+            return Err(format!("`budget.max_minutes` must be positive, not {m}"));
+        }
+        if config.parallel == 0 {
+            return Err("`parallel` must be at least 1".into());
+        }
+        if uses_mlx_config(t) && config.parallel > 1 {
+            return Err(format!(
+                "these trials use MLX, which runs one job at a time (the `mlx` slot); set `parallel: 1` (not {})",
+                config.parallel
+            ));
+        }
+        if config.objective.metric.trim().is_empty() {
+            return Err("`objective.metric` is empty; name a number in the trial's metrics".into());
+        }
+        if t.train.is_some() {
+            let m = &config.objective.metric;
+            let ok = m.starts_with("train.") || (m.starts_with("eval.") && t.evaluate.is_some());
+            if !ok {
+                return Err(format!(
+                    "`objective.metric: {m}`: a train trial's metrics are `train.*` (the train metrics.json, e.g. train.final_valid_loss){}",
+                    if t.evaluate.is_some() {
+                        " and `eval.*` (the evaluate output, e.g. eval.tuned.exact_match)"
+                    } else {
+                        "; add `trial.evaluate` for `eval.*`"
+                    }
+                ));
+            }
+        }
+        let prune = match &config.prune {
+            None => None,
+            Some(p) => {
+                p.rule.validate()?;
+                if let (Rule::Halving(h), Some(iters)) = (&p.rule, config.budget.iters)
+                    && h.min_resource > iters
+                {
+                    return Err(format!(
+                        "`prune.min_resource: {}` is above `budget.iters: {iters}`, so no trial would reach a rung and nothing would be pruned; lower `min_resource` (e.g. to {})",
+                        h.min_resource,
+                        (iters / 4).max(1)
+                    ));
+                }
+                let direction = p.mode.unwrap_or(if t.train.is_some() {
+                    Direction::Min
+                } else {
+                    config.objective.mode
+                });
+                Some((p.rule.clone(), direction))
+            }
+        };
+        if config.initial.is_some() && config.optimizer == Optimizer::Random {
+            return Err(
+                "`initial` sizes the design that Bayesian optimisation starts from; `optimizer: random` has none, so remove `initial`".into(),
+            );
+        }
+        let initial = config
+            .initial
+            .unwrap_or_else(|| default_initial(space.params.len()));
+        let tune = Self {
+            config,
+            space,
+            initial,
+            prune,
+        };
+        // Build one trial from the middle of the space: a misspelt option or placeholder
+        // fails now, not when the first trial runs.
+        let sample = tune.space.from_unit(&vec![0.5; tune.space.params.len()]);
+        match tune.plan(&sample)? {
+            Plan::Cmd(cmd) => {
+                let mut vars = tune.cmd_vars(&sample);
+                vars.insert("trial_dir".into(), "trial-dir".into());
+                trial::render_cmd(&cmd, &vars)?;
+            }
+            Plan::Train {
+                mut train,
+                evaluate,
+            } => {
+                train["out_dir"] = Value::from("trial/train");
+                crate::stages::Kind::TRAIN
+                    .resolve(&train)
+                    .map_err(|e| format!("`trial.train`: {e}"))?;
+                if let Some(mut evaluate) = evaluate {
+                    evaluate["adapter"] = Value::from("trial/train");
+                    evaluate["out"] = Value::from("trial/eval.json");
+                    crate::stages::Kind::EVALUATE
+                        .resolve(&evaluate)
+                        .map_err(|e| format!("`trial.evaluate`: {e}"))?;
+                }
+            }
+        }
+        Ok(tune)
+    }
+
+    /// Parameters by dotted name.
+    pub(super) fn flat(&self, point: &[Value]) -> BTreeMap<String, Value> {
+        self.space
+            .params
+            .iter()
+            .zip(point)
+            .map(|(p, v)| (p.name.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The point a trial's parameters (by dotted name) stand for: [`Tune::flat`] undone
+    /// (a missing name becomes null, which no space contains).
+    pub(super) fn point_of(&self, params: &BTreeMap<String, Value>) -> Point {
+        self.space
+            .params
+            .iter()
+            .map(|p| params.get(&p.name).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// The values of a command's placeholders for `point` (`trial_dir` is added when the
+    /// trial runs).
+    pub(super) fn cmd_vars(&self, point: &[Value]) -> BTreeMap<String, String> {
+        let mut vars: BTreeMap<String, String> = self
+            .flat(point)
+            .into_iter()
+            .map(|(k, v)| (k, trial::scalar_text(&v)))
+            .collect();
+        let args: Vec<String> = vars
+            .iter()
+            .map(|(k, v)| trial::shell_quote(&format!("--{k}={v}")))
+            .collect();
+        vars.insert("args".into(), args.join(" "));
+        vars.insert("index".into(), "0".into());
+        if let Some(iters) = self.config.budget.iters {
+            vars.insert("iters".into(), iters.to_string());
+        }
+        vars
+    }
+
+    /// What trial `point` runs.
+    pub(super) fn plan(&self, point: &[Value]) -> Result<Plan, String> {
+        let t = &self.config.trial;
+        if let Some(cmd) = &t.cmd {
+            return Ok(Plan::Cmd(cmd.clone()));
+        }
+        let mut train = t.train.clone().unwrap_or(Value::Null);
+        if !train.is_object() {
+            return Err("`trial.train` must be a mapping of train options".into());
+        }
+        if train.get("out_dir").is_some() {
+            return Err(
+                "`trial.train.out_dir` is set by tune (each trial gets its own); remove it".into(),
+            );
+        }
+        if let Some(iters) = self.config.budget.iters {
+            train["iters"] = Value::from(iters);
+        }
+        nest(&self.space, point, &mut train);
+        let evaluate = match &t.evaluate {
+            None => None,
+            Some(e) => {
+                let mut e = e.clone();
+                if !e.is_object() {
+                    return Err("`trial.evaluate` must be a mapping of evaluate options".into());
+                }
+                for key in ["adapter", "out"] {
+                    if e.get(key).is_some() {
+                        return Err(format!("`trial.evaluate.{key}` is set by tune; remove it"));
+                    }
+                }
+                if e.get("model").is_none() {
+                    e["model"] = train.get("model").cloned().unwrap_or(Value::Null);
+                }
+                Some(e)
+            }
+        };
+        Ok(Plan::Train { train, evaluate })
+    }
+}
+
+pub(super) fn uses_mlx_config(t: &TrialSpec) -> bool {
+    t.train.is_some() || t.mlx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with(trial: Value, extra: Value) -> Value {
+        let mut w = json!({
+            "out": "tune",
+            "space": {"learning_rate": {"float": [1e-5, 1e-3], "log": true}, "lora.rank": {"int": [2, 16]}},
+            "objective": {"metric": "train.final_valid_loss"},
+            "budget": {"n_trials": 4, "iters": 5},
+            "trial": trial,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            w[k] = v.clone();
+        }
+        w
+    }
+
+    fn train() -> Value {
+        json!({"train": {"model": "m", "train_data": "d/train.jsonl", "valid_data": "d/valid.jsonl"}})
+    }
+
+    fn error(w: Value) -> String {
+        let config: TuneConfig = serde_json::from_value(w).unwrap();
+        Tune::new(config).err().expect("should be refused")
+    }
+
+    #[test]
+    fn train_trials_get_the_point_and_the_budget() {
+        let config: TuneConfig = serde_json::from_value(with(train(), json!({}))).unwrap();
+        let tune = Tune::new(config).unwrap();
+        assert_eq!(tune.initial, 4, "two parameters + 2");
+        assert_eq!(tune.config.optimizer, Optimizer::Gp, "the default");
+        let Plan::Train {
+            train: options,
+            evaluate,
+        } = tune.plan(&[json!(3e-4), json!(8)]).unwrap()
+        else {
+            panic!("a train plan");
+        };
+        assert_eq!(options["learning_rate"], json!(3e-4));
+        assert_eq!(options["lora"]["rank"], json!(8));
+        assert_eq!(options["iters"], json!(5));
+        assert!(evaluate.is_none());
+        assert!(super::super::uses_mlx(&with(train(), json!({}))));
+        let cmd = json!({"cmd": "python3 f.py {args}"});
+        assert!(!super::super::uses_mlx(&with(cmd.clone(), json!({}))));
+        let mut mlx_cmd = cmd;
+        mlx_cmd["mlx"] = json!(true);
+        assert!(super::super::uses_mlx(&with(mlx_cmd, json!({}))));
+    }
+
+    #[test]
+    fn each_mistake_gets_one_clear_error() {
+        let e = error(with(train(), json!({"parallel": 2})));
+        assert!(e.contains("set `parallel: 1`"), "{e}");
+        let e = error(with(train(), json!({"objective": {"metric": "loss"}})));
+        assert!(
+            e.contains("`train.*`") && e.contains("add `trial.evaluate`"),
+            "{e}"
+        );
+        let mut t = train();
+        t["train"]["out_dir"] = json!("x");
+        assert!(error(with(t, json!({}))).contains("set by tune"));
+        let mut t = train();
+        t["train"]["learnin_rate"] = json!(1);
+        let e = error(with(t, json!({})));
+        assert!(
+            e.contains("`trial.train`") && e.contains("learnin_rate"),
+            "{e}"
+        );
+        let e = error(with(json!({"cmd": "f {lr}"}), json!({})));
+        assert!(e.contains("unknown placeholder `{lr}`"), "{e}");
+        let e = error(with(json!({}), json!({})));
+        assert!(e.contains("needs `cmd`"), "{e}");
+        let e = error(with(train(), json!({"budget": {"n_trials": 0}})));
+        assert!(e.contains("n_trials"), "{e}");
+        let e = error(with(train(), json!({"optimizer": "random", "initial": 3})));
+        assert!(e.contains("remove `initial`"), "{e}");
+        let config: Result<TuneConfig, _> =
+            serde_json::from_value(with(train(), json!({"optimizer": "tpe"})));
+        let e = config.unwrap_err().to_string();
+        assert!(e.contains("`gp`") && e.contains("`random`"), "{e}");
+        let e = error(with(
+            train(),
+            json!({"prune": {"rule": "halving", "eta": 1, "min_resource": 5}}),
+        ));
+        assert!(e.contains("`prune.eta`"), "{e}");
+        let mut halving = with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 41}}),
+        );
+        halving["budget"]["iters"] = json!(40);
+        let e = error(halving);
+        assert!(e.contains("no trial would reach a rung"), "{e}");
+    }
+
+    fn parse_error(w: Value) -> String {
+        serde_json::from_value::<TuneConfig>(w)
+            .expect_err("should not parse")
+            .to_string()
+    }
+
+    #[test]
+    fn each_rule_takes_only_its_own_fields() {
+        let e = parse_error(with(train(), json!({"prune": {"rule": "hyperband"}})));
+        assert!(e.contains("`median`") && e.contains("`halving`"), "{e}");
+        let e = parse_error(with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 5, "min_trials": 3}}),
+        ));
+        assert!(
+            e.contains("unknown field `min_trials`")
+                && e.contains("`rule: halving` takes min_resource"),
+            "{e}"
+        );
+        let e = parse_error(with(train(), json!({"prune": {"eta": 3}})));
+        assert!(
+            e.contains("unknown field `eta`") && e.contains("rule \"median\""),
+            "{e}"
+        );
+        let e = parse_error(with(train(), json!({"prune": {"rule": "halving"}})));
+        assert!(e.contains("missing field `min_resource`"), "{e}");
+        let e = parse_error(with(train(), json!({"prune": {"mode": "up"}})));
+        assert!(e.contains("`prune.mode`"), "{e}");
+        // The median rule is the default and serialises as before (the study key).
+        let config: TuneConfig = serde_json::from_value(with(
+            train(),
+            json!({"prune": {"min_trials": 2, "mode": "max"}}),
+        ))
+        .unwrap();
+        let prune = config.prune.unwrap();
+        assert_eq!(
+            serde_json::to_value(&prune).unwrap(),
+            json!({"rule": "median", "min_trials": 2, "warmup_steps": 0, "interval": 1, "mode": "max"})
+        );
+        let config: TuneConfig = serde_json::from_value(with(
+            train(),
+            json!({"prune": {"rule": "halving", "min_resource": 5}}),
+        ))
+        .unwrap();
+        let tune = Tune::new(config).unwrap();
+        assert_eq!(
+            tune.prune,
+            Some((
+                Rule::Halving(crate::tune::prune::HalvingRule {
+                    min_resource: 5,
+                    eta: 3,
+                    bootstrap_count: 0
+                }),
+                Direction::Min
+            ))
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! The stage kinds that run on MLX: `train`, `evaluate` and `tokenize`, with what they
+//! measure when a value is `auto`. The engine's table of kinds
+//! ([`pipe_engine::stages`]) names them; `pipe-mlx __run-stage` runs them here.
+
+pub mod base_scores;
+pub mod batch_auto;
+pub mod evaluate;
+pub mod rank_auto;
+pub mod tokenize;
+pub mod tokens;
+pub mod train;
+
+use pipe_engine::stages::Kind;
+use serde_json::Value;
+use std::path::Path;
+
+/// Runs a stage of a kind that needs MLX, in this process (`pipe-mlx __run-stage`).
+/// `None`: the kind is not one of them (the engine runs it: `pipe_engine::stages::run`).
+pub fn run(kind: Kind, config: &Value, root: &Path) -> Option<anyhow::Result<()>> {
+    let runner: fn(&Value, &Path) -> anyhow::Result<()> = match kind {
+        k if k == Kind::TRAIN => train::run,
+        k if k == Kind::EVALUATE => evaluate::run,
+        k if k == Kind::TOKENIZE => tokenize::run,
+        _ => return None,
+    };
+    Some(runner(config, root))
+}

@@ -1,0 +1,25 @@
+//! The configuration of every stage kind, as a pipeline's `with:` writes it, and the
+//! records stages write for others to read: serde types without MLX and without I/O.
+//!
+//! Each kind has a raw type that mirrors what users write (optional fields, `auto`
+//! values, see [`Auto`]) and a resolved type with defaults filled in and values checked
+//! ([`FieldError`] says which key is wrong, as a path inside `with:`). The engine resolves
+//! every stage's `with:` once, when the pipeline loads, hashes the resolved value for the
+//! stage's fingerprint and hands it, as JSON, to the process that runs the stage; the web
+//! UI, tracking and `pipe schema` read the same types.
+//!
+//! | kind | raw | resolved |
+//! | --- | --- | --- |
+//! | `train` (and `pipe train --config`) | [`train::TrainWith`] | [`train::TrainSpec`] |
+//! | `evaluate` | [`evaluate::EvaluateConfig`] | the same, checked |
+//! | `tokenize` | [`tokenize::TokenizeConfig`] | the same, checked |
+#![deny(missing_docs)]
+
+mod auto;
+pub mod evaluate;
+mod field;
+pub mod tokenize;
+pub mod train;
+
+pub use auto::Auto;
+pub use field::{FieldError, from_value};

@@ -1,0 +1,35 @@
+//! `pipe-mlx`: the commands of `pipe` that use MLX (train, generate, eval, bench, doctor,
+//! fuse, and the built-in stages). `pipe` hands them over with their arguments unchanged;
+//! running `pipe-mlx` directly is the same as running `pipe`. Arguments are defined once,
+//! in the `pipe` library ([`pipe::cli`]); this binary adds what runs them.
+
+mod bench;
+mod doctor;
+mod eval;
+mod fuse;
+mod generate;
+mod run_stage;
+mod train;
+
+use pipe::cli::{self, Command};
+
+fn main() {
+    pipe_engine::hardware::set_runtime_versions(
+        pipe_mlx_core::runtime::mlx_version()
+            .map(|v| vec![("mlx".to_owned(), v)])
+            .unwrap_or_default(),
+    );
+    let (printer, command) = cli::parse();
+    let result = match command {
+        Command::Doctor(args) => doctor::run(&printer, args),
+        Command::Generate(args) => generate::run(&printer, args),
+        Command::Train(args) => train::run(&printer, args),
+        Command::Fuse(args) => fuse::run(&printer, args),
+        Command::RunStage(args) => run_stage::run(&printer, args),
+        Command::Bench(cmd) => bench::run(&printer, cmd),
+        Command::Eval(args) => eval::run(&printer, args),
+        engine => cli::run_engine(&printer, engine),
+    };
+    let code = cli::report(&printer, result);
+    cli::exit_now(code)
+}
