@@ -29,6 +29,7 @@ pub mod output;
 pub mod progress;
 mod run;
 pub mod run_stage;
+mod schema;
 mod show;
 mod status;
 pub mod train;
@@ -105,6 +106,8 @@ pub enum Command {
     Cache(cache::Command),
     /// Loss, perplexity and answer accuracy of a model on a text or a dataset.
     Eval(eval::Args),
+    /// Print the JSON Schema of pipeline files (for editors and tools).
+    Schema(schema::Args),
 }
 
 /// The `pipe` binary: parses the process arguments, runs an engine command or hands an MLX
@@ -142,6 +145,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Show(args) => show::run(printer, args),
         Command::Gc(args) => gc::run(printer, args),
         Command::Cache(cmd) => cache::run(printer, cmd),
+        Command::Schema(args) => schema::run(printer, args),
         Command::Doctor(_)
         | Command::Generate(_)
         | Command::Bench(_)

@@ -124,22 +124,112 @@ fn unknown_kinds_get_a_suggestion() {
 #[test]
 fn built_in_kinds_check_their_with_before_running() {
     let err = invalid("stages:\n  t:\n    kind: tune\n");
-    assert!(
-        err.contains("stage `t`: tune stage `with`: missing field `out`"),
-        "{err}"
-    );
+    assert!(err.contains("stage `t`: missing field `out`"), "{err}");
     let err = invalid("stages:\n  t:\n    kind: train\n");
-    assert!(
-        err.contains("stage `t`: train stage `with`: missing `model`"),
-        "{err}"
-    );
+    assert!(err.contains("stage `t`: `model`: is missing"), "{err}");
     let err = invalid(
         "stages:\n  t:\n    kind: train\n    with:\n      model: m\n      train_data: in.txt\n      out_dir: never.out\n      lerning_rate: 1\n",
     );
-    assert!(err.contains("pipe.yaml:4:5"), "{err}");
-    assert!(err.contains("lerning_rate"), "{err}");
+    assert!(err.contains("pipe.yaml:8:7"), "{err}");
+    assert!(err.contains("`lerning_rate`: unknown key"), "{err}");
+    assert!(err.contains("did you mean `learning_rate`?"), "{err}");
     let err = invalid("stages:\n  i:\n    kind: ingest\n    with: {source: in.txt}\n");
     assert!(err.contains("missing field `out`"), "{err}");
+}
+
+/// A train stage whose `with:` holds `line` at line 9, after the required keys.
+fn train_with(line: &str) -> String {
+    format!(
+        "stages:\n  t:\n    kind: train\n    with:\n      model: m\n      train_data: in.txt\n      out_dir: never.out\n      batch_size: 4\n{line}\n"
+    )
+}
+
+#[test]
+fn bad_options_deep_inside_a_train_stage_are_reported_at_their_own_line() {
+    // (the line at line 9, the position, the message, the caret's line)
+    let cases = [
+        (
+            "      lora:\n        num_layers: 4\n        rank: 0",
+            "pipe.yaml:11:9",
+            "`lora.rank`: must be at least 1",
+            "11 |         rank: 0",
+        ),
+        (
+            "      lora:\n        rnak: 8",
+            "pipe.yaml:10:9",
+            "`lora.rnak`: unknown key",
+            "10 |         rnak: 8",
+        ),
+        (
+            "      method: qlora\n      quantize_bits: 3",
+            "pipe.yaml:10:7",
+            "`quantize_bits`: must be 4 or 8, got 3",
+            "10 |       quantize_bits: 3",
+        ),
+        (
+            "      learning_rate: -0.001",
+            "pipe.yaml:9:7",
+            "`learning_rate`: must be positive",
+            "9 |       learning_rate: -0.001",
+        ),
+        (
+            "      micro_batch: 3",
+            "pipe.yaml:9:7",
+            "does not divide the effective batch of 4 rows",
+            "9 |       micro_batch: 3",
+        ),
+        (
+            "      optimizer:\n        betas: [0.9, 1.5]",
+            "pipe.yaml:10:9",
+            "`optimizer.betas`: both must be in [0, 1)",
+            "10 |         betas: [0.9, 1.5]",
+        ),
+        (
+            "      activation_cache:\n        enabled: yes-please",
+            "pipe.yaml:10:9",
+            "`activation_cache.enabled`",
+            "10 |         enabled: yes-please",
+        ),
+    ];
+    for (line, at, message, quoted) in cases {
+        let err = invalid(&train_with(line));
+        assert!(err.contains(at), "{line}: {err}");
+        assert!(err.contains(message), "{line}: {err}");
+        assert!(err.contains(quoted), "{line}: {err}");
+        assert!(err.contains("| "), "a caret line: {err}");
+    }
+    let err = invalid(&train_with("      lora:\n        rnak: 8"));
+    assert!(err.contains("did you mean `rank`?"), "{err}");
+}
+
+#[test]
+fn a_template_rendered_inside_with_keeps_its_position() {
+    let err = invalid(
+        "params:\n  rank: 0\nstages:\n  t:\n    kind: train\n    params: [rank]\n    with:\n      model: m\n      train_data: in.txt\n      out_dir: never.out\n      lora:\n        rank: \"{{ params.rank }}\"\n",
+    );
+    assert!(err.contains("pipe.yaml:12:9"), "{err}");
+    assert!(err.contains("`lora.rank`: must be at least 1"), "{err}");
+}
+
+#[test]
+fn pipe_train_config_reports_bad_options_at_their_line() {
+    let ws = Ws::new();
+    ws.file(
+        "job.yaml",
+        "model: m\ntrain_data: in.txt\nout_dir: never.out\nlora:\n  dropout: 1.5\n",
+    );
+    let out = ws
+        .pipe()
+        .args(["train", "--config", "job.yaml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("job.yaml:5:3"), "{err}");
+    assert!(
+        err.contains("`lora.dropout`: must be in [0, 1), got 1.5"),
+        "{err}"
+    );
 }
 
 #[test]

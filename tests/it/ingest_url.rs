@@ -240,7 +240,7 @@ fn an_unpinned_url_is_a_validation_error_with_a_hint() {
     let out = ws.pipe().arg("run").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("pipe.yaml:4:"), "{err}");
+    assert!(err.contains("pipe.yaml:5:"), "{err}");
     assert!(
         err.contains("the URL source https://example.org/qa.jsonl is not pinned"),
         "{err}"

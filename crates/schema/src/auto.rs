@@ -55,6 +55,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Auto<T> {
     }
 }
 
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Auto<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Auto_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [{"const": "auto"}, generator.subschema_for::<T>()],
+            "description": "`auto` (chosen when the stage runs) or a value"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,12 @@
 //! and `report` read.
 
 use crate::FieldError;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The evaluate options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateConfig {
     /// The base model.
@@ -59,7 +60,7 @@ fn default_samples() -> usize {
 }
 
 /// Scores of one model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Scores {
     /// Mean loss over completion tokens.
     pub loss: f64,
@@ -74,7 +75,7 @@ pub struct Scores {
 }
 
 /// One sample generation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SampleAnswer {
     /// The prompt.
     pub prompt: String,
@@ -87,7 +88,7 @@ pub struct SampleAnswer {
 }
 
 /// What `out` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EvaluateReport {
     /// The base model.
     pub model: String,

@@ -11,6 +11,8 @@ pub struct FieldError {
     pub path: Vec<String>,
     /// What is wrong, in one sentence, with the fix where there is one.
     pub message: String,
+    /// For an unknown key: the keys that would be known there (for "did you mean").
+    pub expected: Vec<String>,
 }
 
 impl FieldError {
@@ -23,6 +25,7 @@ impl FieldError {
                 .map(str::to_owned)
                 .collect(),
             message: message.into(),
+            expected: Vec::new(),
         }
     }
 }
@@ -44,18 +47,40 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, F
             })
             .collect();
         let message = e.inner().to_string();
-        if let Some(key) = unknown_key(&message)
-            && path.last().map(String::as_str) != Some(key)
-        {
-            path.push(key.to_owned());
+        match unknown_key(&message) {
+            Some((key, expected)) => {
+                if path.last() != Some(&key) {
+                    path.push(key);
+                }
+                FieldError {
+                    path,
+                    message: "unknown key".into(),
+                    expected,
+                }
+            }
+            None => FieldError {
+                path,
+                message,
+                expected: Vec::new(),
+            },
         }
-        FieldError { path, message }
     })
 }
 
-/// The key named by serde's "unknown field `x`, expected ..." message.
-fn unknown_key(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
+/// The key and the known keys named by serde's "unknown field `x`, expected one of `a`,
+/// `b`" message.
+fn unknown_key(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split_once("expected")
+        .map(|(_, list)| {
+            list.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((key.to_owned(), expected))
 }

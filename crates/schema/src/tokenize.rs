@@ -3,6 +3,7 @@
 
 use crate::FieldError;
 use crate::train::TrainConfig;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
 
 /// The tokenize options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeConfig {
     /// The model whose tokenizer and chat template are applied.
@@ -57,7 +58,7 @@ impl TokenizeConfig {
 }
 
 /// Token statistics of one split (a `metrics.json` entry).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SplitStats {
     /// Examples.
     pub examples: usize,

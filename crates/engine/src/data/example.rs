@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The shape of the examples in a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Conversations: a list of role/content messages.

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// The ingest options (a stage's `with:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// A JSONL/CSV/TSV file, a BIG-bench `task.json` (with `bigbench_prompt`), or a folder

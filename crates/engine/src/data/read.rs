@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What to do with a row that fails validation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     /// Stop at the first bad row (the default: bad data should be seen, not trained on).
@@ -17,7 +19,7 @@ pub enum ErrorPolicy {
 }
 
 /// The names of the fields each format reads. Defaults follow mlx-lm's JSONL conventions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldMap {
     /// The list of messages (chat).

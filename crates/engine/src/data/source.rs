@@ -34,7 +34,7 @@ pub enum Source {
 }
 
 /// `source:` as written, before it is checked.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawUrl {
     url: String,
@@ -131,6 +131,19 @@ impl Serialize for Source {
             }
             .serialize(s),
         }
+    }
+}
+
+impl schemars::JsonSchema for Source {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Source".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A file or folder in the workspace, or an http(s) URL pinned by `sha256` or `blake3`",
+            "anyOf": [{"type": "string"}, generator.subschema_for::<RawUrl>()]
+        })
     }
 }
 

@@ -37,7 +37,7 @@ impl Split {
 }
 
 /// Fractions for valid and test (train gets the rest) and the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SplitSpec {
     /// Fraction of examples for validation.

@@ -134,23 +134,47 @@ impl Diagnostic {
         path.extend(error.path.iter().map(String::as_str));
         let pos = match locator.key(&path) {
             Pos { line: 0, .. } => fallback,
-            pos => pos,
+            pos => in_flow_mapping(source, pos, error.path.last().map(String::as_str)),
         };
         let d = Self::new(file, source, pos, format!("{context}{error}"));
-        match (
-            error.message.strip_prefix("unknown field"),
-            error.path.last(),
-        ) {
-            (Some(rest), Some(key)) => {
-                let expected: Vec<&str> = rest
-                    .split_once("expected")
-                    .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-                    .unwrap_or_default();
-                d.suggest(key, expected)
+        match error.path.last() {
+            Some(key) if !error.expected.is_empty() => {
+                d.suggest(key, error.expected.iter().map(String::as_str))
             }
             _ => d,
         }
     }
+}
+
+/// `pos` moved onto `key` when the line at `pos` holds it in a flow mapping after `pos`
+/// (`lora: {rank: 0}`): the locator follows block structure only, so it stops at `lora`.
+fn in_flow_mapping(source: &str, pos: Pos, key: Option<&str>) -> Pos {
+    let (Some(key), Some(line)) = (key, source.lines().nth(pos.line.saturating_sub(1))) else {
+        return pos;
+    };
+    let start: usize = line
+        .chars()
+        .take(pos.col.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    let rest = &line[start.min(line.len())..];
+    let Some(brace) = rest.find('{') else {
+        return pos;
+    };
+    let mut from = brace;
+    while let Some(off) = rest[from..].find(key) {
+        let at = from + off;
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + key.len()..].trim_start();
+        if matches!(before, Some('{' | ' ' | ',')) && after.starts_with(':') {
+            return Pos {
+                line: pos.line,
+                col: line[..start + at].chars().count() + 1,
+            };
+        }
+        from = at + key.len();
+    }
+    pos
 }
 
 /// All the problems found in a pipeline; rendered one after another.
@@ -197,6 +221,15 @@ mod tests {
         let d = Diagnostic::new(Path::new("p"), "", Pos::default(), "x")
             .suggest("zzzzzz", ["deps", "outs"]);
         assert_eq!(d.hints, ["expected one of `deps`, `outs`"]);
+    }
+
+    #[test]
+    fn a_key_in_a_flow_mapping_is_found_on_its_line() {
+        let src = "stages:\n  t:\n    with:\n      lora: {alpha: 8, rank: 0}\n";
+        let at = in_flow_mapping(src, Pos { line: 4, col: 7 }, Some("rank"));
+        assert_eq!(at, Pos { line: 4, col: 24 });
+        let block = in_flow_mapping(src, Pos { line: 4, col: 7 }, Some("nope"));
+        assert_eq!(block, Pos { line: 4, col: 7 });
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub mod diag;
 mod fields;
 pub mod locate;
 mod resolve;
+pub mod schema;
 mod values;
+mod with;
 
 use crate::stages::Kind;
 pub use diag::{Diagnostic, Diagnostics, Pos};
@@ -82,7 +84,7 @@ pub enum SpecError {
 }
 
 /// A command to run: a shell line or an argv list.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Cmd {
     /// Run with `sh -c`.

@@ -344,7 +344,10 @@ impl Resolver<'_> {
     }
 
     /// Matrix combinations in file order: `(key, value as named, value for templates)`.
-    #[allow(clippy::type_complexity)]
+    #[allow(
+        clippy::type_complexity,
+        reason = "a list of (key, name, value) triples, used once"
+    )]
     fn matrix(
         &mut self,
         base: &str,
@@ -421,7 +424,10 @@ impl Resolver<'_> {
         Some(combos)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the resolver threads one stage expansion's context; a struct would only rename the arguments"
+    )]
     fn expansion(
         &mut self,
         base: &str,
@@ -507,60 +513,8 @@ impl Resolver<'_> {
             let pos = self.loc.value(&["stages", base, "needs"], &need);
             spots.needs.push((need, pos));
         }
-        let with = match map.get("with") {
-            Some(v) => {
-                let pos = self.loc.key(&["stages", base, "with"]);
-                self.render_value(&to_json(v), ctx, pos)
-            }
-            None => Value::Null,
-        };
-        // Built-in kinds name their inputs and outputs in `with`; they count as deps and
-        // outs without being repeated.
-        let mut config = Value::Null;
-        let mut uses_mlx = false;
-        if let Some(k) = kind {
-            let with_pos = if map.contains_key("with") {
-                self.loc.key(&["stages", base, "with"])
-            } else {
-                at
-            };
-            match k.resolve(&with) {
-                Err(e) => {
-                    self.diags.push(Diagnostic::at_field(
-                        self.file,
-                        self.source,
-                        &["stages", base, "with"],
-                        with_pos,
-                        &format!("stage `{base}`: "),
-                        &e,
-                    ));
-                }
-                Ok(resolved) => {
-                    config = resolved.config;
-                    uses_mlx = resolved.uses_mlx;
-                    for (list, found, spots) in [
-                        (&mut deps, resolved.deps, &mut spots.deps),
-                        (&mut outs, resolved.outs, &mut spots.outs),
-                    ] {
-                        for raw in found {
-                            match normalize_path(&raw) {
-                                Ok(p) if !list.contains(&p) => {
-                                    list.push(p);
-                                    spots.push(with_pos);
-                                }
-                                Ok(_) => {}
-                                Err(why) => {
-                                    self.error(
-                                        with_pos,
-                                        format!("bad path `{raw}` in `with`: {why}"),
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let (config, uses_mlx) =
+            self.with(base, map, kind, ctx, at, &mut deps, &mut outs, &mut spots);
         let always_run = self.flag(base, "always_run", map);
         let frozen = self.flag(base, "frozen", map);
         let mut resources = BTreeMap::new();

@@ -33,6 +33,9 @@ impl super::StageKind for Cmd {
             uses_mlx: false,
         })
     }
+    fn with_schema(&self, _: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"description": "not read by `cmd` stages"})
+    }
 }
 
 /// The process to spawn for `stage`, with output going to `log`.

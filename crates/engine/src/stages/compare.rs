@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 pub const IMPL_VERSION: u32 = 1;
 
 /// The compare options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareConfig {
     /// The variants, one by one or by glob.
@@ -75,7 +75,7 @@ impl CompareConfig {
 }
 
 /// One `variants` entry: `{name, train, eval}` or `{glob, eval}`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantEntry {
     /// The variant's name (with `train`).
@@ -109,7 +109,9 @@ impl VariantEntry {
 }
 
 /// The metric a recommendation optimises.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Held-out exact match after fine-tuning.
@@ -169,7 +171,7 @@ impl Metric {
 }
 
 /// Whether higher or lower is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Higher wins.
@@ -179,7 +181,7 @@ pub enum Direction {
 }
 
 /// What the recommendation optimises and within which limits.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Criteria {
     /// The metric.
@@ -291,6 +293,9 @@ impl super::StageKind for Compare {
             config: with.clone(),
             uses_mlx: false,
         })
+    }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<CompareConfig>()
     }
 }
 

@@ -33,6 +33,9 @@ impl super::StageKind for Ingest {
             uses_mlx: false,
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<IngestConfig>()
+    }
 }
 
 /// Runs an ingest stage.

@@ -43,6 +43,8 @@ pub trait StageKind: Sync + 'static {
     /// Checks `with:` (templates rendered) and resolves it. Errors carry the path of the
     /// offending key inside `with:`.
     fn resolve(&self, with: &Value) -> Result<Resolved, FieldError>;
+    /// The JSON Schema of `with:` (see `pipe schema`).
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
 }
 
 /// A stage's `with:`, checked and resolved when the pipeline loads.
@@ -124,6 +126,11 @@ impl Kind {
     /// See [`StageKind::resolve`].
     pub fn resolve(self, with: &Value) -> Result<Resolved, FieldError> {
         self.0.resolve(with)
+    }
+
+    /// See [`StageKind::with_schema`].
+    pub fn with_schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        self.0.with_schema(generator)
     }
 }
 

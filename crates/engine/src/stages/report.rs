@@ -70,10 +70,13 @@ impl super::StageKind for Report {
             uses_mlx: false,
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<ReportConfig>()
+    }
 }
 
 /// The report options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
     /// The report's heading.
@@ -115,7 +118,7 @@ impl ReportConfig {
 }
 
 /// Where one variant's results are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantPaths {
     /// Its name in the report.

@@ -33,4 +33,7 @@ impl super::StageKind for Tokenize {
             uses_mlx: true,
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<TokenizeConfig>()
+    }
 }

@@ -33,6 +33,9 @@ impl super::StageKind for Train {
             uses_mlx: true,
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<pipe_schema::train::TrainWith>()
+    }
 }
 
 /// Reads a step log (`train_log.jsonl`, for reports, compare and resume), skipping a torn

@@ -56,10 +56,13 @@ impl super::StageKind for Version {
             uses_mlx: false,
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<VersionConfig>()
+    }
 }
 
 /// A version stage's `with:`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionConfig {
     /// The folder to snapshot (snapshot mode).

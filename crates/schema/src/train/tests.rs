@@ -1,4 +1,6 @@
 use super::*;
+use crate::{Auto, FieldError};
+use serde_json::Value;
 use serde_json::json;
 
 fn err(with: Value) -> FieldError {
@@ -116,4 +118,14 @@ fn a_params_file_wins_key_by_key_and_is_checked() {
     assert_eq!(e.path, vec!["lora", "rank"]);
     let auto = spec.with_params(&json!({"batch_size": "auto"})).unwrap();
     assert!(auto.options.batch_size.is_auto());
+}
+
+#[test]
+fn an_unknown_key_lists_the_known_ones() {
+    let e = err(json!({"model": "m", "train_data": "d", "out_dir": "o", "lora": {"rnak": 8}}));
+    assert_eq!(e.path, vec!["lora", "rnak"]);
+    assert!(e.expected.iter().any(|k| k == "rank"), "{e:?}");
+    let e = err(json!({"model": "m", "train_data": "d", "out_dir": "o", "lerning_rate": 1}));
+    assert!(e.expected.iter().any(|k| k == "learning_rate"), "{e:?}");
+    assert!(e.expected.iter().any(|k| k == "train_data"), "{e:?}");
 }

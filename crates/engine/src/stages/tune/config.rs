@@ -15,7 +15,7 @@ use std::path::PathBuf;
 const MAX_TRIALS: usize = 10_000;
 
 /// The tune options.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TuneConfig {
     /// The folder written (`trials.jsonl`, `best.yaml`, `metrics.json`).
@@ -51,7 +51,7 @@ fn one() -> usize {
 }
 
 /// The objective: a number in the trial's metrics.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Objective {
     /// Dotted path into the metrics (`loss`, `eval.tuned.exact_match`,
@@ -67,7 +67,7 @@ fn minimise() -> Direction {
 }
 
 /// The budget.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Trials in all (finished trials from earlier runs count).
@@ -91,6 +91,27 @@ pub struct PruneConfig {
     /// Whether intermediate values are minimised or maximised (default: `min` for train
     /// trials, whose values are validation losses; the objective's mode for commands).
     pub mode: Option<Direction>,
+}
+
+impl schemars::JsonSchema for PruneConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PruneConfig".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let count = serde_json::json!({"type": "integer", "minimum": 0});
+        schemars::json_schema!({
+            "description": "`rule: median` (default; min_trials, warmup_steps, interval) or `rule: halving` (min_resource, eta, bootstrap_count); both take `mode`",
+            "type": "object",
+            "properties": {
+                "rule": {"enum": ["median", "halving"]},
+                "mode": {"enum": ["min", "max"]},
+                "min_trials": count, "warmup_steps": count, "interval": count,
+                "min_resource": count, "eta": count, "bootstrap_count": count
+            },
+            "additionalProperties": false
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for PruneConfig {
@@ -128,7 +149,7 @@ impl Serialize for PruneConfig {
 }
 
 /// What a trial runs: exactly one of `cmd` and `train`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialSpec {
     /// A command (shell line or argv list) with `{param}` placeholders.

@@ -77,6 +77,9 @@ impl super::StageKind for TuneKind {
             uses_mlx: uses_mlx(with),
         })
     }
+    fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<TuneConfig>()
+    }
 }
 
 /// Version of what a trial computes (part of every trial and study key): bumped only
