@@ -322,3 +322,12 @@ fn every_shipped_pipeline_validates() {
         );
     }
 }
+
+#[test]
+fn a_built_in_kind_with_a_cmd_is_refused() {
+    let err = invalid(
+        "stages:\n  i:\n    kind: ingest\n    cmd: echo hi > never.out\n    with: {source: in.txt, out: never.out}\n",
+    );
+    assert!(err.contains("pipe.yaml:4:5"), "{err}");
+    assert!(err.contains("has `kind: ingest`; `cmd` belongs to command stages"), "{err}");
+}

@@ -1,8 +1,7 @@
 //! Building the processes that run stages: the one place that knows the argv of
 //! `pipe __run-stage` and the environment every child of a pipeline gets.
 
-use crate::spec::Stage;
-use crate::stages::Kind;
+use crate::spec::{Cmd, Stage};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,13 +9,23 @@ use std::process::{Command, Stdio};
 /// The hidden subcommand that runs one built-in stage.
 pub const RUN_STAGE: &str = "__run-stage";
 
-/// The process that runs `stage`, with stdout and stderr going to `log`: the user's
-/// command for `cmd`, else `pipe __run-stage KIND --root ROOT --config JSON`.
+/// The process that runs `stage`, with stdout and stderr going to `log`, from what the
+/// pipeline resolved: the user's command (`cmd:`, run with `sh -c` or as an argv list),
+/// else `pipe __run-stage KIND --root ROOT --config JSON` for a built-in kind.
 pub fn stage_command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io::Result<Command> {
-    if stage.kind == Kind::CMD {
-        return crate::stages::cmd::command(stage, root, log);
-    }
-    let mut command = run_stage_command(stage.kind, root, &stage.config)?;
+    let mut command = match &stage.cmd {
+        Some(Cmd::Shell(line)) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Some(Cmd::Argv(argv)) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        None => run_stage_command(stage.kind.name(), root, &stage.config)?,
+    };
     configure_stage(&mut command, stage, root, log)?;
     Ok(command)
 }
@@ -24,11 +33,11 @@ pub fn stage_command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io
 /// `pipe __run-stage KIND --root ROOT --config JSON` with this very executable: `config`
 /// is the kind's resolved configuration ([`crate::stages::Resolved::config`]), passed
 /// once, as JSON. Stages and tune trials both start this way.
-pub fn run_stage_command(kind: Kind, root: &Path, config: &Value) -> std::io::Result<Command> {
+pub fn run_stage_command(kind: &str, root: &Path, config: &Value) -> std::io::Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg(RUN_STAGE)
-        .arg(kind.name())
+        .arg(kind)
         .arg("--root")
         .arg(root)
         .arg("--config")

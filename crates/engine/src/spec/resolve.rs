@@ -462,6 +462,23 @@ impl Resolver<'_> {
                 None
             }
         };
+        if let Some(k) = kind.filter(|k| *k != Kind::CMD)
+            && map.contains_key("cmd")
+        {
+            let pos = self.loc.key(&["stages", base, "cmd"]);
+            self.error(
+                pos,
+                format!(
+                    "stage `{base}` has `kind: {}`; `cmd` belongs to command stages",
+                    k.name()
+                ),
+            )
+            .hints
+            .push(format!(
+                "drop `cmd`, or drop `kind: {}` to run the command",
+                k.name()
+            ));
+        }
         if kind == Some(Kind::CMD) && cmd.is_none() && !map.contains_key("cmd") {
             self.error(at, format!("stage `{base}` is a `cmd` stage without `cmd`"));
         }

@@ -1,13 +1,10 @@
-//! The `cmd` kind: run a shell command (`sh -c`) or an argv list, in the workspace root.
+//! The `cmd` kind: run a shell command (`sh -c`) or an argv list, in the workspace root
+//! (the process is built by [`crate::exec::launch`]).
 //!
 //! The child gets `PIPE_STAGE` (its stage name) and `PIPE_ROOT`, and the directory of the
 //! running `pipe` executable first on `PATH` so a command can call `pipe` itself and get
 //! this very version. stdout and stderr both go to the stage's log file. The child runs
 //! in its own process group so an interrupt can stop it and everything it spawned.
-
-use crate::spec::{Cmd as CmdLine, Stage};
-use std::path::Path;
-use std::process::Command;
 
 /// The `cmd` kind: its `with:` is not read (the command is the stage's `cmd:`).
 pub struct Cmd;
@@ -36,28 +33,4 @@ impl super::StageKind for Cmd {
     fn with_schema(&self, _: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({"description": "not read by `cmd` stages"})
     }
-}
-
-/// The process to spawn for `stage`, with output going to `log`.
-pub fn command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io::Result<Command> {
-    let mut command = match stage.cmd.as_ref() {
-        Some(CmdLine::Shell(line)) => {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        Some(CmdLine::Argv(argv)) => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-        None => {
-            return Err(std::io::Error::other(format!(
-                "stage `{}` has no cmd",
-                stage.name
-            )));
-        }
-    };
-    crate::exec::launch::configure_stage(&mut command, stage, root, log)?;
-    Ok(command)
 }

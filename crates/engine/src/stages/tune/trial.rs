@@ -306,7 +306,7 @@ fn run_stage_command(kind: Kind, root: &Path, with: &Value) -> anyhow::Result<Co
         .resolve(with)
         .map_err(|e| anyhow::anyhow!("trial `{}` options: {e}", kind.name()))?;
     Ok(crate::exec::launch::run_stage_command(
-        kind,
+        kind.name(),
         root,
         &resolved.config,
     )?)
