@@ -12,12 +12,16 @@
 //!   samples: 5                  # sample generations kept in the output
 //!   out: eval/lora.json
 //! ```
+//!
+//! The base model's scores are kept across runs by [`base_scores`].
 
-use super::base_scores::{self, BaseScores};
+pub mod base_scores;
+
 use crate::eval;
 use crate::load::{self, LoadOptions};
 use crate::train::adapters;
 use anyhow::Context;
+use base_scores::BaseScores;
 use pipe_engine::data::{Example, ReadOptions, Role, read_examples};
 use pipe_schema::evaluate::{EvaluateConfig, EvaluateReport, SampleAnswer, Scores};
 
