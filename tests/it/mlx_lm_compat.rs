@@ -10,8 +10,9 @@
 //! what to install. It is never skipped.
 
 use mlx_rs::Array;
-use pipe_engine::data::{Example, Split, SplitSpec, assign_split, read_bigbench_task};
-use pipe_mlx_core::chat::Message;
+use pipe_engine::data::{
+    Example, Message, Role, Split, SplitSpec, assign_split, read_bigbench_task,
+};
 use pipe_mlx_core::generate::{GenerateOptions, generate};
 use pipe_mlx_core::load::{self, LoadOptions};
 use pipe_mlx_core::train::batch::TokenizedExample;
@@ -204,7 +205,7 @@ fn mlx_lm_loads_pipes_adapter_and_agrees_with_pipe() {
         .unwrap();
     let chat_text = template
         .unwrap()
-        .render(&[Message::new("user", QUESTION)], true)
+        .render(&[Message::new(Role::User, QUESTION)], true)
         .unwrap();
     let chat: Vec<u32> = m.tokenizer.encode(&chat_text, false).unwrap();
     let as_array = |ids: &[u32]| {

@@ -4,7 +4,7 @@
 //! passage below from an independent numpy forward pass; the greedy answer to the France
 //! question is "The capital of France is Paris."
 
-use pipe_mlx_core::chat::Message;
+use pipe_engine::data::{Message, Role};
 use pipe_mlx_core::eval;
 use pipe_mlx_core::generate::{self, GenerateOptions};
 use pipe_mlx_core::load::{self, LoadOptions, LoadedModel};
@@ -52,7 +52,7 @@ fn smollm2_gguf_answers_paris_through_the_chat_template() {
         .expect("GGUF ships a chat template");
     let prompt = template
         .render(
-            &[Message::new("user", "What is the capital of France?")],
+            &[Message::new(Role::User, "What is the capital of France?")],
             true,
         )
         .unwrap();
@@ -123,7 +123,7 @@ fn smollm2_as_hf_and_mlx_quantized_directories_gives_the_same_logits() {
             .chat_template
             .as_ref()
             .unwrap()
-            .render(&[Message::new("user", "Hi")], true)
+            .render(&[Message::new(Role::User, "Hi")], true)
             .unwrap();
         assert!(rendered.ends_with("<|im_start|>assistant\n"));
     }

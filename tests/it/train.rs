@@ -4,7 +4,7 @@
 //! iterations of batch 8 on this task.
 
 use pipe_engine::data::{Example, SplitSpec, assign_split, read_bigbench_task};
-use pipe_mlx_core::eval::{self, Record};
+use pipe_mlx_core::eval;
 use pipe_mlx_core::load::{self, LoadOptions};
 use pipe_mlx_core::train::batch::{BatchSpec, TokenizedExample};
 use pipe_mlx_core::train::lora::{LoraConfig, Method};
@@ -66,17 +66,8 @@ fn lora_on_smollm2_learns_the_past_tense() {
         train_set[0]
     );
 
-    let records: Vec<Record> = test_rows[..40]
-        .iter()
-        .map(|e| match e {
-            Example::Completion { prompt, completion } => Record::Completion {
-                prompt: prompt.clone(),
-                completion: completion.clone(),
-            },
-            _ => unreachable!("BIG-bench rows are completions"),
-        })
-        .collect();
-    let base = eval::accuracy(&mut loaded.model, &loaded.tokenizer, template, &records, 8).unwrap();
+    let held_out = &test_rows[..40];
+    let base = eval::accuracy(&mut loaded.model, &loaded.tokenizer, template, held_out, 8).unwrap();
 
     let config = TrainConfig {
         method: Method::Lora,
@@ -116,7 +107,7 @@ fn lora_on_smollm2_learns_the_past_tense() {
     )
     .unwrap();
     let tuned =
-        eval::accuracy(&mut loaded.model, &loaded.tokenizer, template, &records, 8).unwrap();
+        eval::accuracy(&mut loaded.model, &loaded.tokenizer, template, held_out, 8).unwrap();
     eprintln!(
         "valid loss {valid_before:.3} -> {:.3}; exact match {:.3} -> {:.3} (contains {:.3} -> {:.3}); {:.1} trained tok/s, {:.2} s/step; answers: {:?}",
         summary.final_valid_loss.unwrap(),

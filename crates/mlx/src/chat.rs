@@ -7,28 +7,13 @@
 //! function; `trim_blocks` and `lstrip_blocks` on; `tools` left undefined. Templates call
 //! Python string methods (`.strip()`, `.startswith()`), which minijinja-contrib's `pycompat`
 //! supplies.
+//!
+//! Messages are the datasets' own [`Message`]s: a template sees each as
+//! `{"role": ..., "content": ...}`, so training, evaluation and generation render the
+//! rows the engine reads with no conversion.
 
 use minijinja::{Environment, Error, ErrorKind, context};
-use serde::{Deserialize, Serialize};
-
-/// One chat turn.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl Message {
-    /// A message with a role.
-    pub fn new(role: &str, content: &str) -> Self {
-        Self {
-            role: role.to_owned(),
-            content: content.to_owned(),
-        }
-    }
-}
+use pipe_engine::data::Message;
 
 /// A compiled chat template with the special tokens it refers to.
 #[derive(Debug)]
@@ -91,6 +76,7 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipe_engine::data::Role;
 
     const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
 
@@ -102,9 +88,9 @@ mod tests {
 
     fn convo() -> Vec<Message> {
         vec![
-            Message::new("user", "Hi!"),
-            Message::new("assistant", "Hello."),
-            Message::new("user", "What is 2+2?"),
+            Message::new(Role::User, "Hi!"),
+            Message::new(Role::Assistant, "Hello."),
+            Message::new(Role::User, "What is 2+2?"),
         ]
     }
 
@@ -117,7 +103,7 @@ mod tests {
         );
         let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
         assert_eq!(
-            t.render(&[Message::new("user", "Hi")], false).unwrap(),
+            t.render(&[Message::new(Role::User, "Hi")], false).unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
     }
@@ -138,7 +124,9 @@ mod tests {
             t.render(&convo(), false).unwrap(),
             "<s>[INST] Hi! [/INST]Hello.</s>[INST] What is 2+2? [/INST]"
         );
-        let err = t.render(&[Message::new("system", "x")], false).unwrap_err();
+        let err = t
+            .render(&[Message::new(Role::System, "x")], false)
+            .unwrap_err();
         assert!(
             err.to_string()
                 .contains("Conversation roles must alternate")
@@ -154,7 +142,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render(&[Message::new("user", "  hi ")], false).unwrap(),
+            t.render(&[Message::new(Role::User, "  hi ")], false)
+                .unwrap(),
             "HI!"
         );
     }

@@ -3,23 +3,24 @@
 //! Loss is the mean next-token negative log-likelihood in nats over the scored tokens;
 //! perplexity is `exp(loss)`. A long text is scored in consecutive windows of at most
 //! `window` tokens (each window starts with no context: a slight overestimate next to a
-//! sliding window, stated so numbers compare). For prompt/completion and chat records only
-//! the completion (the last assistant turn) is scored: the prompt is masked, as in
-//! training.
+//! sliding window, stated so numbers compare). Datasets are the engine's [`Example`]s; for
+//! prompt/completion and chat examples only the completion (the last message) is scored:
+//! the prompt is masked, as in training.
 //!
-//! Accuracy greedily generates an answer per record and compares it with the reference
+//! Accuracy greedily generates an answer per example and compares it with the reference
 //! after [`normalize`]: Unicode lower-casing, punctuation removed, whitespace collapsed to
 //! single spaces and trimmed. `exact` needs equal normalized strings; `contains` needs the
 //! normalized reference inside the normalized answer.
 
-use crate::chat::{ChatTemplate, Message};
+use crate::chat::ChatTemplate;
 use crate::generate::{self, GenerateError, GenerateOptions};
 use crate::models::llama::Llama;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::IndexOp;
-use serde::{Deserialize, Serialize};
+use pipe_engine::data::{Example, Message, Role};
+use serde::Serialize;
 
 /// An evaluation failure.
 #[derive(Debug, thiserror::Error)]
@@ -36,36 +37,13 @@ pub enum EvalError {
     /// Generation failed.
     #[error(transparent)]
     Generate(#[from] GenerateError),
-    /// A record cannot be used.
+    /// A dataset record (an [`Example`]) cannot be used.
     #[error("record {index}: {reason}")]
     Record {
-        /// 0-based record index.
+        /// 0-based index of the example.
         index: usize,
         /// Why.
         reason: String,
-    },
-}
-
-/// One dataset record, as in mlx-lm's data formats.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum Record {
-    /// `{"messages": [...]}`: the last message is the scored reply.
-    Chat {
-        /// The conversation.
-        messages: Vec<Message>,
-    },
-    /// `{"prompt": ..., "completion": ...}`.
-    Completion {
-        /// The prompt (masked).
-        prompt: String,
-        /// The scored completion.
-        completion: String,
-    },
-    /// `{"text": ...}`: every token scored.
-    Text {
-        /// The text.
-        text: String,
     },
 }
 
@@ -139,9 +117,9 @@ pub fn text_loss(
     Ok(stats)
 }
 
-/// The prompt and the scored part of a record, as token ids.
-pub fn record_ids(
-    record: &Record,
+/// The prompt and the scored part of an example, as token ids.
+pub fn example_ids(
+    example: &Example,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
     index: usize,
@@ -150,16 +128,16 @@ pub fn record_ids(
         index,
         reason: "chat records need a model with a chat template".into(),
     };
-    match record {
-        Record::Text { text } => Ok((Vec::new(), tok.encode(text, true)?)),
-        Record::Completion { prompt, completion } => match template {
+    match example {
+        Example::Text { text } => Ok((Vec::new(), tok.encode(text, true)?)),
+        Example::Completion { prompt, completion } => match template {
             Some(t) => {
-                let messages = [Message::new("user", prompt)];
+                let messages = [Message::new(Role::User, prompt)];
                 chat_split(t, tok, &messages, completion)
             }
             None => Ok((tok.encode(prompt, true)?, tok.encode(completion, false)?)),
         },
-        Record::Chat { messages } => {
+        Example::Chat { messages } => {
             let (last, history) = messages.split_last().ok_or(EvalError::Record {
                 index,
                 reason: "no messages".into(),
@@ -184,7 +162,7 @@ fn chat_split(
 ) -> Result<(Vec<u32>, Vec<u32>), EvalError> {
     let prompt = t.render(history, true)?;
     let mut all = history.to_vec();
-    all.push(Message::new("assistant", reply));
+    all.push(Message::new(Role::Assistant, reply));
     let full = t.render(&all, false)?;
     let p = tok.encode(&prompt, false)?;
     let f = tok.encode(&full, false)?;
@@ -198,16 +176,16 @@ fn chat_split(
     }
 }
 
-/// Loss over dataset records (completions only where there is a prompt).
+/// Loss over dataset examples (completions only where there is a prompt).
 pub fn dataset_loss(
     model: &mut Llama,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
-    records: &[Record],
+    examples: &[Example],
 ) -> Result<LossStats, EvalError> {
     let mut stats = LossStats::default();
-    for (i, r) in records.iter().enumerate() {
-        let (prompt, scored) = record_ids(r, tok, template, i)?;
+    for (i, e) in examples.iter().enumerate() {
+        let (prompt, scored) = example_ids(e, tok, template, i)?;
         let mut ids = prompt.clone();
         ids.extend(&scored);
         stats.add(sequence_nll(model, &ids, prompt.len().max(1))?);
@@ -234,13 +212,13 @@ pub fn normalize(s: &str) -> String {
 /// Accuracy counts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Accuracy {
-    /// Records scored.
+    /// Examples scored.
     pub total: usize,
     /// Normalized answer equals normalized reference.
     pub exact: usize,
     /// Normalized reference occurs in the normalized answer.
     pub contains: usize,
-    /// Per record: (answer, reference) for inspection.
+    /// Per example: (answer, reference) for inspection.
     pub answers: Vec<(String, String)>,
 }
 
@@ -256,12 +234,12 @@ impl Accuracy {
     }
 }
 
-/// Greedy answers to prompt/completion or chat records, scored against the reference.
+/// Greedy answers to prompt/completion or chat examples, scored against the reference.
 pub fn accuracy(
     model: &mut Llama,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
-    records: &[Record],
+    examples: &[Example],
     max_tokens: usize,
 ) -> Result<Accuracy, EvalError> {
     let mut acc = Accuracy::default();
@@ -269,22 +247,22 @@ pub fn accuracy(
         max_tokens,
         ..Default::default()
     };
-    let mut pending: Vec<(Vec<u32>, String)> = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        let reference = match r {
-            Record::Completion { completion, .. } => completion.clone(),
-            Record::Chat { messages } => messages
+    let mut pending: Vec<(Vec<u32>, String)> = Vec::with_capacity(examples.len());
+    for (i, e) in examples.iter().enumerate() {
+        let reference = match e {
+            Example::Completion { completion, .. } => completion.clone(),
+            Example::Chat { messages } => messages
                 .last()
                 .map(|m| m.content.clone())
                 .unwrap_or_default(),
-            Record::Text { .. } => {
+            Example::Text { .. } => {
                 return Err(EvalError::Record {
                     index: i,
                     reason: "accuracy needs prompt/completion or chat records".into(),
                 });
             }
         };
-        let (prompt, _) = record_ids(r, tok, template, i)?;
+        let (prompt, _) = example_ids(e, tok, template, i)?;
         pending.push((prompt, reference));
     }
     // Greedy answers in padded batches (batched equals unbatched: tested in `generate`);
@@ -303,7 +281,7 @@ pub fn accuracy(
     Ok(acc)
 }
 
-/// Records answered together by [`accuracy`].
+/// Examples answered together by [`accuracy`].
 const ACCURACY_BATCH: usize = 8;
 
 #[cfg(test)]
@@ -318,17 +296,6 @@ mod tests {
             "the capital is paris"
         );
         assert_eq!(normalize("Élan—vital."), "élan vital");
-    }
-
-    #[test]
-    fn records_parse_in_all_three_forms() {
-        let r: Record = serde_json::from_str(r#"{"prompt":"a","completion":"b"}"#).unwrap();
-        assert!(matches!(r, Record::Completion { .. }));
-        let r: Record = serde_json::from_str(r#"{"text":"a"}"#).unwrap();
-        assert!(matches!(r, Record::Text { .. }));
-        let r: Record =
-            serde_json::from_str(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap();
-        assert!(matches!(r, Record::Chat { .. }));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use anyhow::Context;
 use pipe::cli::UsageError;
 use pipe::cli::eval::Args;
 use pipe::cli::output::Printer;
-use pipe_mlx_core::eval::{self, Record};
+use pipe_engine::data::Example;
+use pipe_mlx_core::eval;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,14 +27,15 @@ struct Report {
     contains_match: Option<f64>,
 }
 
-fn read_records(path: &PathBuf, limit: Option<usize>) -> anyhow::Result<Vec<Record>> {
+/// The `--data` rows in mlx-lm's three JSONL forms, in order.
+fn read_records(path: &PathBuf, limit: Option<usize>) -> anyhow::Result<Vec<Example>> {
     let text = fs_err::read_to_string(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r: Record = serde_json::from_str(line).map_err(|e| {
+        let r: Example = serde_json::from_str(line).map_err(|e| {
             UsageError(format!(
                 "{}:{}: not a text, prompt/completion or messages record: {e}",
                 path.display(),

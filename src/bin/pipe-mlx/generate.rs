@@ -6,7 +6,7 @@ use mlx_rs::Dtype;
 use pipe::cli::UsageError;
 use pipe::cli::generate::{Args, ModelArgs, Weights};
 use pipe::cli::output::Printer;
-use pipe_mlx_core::chat::Message;
+use pipe_engine::data::{Message, Role};
 use pipe_mlx_core::generate::{self, GenerateOptions, Sampling};
 use pipe_mlx_core::load::{self, LoadOptions, LoadedModel};
 use serde::Serialize;
@@ -83,9 +83,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             })?;
             let mut messages = Vec::new();
             if let Some(s) = &args.system {
-                messages.push(Message::new("system", s));
+                messages.push(Message::new(Role::System, s));
             }
-            messages.push(Message::new("user", prompt));
+            messages.push(Message::new(Role::User, prompt));
             template.render(&messages, true)?
         } else {
             prompt.clone()

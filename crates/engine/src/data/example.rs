@@ -49,15 +49,42 @@ impl Role {
             _ => None,
         }
     }
+
+    /// The role's name, as datasets and chat templates spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
 }
 
-/// One chat message.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One chat message. Chat templates render it as `{"role": "user", "content": "..."}`,
+/// the shape Hugging Face templates expect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Who said it.
     pub role: Role,
     /// What was said.
     pub content: String,
+}
+
+impl Message {
+    /// A message from `role`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
 }
 
 /// One training example, in the canonical form written by `ingest`.
@@ -131,5 +158,35 @@ impl Example {
     pub fn content_hash(&self) -> blake3::Hash {
         let json = serde_json::to_vec(self).expect("examples always serialise");
         blake3::hash(&json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_match_the_serialized_form_and_parse_back() {
+        for role in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.as_str()));
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+
+    #[test]
+    fn examples_deserialize_from_mlx_lm_rows_in_all_three_forms() {
+        let e: Example = serde_json::from_str(r#"{"prompt":"a","completion":"b"}"#).unwrap();
+        assert_eq!(e.format(), Format::Completions);
+        let e: Example = serde_json::from_str(r#"{"text":"a"}"#).unwrap();
+        assert_eq!(e.format(), Format::Text);
+        let e: Example =
+            serde_json::from_str(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        assert_eq!(
+            e,
+            Example::Chat {
+                messages: vec![Message::new(Role::User, "x")]
+            }
+        );
     }
 }

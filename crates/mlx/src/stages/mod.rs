@@ -2,7 +2,6 @@
 //! measure when a value is `auto`. The engine's table of kinds
 //! ([`pipe_engine::stages`]) names them; `pipe-mlx __run-stage` runs them here.
 
-pub mod base_scores;
 pub mod batch_auto;
 pub mod evaluate;
 pub mod rank_auto;

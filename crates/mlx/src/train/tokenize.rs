@@ -5,10 +5,10 @@
 //! prompts, system text or template scaffolding. Each rendered piece is tokenized on its
 //! own and the pieces concatenated, so a mask boundary can never fall inside a token.
 
-use crate::chat::{ChatTemplate, Message};
+use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::train::batch::TokenizedExample;
-use pipe_engine::data::{Example, Role};
+use pipe_engine::data::{Example, Message, Role};
 
 /// Why an example could not be tokenized.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +45,8 @@ pub fn tokenize_example(
         }
         (Example::Completion { prompt, completion }, Some(t)) => {
             let messages = vec![
-                Message::new("user", prompt),
-                Message::new("assistant", completion),
+                Message::new(Role::User, prompt),
+                Message::new(Role::Assistant, completion),
             ];
             chat(&mut out, &messages, tokenizer, t)?;
         }
@@ -55,17 +55,11 @@ pub fn tokenize_example(
             out.push(tokenizer, completion, true, false)?;
             out.push_eos(tokenizer);
         }
-        (Example::Chat { messages }, Some(t)) => {
-            let messages: Vec<Message> = messages
-                .iter()
-                .map(|m| Message::new(role_name(m.role), &m.content))
-                .collect();
-            chat(&mut out, &messages, tokenizer, t)?;
-        }
+        (Example::Chat { messages }, Some(t)) => chat(&mut out, messages, tokenizer, t)?,
         (Example::Chat { messages }, None) => {
             // No template: plain "role: content" lines, learning the assistant's lines.
             for (i, m) in messages.iter().enumerate() {
-                let line = format!("{}: {}\n", role_name(m.role), m.content);
+                let line = format!("{}: {}\n", m.role, m.content);
                 out.push(tokenizer, &line, m.role == Role::Assistant, i == 0)?;
             }
             out.push_eos(tokenizer);
@@ -75,15 +69,6 @@ pub fn tokenize_example(
         ids: out.ids,
         loss_mask: out.mask,
     })
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
 }
 
 /// Renders the conversation turn by turn: the text each assistant turn adds is learned,
@@ -96,7 +81,7 @@ fn chat(
 ) -> Result<(), TokenizeError> {
     let mut done = String::new();
     for (i, message) in messages.iter().enumerate() {
-        let learn = message.role == "assistant";
+        let learn = message.role == Role::Assistant;
         if learn {
             let prompt = template.render(&messages[..i], true)?;
             let header = prompt

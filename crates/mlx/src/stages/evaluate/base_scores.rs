@@ -7,12 +7,12 @@
 //! each evaluation, so it is computed once per workspace and read back afterwards.
 //!
 //! The key covers everything the result depends on: the bytes of the model's files, the
-//! records scored (their JSON form), the generation budget and [`super::evaluate`]'s
-//! implementation version. Entries live in `<root>/cache/eval-base/v1/<key>.json`, are
+//! examples scored (their JSON form, as `ingest` writes them), the generation budget and
+//! the evaluate kind's implementation version. Entries live in `<root>/cache/eval-base/v1/<key>.json`, are
 //! written atomically, and one that cannot be read is ignored and rewritten; deleting the
 //! folder is always safe.
 
-use crate::eval::Record;
+use pipe_engine::data::Example;
 use pipe_schema::evaluate::Scores;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub const DIR: &str = "cache/eval-base/v1";
 pub struct BaseScores {
     /// The base model's scores.
     pub scores: Scores,
-    /// Per record: (answer, reference).
+    /// Per example: (answer, reference).
     pub answers: Vec<(String, String)>,
 }
 
@@ -37,7 +37,7 @@ pub struct BaseScores {
 pub fn entry_path(
     root: &Path,
     model: &Path,
-    records: &[Record],
+    examples: &[Example],
     max_tokens: usize,
 ) -> Option<PathBuf> {
     let mut key = blake3::Hasher::new();
@@ -49,7 +49,7 @@ pub fn entry_path(
         .as_bytes(),
     );
     hash_model(&mut key, model).ok()?;
-    key.update(&serde_json::to_vec(records).ok()?);
+    key.update(&serde_json::to_vec(examples).ok()?);
     Some(
         root.join(DIR)
             .join(format!("{}.json", key.finalize().to_hex())),
@@ -88,11 +88,11 @@ fn hash_model(
     Ok(())
 }
 
-/// The kept scores, if an intact entry for exactly these records exists.
-pub fn load(entry: &Path, records: usize) -> Option<BaseScores> {
+/// The kept scores, if an intact entry for exactly this many examples exists.
+pub fn load(entry: &Path, examples: usize) -> Option<BaseScores> {
     let text = std::fs::read(entry).ok()?;
     let kept: BaseScores = serde_json::from_slice(&text).ok()?;
-    (kept.answers.len() == records).then_some(kept)
+    (kept.answers.len() == examples).then_some(kept)
 }
 
 /// Keeps the scores. Failing to write only costs a recomputation later, so it is a
@@ -109,6 +109,7 @@ pub fn store(entry: &Path, scores: &BaseScores) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipe_engine::data::{Message, Role};
 
     fn scores(exact: f64) -> BaseScores {
         BaseScores {
@@ -126,8 +127,8 @@ mod tests {
         }
     }
 
-    fn records(word: &str) -> Vec<Record> {
-        vec![Record::Completion {
+    fn records(word: &str) -> Vec<Example> {
+        vec![Example::Completion {
             prompt: format!("Past tense of {word}?"),
             completion: format!("{word}ed"),
         }]
@@ -139,7 +140,7 @@ mod tests {
         let model = dir.path().join("m.gguf");
         std::fs::write(&model, b"weights").unwrap();
         let root = dir.path();
-        let key = |records: &[Record], tokens| entry_path(root, &model, records, tokens).unwrap();
+        let key = |records: &[Example], tokens| entry_path(root, &model, records, tokens).unwrap();
         let first = key(&records("walk"), 12);
         assert_eq!(first, key(&records("walk"), 12), "deterministic");
         assert_ne!(first, key(&records("jump"), 12), "other records");
@@ -157,6 +158,30 @@ mod tests {
         std::fs::write(hf.join("tokenizer.json"), b"{}").unwrap();
         assert_ne!(a, entry_path(root, &hf, &records("walk"), 12).unwrap());
         assert!(entry_path(root, &dir.path().join("missing"), &records("walk"), 12).is_none());
+    }
+
+    #[test]
+    fn the_key_hashes_rows_in_their_jsonl_form() {
+        // Entries written while evaluation had its own row type hashed exactly this JSON;
+        // it must not change, or every kept base score is silently recomputed.
+        let rows = vec![
+            Example::Chat {
+                messages: vec![
+                    Message::new(Role::System, "Be brief."),
+                    Message::new(Role::User, "Hi"),
+                    Message::new(Role::Assistant, "Hello"),
+                ],
+            },
+            Example::Completion {
+                prompt: "a".into(),
+                completion: "b".into(),
+            },
+            Example::Text { text: "t".into() },
+        ];
+        assert_eq!(
+            serde_json::to_string(&rows).unwrap(),
+            r#"[{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]},{"prompt":"a","completion":"b"},{"text":"t"}]"#
+        );
     }
 
     #[test]

@@ -12,14 +12,17 @@
 //!   samples: 5                  # sample generations kept in the output
 //!   out: eval/lora.json
 //! ```
+//!
+//! The base model's scores are kept across runs by [`base_scores`].
 
-use super::base_scores::{self, BaseScores};
-use crate::chat::Message;
-use crate::eval::{self, Record};
+pub mod base_scores;
+
+use crate::eval;
 use crate::load::{self, LoadOptions};
 use crate::train::adapters;
 use anyhow::Context;
-use pipe_engine::data::{Example, ReadOptions, read_examples};
+use base_scores::BaseScores;
+use pipe_engine::data::{Example, ReadOptions, Role, read_examples};
 use pipe_schema::evaluate::{EvaluateConfig, EvaluateReport, SampleAnswer, Scores};
 
 use std::path::Path;
@@ -46,22 +49,22 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
 pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<EvaluateReport> {
     let data = root.join(&config.data);
     let (rows, _) = read_examples(&data, &ReadOptions::default())?;
-    let records: Vec<Record> = rows
+    let examples: Vec<Example> = rows
         .into_iter()
         .take(config.max_examples)
-        .map(|(_, e)| to_record(e))
+        .map(|(_, e)| e)
         .collect();
-    if records.is_empty() {
+    if examples.is_empty() {
         anyhow::bail!("{}: no examples to evaluate", data.display());
     }
     // The base score is the same in every trial of a sweep and every variant of a
     // comparison: read it back when an identical evaluation already computed it.
     let entry = load::resolve(&config.model)
         .ok()
-        .and_then(|model| base_scores::entry_path(root, &model, &records, config.max_tokens));
+        .and_then(|model| base_scores::entry_path(root, &model, &examples, config.max_tokens));
     let reused = entry
         .as_deref()
-        .and_then(|e| base_scores::load(e, records.len()));
+        .and_then(|e| base_scores::load(e, examples.len()));
     let base_reused = reused.is_some();
     let mut loaded = load::load(
         &config.model,
@@ -73,12 +76,12 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
     let score = |loaded: &mut load::LoadedModel| -> anyhow::Result<BaseScores> {
         let started = Instant::now();
         let template = loaded.chat_template.as_ref();
-        let loss = eval::dataset_loss(&mut loaded.model, &loaded.tokenizer, template, &records)?;
+        let loss = eval::dataset_loss(&mut loaded.model, &loaded.tokenizer, template, &examples)?;
         let acc = eval::accuracy(
             &mut loaded.model,
             &loaded.tokenizer,
             template,
-            &records,
+            &examples,
             config.max_tokens,
         )?;
         Ok(BaseScores {
@@ -109,12 +112,12 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
         }
         None => base.clone(),
     };
-    let samples = records
+    let samples = examples
         .iter()
         .zip(base.answers.iter().zip(&tuned.answers))
         .take(config.samples)
-        .map(|(r, ((before, expected), (after, _)))| SampleAnswer {
-            prompt: prompt_text(r),
+        .map(|(e, ((before, expected), (after, _)))| SampleAnswer {
+            prompt: prompt_text(e),
             expected: expected.clone(),
             before: before.clone(),
             after: after.clone(),
@@ -123,7 +126,7 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
     Ok(EvaluateReport {
         model: config.model.clone(),
         adapter: config.adapter.as_ref().map(|p| p.display().to_string()),
-        examples: records.len(),
+        examples: examples.len(),
         normalization: "lower-cased, punctuation removed, whitespace collapsed".into(),
         base: base.scores,
         tuned: tuned.scores,
@@ -132,35 +135,18 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
     })
 }
 
-fn to_record(example: Example) -> Record {
+/// What a sample shows as its prompt: the prompt, the last user message before the
+/// scored reply, or the start of a text.
+fn prompt_text(example: &Example) -> String {
     match example {
-        Example::Completion { prompt, completion } => Record::Completion { prompt, completion },
-        Example::Text { text } => Record::Text { text },
-        Example::Chat { messages } => Record::Chat {
-            messages: messages
-                .into_iter()
-                .map(|m| {
-                    let role = serde_json::to_value(m.role)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    Message::new(&role, &m.content)
-                })
-                .collect(),
-        },
-    }
-}
-
-fn prompt_text(record: &Record) -> String {
-    match record {
-        Record::Completion { prompt, .. } => prompt.clone(),
-        Record::Chat { messages } => messages
+        Example::Completion { prompt, .. } => prompt.clone(),
+        Example::Chat { messages } => messages
             .iter()
             .rev()
             .skip(1)
-            .find(|m| m.role == "user")
+            .find(|m| m.role == Role::User)
             .map(|m| m.content.clone())
             .unwrap_or_default(),
-        Record::Text { text } => text.chars().take(80).collect(),
+        Example::Text { text } => text.chars().take(80).collect(),
     }
 }
