@@ -329,5 +329,8 @@ fn a_built_in_kind_with_a_cmd_is_refused() {
         "stages:\n  i:\n    kind: ingest\n    cmd: echo hi > never.out\n    with: {source: in.txt, out: never.out}\n",
     );
     assert!(err.contains("pipe.yaml:4:5"), "{err}");
-    assert!(err.contains("has `kind: ingest`; `cmd` belongs to command stages"), "{err}");
+    assert!(
+        err.contains("has `kind: ingest`; `cmd` belongs to command stages"),
+        "{err}"
+    );
 }

@@ -204,7 +204,7 @@ mod tests {
             ("{version: ab, out: v.json}", "needs `to`"),
             ("{version: xyz, to: p, out: v.json}", "not a version id"),
             ("{data: d}", "missing field `out`"),
-            ("{data: d, out: v.json, dat: x}", "unknown field `dat`"),
+            ("{data: d, out: v.json, dat: x}", "`dat`: unknown key"),
             ("{version: 123456, to: p, out: v.json}", "quote the id"),
         ] {
             let err = check(yaml).unwrap_err();

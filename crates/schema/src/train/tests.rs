@@ -129,3 +129,17 @@ fn an_unknown_key_lists_the_known_ones() {
     assert!(e.expected.iter().any(|k| k == "learning_rate"), "{e:?}");
     assert!(e.expected.iter().any(|k| k == "train_data"), "{e:?}");
 }
+
+#[test]
+fn zero_sizes_are_refused() {
+    for (key, value) in [
+        ("micro_batch", json!(0)),
+        ("batch_size", json!(0)),
+        ("grad_accum", json!(0)),
+        ("iters", json!(0)),
+    ] {
+        let mut with = json!({"model": "m", "train_data": "d", "out_dir": "o"});
+        with[key] = value;
+        assert_eq!(err(with).path, vec![key.to_owned()]);
+    }
+}
