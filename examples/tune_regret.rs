@@ -1,14 +1,14 @@
 //! Prints the regret tables of BENCHMARKS.md ("Tuning: regret against random search"):
 //! GP-EI against random search on Branin, Hartmann-6 and a shifted Rosenbrock, each at
 //! 20 and 40 trials, over 20 seeds (0..20), with the optimiser settings the tune stage uses
-//! (`pipe::tune::benchmarks`).
+//! (`pipe_engine::tune::benchmarks`).
 //!
 //! ```sh
 //! cargo run --release --example tune_regret            # the table (about a minute)
 //! cargo run --release --example tune_regret -- 5       # 5 seeds instead of 20
 //! ```
 
-use pipe::tune::benchmarks::{ALL, Comparison, TABLE_HEADER};
+use pipe_engine::tune::benchmarks::{ALL, Comparison, TABLE_HEADER};
 
 fn main() {
     let seeds: u64 = match std::env::args().nth(1) {
