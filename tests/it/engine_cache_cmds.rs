@@ -32,7 +32,10 @@ fn verify_catches_and_quarantines_a_corrupt_object() {
         .find(|p| std::fs::read_to_string(p).unwrap() == "v1\n")
         .unwrap();
     let mut perms = std::fs::metadata(&victim).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
+    #[allow(
+        clippy::permissions_set_readonly_false,
+        reason = "the test makes a store object writable on purpose"
+    )]
     perms.set_readonly(false);
     std::fs::set_permissions(&victim, perms).unwrap();
     std::fs::write(&victim, "evil\n").unwrap();

@@ -397,6 +397,10 @@ impl TrainConfig {
 impl TrainOptionsAuto {
     /// Checks every value that can be checked before anything runs. The first problem is
     /// returned with the path of its key.
+    #[allow(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "`!(x > 0.0)` also rejects NaN"
+    )]
     pub fn validate(&self) -> Result<(), FieldError> {
         let lora = &self.lora;
         if let Auto::Value(rank) = lora.rank

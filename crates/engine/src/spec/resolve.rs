@@ -344,7 +344,6 @@ impl Resolver<'_> {
     }
 
     /// Matrix combinations in file order: `(key, value as named, value for templates)`.
-    #[allow(clippy::type_complexity)]
     fn matrix(
         &mut self,
         base: &str,
@@ -421,7 +420,10 @@ impl Resolver<'_> {
         Some(combos)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct adds nothing"
+    )]
     fn expansion(
         &mut self,
         base: &str,
