@@ -54,6 +54,6 @@ pub(crate) fn exec_mlx() -> anyhow::Result<()> {
         let status = command
             .status()
             .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", runner.display()))?;
-        super::exit_now(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
+        pipe_engine::process::exit_now(status.code().unwrap_or(1))
     }
 }

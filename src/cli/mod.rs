@@ -35,7 +35,7 @@ pub mod train;
 mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, Interrupted, UsageError, exit_now};
+pub use exit::{Failure, Interrupted, UsageError};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.

@@ -31,5 +31,5 @@ fn main() {
         engine => cli::run_engine(&printer, engine),
     };
     let code = cli::report(&printer, result);
-    cli::exit_now(code)
+    pipe_engine::process::exit_now(i32::from(code))
 }
