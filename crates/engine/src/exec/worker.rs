@@ -149,7 +149,6 @@ pub(crate) fn write_record(
         error: error.map(String::from),
         log: log.to_owned(),
     };
-    if let Ok(json) = serde_json::to_vec_pretty(&record) {
-        let _ = std::fs::write(path, json);
-    }
+    // A courtesy for `pipe show`: failing to write it must not fail the run.
+    let _ = crate::atomic_write::write_json(path, &record);
 }
