@@ -111,7 +111,7 @@ pub enum Command {
 /// command to `pipe-mlx`, and returns the exit code.
 ///
 /// Nothing reachable from here may call into MLX: the linker then leaves MLX out of `pipe`
-/// (`tests/it/foundation.rs` checks that).
+/// (`tests/it/startup.rs` checks that).
 pub fn main() -> u8 {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);

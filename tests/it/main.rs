@@ -14,6 +14,7 @@ mod mlx_lm_compat;
 mod model;
 mod progress;
 mod quickstart;
+mod sources;
 mod startup;
 mod support;
 mod tokenize;
