@@ -36,6 +36,7 @@ mod workspace;
 
 use clap::{Parser, Subcommand};
 pub use exit::{Failure, Interrupted, UsageError};
+pub use handoff::{BUILD_ID, BUILD_ID_ARG};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
