@@ -85,29 +85,19 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         o.objects_kept,
         o.runs_removed
     ));
-    if a.entries_removed + a.temp_removed + a.entries_kept > 0 {
-        printer.result(&format!(
-            "activation cache: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
-            human_bytes(a.bytes_freed),
-            a.entries_removed + a.temp_removed,
-            a.expired,
-            args.activation_max_age,
-            a.temp_removed,
-            a.entries_kept,
-            human_bytes(a.bytes_kept)
-        ));
-    }
-    if e.entries_removed + e.temp_removed + e.entries_kept > 0 {
-        printer.result(&format!(
-            "base-model scores: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
-            human_bytes(e.bytes_freed),
-            e.entries_removed + e.temp_removed,
-            e.entries_removed,
-            args.activation_max_age,
-            e.temp_removed,
-            e.entries_kept,
-            human_bytes(e.bytes_kept)
-        ));
+    for (what, r) in [("activation cache", a), ("base-model scores", e)] {
+        if r.entries_removed + r.temp_removed + r.entries_kept > 0 {
+            printer.result(&format!(
+                "{what}: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
+                human_bytes(r.bytes_freed),
+                r.entries_removed + r.temp_removed,
+                r.expired,
+                args.activation_max_age,
+                r.temp_removed,
+                r.entries_kept,
+                human_bytes(r.bytes_kept)
+            ));
+        }
     }
     Ok(())
 }

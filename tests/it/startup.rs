@@ -112,16 +112,24 @@ fn pipe_mlx_reports_the_build_pipe_was_built_with() {
     );
 }
 
+/// `pipe doctor` beside a fake `pipe-mlx` whose `--build-id` runs `id_script`: it must
+/// fail with exit code 1 and run nothing; returns its stderr.
 #[cfg(unix)]
-#[test]
-fn a_pipe_mlx_of_another_build_is_refused_with_how_to_rebuild() {
-    let dir = pipe_beside_fake_runner("echo 0.1.0+0123456789abcdef; exit 0");
+fn refused(id_script: &str) -> String {
+    let dir = pipe_beside_fake_runner(id_script);
     let out = Command::new(dir.path().join("pipe"))
         .args(["doctor", "--color", "never"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pipe_mlx_of_another_build_is_refused_with_how_to_rebuild() {
+    let err = refused("echo 0.1.0+0123456789abcdef; exit 0");
     // The test and the binaries share a profile.
     let rebuild = if cfg!(debug_assertions) {
         "`cargo build`"
@@ -135,16 +143,8 @@ fn a_pipe_mlx_of_another_build_is_refused_with_how_to_rebuild() {
             && err.contains(&format!("{rebuild} builds pipe and pipe-mlx together")),
         "{err}"
     );
-    assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
-
     // A pipe-mlx that knows no `--build-id` (older than the check) is refused too.
-    let dir = pipe_beside_fake_runner("echo 'error: unexpected argument' >&2; exit 2");
-    let out = Command::new(dir.path().join("pipe"))
-        .args(["doctor", "--color", "never"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("echo 'error: unexpected argument' >&2; exit 2");
     assert!(err.contains("reports no build id"), "{err}");
 }
 

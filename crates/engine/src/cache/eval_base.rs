@@ -15,7 +15,6 @@
 //! day (no write takes that long).
 
 use super::{CacheError, io_err};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -41,20 +40,9 @@ fn is_entry(name: &str) -> bool {
         .is_some_and(|key| key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// What gc did to the base-model score cache.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct GcReport {
-    /// Entries deleted for being unused too long (or that would be, on a dry run).
-    pub entries_removed: usize,
-    /// Temporary files of crashed writers deleted.
-    pub temp_removed: usize,
-    /// Bytes freed.
-    pub bytes_freed: u64,
-    /// Entries kept.
-    pub entries_kept: usize,
-    /// Their bytes.
-    pub bytes_kept: u64,
-}
+/// What gc did: the activation cache's report, where every entry removed is `expired`
+/// (this cache has no size budget).
+pub use super::activations::GcReport;
 
 /// Deletes the entries of `dir` unused for longer than `max_age` as of `now`, and stale
 /// temporary files; a dry run deletes nothing. A missing folder is an empty cache.
@@ -88,6 +76,7 @@ pub fn gc(
         let remove = if is_entry(&name) {
             if age > max_age {
                 report.entries_removed += 1;
+                report.expired += 1;
                 true
             } else {
                 report.entries_kept += 1;
@@ -160,6 +149,7 @@ mod tests {
             done,
             GcReport {
                 entries_removed: 1,
+                expired: 1,
                 temp_removed: 1,
                 bytes_freed: 15,
                 entries_kept: 2,
