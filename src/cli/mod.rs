@@ -3,7 +3,7 @@
 //!
 //! Two binaries share this module. `pipe` runs the engine commands (run, status, dag, show,
 //! gc, cache, model, data) and does not link MLX; commands that use MLX are handed,
-//! arguments unchanged, to `pipe-mlx`, its sibling executable (see [`handoff`]). A process
+//! arguments unchanged, to `pipe-mlx`, its sibling executable (see `handoff.rs`). A process
 //! that links MLX pays for loading it (`pipe --version` took 8 ms of CPU time with MLX
 //! linked, 2 ms without, mostly dynamic linking) and, on Linux, for OpenBLAS starting its
 //! thread pool from a library constructor before `main`; that pool then spins in

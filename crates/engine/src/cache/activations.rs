@@ -1,6 +1,6 @@
 //! The activation cache's files, as the engine sees them: where they live, how a file is
 //! sealed on write and checked on read, and which old files are deleted. The states
-//! themselves are computed and read by [`crate::mlx::train::activations`]; everything
+//! themselves are computed and read by `pipe_mlx_core::train::activations`; everything
 //! about the files that needs no MLX is here, so `pipe gc` and `pipe cache stats` (the
 //! `pipe` binary does not link MLX) can manage them.
 //!

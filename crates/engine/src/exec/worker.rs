@@ -1,6 +1,6 @@
 //! The worker side of a run: preparing a stage's outs, running its command with output
 //! to its log, storing its outs in the cache, and the per-stage files (`<stage>.log`, the
-//! last-run record) that `pipe show` reads. Workers report back with a [`Finished`]
+//! last-run record) that `pipe show` reads. Workers report back with a `Finished`
 //! message; they never touch the lock file or print anything.
 
 use super::ExecError;
