@@ -2,5 +2,6 @@
 //! Commands that use MLX are handed to `pipe-mlx` (see `pipe::cli`).
 fn main() {
     let code = pipe::cli::main();
-    pipe::cli::exit_now(code)
+    // `_exit` after flushing: see `exit_now` for the exit handlers it skips.
+    pipe_engine::process::exit_now(i32::from(code))
 }

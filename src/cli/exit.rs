@@ -37,21 +37,6 @@ pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> u8 {
     }
 }
 
-/// Ends the process with `code` without running C exit handlers.
-///
-/// On Linux, MLX's CPU backend calls OpenBLAS from its own worker threads; after that,
-/// OpenBLAS's exit-time `blas_thread_shutdown_` can wait forever to join a worker (seen
-/// with Debian's libopenblas0-pthread after generation). Every file pipe writes is already
-/// complete (written atomically, synced where it matters), so after flushing stdout and
-/// stderr there is nothing left for exit handlers to do.
-pub fn exit_now(code: u8) -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: _exit only ends the process; nothing runs after it.
-    unsafe { libc::_exit(i32::from(code)) }
-}
-
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause

@@ -1,10 +1,11 @@
-//! `pipe gc`: delete cache objects nothing refers to any more, and activation cache files
-//! unused for long or over their budget.
+//! `pipe gc`: delete cache objects nothing refers to any more, activation cache files
+//! unused for long or over their budget, and kept base-model scores unused for as long.
 
 use super::Failure;
 use super::output::Printer;
 use pipe_engine::cache::Store;
 use pipe_engine::cache::activations::{self, DEFAULT_DISK_MB, DEFAULT_MAX_AGE_DAYS, GcPolicy};
+use pipe_engine::cache::eval_base;
 use pipe_engine::exec::lock;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime};
 /// Arguments of `pipe gc`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Keeps every object referenced by a lock file written in this workspace, by the newest\nrun-cache entries and by a recorded data version (`pipe data log`); deletes the rest.\n\nThe activation cache (cache/activations/, frozen-block states that training recomputes when\nmissing) loses files unused for --activation-max-age days, then the least recently used until\nit fits --activation-budget-mb, and temporary files of writers that are gone.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10\n  pipe gc --activation-max-age 7 --activation-budget-mb 1024"
+    after_help = "Keeps every object referenced by a lock file written in this workspace, by the newest\nrun-cache entries and by a recorded data version (`pipe data log`); deletes the rest.\n\nThe activation cache (cache/activations/, frozen-block states that training recomputes when\nmissing) loses files unused for --activation-max-age days, then the least recently used until\nit fits --activation-budget-mb, and temporary files of writers that are gone. The base-model\nscores evaluate stages keep (cache/eval-base/) go when unused for --activation-max-age days too.\n\nExamples:\n  pipe gc --dry-run\n  pipe gc --keep-runs 10\n  pipe gc --activation-max-age 7 --activation-budget-mb 1024"
 )]
 pub struct Args {
     /// Workspace root (default: the current directory).
@@ -21,7 +22,8 @@ pub struct Args {
     /// How many of the newest run-cache entries keep their outs.
     #[arg(long, default_value_t = 50, value_name = "N")]
     keep_runs: usize,
-    /// Delete activation cache files not used for this many days.
+    /// Delete activation cache files, and kept base-model scores, not used for this many
+    /// days.
     #[arg(long, default_value_t = DEFAULT_MAX_AGE_DAYS, value_name = "DAYS")]
     activation_max_age: u64,
     /// Then delete the least recently used activation cache files until the rest fit.
@@ -41,6 +43,7 @@ struct Report {
     #[serde(flatten)]
     objects: pipe_engine::cache::GcReport,
     activations: activations::GcReport,
+    eval_base: eval_base::GcReport,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -55,23 +58,26 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     })
     .map_err(|e| Failure(format!("{e:#}")))?;
     let store = Store::open(&root);
+    let max_age = Duration::from_secs(args.activation_max_age.saturating_mul(24 * 3600));
+    let now = SystemTime::now();
     let report = Report {
         objects: store.gc(args.keep_runs, args.dry_run)?,
         activations: activations::gc(
             &activations::dir(&root),
             GcPolicy {
-                max_age: Duration::from_secs(args.activation_max_age.saturating_mul(24 * 3600)),
+                max_age,
                 budget_bytes: args.activation_budget_mb.saturating_mul(1 << 20),
             },
-            SystemTime::now(),
+            now,
             args.dry_run,
         )?,
+        eval_base: eval_base::gc(&eval_base::dir(&root), max_age, now, args.dry_run)?,
     };
     if args.json {
         return printer.json(&report);
     }
     let verb = if args.dry_run { "would free" } else { "freed" };
-    let (o, a) = (&report.objects, &report.activations);
+    let (o, a, e) = (&report.objects, &report.activations, &report.eval_base);
     printer.result(&format!(
         "{verb} {} in {} objects ({} kept, {} old run-cache entries dropped)",
         human_bytes(o.bytes_freed),
@@ -79,17 +85,19 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         o.objects_kept,
         o.runs_removed
     ));
-    if a.entries_removed + a.temp_removed + a.entries_kept > 0 {
-        printer.result(&format!(
-            "activation cache: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
-            human_bytes(a.bytes_freed),
-            a.entries_removed + a.temp_removed,
-            a.expired,
-            args.activation_max_age,
-            a.temp_removed,
-            a.entries_kept,
-            human_bytes(a.bytes_kept)
-        ));
+    for (what, r) in [("activation cache", a), ("base-model scores", e)] {
+        if r.entries_removed + r.temp_removed + r.entries_kept > 0 {
+            printer.result(&format!(
+                "{what}: {verb} {} in {} files ({} unused for over {} days, {} temporary); {} files kept ({})",
+                human_bytes(r.bytes_freed),
+                r.entries_removed + r.temp_removed,
+                r.expired,
+                args.activation_max_age,
+                r.temp_removed,
+                r.entries_kept,
+                human_bytes(r.bytes_kept)
+            ));
+        }
     }
     Ok(())
 }

@@ -5,13 +5,33 @@
 //! `pipe` (`cargo install` and `cargo build` produce both). On Unix the handover is an
 //! `exec`: the same process id, arguments, environment, standard streams and signal
 //! handling, and `pipe-mlx`'s exit status becomes `pipe`'s.
+//!
+//! Before the hand-over, `pipe` asks `pipe-mlx --build-id` which build it is and refuses a
+//! `pipe-mlx` from another one: `cargo run` rebuilds only `pipe`, and the `pipe-mlx` left
+//! beside it would run old code with today's arguments. The id is the version plus a hash
+//! of the sources (`build.rs`); engine commands never pay for the check.
 
 use super::Failure;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// File name of the MLX runner, next to the `pipe` executable.
 const RUNNER: &str = "pipe-mlx";
+
+/// This build of `pipe` and `pipe-mlx`: the version and a hash of the sources both were
+/// built from (see `build.rs`).
+pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PIPE_BUILD_ID"));
+
+/// The argument that makes `pipe-mlx` print [`BUILD_ID`] and exit, before MLX does any
+/// work.
+pub const BUILD_ID_ARG: &str = "--build-id";
+
+/// How to rebuild both binaries of this build's profile.
+const REBUILD: &str = if cfg!(debug_assertions) {
+    "cargo build"
+} else {
+    "cargo build --release"
+};
 
 /// Where `pipe-mlx` is: beside the running executable.
 pub(crate) fn runner_path() -> anyhow::Result<PathBuf> {
@@ -35,6 +55,7 @@ pub(crate) fn exec_mlx() -> anyhow::Result<()> {
         ))
         .into());
     }
+    check_same_build(&runner)?;
     let mut args = std::env::args_os();
     let argv0 = args.next();
     let mut command = Command::new(&runner);
@@ -54,6 +75,32 @@ pub(crate) fn exec_mlx() -> anyhow::Result<()> {
         let status = command
             .status()
             .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", runner.display()))?;
-        super::exit_now(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)))
+        pipe_engine::process::exit_now(status.code().unwrap_or(1))
     }
+}
+
+/// Refuses a `pipe-mlx` that is not from this build, naming both builds and the fix.
+fn check_same_build(runner: &Path) -> anyhow::Result<()> {
+    let out = Command::new(runner)
+        .arg(BUILD_ID_ARG)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", runner.display()))?;
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && theirs == BUILD_ID {
+        return Ok(());
+    }
+    let theirs = if out.status.success() && !theirs.is_empty() {
+        format!("is build {theirs}")
+    } else {
+        "reports no build id (it predates this check)".to_owned()
+    };
+    Err(Failure(format!(
+        "{} is not from the same build as this pipe (pipe is build {BUILD_ID}, {RUNNER} {theirs}); \
+         rebuild both: `{REBUILD}` builds pipe and {RUNNER} together (`cargo run` builds only \
+         pipe), or `cargo install --path .` for an installed pipe",
+        runner.display()
+    ))
+    .into())
 }

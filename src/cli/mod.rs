@@ -3,7 +3,7 @@
 //!
 //! Two binaries share this module. `pipe` runs the engine commands (run, status, dag, show,
 //! gc, cache, model, data) and does not link MLX; commands that use MLX are handed,
-//! arguments unchanged, to `pipe-mlx`, its sibling executable (see [`handoff`]). A process
+//! arguments unchanged, to `pipe-mlx`, its sibling executable (see `handoff.rs`). A process
 //! that links MLX pays for loading it (`pipe --version` took 8 ms of CPU time with MLX
 //! linked, 2 ms without, mostly dynamic linking) and, on Linux, for OpenBLAS starting its
 //! thread pool from a library constructor before `main`; that pool then spins in
@@ -36,7 +36,8 @@ pub mod train;
 mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, Interrupted, UsageError, exit_now};
+pub use exit::{Failure, Interrupted, UsageError};
+pub use handoff::{BUILD_ID, BUILD_ID_ARG};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
@@ -114,7 +115,7 @@ pub enum Command {
 /// command to `pipe-mlx`, and returns the exit code.
 ///
 /// Nothing reachable from here may call into MLX: the linker then leaves MLX out of `pipe`
-/// (`tests/it/foundation.rs` checks that).
+/// (`tests/it/startup.rs` checks that).
 pub fn main() -> u8 {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);

@@ -32,7 +32,10 @@ fn verify_catches_and_quarantines_a_corrupt_object() {
         .find(|p| std::fs::read_to_string(p).unwrap() == "v1\n")
         .unwrap();
     let mut perms = std::fs::metadata(&victim).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
+    #[allow(
+        clippy::permissions_set_readonly_false,
+        reason = "the test makes a store object writable on purpose"
+    )]
     perms.set_readonly(false);
     std::fs::set_permissions(&victim, perms).unwrap();
     std::fs::write(&victim, "evil\n").unwrap();
@@ -121,4 +124,54 @@ fn gc_and_stats_manage_the_activation_cache() {
     let over = json(&["gc", "--activation-budget-mb", "0"]);
     assert_eq!(over["activations"]["entries_removed"], 1, "{over}");
     assert_eq!(json(&["cache", "stats"])["activations"]["entries"], 0);
+}
+
+/// The base-model scores evaluate stages keep (`cache/eval-base/v1/`) follow the activation
+/// cache's age rule: `pipe gc` deletes an entry unused for longer than
+/// `--activation-max-age` days, and reading an entry counts as using it.
+#[test]
+fn gc_deletes_base_model_scores_unused_for_too_long() {
+    use pipe_mlx_core::stages::evaluate::base_scores::{self, BaseScores};
+    let ws = ws();
+    let dir = ws.path(base_scores::DIR);
+    let scores = BaseScores {
+        scores: pipe_schema::evaluate::Scores {
+            loss: 2.5,
+            perplexity: 12.18,
+            exact_match: 0.5,
+            contains_match: 0.5,
+            seconds: 1.0,
+        },
+        answers: vec![("walked".into(), "walked".into())],
+    };
+    let entry = |c: char| dir.join(format!("{}.json", c.to_string().repeat(64)));
+    let (unused, read, recent) = (entry('a'), entry('b'), entry('c'));
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for (path, age) in [(&unused, 10 * day), (&read, 10 * day), (&recent, day)] {
+        base_scores::store(path, &scores);
+        let f = std::fs::File::options().append(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+    // An evaluation reads `read` back: it was used just now.
+    assert_eq!(base_scores::load(&read, 1), Some(scores));
+
+    let gc = |args: &[&str]| -> serde_json::Value {
+        let out = ws
+            .pipe()
+            .arg("gc")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dry = gc(&["--dry-run", "--activation-max-age", "7"]);
+    assert_eq!(dry["eval_base"]["entries_removed"], 1, "{dry}");
+    assert_eq!(dry["eval_base"]["entries_kept"], 2, "{dry}");
+    assert!(unused.exists(), "a dry run deletes nothing");
+
+    let done = gc(&["--activation-max-age", "7"]);
+    assert_eq!(done["eval_base"], dry["eval_base"]);
+    assert!(!unused.exists() && read.exists() && recent.exists());
 }

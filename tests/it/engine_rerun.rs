@@ -261,7 +261,10 @@ fn a_restore_never_brings_back_a_corrupted_object() {
     // chmod) corrupts the object.
     let out = ws.path("a.out");
     let mut perms = std::fs::metadata(&out).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
+    #[allow(
+        clippy::permissions_set_readonly_false,
+        reason = "the test makes a store object writable on purpose"
+    )]
     perms.set_readonly(false);
     std::fs::set_permissions(&out, perms).unwrap();
     std::fs::OpenOptions::new()

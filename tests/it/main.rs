@@ -15,6 +15,7 @@ mod model;
 mod progress;
 mod quickstart;
 mod schema;
+mod sources;
 mod startup;
 mod support;
 mod tokenize;

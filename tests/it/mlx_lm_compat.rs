@@ -159,8 +159,7 @@ fn mlx_lm_loads_pipes_adapter_and_agrees_with_pipe() {
         },
     )
     .expect("load SmolLM2");
-    pipe_mlx_core::load::hf::save_dir(&m.model, &m.tokenizer, m.chat_template.as_ref(), &base_dir)
-        .unwrap();
+    load::hf::save_dir(&m.model, &m.tokenizer, m.chat_template.as_ref(), &base_dir).unwrap();
 
     // A real, briefly trained adapter: a high learning rate so a few steps move it.
     let template = m.chat_template.as_ref();

@@ -1,7 +1,7 @@
 //! The MLX model core on the real SmolLM2-135M-Instruct (Q4_1 GGUF): quality, not shapes.
 //! The model is fetched through `pipe_engine::fetch` (cached), or taken from `PIPE_SMOLLM2_GGUF`.
-//! Reference figures (`/work/shared/notes/models-and-data.md`): perplexity 11.09 on the
-//! passage below from an independent numpy forward pass; the greedy answer to the France
+//! Reference figures (measured outside this repository): perplexity 11.09 on the passage
+//! below from an independent numpy forward pass; the greedy answer to the France
 //! question is "The capital of France is Paris."
 
 use pipe_engine::data::{Message, Role};

@@ -76,3 +76,86 @@ fn a_missing_pipe_mlx_is_named() {
         "{err}"
     );
 }
+
+/// `pipe` beside a fake `pipe-mlx` (a shell script): `--build-id` prints `id_line`, any
+/// other command prints `ran` and its arguments.
+#[cfg(unix)]
+fn pipe_beside_fake_runner(id_script: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(cargo_bin("pipe"), dir.path().join("pipe")).unwrap();
+    let runner = dir.path().join("pipe-mlx");
+    std::fs::write(
+        &runner,
+        format!("#!/bin/sh\nif [ \"$1\" = --build-id ]; then\n{id_script}\nfi\necho ran \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn pipe_mlx_reports_the_build_pipe_was_built_with() {
+    let out = Command::new(cargo_bin("pipe-mlx"))
+        .arg("--build-id")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        pipe::cli::BUILD_ID
+    );
+    assert!(
+        pipe::cli::BUILD_ID.starts_with(concat!(env!("CARGO_PKG_VERSION"), "+")),
+        "{}",
+        pipe::cli::BUILD_ID
+    );
+}
+
+/// `pipe doctor` beside a fake `pipe-mlx` whose `--build-id` runs `id_script`: it must
+/// fail with exit code 1 and run nothing; returns its stderr.
+#[cfg(unix)]
+fn refused(id_script: &str) -> String {
+    let dir = pipe_beside_fake_runner(id_script);
+    let out = Command::new(dir.path().join("pipe"))
+        .args(["doctor", "--color", "never"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pipe_mlx_of_another_build_is_refused_with_how_to_rebuild() {
+    let err = refused("echo 0.1.0+0123456789abcdef; exit 0");
+    // The test and the binaries share a profile.
+    let rebuild = if cfg!(debug_assertions) {
+        "`cargo build`"
+    } else {
+        "`cargo build --release`"
+    };
+    assert!(
+        err.contains("is not from the same build")
+            && err.contains("0.1.0+0123456789abcdef")
+            && err.contains(pipe::cli::BUILD_ID)
+            && err.contains(&format!("{rebuild} builds pipe and pipe-mlx together")),
+        "{err}"
+    );
+    // A pipe-mlx that knows no `--build-id` (older than the check) is refused too.
+    let err = refused("echo 'error: unexpected argument' >&2; exit 2");
+    assert!(err.contains("reports no build id"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pipe_mlx_of_the_same_build_gets_the_command() {
+    let dir = pipe_beside_fake_runner(&format!("echo {}; exit 0", pipe::cli::BUILD_ID));
+    let out = Command::new(dir.path().join("pipe"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran doctor --json\n");
+}

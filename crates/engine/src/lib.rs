@@ -15,6 +15,7 @@
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`atomic_write`]: writing files so readers never see a partial one;
+//! - [`process`]: whether a process is alive, signalling process groups, `_exit`;
 //! - [`dirs`]: where the user cache lives.
 //!
 //! The MLX side (`pipe-mlx-core`) depends on this crate, never the other way round.
@@ -28,6 +29,7 @@ pub mod dirs;
 pub mod exec;
 pub mod fetch;
 pub mod hardware;
+pub mod process;
 pub mod report;
 pub mod spec;
 pub mod stages;

@@ -33,9 +33,5 @@ unsafe extern "C" {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 extern "C" fn end_now(status: libc::c_int, _arg: *mut libc::c_void) {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: _exit ends the process; nothing runs after it.
-    unsafe { libc::_exit(status) }
+    pipe_engine::process::exit_now(status)
 }

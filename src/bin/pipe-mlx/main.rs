@@ -14,6 +14,14 @@ mod train;
 use pipe::cli::{self, Command};
 
 fn main() {
+    // `pipe` asks which build this is before handing a command over (src/cli/handoff.rs).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == cli::BUILD_ID_ARG)
+    {
+        println!("{}", cli::BUILD_ID);
+        pipe_engine::process::exit_now(0);
+    }
     pipe_engine::hardware::set_runtime_versions(
         pipe_mlx_core::runtime::mlx_version()
             .map(|v| vec![("mlx".to_owned(), v)])
@@ -31,5 +39,5 @@ fn main() {
         engine => cli::run_engine(&printer, engine),
     };
     let code = cli::report(&printer, result);
-    cli::exit_now(code)
+    pipe_engine::process::exit_now(i32::from(code))
 }

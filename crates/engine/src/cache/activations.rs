@@ -1,6 +1,6 @@
 //! The activation cache's files, as the engine sees them: where they live, how a file is
 //! sealed on write and checked on read, and which old files are deleted. The states
-//! themselves are computed and read by [`crate::mlx::train::activations`]; everything
+//! themselves are computed and read by `pipe_mlx_core::train::activations`; everything
 //! about the files that needs no MLX is here, so `pipe gc` and `pipe cache stats` (the
 //! `pipe` binary does not link MLX) can manage them.
 //!
@@ -341,7 +341,7 @@ pub fn gc(
     let mut entries = Vec::new();
     for f in files(dir) {
         match f.name {
-            Name::Temp(pid) if !running(pid) || age(&f) > TEMP_MAX_AGE => {
+            Name::Temp(pid) if !crate::process::is_alive(pid) || age(&f) > TEMP_MAX_AGE => {
                 report.temp_removed += 1;
                 report.bytes_freed += f.bytes;
                 if !dry_run {
@@ -400,25 +400,6 @@ fn remove(path: &Path) -> Result<(), CacheError> {
         // Another process (a concurrent trim) got there first.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other.map_err(io_err("cannot remove", path)),
-    }
-}
-
-/// Whether a process with this id exists.
-fn running(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        // Unknown: the temporary file goes once it is older than a day.
-        let _ = pid;
-        true
     }
 }
 

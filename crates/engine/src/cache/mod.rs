@@ -37,7 +37,12 @@
 //! cache/v1/data/versions.jsonl       dataset versions (crate::data::version); gc keeps them
 //! cache/v1/tmp/                      objects being written (cleared by `pipe gc`)
 //! cache/activations/v1/<key>.safetensors  frozen-block activations (see [`activations`])
+//! cache/eval-base/v1/<key>.json      base-model evaluation scores (see [`eval_base`])
 //! ```
+//!
+//! `pipe gc` deletes objects nothing refers to, old run-cache entries, and, in the two
+//! caches outside `v1/` (pure functions of their inputs, recomputed when missing), the
+//! files unused for longer than `--activation-max-age` days.
 //!
 //! A file's hash is 64 hex digits of blake3 over its bytes. A directory's hash is the same
 //! over its *manifest* with `.dir` appended (`ab12....dir`), and the manifest is itself an
@@ -60,6 +65,7 @@
 //! - `pipe cache verify` rehashes every object and quarantines corrupt ones.
 
 pub mod activations;
+pub mod eval_base;
 mod hash;
 mod objects;
 mod runs;

@@ -125,16 +125,7 @@ pub(crate) fn recorded_versions(store: &Store) -> Vec<String> {
         .collect()
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` with the atomic writer, as a [`CacheError`].
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let dir = path.parent().expect("has a parent");
-    fs_err::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("cannot write in", dir))?;
-    fs_err::write(tmp.path(), bytes).map_err(io_err("cannot write", path))?;
-    tmp.persist(path).map_err(|e| CacheError::Io {
-        op: "cannot replace",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+    crate::atomic_write::write_atomic(path, bytes).map_err(io_err("cannot write", path))
 }

@@ -13,7 +13,7 @@
 //! file systems), so that a multi-GB out written just before its stage ended is not
 //! rehashed by the next run on modern file systems.
 
-use super::{CacheError, io_err};
+use super::CacheError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -144,15 +144,7 @@ impl StatCache {
             let (s, h) = &self.entries[k];
             text.push_str(&format!("{h} {} {} {} {k}\n", s.size, s.mtime_ns, s.inode));
         }
-        let dir = path.parent().expect("stat cache has a parent");
-        fs_err::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("cannot write in", dir))?;
-        fs_err::write(tmp.path(), text).map_err(io_err("cannot write", path))?;
-        tmp.persist(path).map_err(|e| CacheError::Io {
-            op: "cannot replace",
-            path: path.to_owned(),
-            source: e.error,
-        })?;
+        super::runs::write_atomic(path, text.as_bytes())?;
         self.dirty = false;
         Ok(())
     }

@@ -19,7 +19,7 @@ fn tree_strategy() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
     })
 }
 
-fn write_tree(root: &std::path::Path, tree: &BTreeMap<String, Vec<u8>>, reverse: bool) {
+fn write_tree(root: &Path, tree: &BTreeMap<String, Vec<u8>>, reverse: bool) {
     let mut items: Vec<_> = tree.iter().collect();
     if reverse {
         items.reverse();

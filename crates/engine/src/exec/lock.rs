@@ -42,21 +42,6 @@ pub struct WorkspaceLock {
     pub stale_pid: Option<u32>,
 }
 
-/// Whether a process with this PID exists.
-pub fn pid_alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only checks for existence and permission.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
 fn read_pid(file: &mut std::fs::File) -> Option<u32> {
     let mut text = String::new();
     file.rewind().ok()?;
@@ -107,7 +92,8 @@ pub fn acquire(
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
     }
-    let stale_pid = read_pid(&mut file).filter(|&p| p != std::process::id() && !pid_alive(p));
+    let stale_pid =
+        read_pid(&mut file).filter(|&p| p != std::process::id() && !crate::process::is_alive(p));
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
     write!(file, "{}", std::process::id()).map_err(io)?;

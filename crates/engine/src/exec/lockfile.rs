@@ -99,25 +99,6 @@ impl LockFile {
         let mut this = self.clone();
         this.schema = LOCK_SCHEMA;
         text.push_str(&serde_yaml::to_string(&this).expect("lock file serialises"));
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        // A recognisable name, should a crash ever leave one behind.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".pipe-lock-")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-        #[cfg(unix)]
-        {
-            // Temporary files are created 0600; a committed file should be readable.
-            use std::os::unix::fs::PermissionsExt;
-            let perms = std::fs::Permissions::from_mode(0o644);
-            tmp.as_file().set_permissions(perms).map_err(io)?;
-        }
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        crate::atomic_write::write_atomic(path, text.as_bytes()).map_err(io)
     }
 }

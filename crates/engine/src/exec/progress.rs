@@ -4,8 +4,8 @@
 //! (`<stage>.progress`). A stage that knows how far it is (a `train` stage; any command may
 //! too) replaces that file with one JSON object, e.g.
 //! `{"step": 12, "total": 60, "loss": 1.52, "tokens_per_second": 48.3}`: the whole object
-//! is written to `<file>.tmp` and renamed over the file, so a reader never sees half of
-//! one. The scheduler polls the files of running stages and turns each change into a
+//! is written with [`crate::atomic_write::AtomicFile`] (a temporary file renamed over the
+//! file), so a reader never sees half of one. The scheduler polls the files of running stages and turns each change into a
 //! `stage-progress` event ([`super::Event::StageProgress`]), which a terminal shows on the
 //! stage's live line, plain output (cron) as a periodic line, and `--json` as is.
 //!
@@ -70,14 +70,12 @@ pub fn path_for(log: &Path) -> PathBuf {
     log.with_extension("progress")
 }
 
-/// Replaces `path` with `progress` (temporary file, then rename; no fsync: a lost update
-/// after a crash costs nothing).
+/// Replaces `path` with `progress` (atomically; no fsync: a lost update after a crash
+/// costs nothing).
 pub fn write(path: &Path, progress: &Progress) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, serde_json::to_vec(progress)?)?;
-    std::fs::rename(&tmp, path)
+    let mut file = crate::atomic_write::AtomicFile::create(path)?.without_sync();
+    std::io::Write::write_all(&mut file, &serde_json::to_vec(progress)?)?;
+    file.commit()
 }
 
 /// Reads a progress file: `None` when it is missing or not a progress object.

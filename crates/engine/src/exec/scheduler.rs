@@ -15,9 +15,10 @@ use super::events::{Event, utc_now};
 use super::lockfile::{LockEntry, LockFile};
 use super::plan::{self, Check};
 use super::progress::{self, Progress};
-use super::worker::{self, Finished, SIGINT, SIGKILL, log_paths, signal_all, write_record};
+use super::worker::{self, Finished, log_paths, signal_all, write_record};
 use crate::cache::Store;
 use crate::dag::{Dag, Edge};
+use crate::process::Signal;
 use crate::spec::{Pipeline, Stage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -78,11 +79,11 @@ pub fn run(
             if interrupted.load(Ordering::SeqCst) && !c.summary.interrupted {
                 c.summary.interrupted = true;
                 c.stopping = true;
-                signal_all(&pids, SIGINT);
+                signal_all(&pids, Signal::Interrupt);
                 killed_at = Some(Instant::now());
             }
             if killed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
-                signal_all(&pids, SIGKILL);
+                signal_all(&pids, Signal::Kill);
                 killed_at = None;
             }
             while let Some((i, log)) = c.next_to_start()? {

@@ -1,10 +1,11 @@
 //! The worker side of a run: preparing a stage's outs, running its command with output
 //! to its log, storing its outs in the cache, and the per-stage files (`<stage>.log`, the
-//! last-run record) that `pipe show` reads. Workers report back with a [`Finished`]
+//! last-run record) that `pipe show` reads. Workers report back with a `Finished`
 //! message; they never touch the lock file or print anything.
 
 use super::ExecError;
 use crate::cache::Store;
+use crate::process::Signal;
 use crate::spec::{Pipeline, Stage};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -125,19 +126,11 @@ pub(crate) fn execute(
     Ok(outs)
 }
 
-pub(crate) const SIGINT: i32 = 2;
-pub(crate) const SIGKILL: i32 = 9;
-
-/// Signals every running command's process group.
-pub(crate) fn signal_all(pids: &Mutex<HashMap<usize, u32>>, sig: i32) {
+/// Signals every running command's process group (each was spawned with
+/// `process_group(0)`). A command that has just ended is no error.
+pub(crate) fn signal_all(pids: &Mutex<HashMap<usize, u32>>, signal: Signal) {
     for &pid in pids.lock().expect("pids").values() {
-        #[cfg(unix)]
-        // SAFETY: kill(2) on a process group we created (process_group(0) at spawn).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), sig);
-        }
-        #[cfg(not(unix))]
-        let _ = (pid, sig);
+        let _ = crate::process::signal_group(pid, signal);
     }
 }
 
@@ -156,7 +149,6 @@ pub(crate) fn write_record(
         error: error.map(String::from),
         log: log.to_owned(),
     };
-    if let Ok(json) = serde_json::to_vec_pretty(&record) {
-        let _ = std::fs::write(path, json);
-    }
+    // A courtesy for `pipe show`: failing to write it must not fail the run.
+    let _ = crate::atomic_write::write_json(path, &record);
 }

@@ -176,9 +176,7 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
 /// Streams `member` through sha256 into a temporary file beside `dest`, and renames it into
 /// place only if the hash matches.
 fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::Result<()> {
-    let dir = dest.parent().expect("dest has a parent");
-    let mut out = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut out = crate::atomic_write::AtomicFile::create(dest)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -193,7 +191,7 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", out.path().display()))?;
+            .with_context(|| format!("cannot write {}", dest.display()))?;
     }
     let actual = hex(&hasher.finalize());
     if actual != artifact.sha256 {
@@ -204,9 +202,7 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
             artifact.sha256
         );
     }
-    out.as_file().sync_all()?;
-    out.persist(dest)
-        .with_context(|| format!("cannot move the file into {}", dest.display()))?;
+    out.commit()?;
     Ok(())
 }
 

@@ -159,9 +159,7 @@ fn download(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
         };
         anyhow::anyhow!("cannot download {url}: {e}\nhint: {hint}")
     })?;
-    let dir = dest.parent().expect("download path has a parent");
-    let mut out = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut out = crate::atomic_write::AtomicFile::create(dest)?;
     let mut body = response.into_body().into_reader();
     let mut hasher = pin.hasher();
     let mut buf = vec![0u8; 1 << 16];
@@ -174,7 +172,7 @@ fn download(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", out.path().display()))?;
+            .with_context(|| format!("cannot write {}", dest.display()))?;
     }
     let actual = hasher.hex();
     if actual != pin.hex() {
@@ -186,9 +184,7 @@ fn download(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
             algo = pin.algo()
         );
     }
-    out.as_file().sync_all()?;
-    out.persist(dest)
-        .with_context(|| format!("cannot move the download into {}", dest.display()))?;
+    out.commit()?;
     Ok(())
 }
 

@@ -179,7 +179,7 @@ fn no_eligible_variant_is_said_with_the_reasons() {
 fn a_tune_stage_adds_a_tuning_section() {
     let mut data = sample();
     assert!(!render(&data).unwrap().contains("id=\"tuning\""));
-    data.tuning = Some(super::tuning::tests::sample());
+    data.tuning = Some(tuning::tests::sample());
     let html = render(&data).unwrap();
     assert!(html.contains("id=\"tuning\"") && html.contains("href=\"#tuning\""));
     assert!(html.contains("Hyperparameter search") && html.contains("best so far"));
@@ -204,7 +204,7 @@ fn parallel_chart(html: &str) -> &str {
 #[test]
 fn the_tuning_section_draws_every_trial_across_the_parameters_and_ranks_importance() {
     let mut data = sample();
-    let tuning = super::tuning::tests::sample();
+    let tuning = tuning::tests::sample();
     let trials = tuning.trials.len();
     data.tuning = Some(tuning);
     let html = render(&data).unwrap();

@@ -344,10 +344,6 @@ impl Resolver<'_> {
     }
 
     /// Matrix combinations in file order: `(key, value as named, value for templates)`.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a list of (key, name, value) triples, used once"
-    )]
     fn matrix(
         &mut self,
         base: &str,
@@ -426,7 +422,7 @@ impl Resolver<'_> {
 
     #[allow(
         clippy::too_many_arguments,
-        reason = "the resolver threads one stage expansion's context; a struct would only rename the arguments"
+        reason = "one call site; a struct adds nothing"
     )]
     fn expansion(
         &mut self,

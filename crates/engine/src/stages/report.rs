@@ -208,7 +208,7 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
 /// A tune stage's `trials.jsonl`, `metrics.json` (the objective and the search space) and
 /// `importance.json`. The space and the importance are optional: an older pipe did not
 /// write them, and the section says so.
-fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
+fn read_tuning(dir: &Path) -> anyhow::Result<report::tuning::Tuning> {
     let metrics_path = dir.join("metrics.json");
     let metrics: serde_json::Value = serde_json::from_str(&fs_err::read_to_string(&metrics_path)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", metrics_path.display()))?;
@@ -221,7 +221,7 @@ fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
                     metrics_path.display()
                 )
             })?;
-            Some(crate::report::tuning::axes_of(&space))
+            Some(report::tuning::axes_of(&space))
         }
     };
     let importance_path = dir.join("importance.json");
@@ -246,7 +246,7 @@ fn read_tuning(dir: &Path) -> anyhow::Result<crate::report::tuning::Tuning> {
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(crate::report::tuning::Tuning {
+    Ok(report::tuning::Tuning {
         objective: metrics["objective"]
             .as_str()
             .unwrap_or("objective")

@@ -34,7 +34,7 @@ impl super::StageKind for Train {
         })
     }
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        generator.subschema_for::<pipe_schema::train::TrainWith>()
+        generator.subschema_for::<TrainWith>()
     }
 }
 

@@ -256,7 +256,7 @@ pub fn save_dir(
     }
     let write = |name: &str, text: String| -> Result<(), LoadError> {
         let path = dir.join(name);
-        fs_err::write(&path, text).map_err(io(&path))
+        pipe_engine::atomic_write::write_atomic(&path, text.as_bytes()).map_err(io(&path))
     };
     write(
         "config.json",
@@ -264,15 +264,18 @@ pub fn save_dir(
     )?;
     let params = model.parameters().flatten();
     let weights = dir.join("model.safetensors");
+    // MLX writes to a path: it gets the atomic writer's temporary file.
+    let file = pipe_engine::atomic_write::AtomicFile::create(&weights).map_err(io(&weights))?;
     Array::save_safetensors(
         params.iter().map(|(k, v)| (k.to_string(), *v)),
         None,
-        &weights,
+        file.path(),
     )
     .map_err(|e| LoadError::Parse {
         path: weights.clone(),
         message: format!("cannot write safetensors: {e}"),
     })?;
+    file.commit().map_err(io(&weights))?;
     let tok_json = tokenizer.to_json().map_err(|e| LoadError::Tokenizer {
         path: dir.join("tokenizer.json"),
         message: e.to_string(),

@@ -3,7 +3,7 @@
 //! global-norm clipping, the per-step JSONL log, and the guards that stop a run early
 //! (divergence) or well (early stopping on validation loss).
 //!
-//! The trainer that drives a model with these lives beside the model code.
+//! Beside them, what drives a model: [`trainer`], [`lora`], [`adapters`], [`fuse`].
 
 pub mod activations;
 pub mod adapters;

@@ -200,7 +200,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
         // Forward an interrupt to the trials' process groups, then end like a killed stage.
         let _ = ctrlc::set_handler(move || {
             trial::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-            children.signal_all(libc::SIGINT);
+            children.signal_all(crate::process::Signal::Interrupt);
             std::thread::sleep(Duration::from_millis(200));
             std::process::exit(130);
         });

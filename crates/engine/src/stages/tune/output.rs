@@ -44,7 +44,10 @@ pub struct TrialRecord {
     pub key: String,
 }
 
-#[allow(clippy::too_many_arguments)] // one call site each; a struct would only rename them
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site each; a struct would only rename them"
+)]
 pub(super) fn record_of(
     tune: &Tune,
     index: usize,

@@ -86,7 +86,7 @@ impl Store {
                 continue;
             };
             let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-            if pid.is_none_or(|p| p == std::process::id() || !alive(p)) {
+            if pid.is_none_or(|p| p == std::process::id() || !crate::process::is_alive(p)) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -144,20 +144,6 @@ impl Store {
         let entry = serde_json::json!({"key": key, "origin": origin});
         writeln!(file, "{entry}")?;
         file.sync_all()
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        false
     }
 }
 

@@ -19,6 +19,7 @@
 //! it started; an interrupt of the tune stage is forwarded to them (see [`Children`]).
 
 use super::store::Store;
+use crate::process::{Signal, signal_group};
 use crate::spec::Cmd;
 use crate::stages::Kind;
 use crate::tune::prune::{Peer, Rule};
@@ -109,22 +110,13 @@ impl Children {
     fn remove(&self, pid: u32) {
         self.0.lock().expect("children").retain(|p| *p != pid);
     }
-    /// Sends `signal` to every running trial's process group.
-    pub fn signal_all(&self, signal: i32) {
+    /// Sends `signal` to every running trial's process group (each was spawned with
+    /// `process_group(0)`). A trial that has just ended is no error.
+    pub fn signal_all(&self, signal: Signal) {
         for &pid in self.0.lock().expect("children").iter() {
-            kill_group(pid, signal);
+            let _ = signal_group(pid, signal);
         }
     }
-}
-
-fn kill_group(pid: u32, signal: i32) {
-    #[cfg(unix)]
-    // SAFETY: kill(2) on a process group this process created (process_group(0) at spawn).
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), signal);
-    }
-    #[cfg(not(unix))]
-    let _ = (pid, signal);
 }
 
 /// Pruning: the rule, the direction of intermediate values, and what every trial of the
@@ -385,7 +377,7 @@ fn watch_child(
                 },
             );
             if let Some(reason) = verdict {
-                kill_group(pid, libc::SIGKILL);
+                let _ = signal_group(pid, Signal::Kill);
                 let _ = child.wait();
                 break ChildEnd::Pruned(reason);
             }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const LAYOUT_VERSION: u32 = 1;
 
 /// The folder, under the workspace root.
-pub const DIR: &str = "cache/eval-base/v1";
+pub const DIR: &str = pipe_engine::cache::eval_base::DIR;
 
 /// What is kept: the scores and the per-record answers (for the samples' "before").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +91,7 @@ fn hash_model(
 /// The kept scores, if an intact entry for exactly this many examples exists.
 pub fn load(entry: &Path, examples: usize) -> Option<BaseScores> {
     let text = std::fs::read(entry).ok()?;
+    pipe_engine::cache::eval_base::touch(entry);
     let kept: BaseScores = serde_json::from_slice(&text).ok()?;
     (kept.answers.len() == examples).then_some(kept)
 }

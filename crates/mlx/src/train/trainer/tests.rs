@@ -310,7 +310,6 @@ fn grad_checkpoint_training_matches_the_plain_run() {
 
 #[test]
 fn grad_checkpoint_with_dropout_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_random(0, 32, 2, false).unwrap();
     let mut cfg = config(Method::Lora, 2);
     cfg.grad_checkpoint = true;

@@ -1,0 +1,159 @@
+//! Processes: whether one is alive, signalling the process group of a child, and ending
+//! this process at once. One implementation of each, so every caller follows the same
+//! rules (which errno means "alive", which ids are never signalled).
+//!
+//! Off Unix there are no signals: [`is_alive`] answers `true` (callers then keep what a
+//! live process might still use) and [`signal_group`] does nothing.
+
+/// A signal pipe sends to the commands it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGINT`: stop, as Ctrl-C would.
+    Interrupt,
+    /// `SIGKILL`: stop now.
+    Kill,
+}
+
+#[cfg(unix)]
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
+/// The id as `kill(2)` takes it, or `None` for 0 (which `kill` reads as "this process's
+/// group") and ids above `pid_t::MAX` (which would turn negative, naming a group).
+#[cfg(unix)]
+fn pid_t(pid: u32) -> Option<libc::pid_t> {
+    libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)
+}
+
+/// Whether a process with this id exists (a zombie, not yet reaped, still does).
+///
+/// `kill(pid, 0)` sends nothing: success or `EPERM` (it exists but belongs to another
+/// user) mean alive, `ESRCH` means gone. 0 and ids beyond `pid_t` name no process, so they
+/// count as gone. (1 is alive: in a container, pipe itself may be process 1.)
+pub fn is_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Some(pid) = pid_t(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            return true;
+        }
+        std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Sends `signal` to the process group `pgid`: a child spawned with `process_group(0)`
+/// leads a group whose id is its pid, so this reaches it and everything it started. A group
+/// that has already exited is not an error.
+pub fn signal_group(pgid: u32, signal: Signal) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let Some(pgid) = pid_t(pgid).filter(|&p| p > 1) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{pgid} is not a process group pipe started"),
+            ));
+        };
+        // SAFETY: kill(2) with a negative id signals that process group; pgid > 1, so it
+        // is never this process's own group (0) or every process (-1).
+        if unsafe { libc::kill(-pgid, signal.number()) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (pgid, signal);
+        Ok(())
+    }
+}
+
+/// Ends the process with `code` at once: flushes Rust's stdout and stderr, then `_exit`,
+/// so no C exit handler or library destructor runs.
+///
+/// On Linux, MLX's CPU backend calls OpenBLAS from its own worker threads; after that,
+/// OpenBLAS's exit-time `blas_thread_shutdown_` can wait forever to join a worker (seen
+/// with Debian's libopenblas0-pthread after generation). Every file pipe writes is already
+/// complete (written atomically, synced where it matters), so there is nothing left for
+/// exit handlers to do.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: _exit only ends the process; nothing runs after it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::Command;
+
+    #[test]
+    fn this_process_is_alive() {
+        assert!(is_alive(std::process::id()));
+    }
+
+    #[test]
+    fn a_reaped_child_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn ids_that_name_no_single_process_are_not_alive() {
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!is_alive(pid), "{pid}");
+        }
+    }
+
+    #[test]
+    fn signal_group_stops_the_child() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        signal_group(child.id(), Signal::Kill).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn signal_group_ignores_a_group_that_is_gone_and_refuses_0_and_1() {
+        let mut child = Command::new("true").process_group(0).spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        signal_group(pid, Signal::Interrupt).unwrap();
+        for pgid in [0, 1] {
+            let err = signal_group(pgid, Signal::Interrupt).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        }
+    }
+}
