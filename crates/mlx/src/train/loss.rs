@@ -236,7 +236,7 @@ mod tests {
     /// Shared-prefix batches give the plain path's loss and LoRA gradients.
     #[test]
     fn shared_prefix_is_exact_for_loss_and_gradients() {
-        use crate::train::lora::{LoraConfig, Method, attach, block_linears};
+        use crate::train::lora::{Adapter, LoraConfig, Method, attach, block_linears};
         let mut model = tiny_random(5, 50, 2, false).unwrap();
         let spec = crate::train::lora::adapter_spec(
             &LoraConfig {
@@ -249,7 +249,7 @@ mod tests {
         let key = mlx_rs::random::key(4).unwrap();
         for layer in 0..2 {
             for (_, linear) in block_linears(&mut model, layer) {
-                let a = linear.adapter.as_mut().unwrap();
+                let a = Adapter::of_mut(linear).unwrap();
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
             }

@@ -93,7 +93,7 @@ fn adapter_gradients_match_finite_differences() {
         let key = random::key(11).unwrap();
         for layer in 0..2 {
             for (_, linear) in block_linears(&mut model, layer) {
-                let a = linear.adapter.as_mut().unwrap();
+                let a = Adapter::of_mut(linear).unwrap();
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
             }
