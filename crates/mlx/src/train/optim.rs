@@ -107,8 +107,8 @@ impl AdamW {
         self.moments.values().flat_map(|(m, v)| [m, v])
     }
 
-    /// Saves the state (moments and step count) as safetensors.
-    pub fn save(&self, path: &Path) -> Result<(), mlx_rs::error::IoError> {
+    /// Saves the state (moments and step count) as safetensors, atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let arrays = self
             .moments
             .iter()
@@ -121,7 +121,7 @@ impl AdamW {
                 serde_json::to_string(&self.config).unwrap_or_default(),
             ),
         ]);
-        Array::save_safetensors(arrays, &metadata, path)
+        super::safetensors::write(path, arrays, &metadata)
     }
 
     /// Loads state saved by [`AdamW::save`]; the hyperparameters stay as configured now.

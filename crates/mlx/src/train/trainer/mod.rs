@@ -548,11 +548,11 @@ fn add_scaled(
 
 fn save_trainables(model: &Llama, path: &Path) -> anyhow::Result<()> {
     let params = model.trainable_parameters().flatten();
-    let tmp = path.with_extension("tmp.safetensors");
-    Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs_err::rename(&tmp, path)?;
-    Ok(())
+    super::safetensors::write(
+        path,
+        params.iter().map(|(k, v)| (k.as_ref(), *v)),
+        &std::collections::HashMap::new(),
+    )
 }
 
 fn load_trainables(model: &mut Llama, path: &Path) -> anyhow::Result<()> {
@@ -583,11 +583,8 @@ fn save_checkpoint(
     save_trainables(model, &staging.path().join("trainable.safetensors"))?;
     optimizer
         .save(&staging.path().join("optimizer.safetensors"))
-        .map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
-    fs_err::write(
-        staging.path().join("state.json"),
-        serde_json::to_vec_pretty(state)?,
-    )?;
+        .context("cannot save the optimizer state")?;
+    pipe_engine::atomic_write::write_json(&staging.path().join("state.json"), state)?;
     let staged = staging.keep();
     let old = parent.join(".checkpoint-old");
     if dir.exists() {
