@@ -68,9 +68,9 @@
 //! benefit.
 
 use super::batch::{BatchSpec, PaddedBatch, TokenizedExample, pad_batch};
-use super::loss::{LossBatch, masked_lm_loss};
+use super::loss::{BlockInputs, LossBatch};
 use crate::models::llama::Llama;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
@@ -480,7 +480,10 @@ impl<'a> ActivationCache<'a> {
         });
         let skipped = (batch.processed_tokens as u64).saturating_sub(computed_positions);
         self.stats.skipped_positions += skipped;
-        self.step_skipped += skipped;
+        // Validation's skipped positions are not the training step's.
+        if set == Set::Train {
+            self.step_skipped += skipped;
+        }
         Ok(batch)
     }
 
@@ -527,51 +530,6 @@ impl<'a> ActivationCache<'a> {
         }
         mlx_rs::transforms::eval(out.iter())?;
         Ok((out, batch.processed_tokens as u64))
-    }
-
-    /// Token-weighted mean loss over (up to `max_batches` of) the validation set, batched
-    /// as [`super::trainer::validation_loss`] batches it, from cached states when active.
-    pub fn validation_loss(
-        &mut self,
-        model: &mut Llama,
-        spec: &BatchSpec,
-        max_batches: Option<usize>,
-    ) -> anyhow::Result<f64> {
-        let examples = self.sets[Set::Valid as usize].examples;
-        if !self.active() {
-            return super::trainer::validation_loss(
-                model,
-                examples,
-                spec,
-                self.pad_id,
-                max_batches,
-            );
-        }
-        // Validation's skipped positions are not the training step's.
-        let step_skipped = self.step_skipped;
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.sort_by_key(|&i| (examples[i].len(), i));
-        let (mut total, mut tokens) = (0f64, 0usize);
-        for chunk in order
-            .chunks(spec.batch_size.max(1))
-            .take(max_batches.unwrap_or(usize::MAX))
-        {
-            let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-            let padded = pad_batch(&rows, spec, self.pad_id);
-            let batch = LossBatch::from_padded_shared(&padded);
-            if batch.loss_tokens == 0 {
-                continue;
-            }
-            let batch = self.attach(model, Set::Valid, chunk, &padded, batch)?;
-            let loss = masked_lm_loss(model, &batch)?;
-            total += f64::from(loss.item_exact::<f32>()) * batch.loss_tokens as f64;
-            tokens += batch.loss_tokens;
-        }
-        self.step_skipped = step_skipped;
-        if tokens == 0 {
-            bail!("the validation set has no loss-carrying tokens");
-        }
-        Ok(total / tokens as f64)
     }
 
     /// Writes each data set's entries to its disk file when it holds more than the file
@@ -633,36 +591,6 @@ fn write_file(file: &Path, entries: &[(String, &Array)], budget: u64) -> anyhow:
     written?;
     files::trim(dir, budget, file)?;
     Ok(())
-}
-
-/// Hidden states entering block `block` for a batch, replacing its tokens (see the module
-/// documentation for how they are assembled).
-#[derive(Debug, Clone)]
-pub struct BlockInputs {
-    /// The first block to run.
-    pub block: usize,
-    /// `[1, P, hidden]` states of the shared prefix, when the batch has one.
-    pub prefix: Option<Array>,
-    /// `[rows, suffix, hidden]` states of each row's own positions, zero-padded.
-    pub rows: Array,
-}
-
-impl BlockInputs {
-    /// Final hidden states `[rows, suffix, hidden]` (after the final norm), as
-    /// [`Llama::hidden_states`] gives them for the batch's tokens.
-    pub fn hidden_states(&self, model: &mut Llama) -> Result<Array, Exception> {
-        let blocks = self.block..model.model.layers.len();
-        let h = match &self.prefix {
-            None => model.run_blocks(self.rows.clone(), blocks, None, None)?,
-            Some(p) => {
-                let mut cache = model.new_cache();
-                model.run_blocks(p.clone(), blocks.clone(), Some(&mut cache), None)?;
-                let mut shared = cache.broadcast_batch(self.rows.shape()[0])?;
-                model.run_blocks(self.rows.clone(), blocks, Some(&mut shared), None)?
-            }
-        };
-        model.final_norm(&h)
-    }
 }
 
 #[cfg(test)]

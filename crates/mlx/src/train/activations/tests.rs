@@ -3,6 +3,7 @@ use crate::models::llama::tiny_random;
 use crate::train::lora::{
     Adapter, LoraConfig, Method, adapter_spec, attach as attach_lora, block_linears,
 };
+use crate::train::loss::masked_lm_loss;
 use crate::train::trainer::{self, TrainConfig, TrainData, TrainSummary};
 
 /// Rows that share a 12-token preamble (no loss on it), then differ in length.

@@ -34,6 +34,9 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use pipe_schema::train::TrainConfig;
+pub use validate::{validation_loss, validation_loss_with};
+
+mod validate;
 
 /// Why training ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -370,7 +373,14 @@ pub fn train(
         let mut verdict = Verdict::Wait;
         if validate && !valid_set.is_empty() {
             lora::set_training(model, false);
-            let v = acts.validation_loss(model, &batch_spec, config.valid_batches)?;
+            let v = validation_loss_with(
+                model,
+                valid_set,
+                &batch_spec,
+                pad_id,
+                config.valid_batches,
+                Some(&mut acts),
+            )?;
             lora::set_training(model, true);
             valid_loss = Some(v);
             final_valid = Some(v);
@@ -488,36 +498,6 @@ fn plan_batches(
             )
         }
     }
-}
-
-/// Token-weighted mean loss over (up to `max_batches` of) `examples`, without gradients.
-pub fn validation_loss(
-    model: &mut Llama,
-    examples: &[TokenizedExample],
-    spec: &BatchSpec,
-    pad_id: u32,
-    max_batches: Option<usize>,
-) -> anyhow::Result<f64> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| (examples[i].len(), i));
-    let (mut total, mut tokens) = (0f64, 0usize);
-    for chunk in order
-        .chunks(spec.batch_size.max(1))
-        .take(max_batches.unwrap_or(usize::MAX))
-    {
-        let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-        let batch = LossBatch::from_padded_shared(&pad_batch(&rows, spec, pad_id));
-        if batch.loss_tokens == 0 {
-            continue;
-        }
-        let loss = masked_lm_loss(model, &batch)?;
-        total += f64::from(loss.item_exact::<f32>()) * batch.loss_tokens as f64;
-        tokens += batch.loss_tokens;
-    }
-    if tokens == 0 {
-        bail!("the validation set has no loss-carrying tokens");
-    }
-    Ok(total / tokens as f64)
 }
 
 fn scale_all(
