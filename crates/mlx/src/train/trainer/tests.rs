@@ -1,7 +1,11 @@
 use super::*;
 use crate::models::llama::tiny_random;
+use crate::train::batch::pad_batch;
 use crate::train::log::read_step_log;
 use crate::train::lora::LoraConfig;
+use crate::train::loss::{LossBatch, masked_lm_loss};
+use crate::train::micro::MicroBatch;
+use mlx_rs::Array;
 
 /// A toy task a tiny model can learn: after the prompt `[1, a]` answer `[a+1, a+2, 2]`.
 fn task(n: usize) -> Vec<TokenizedExample> {
