@@ -186,7 +186,7 @@ fn bad_entries_are_named() {
     let e = err(serde_json::json!({"variants": [{"glob": "r*", "name": "x"}], "out": "o"}));
     assert!(e.contains("drop `name`"), "{e}");
     let e = err(serde_json::json!({"variants": [], "out": "o"}));
-    assert!(e.contains("`variants` is empty"), "{e}");
+    assert!(e.contains("`variants`: is empty"), "{e}");
     let e = err(serde_json::json!({"variants": [{"glob": "r*"}], "metric": "acuracy", "out": "o"}));
     assert!(e.contains("acuracy") && e.contains("exact_match"), "{e}");
     let e = err(serde_json::json!({"variants": [{"glob": "r*"}], "max_memory_gb": -1, "out": "o"}));
