@@ -407,7 +407,8 @@ impl<'a> Run<'a> {
                 self.checkpoint_dir.display()
             );
         }
-        let validate = (self.config.valid_every > 0 && done % self.config.valid_every == 0)
+        let validate = (self.config.valid_every > 0
+            && done.is_multiple_of(self.config.valid_every))
             || done == self.config.iters;
         let (valid_loss, verdict) = if validate && !self.data.valid.is_empty() {
             self.validate(model, done)?
@@ -465,7 +466,7 @@ impl<'a> Run<'a> {
         if verdict == Verdict::Improved || last {
             checkpoint::save_adapter(model, spec, config.method, self.out_dir)?;
         }
-        if (config.save_every > 0 && done % config.save_every == 0) || validated {
+        if (config.save_every > 0 && done.is_multiple_of(config.save_every)) || validated {
             self.acts.persist();
             let state = CheckpointState {
                 step: done,
