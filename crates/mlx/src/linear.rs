@@ -71,7 +71,8 @@ fn default_device_is_gpu() -> bool {
 }
 
 /// A trained change to a layer's product, kept beside its frozen weight (see the module
-/// documentation). `Any` lets the code that attached an adapter get its own type back.
+/// documentation). `Any` lets the code that attached an adapter get its own type back;
+/// `Send` keeps a model movable between threads, as it is without adapters.
 pub trait LinearAdapter: mlx_rs::module::ModuleParameters + std::fmt::Debug + Any + Send {
     /// The adapted product, from `base`'s product `y = x Wᵀ` before its bias is added
     /// (DoRA rescales the product, so the bias must come after).
