@@ -8,7 +8,7 @@ use pipe_mlx_core::load::{self, LoadOptions};
 use pipe_mlx_core::models::llama::Llama;
 use pipe_mlx_core::train::activations::{ActivationCache, ActivationCacheConfig, CacheSetup, Set};
 use pipe_mlx_core::train::batch::{BatchSpec, TokenizedExample, pad_batch};
-use pipe_mlx_core::train::lora::{LoraConfig, Method, block_linears};
+use pipe_mlx_core::train::lora::{Adapter, LoraConfig, Method, block_linears};
 use pipe_mlx_core::train::loss::{LossBatch, masked_lm_loss};
 use pipe_mlx_core::train::tokenize::tokenize_example;
 use pipe_mlx_core::train::trainer::{self, TrainConfig};
@@ -56,7 +56,7 @@ fn cached_block_inputs_are_exact_on_smollm2() {
     let key = mlx_rs::random::key(7).unwrap();
     for layer in 0..loaded.model.model.layers.len() {
         for (_, linear) in block_linears(&mut loaded.model, layer) {
-            if let Some(a) = linear.adapter.as_mut() {
+            if let Some(a) = Adapter::of_mut(linear) {
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.01, &key).unwrap();
             }

@@ -9,12 +9,18 @@
 //! How a quantized layer multiplies depends on the device. On Metal, MLX's
 //! `quantized_matmul` is the fast path. On the CPU backend it runs at about 3 GFLOP/s,
 //! 30–80x slower than dequantizing the weight per call and using a float32 BLAS matmul
-//! (measured in `/work/shared/notes/mlx-on-linux.md`), so there we dequantize per call:
+//! (measured on a 2-core x86 CPU with MLX 0.32.2; `pipe doctor` prints this machine's
+//! float32 figure, BENCHMARKS.md the QLoRA step times), so there we dequantize per call:
 //! the float copy lives only for the duration of the matmul, which keeps a 4-bit base
 //! model's memory saving (QLoRA).
 //!
 //! The same type serves as the token embedding ([`Linear::embed`] gathers rows, then
 //! dequantizes only those), so a tied LM head is just [`Linear::forward`] on it.
+//!
+//! A layer may carry an adapter that training attaches beside its frozen weight (LoRA or
+//! DoRA, in `train::lora`). The layer sees it only through [`LinearAdapter`], so the model
+//! code depends on no training type; the adapter is the child module `adapter`, which keeps
+//! its parameters under the layer's names (`q_proj.adapter.lora_a`).
 
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
@@ -22,6 +28,7 @@ use mlx_rs::module::{Module, ModuleParameters as _, Param};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::{dequantize, quantized_matmul};
 use mlx_rs::{Array, Device, DeviceType, Dtype};
+use std::any::Any;
 use std::sync::OnceLock;
 
 /// MLX affine quantization parameters of one layer.
@@ -64,6 +71,30 @@ fn default_device_is_gpu() -> bool {
     })
 }
 
+/// A trained change to a layer's product, kept beside its frozen weight (see the module
+/// documentation). `Any` lets the code that attached an adapter get its own type back;
+/// `Send` keeps a model movable between threads, as it is without adapters.
+pub trait LinearAdapter: mlx_rs::module::ModuleParameters + std::fmt::Debug + Any + Send {
+    /// The adapted product, from `base`'s product `y = x Wᵀ` before its bias is added
+    /// (DoRA rescales the product, so the bias must come after).
+    fn adapt(&self, base: &Linear, x: &Array, y: Array) -> Result<Array, Exception>;
+
+    /// The change `[out, in]` fusing adds to the weight, given the weight in float32.
+    fn delta(&self, dense_weight: &Array) -> Result<Array, Exception>;
+
+    /// Turns training-only behaviour (dropout) on or off.
+    fn set_training(&mut self, training: bool);
+
+    /// A boxed copy (a layer, and so a model, can be cloned).
+    fn boxed_clone(&self) -> Box<dyn LinearAdapter>;
+}
+
+impl Clone for Box<dyn LinearAdapter> {
+    fn clone(&self) -> Self {
+        self.boxed_clone()
+    }
+}
+
 /// `y = x Wᵀ + b` with `W` plain or affine-quantized. See the module documentation.
 #[derive(Debug, Clone, ModuleParameters)]
 pub struct Linear {
@@ -83,9 +114,9 @@ pub struct Linear {
     pub quant: Option<QuantSpec>,
     /// The dtype of the dequantized weight (the compute dtype).
     pub compute_dtype: Dtype,
-    /// A LoRA or DoRA adapter trained beside the (frozen) weight, when attached.
+    /// An adapter trained beside the (frozen) weight, when attached.
     #[param]
-    pub adapter: Option<crate::train::lora::Adapter>,
+    pub adapter: Option<Box<dyn LinearAdapter>>,
     /// Set while training: a quantized weight dequantized for a float matmul is recomputed
     /// in the backward pass instead of being kept alive from the forward (see
     /// [`Linear::forward_with`]).
@@ -227,7 +258,7 @@ impl Linear {
         };
         // The adapter acts on the product before the bias, as DoRA's rescaling requires.
         let y = match &self.adapter {
-            Some(adapter) => adapter.adapt(x, y, || self.dense_weight())?,
+            Some(adapter) => adapter.adapt(self, x, y)?,
             None => y,
         };
         match &self.bias.value {
@@ -323,7 +354,7 @@ impl Module<&Array> for Linear {
 
     fn training_mode(&mut self, mode: bool) {
         if let Some(adapter) = &mut self.adapter {
-            adapter.training = mode;
+            adapter.set_training(mode);
         }
     }
 }

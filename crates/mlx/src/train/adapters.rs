@@ -12,11 +12,13 @@
 //! PEFT stores A and B transposed relative to mlx-lm; the scale is `lora_alpha / r` in both.
 
 use super::lora::{AdapterSpec, Method, attach, block_linears};
+use super::safetensors;
 use crate::linear::Linear;
 use crate::models::llama::Llama;
 use anyhow::{Context, bail};
 use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
+use pipe_engine::atomic_write::write_json;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,14 +71,13 @@ pub fn adapter_tensors(model: &Llama) -> HashMap<String, Array> {
 }
 
 /// Writes `adapters.safetensors` and `adapter_config.json` in mlx-lm's layout into `dir`.
-/// Each file is written to a temporary name and renamed, so a crash leaves the old pair.
+/// Each file is written atomically, so a crash leaves the old file whole.
 pub fn save_mlx_lm(
     model: &Llama,
     spec: &AdapterSpec,
     method: Method,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    fs_err::create_dir_all(dir)?;
     let layers = model.model.layers.len() as i32;
     let config = MlxLmAdapterConfig {
         fine_tune_type: match method {
@@ -98,11 +99,8 @@ pub fn save_mlx_lm(
         },
     };
     let tensors = adapter_tensors(model);
-    let tmp = dir.join(".adapters.safetensors.tmp.safetensors");
-    Array::save_safetensors(tensors.iter(), None, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs_err::rename(&tmp, dir.join("adapters.safetensors"))?;
-    write_json_atomic(&dir.join("adapter_config.json"), &config)
+    safetensors::write(&dir.join("adapters.safetensors"), &tensors, &HashMap::new())?;
+    Ok(write_json(&dir.join("adapter_config.json"), &config)?)
 }
 
 /// Loads an mlx-lm adapter directory onto `model`; a full fine-tune's weights replace the
@@ -169,12 +167,12 @@ pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<Option<Adapt
 /// Writes a full fine-tune in mlx-lm's layout: every trained weight in
 /// `adapters.safetensors`, and `adapter_config.json` with `fine_tune_type: full`.
 pub fn save_full(model: &Llama, dir: &Path) -> anyhow::Result<()> {
-    fs_err::create_dir_all(dir)?;
     let params = model.trainable_parameters().flatten();
-    let tmp = dir.join(".adapters.tmp.safetensors");
-    Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs_err::rename(&tmp, dir.join("adapters.safetensors"))?;
+    safetensors::write(
+        &dir.join("adapters.safetensors"),
+        params.iter().map(|(k, v)| (k.as_ref(), *v)),
+        &HashMap::new(),
+    )?;
     let layers = model.model.layers.len() as i32;
     let config = MlxLmAdapterConfig {
         fine_tune_type: "full".into(),
@@ -186,7 +184,7 @@ pub fn save_full(model: &Llama, dir: &Path) -> anyhow::Result<()> {
             keys: Vec::new(),
         },
     };
-    write_json_atomic(&dir.join("adapter_config.json"), &config)
+    Ok(write_json(&dir.join("adapter_config.json"), &config)?)
 }
 
 /// Puts `tensors` (renamed by `to_ours`, from file names to mlx-lm names) into the
@@ -261,7 +259,6 @@ const PEFT_PREFIX: &str = "base_model.model.";
 
 /// Writes the adapter in PEFT's layout (`adapter_model.safetensors` + `adapter_config.json`).
 pub fn save_peft(model: &Llama, spec: &AdapterSpec, dir: &Path) -> anyhow::Result<()> {
-    fs_err::create_dir_all(dir)?;
     let mut tensors = HashMap::new();
     for (name, value) in adapter_tensors(model) {
         let (key, value) = if let Some(base) = name.strip_suffix(".lora_a") {
@@ -290,11 +287,12 @@ pub fn save_peft(model: &Llama, spec: &AdapterSpec, dir: &Path) -> anyhow::Resul
         use_dora: spec.dora,
         bias: "none".into(),
     };
-    let tmp = dir.join(".adapter_model.tmp.safetensors");
-    Array::save_safetensors(tensors.iter(), None, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs_err::rename(&tmp, dir.join("adapter_model.safetensors"))?;
-    write_json_atomic(&dir.join("adapter_config.json"), &config)
+    safetensors::write(
+        &dir.join("adapter_model.safetensors"),
+        &tensors,
+        &HashMap::new(),
+    )?;
+    Ok(write_json(&dir.join("adapter_config.json"), &config)?)
 }
 
 /// Loads a PEFT LoRA adapter directory onto `model`.
@@ -369,10 +367,6 @@ pub fn fuse(model: &mut Llama) -> Result<(), mlx_rs::error::Exception> {
         }
     }
     Ok(())
-}
-
-fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    Ok(pipe_engine::atomic_write::write_json(path, value)?)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {

@@ -11,8 +11,11 @@
 //! values are broadcast to every row, and the rows run only their suffixes, attending to
 //! the prefix through the KV cache. The broadcast's gradient is the sum over rows, so
 //! losses and gradients equal the plain path's; only the repeated work is gone.
+//!
+//! Cached block inputs: a batch may instead start at a block, from hidden states the
+//! activation cache ([`super::activations`]) kept ([`BlockInputs`]). This module does not
+//! depend on the cache; the cache builds on the batch types here.
 
-use super::activations::BlockInputs;
 use super::batch::PaddedBatch;
 use crate::models::llama::Llama;
 use mlx_rs::Array;
@@ -35,6 +38,36 @@ pub struct LossBatch {
     pub prefix: Option<Array>,
     /// Cached hidden states that replace the tokens up to a block (see `activations`).
     pub cached: Option<BlockInputs>,
+}
+
+/// Hidden states entering block `block` for a batch, replacing its tokens (the activation
+/// cache assembles them; see [`super::activations`]).
+#[derive(Debug, Clone)]
+pub struct BlockInputs {
+    /// The first block to run.
+    pub block: usize,
+    /// `[1, P, hidden]` states of the shared prefix, when the batch has one.
+    pub prefix: Option<Array>,
+    /// `[rows, suffix, hidden]` states of each row's own positions, zero-padded.
+    pub rows: Array,
+}
+
+impl BlockInputs {
+    /// Final hidden states `[rows, suffix, hidden]` (after the final norm), as
+    /// [`Llama::hidden_states`] gives them for the batch's tokens.
+    pub fn hidden_states(&self, model: &mut Llama) -> Result<Array, Exception> {
+        let blocks = self.block..model.model.layers.len();
+        let h = match &self.prefix {
+            None => model.run_blocks(self.rows.clone(), blocks, None, None)?,
+            Some(p) => {
+                let mut cache = model.new_cache();
+                model.run_blocks(p.clone(), blocks.clone(), Some(&mut cache), None)?;
+                let mut shared = cache.broadcast_batch(self.rows.shape()[0])?;
+                model.run_blocks(self.rows.clone(), blocks, Some(&mut shared), None)?
+            }
+        };
+        model.final_norm(&h)
+    }
 }
 
 /// Shorter shared prefixes are not worth a separate pass.
@@ -236,7 +269,7 @@ mod tests {
     /// Shared-prefix batches give the plain path's loss and LoRA gradients.
     #[test]
     fn shared_prefix_is_exact_for_loss_and_gradients() {
-        use crate::train::lora::{LoraConfig, Method, attach, block_linears};
+        use crate::train::lora::{Adapter, LoraConfig, Method, attach, block_linears};
         let mut model = tiny_random(5, 50, 2, false).unwrap();
         let spec = crate::train::lora::adapter_spec(
             &LoraConfig {
@@ -249,7 +282,7 @@ mod tests {
         let key = mlx_rs::random::key(4).unwrap();
         for layer in 0..2 {
             for (_, linear) in block_linears(&mut model, layer) {
-                let a = linear.adapter.as_mut().unwrap();
+                let a = Adapter::of_mut(linear).unwrap();
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
             }

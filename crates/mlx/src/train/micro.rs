@@ -208,6 +208,7 @@ fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipe_schema::train::TrainConfig;
 
     #[test]
     fn micro_batch_reads_auto_or_a_number() {
@@ -217,6 +218,13 @@ mod tests {
         assert_eq!(four, MicroBatch::Value(4));
         let err = serde_yaml::from_str::<MicroBatch>("big").unwrap_err();
         assert!(err.to_string().contains("`auto`"), "{err}");
+        // 0 parses; the config check refuses it.
+        let zero = TrainConfig {
+            micro_batch: Some(serde_yaml::from_str("0").unwrap()),
+            ..TrainConfig::default()
+        };
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(err.contains("micro_batch"), "{err}");
         assert_eq!(serde_yaml::to_string(&auto).unwrap().trim(), "auto");
     }
 }

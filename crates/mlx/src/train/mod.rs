@@ -17,6 +17,7 @@ pub mod lora;
 pub mod loss;
 pub mod micro;
 pub mod optim;
+pub mod safetensors;
 pub mod schedule;
 pub mod tokenize;
 pub mod trainer;

@@ -107,8 +107,8 @@ impl AdamW {
         self.moments.values().flat_map(|(m, v)| [m, v])
     }
 
-    /// Saves the state (moments and step count) as safetensors.
-    pub fn save(&self, path: &Path) -> Result<(), mlx_rs::error::IoError> {
+    /// Saves the state (moments and step count) as safetensors, atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let arrays = self
             .moments
             .iter()
@@ -121,7 +121,7 @@ impl AdamW {
                 serde_json::to_string(&self.config).unwrap_or_default(),
             ),
         ]);
-        Array::save_safetensors(arrays, &metadata, path)
+        super::safetensors::write(path, arrays, &metadata)
     }
 
     /// Loads state saved by [`AdamW::save`]; the hyperparameters stay as configured now.
@@ -160,9 +160,14 @@ pub fn clip_grad_norm(
     grads: FlattenedModuleParam,
     max_norm: f32,
 ) -> Result<(FlattenedModuleParam, Array), Exception> {
+    // Summed in key order: the map's own order changes from process to process, and a
+    // float sum in another order differs in its last bits, so runs with the same seed
+    // would not train bit-identical adapters.
+    let mut keys: Vec<_> = grads.keys().collect();
+    keys.sort_unstable();
     let mut total = array!(0.0f32);
-    for g in grads.values() {
-        total = total.add(g.square()?.sum(None)?)?;
+    for key in keys {
+        total = total.add(grads[key].square()?.sum(None)?)?;
     }
     let norm = total.sqrt()?;
     // min(1, max_norm / norm) without a host round-trip; the epsilon avoids 0/0.

@@ -1,3 +1,4 @@
+use super::config::GIB;
 use super::*;
 use crate::spec::Stage;
 

@@ -1,6 +1,9 @@
 use super::*;
 use crate::models::llama::tiny_random;
-use crate::train::lora::{LoraConfig, Method, adapter_spec, attach as attach_lora, block_linears};
+use crate::train::lora::{
+    Adapter, LoraConfig, Method, adapter_spec, attach as attach_lora, block_linears,
+};
+use crate::train::loss::masked_lm_loss;
 use crate::train::trainer::{self, TrainConfig, TrainData, TrainSummary};
 
 /// Rows that share a 12-token preamble (no loss on it), then differ in length.
@@ -31,7 +34,7 @@ fn adapted_model(num_layers: i32) -> Llama {
     let key = mlx_rs::random::key(4).unwrap();
     for layer in 0..3 {
         for (_, linear) in block_linears(&mut model, layer) {
-            if let Some(a) = linear.adapter.as_mut() {
+            if let Some(a) = Adapter::of_mut(linear) {
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = mlx_rs::random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
             }

@@ -10,16 +10,19 @@
 //! graph as the paper recommends, and `m` initialised to `‖W‖` so it too starts as the
 //! identity.
 //!
-//! Parameter names follow mlx-lm's layout (`…q_proj.adapter.lora_a`, `lora_b`, `m`), and
+//! An [`Adapter`] is attached to a model's [`Linear`] through [`LinearAdapter`], the one
+//! interface the layer knows, as its child module `adapter`. Parameter names therefore
+//! follow mlx-lm's layout (`…q_proj.adapter.lora_a`, `lora_b`, `m`), and
 //! [`super::adapters`] maps them to mlx-lm's and PEFT's files.
 
-use crate::linear::Linear;
+use crate::linear::{Linear, LinearAdapter};
 use crate::models::llama::Llama;
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{ModuleParameters as _, Param};
 use mlx_rs::{Array, array, random};
 use serde::{Deserialize, Serialize};
+use std::any::Any;
 
 pub use pipe_schema::train::{ALL_TARGETS, LoraConfig, Method};
 
@@ -80,13 +83,16 @@ impl Adapter {
         self.lora_a.shape()[1]
     }
 
+    /// The LoRA or DoRA adapter attached to `linear`, if it has one.
+    pub fn of_mut(linear: &mut Linear) -> Option<&mut Adapter> {
+        let adapter: &mut dyn Any = linear.adapter.as_deref_mut()?;
+        adapter.downcast_mut()
+    }
+}
+
+impl LinearAdapter for Adapter {
     /// Adds the adapter to the base product `y = x Wᵀ` (bias not yet added).
-    pub fn adapt(
-        &self,
-        x: &Array,
-        y: Array,
-        dense_weight: impl FnOnce() -> Result<Array, Exception>,
-    ) -> Result<Array, Exception> {
+    fn adapt(&self, base: &Linear, x: &Array, y: Array) -> Result<Array, Exception> {
         let input = if self.training && self.dropout > 0.0 {
             let p = array!(1.0 - self.dropout);
             let keep = random::bernoulli(&p, x.shape(), None)?;
@@ -107,7 +113,7 @@ impl Adapter {
         match &self.m.value {
             None => Ok(y),
             Some(m) => {
-                let w = dense_weight()?.as_dtype(mlx_rs::Dtype::Float32)?;
+                let w = base.dense_weight()?.as_dtype(mlx_rs::Dtype::Float32)?;
                 let delta = self
                     .lora_a
                     .matmul(&*self.lora_b)?
@@ -120,7 +126,7 @@ impl Adapter {
     }
 
     /// The weight change this adapter makes, `[out, in]`, for fusing.
-    pub fn delta(&self, dense_weight: &Array) -> Result<Array, Exception> {
+    fn delta(&self, dense_weight: &Array) -> Result<Array, Exception> {
         let low_rank = self
             .lora_a
             .matmul(&*self.lora_b)?
@@ -136,6 +142,14 @@ impl Adapter {
                 fused.subtract(&w)
             }
         }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    fn boxed_clone(&self) -> Box<dyn LinearAdapter> {
+        Box::new(self.clone())
     }
 }
 
@@ -213,7 +227,7 @@ pub fn attach(model: &mut Llama, spec: &AdapterSpec, seed: u64) -> Result<usize,
             };
             let mut adapter = Adapter::new(out, inp, spec, &sub, dense.as_ref())?;
             adapter.unfreeze_parameters(true);
-            linear.adapter = Some(adapter);
+            linear.adapter = Some(Box::new(adapter));
             attached += 1;
         }
     }
@@ -232,7 +246,7 @@ pub fn set_training(model: &mut Llama, training: bool) {
         for (_, linear) in block_linears(model, layer) {
             linear.training = training;
             if let Some(a) = &mut linear.adapter {
-                a.training = training;
+                a.set_training(training);
             }
         }
     }

@@ -32,6 +32,29 @@ fn fresh_adapters_leave_the_output_unchanged() {
     }
 }
 
+/// The model holds its adapters behind `LinearAdapter`: a clone carries copies of them, and
+/// the concrete adapter is still reachable.
+#[test]
+fn a_cloned_adapted_model_computes_the_same() {
+    let mut model = tiny_random(1, 40, 2, false).unwrap();
+    attach(&mut model, &spec(true, None), 0).unwrap();
+    let key = random::key(3).unwrap();
+    for (_, linear) in block_linears(&mut model, 1) {
+        let a = Adapter::of_mut(linear).unwrap();
+        let shape = a.lora_b.shape().to_vec();
+        a.lora_b.value = random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
+    }
+    let mut copy = model.clone();
+    let expected = model.forward_tokens(&tokens(), None, None).unwrap();
+    let got = copy.forward_tokens(&tokens(), None, None).unwrap();
+    assert_eq!(max_abs_diff(&expected, &got), 0.0);
+    assert_eq!(
+        copy.trainable_parameters().flatten().len(),
+        model.trainable_parameters().flatten().len()
+    );
+    assert!(Adapter::of_mut(&mut copy.model.layers[0].mlp.up_proj).is_some());
+}
+
 #[test]
 fn only_adapters_train_and_num_layers_is_respected() {
     let mut model = tiny_random(1, 40, 3, false).unwrap();
@@ -93,7 +116,7 @@ fn adapter_gradients_match_finite_differences() {
         let key = random::key(11).unwrap();
         for layer in 0..2 {
             for (_, linear) in block_linears(&mut model, layer) {
-                let a = linear.adapter.as_mut().unwrap();
+                let a = Adapter::of_mut(linear).unwrap();
                 let shape = a.lora_b.shape().to_vec();
                 a.lora_b.value = random::normal::<f32>(&shape, None, 0.05, &key).unwrap();
             }

@@ -13,27 +13,33 @@
 //! Reproducibility: the batch order depends only on the seed and the epoch, and the MLX
 //! random state (adapter dropout) is reseeded from the seed and the step before every
 //! step, so a resumed run replays exactly the steps an uninterrupted run would take.
+//!
+//! This module drives a run; `step` computes one optimizer step, `validate` the validation
+//! loss, and `checkpoint` writes the adapter and the checkpoint.
 
-use super::activations::{ActivationCache, ActivationCacheStats, CacheSetup, Set};
-use super::adapters;
-use super::batch::{BatchSpec, TokenizedExample, pad_batch, plan_epoch};
+use super::activations::{ActivationCache, ActivationCacheStats, CacheSetup};
+use super::batch::{BatchSpec, TokenizedExample};
 use super::guard::{DivergenceGuard, EarlyStopping, Verdict};
 use super::log::{StepLog, StepRecord};
 use super::lora::{self, AdapterSpec, Method};
-use super::loss::{LossBatch, masked_lm_loss};
-use super::micro::{self, BatchPlan, MicroBatch, ProbeSpec};
-use super::optim::{AdamW, clip_grad_norm};
+use super::micro::BatchPlan;
+use super::optim::AdamW;
 use super::schedule::Schedule;
 use crate::linear::QuantSpec;
 use crate::models::llama::Llama;
-use anyhow::{Context, bail};
-use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
-use mlx_rs::{Array, array};
+use anyhow::bail;
+use checkpoint::CheckpointState;
+use mlx_rs::module::ModuleParameters;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use pipe_schema::train::TrainConfig;
+pub use validate::{validation_loss, validation_loss_with};
+
+mod checkpoint;
+mod step;
+mod validate;
 
 /// Why training ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,16 +95,6 @@ pub struct TrainSummary {
     /// Whether blocks were gradient-checkpointed.
     #[serde(default)]
     pub grad_checkpoint: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    step: u64,
-    best_valid: Option<(u64, f64)>,
-    config: TrainConfig,
-    /// The micro-batch split in use, so a resumed run replays the same batches.
-    #[serde(default)]
-    batch: Option<BatchPlan>,
 }
 
 /// Called after every optimizer step (progress bars, live logs).
@@ -193,22 +189,11 @@ pub fn train(
     observer: &mut StepObserver<'_>,
 ) -> anyhow::Result<TrainSummary> {
     let _peak_memory = crate::runtime::own_peak_memory();
-    let (train_set, valid_set, pad_id) = (data.train, data.valid, data.pad_id);
-    if train_set.is_empty() {
-        bail!("no training examples");
-    }
-    if config.grad_checkpoint && config.method != Method::Full && config.lora.dropout > 0.0 {
-        bail!(
-            "grad_checkpoint recomputes each block in the backward pass, which would draw new dropout masks; set lora.dropout to 0 or turn grad_checkpoint off"
-        );
-    }
+    check(data, config)?;
     fs_err::create_dir_all(out_dir)?;
-    let checkpoint = out_dir.join("checkpoint");
-    let resumed: Option<CheckpointState> = if resume && checkpoint.join("state.json").is_file() {
-        Some(
-            serde_json::from_str(&fs_err::read_to_string(checkpoint.join("state.json"))?)
-                .context("the checkpoint's state.json is damaged")?,
-        )
+    let checkpoint_dir = out_dir.join("checkpoint");
+    let resumed = if resume {
+        checkpoint::read_state(&checkpoint_dir)?
     } else {
         None
     };
@@ -216,387 +201,315 @@ pub fn train(
     model.grad_checkpoint = config.grad_checkpoint;
     let plan = match resumed.as_ref().and_then(|s| s.batch.clone()) {
         Some(plan) => plan,
-        None => plan_batches(model, config, train_set, pad_id)?,
+        None => step::plan_batches(model, config, data.train, data.pad_id)?,
     };
-    let user_config = config;
-    let config = &TrainConfig {
-        batch_size: plan.micro_batch,
-        grad_accum: plan.grad_accum,
-        ..config.clone()
-    };
-    let batch_spec = BatchSpec {
-        batch_size: config.batch_size.max(1),
-        max_seq_len: config.max_seq_len,
-        pad_multiple: config.pad_multiple,
-        keep_partial: train_set.len() < config.batch_size,
-    };
-    let lengths: Vec<usize> = train_set.iter().map(TokenizedExample::len).collect();
-    let batches_per_epoch = plan_epoch(&lengths, &batch_spec, config.seed, 0)
-        .len()
-        .max(1);
-    let schedule = Schedule {
-        peak_lr: config.learning_rate,
-        min_lr: config.min_lr,
-        warmup_steps: config.warmup_steps,
-        total_steps: config.iters,
-        decay: config.schedule,
-    };
-
-    let mut optimizer = AdamW::new(config.optimizer);
-    let mut early = EarlyStopping::new(config.patience, 0.0);
-    let mut start = 0;
-    if let Some(state) = resumed {
-        load_trainables(model, &checkpoint.join("trainable.safetensors"))?;
-        optimizer = AdamW::load(config.optimizer, &checkpoint.join("optimizer.safetensors"))?;
-        start = state.step;
-        if let Some((step, loss)) = state.best_valid {
-            early.observe(step, loss);
-        }
-    }
-    let mut log = StepLog::open(&out_dir.join("train_log.jsonl"), start > 0)?;
-    let mut guard = DivergenceGuard::new(config.divergence_factor, 10);
-    let trainable_parameters = model
-        .trainable_parameters()
-        .flatten()
-        .values()
-        .map(|a| a.size())
-        .sum();
-    let mut acts = ActivationCache::new(
+    let mut run = Run::new(
         model,
-        &config.activation_cache,
-        CacheSetup {
-            spec: batch_spec,
-            share_prefix: config.share_prefix,
-            pad_id,
-            train: train_set,
-            valid: valid_set,
+        Setup {
+            data,
+            user_config: config,
+            plan,
+            out_dir,
+            checkpoint_dir,
+            resumed,
         },
     )?;
-
-    let mut value_and_grad = mlx_rs::nn::value_and_grad(|m: &mut Llama, b: &LossBatch| {
-        masked_lm_loss(m, b).map(|l| vec![l])
-    });
-    let mut epoch_plan: Option<(u64, Vec<Vec<usize>>)> = None;
-    let (mut trained, mut processed, mut seconds) = (0u64, 0u64, 0f64);
-    let mut last_loss = f64::NAN;
-    let mut final_valid = None;
-    let mut stopped = StopReason::Completed;
     mlx_rs::memory::reset_peak_memory()?;
-
-    for step in start..config.iters {
-        let began = Instant::now();
-        mlx_rs::random::seed(config.seed.wrapping_mul(1_000_003).wrapping_add(step))?;
-        let lr = schedule.lr_at(step) as f32;
-        let mut summed: Option<FlattenedModuleParam> = None;
-        let (mut loss_sum, mut step_tokens, mut step_positions) = (array!(0.0f32), 0usize, 0usize);
-        for micro in 0..u64::from(config.grad_accum.max(1)) {
-            let index = step * u64::from(config.grad_accum.max(1)) + micro;
-            let epoch = index / batches_per_epoch as u64;
-            if epoch_plan.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                epoch_plan = Some((epoch, plan_epoch(&lengths, &batch_spec, config.seed, epoch)));
-            }
-            let plan = &epoch_plan.as_ref().expect("set above").1;
-            let picked = &plan[(index % batches_per_epoch as u64) as usize];
-            let rows: Vec<&TokenizedExample> = picked.iter().map(|&i| &train_set[i]).collect();
-            let padded = pad_batch(&rows, &batch_spec, pad_id);
-            let batch = if config.share_prefix {
-                LossBatch::from_padded_shared(&padded)
-            } else {
-                LossBatch::from_padded(&padded)
-            };
-            if batch.loss_tokens == 0 {
-                continue;
-            }
-            let batch = acts.attach(model, Set::Train, picked, &padded, batch)?;
-            let (loss, grads) = value_and_grad(model, &batch)?;
-            // Token-weighted accumulation: the step's loss and gradient are means over all
-            // loss tokens of its micro-batches, not means of per-batch means.
-            let weight = array!(batch.loss_tokens as f32);
-            loss_sum = loss_sum.add(loss[0].multiply(&weight)?)?;
-            summed = Some(match summed {
-                None => scale_all(grads, &weight)?,
-                Some(acc) => add_scaled(acc, grads, &weight)?,
-            });
-            step_tokens += batch.loss_tokens;
-            step_positions += batch.processed_tokens;
-            if config.grad_accum > 1 {
-                // Evaluate each micro-batch before building the next: left lazy, all of a
-                // step's micro-batch graphs would be alive at once, and accumulation would
-                // save no memory.
-                let mut pending: Vec<&Array> = vec![&loss_sum];
-                pending.extend(summed.iter().flat_map(|g| g.values()));
-                mlx_rs::transforms::eval(pending)?;
-            }
-        }
-        let Some(grads) = summed else {
-            bail!("step {step} had no loss-carrying tokens; are the completions empty?");
-        };
-        let inv = array!(1.0 / step_tokens as f32);
-        let grads = scale_all(grads, &inv)?;
-        let (grads, norm) = match config.max_grad_norm {
-            Some(max) => {
-                let (g, n) = clip_grad_norm(grads, max)?;
-                (g, Some(n))
-            }
-            None => (grads, None),
-        };
-        optimizer.update(model, &grads, lr)?;
-        let loss = loss_sum.multiply(&inv)?;
-        let mut to_eval: Vec<&Array> = vec![&loss];
-        let params = model.trainable_parameters().flatten();
-        to_eval.extend(params.values().copied());
-        to_eval.extend(optimizer.state_arrays());
-        if let Some(n) = &norm {
-            to_eval.push(n);
-        }
-        mlx_rs::transforms::eval(to_eval)?;
-        drop(params);
-        last_loss = f64::from(loss.item_exact::<f32>());
-        let elapsed = began.elapsed().as_secs_f64();
-        seconds += elapsed;
-        trained += step_tokens as u64;
-        processed += step_positions as u64;
-        let done = step + 1;
-
-        if let Err(divergence) = guard.observe(done, last_loss) {
-            bail!(
-                "{divergence}; the last good checkpoint is in {}",
-                checkpoint.display()
-            );
-        }
-        let validate =
-            (config.valid_every > 0 && done % config.valid_every == 0) || done == config.iters;
-        let mut valid_loss = None;
-        let mut verdict = Verdict::Wait;
-        if validate && !valid_set.is_empty() {
-            lora::set_training(model, false);
-            let v = acts.validation_loss(model, &batch_spec, config.valid_batches)?;
-            lora::set_training(model, true);
-            valid_loss = Some(v);
-            final_valid = Some(v);
-            verdict = early.observe(done, v);
-        }
-        let record = StepRecord {
-            step: done,
-            loss: last_loss,
-            lr: f64::from(lr),
-            seconds: elapsed,
-            trained_tokens: step_tokens as u64,
-            processed_tokens: step_positions as u64,
-            trained_tokens_per_second: step_tokens as f64 / elapsed,
-            processed_tokens_per_second: step_positions as f64 / elapsed,
-            peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
-            grad_norm: norm.map(|n| f64::from(n.item_exact::<f32>())),
-            valid_loss,
-            cached_positions: acts.take_step_skipped(),
-        };
-        log.write(&record)?;
-        observer(&record);
-
-        let save_now = (config.save_every > 0 && done % config.save_every == 0) || validate;
-        if verdict == Verdict::Improved || (valid_set.is_empty() && done == config.iters) {
-            if let Some(spec) = spec {
-                adapters::save_mlx_lm(model, spec, config.method, out_dir)?;
-                adapters::save_peft(model, spec, &out_dir.join("peft"))?;
-            } else {
-                adapters::save_full(model, out_dir)?;
-            }
-        }
-        if save_now {
-            acts.persist();
-            save_checkpoint(
-                model,
-                &optimizer,
-                &checkpoint,
-                &CheckpointState {
-                    step: done,
-                    best_valid: early.best(),
-                    config: user_config.clone(),
-                    batch: Some(plan.clone()),
-                },
-            )?;
-        }
-        if verdict == Verdict::Stop {
-            stopped = StopReason::EarlyStopped { step: done };
+    let mut stopped = StopReason::Completed;
+    for step in run.start..run.config.iters {
+        if run.step(model, step, spec, observer)? == Verdict::Stop {
+            stopped = StopReason::EarlyStopped { step: step + 1 };
             break;
         }
     }
     lora::set_training(model, false);
-    acts.persist();
+    run.acts.persist();
     model.grad_checkpoint = false;
-    let adapter_bytes =
-        std::fs::metadata(out_dir.join("adapters.safetensors")).map_or(0, |m| m.len());
-    Ok(TrainSummary {
-        method: config.method,
-        steps: optimizer.steps(),
-        stopped,
-        final_train_loss: last_loss,
-        final_valid_loss: final_valid,
-        best_valid: early.best(),
-        trained_tokens: trained,
-        processed_tokens: processed,
-        seconds,
-        trained_tokens_per_second: trained as f64 / seconds.max(1e-9),
-        processed_tokens_per_second: processed as f64 / seconds.max(1e-9),
-        peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
-        trainable_parameters,
-        adapter_bytes,
-        activation_cache: acts.stats(),
-        batch: Some(plan),
-        grad_checkpoint: config.grad_checkpoint,
-    })
+    run.summary(stopped)
 }
 
-/// Splits a step's `batch_size × grad_accum` rows into micro-batches (see [`micro`]).
-fn plan_batches(
-    model: &mut Llama,
-    config: &TrainConfig,
-    train_set: &[TokenizedExample],
-    pad_id: u32,
-) -> anyhow::Result<BatchPlan> {
-    let effective = config.batch_size.max(1) * config.grad_accum.max(1) as usize;
-    let fixed = |micro_batch: usize| BatchPlan {
-        micro_batch,
-        grad_accum: (effective / micro_batch) as u32,
-        effective_batch: effective,
-        memory_budget_bytes: None,
-        probe_peak_bytes: None,
-        probes: Vec::new(),
-    };
-    match config.micro_batch {
-        None => Ok(fixed(config.batch_size.max(1))),
-        Some(MicroBatch::Value(n)) if effective.is_multiple_of(n) => Ok(fixed(n)),
-        Some(MicroBatch::Value(n)) => bail!(
-            "micro_batch {n} does not divide the effective batch of {effective} rows (batch_size × grad_accum)"
-        ),
-        Some(MicroBatch::Auto) => {
-            let budget = match config.memory_budget_mb {
-                Some(mb) => mb << 20,
-                None => micro::default_budget(),
-            };
-            micro::choose(
-                model,
-                &ProbeSpec {
-                    examples: train_set,
-                    max_seq_len: config.max_seq_len,
-                    pad_multiple: config.pad_multiple,
-                    share_prefix: config.share_prefix,
-                    pad_id,
-                },
-                effective,
-                budget,
-            )
-        }
+/// Refuses what cannot train.
+fn check(data: TrainData<'_>, config: &TrainConfig) -> anyhow::Result<()> {
+    if data.train.is_empty() {
+        bail!("no training examples");
     }
-}
-
-/// Token-weighted mean loss over (up to `max_batches` of) `examples`, without gradients.
-pub fn validation_loss(
-    model: &mut Llama,
-    examples: &[TokenizedExample],
-    spec: &BatchSpec,
-    pad_id: u32,
-    max_batches: Option<usize>,
-) -> anyhow::Result<f64> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| (examples[i].len(), i));
-    let (mut total, mut tokens) = (0f64, 0usize);
-    for chunk in order
-        .chunks(spec.batch_size.max(1))
-        .take(max_batches.unwrap_or(usize::MAX))
-    {
-        let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-        let batch = LossBatch::from_padded_shared(&pad_batch(&rows, spec, pad_id));
-        if batch.loss_tokens == 0 {
-            continue;
-        }
-        let loss = masked_lm_loss(model, &batch)?;
-        total += f64::from(loss.item_exact::<f32>()) * batch.loss_tokens as f64;
-        tokens += batch.loss_tokens;
+    if config.grad_checkpoint && config.method != Method::Full && config.lora.dropout > 0.0 {
+        bail!(
+            "grad_checkpoint recomputes each block in the backward pass, which would draw new dropout masks; set lora.dropout to 0 or turn grad_checkpoint off"
+        );
     }
-    if tokens == 0 {
-        bail!("the validation set has no loss-carrying tokens");
-    }
-    Ok(total / tokens as f64)
+    Ok(())
 }
 
-fn scale_all(
-    grads: FlattenedModuleParam,
-    by: &Array,
-) -> Result<FlattenedModuleParam, mlx_rs::error::Exception> {
-    grads
-        .into_iter()
-        .map(|(k, g)| g.multiply(by).map(|g| (k, g)))
-        .collect()
+/// What [`Run::new`] starts from.
+struct Setup<'a> {
+    data: TrainData<'a>,
+    /// The config as given (what a checkpoint records).
+    user_config: &'a TrainConfig,
+    /// The micro-batch split.
+    plan: BatchPlan,
+    out_dir: &'a Path,
+    checkpoint_dir: PathBuf,
+    /// The checkpoint to continue from.
+    resumed: Option<CheckpointState>,
 }
 
-fn add_scaled(
-    mut acc: FlattenedModuleParam,
-    grads: FlattenedModuleParam,
-    by: &Array,
-) -> Result<FlattenedModuleParam, mlx_rs::error::Exception> {
-    for (k, g) in grads {
-        let scaled = g.multiply(by)?;
-        let sum = match acc.remove(&k) {
-            Some(a) => a.add(scaled)?,
-            None => scaled,
+/// A training run between its steps: the data, the optimizer and every counter.
+struct Run<'a> {
+    /// The config in force: `batch_size` and `grad_accum` as the micro-batch plan says.
+    config: TrainConfig,
+    user_config: &'a TrainConfig,
+    plan: BatchPlan,
+    data: TrainData<'a>,
+    batch_spec: BatchSpec,
+    batches: step::Batches<'a>,
+    schedule: Schedule,
+    optimizer: AdamW,
+    early: EarlyStopping,
+    guard: DivergenceGuard,
+    log: StepLog,
+    acts: ActivationCache<'a>,
+    out_dir: &'a Path,
+    checkpoint_dir: PathBuf,
+    /// The first step to run (after a resumed checkpoint's).
+    start: u64,
+    trainable_parameters: usize,
+    totals: Totals,
+}
+
+/// Sums over this process's steps.
+#[derive(Debug)]
+struct Totals {
+    trained: u64,
+    processed: u64,
+    seconds: f64,
+    last_loss: f64,
+    final_valid: Option<f64>,
+}
+
+impl<'a> Run<'a> {
+    fn new(model: &mut Llama, setup: Setup<'a>) -> anyhow::Result<Self> {
+        let Setup {
+            data,
+            user_config,
+            plan,
+            out_dir,
+            checkpoint_dir,
+            resumed,
+        } = setup;
+        let config = TrainConfig {
+            batch_size: plan.micro_batch,
+            grad_accum: plan.grad_accum,
+            ..user_config.clone()
         };
-        acc.insert(k, sum);
+        let batch_spec = BatchSpec {
+            batch_size: config.batch_size.max(1),
+            max_seq_len: config.max_seq_len,
+            pad_multiple: config.pad_multiple,
+            keep_partial: data.train.len() < config.batch_size,
+        };
+        let batches = step::Batches::new(data.train, batch_spec, config.seed);
+        let schedule = Schedule {
+            peak_lr: config.learning_rate,
+            min_lr: config.min_lr,
+            warmup_steps: config.warmup_steps,
+            total_steps: config.iters,
+            decay: config.schedule,
+        };
+        let mut optimizer = AdamW::new(config.optimizer);
+        let mut early = EarlyStopping::new(config.patience, 0.0);
+        let mut start = 0;
+        if let Some(state) = resumed {
+            optimizer = checkpoint::restore(model, &config, &checkpoint_dir)?;
+            start = state.step;
+            if let Some((step, loss)) = state.best_valid {
+                early.observe(step, loss);
+            }
+        }
+        let log = StepLog::open(&out_dir.join("train_log.jsonl"), start > 0)?;
+        let guard = DivergenceGuard::new(config.divergence_factor, 10);
+        let trainable_parameters = model
+            .trainable_parameters()
+            .flatten()
+            .values()
+            .map(|a| a.size())
+            .sum();
+        let acts = ActivationCache::new(
+            model,
+            &config.activation_cache,
+            CacheSetup {
+                spec: batch_spec,
+                share_prefix: config.share_prefix,
+                pad_id: data.pad_id,
+                train: data.train,
+                valid: data.valid,
+            },
+        )?;
+        Ok(Self {
+            config,
+            user_config,
+            plan,
+            data,
+            batch_spec,
+            batches,
+            schedule,
+            optimizer,
+            early,
+            guard,
+            log,
+            acts,
+            out_dir,
+            checkpoint_dir,
+            start,
+            trainable_parameters,
+            totals: Totals {
+                trained: 0,
+                processed: 0,
+                seconds: 0.0,
+                last_loss: f64::NAN,
+                final_valid: None,
+            },
+        })
     }
-    Ok(acc)
-}
 
-fn save_trainables(model: &Llama, path: &Path) -> anyhow::Result<()> {
-    let params = model.trainable_parameters().flatten();
-    let tmp = path.with_extension("tmp.safetensors");
-    Array::save_safetensors(params.iter().map(|(k, v)| (k.as_ref(), *v)), None, &tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs_err::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn load_trainables(model: &mut Llama, path: &Path) -> anyhow::Result<()> {
-    let saved = Array::load_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
-    let mut params = model.parameters_mut().flatten();
-    for (name, value) in saved {
-        let slot = params.get_mut(name.as_str()).with_context(|| {
-            format!("{}: `{name}` is not a parameter of this model (was the checkpoint made with other settings?)", path.display())
-        })?;
-        **slot = value;
+    /// Runs optimizer step `step` (0-based), then validates, logs and saves as the config
+    /// says. Returns early stopping's verdict.
+    fn step(
+        &mut self,
+        model: &mut Llama,
+        step: u64,
+        spec: Option<&AdapterSpec>,
+        observer: &mut StepObserver<'_>,
+    ) -> anyhow::Result<Verdict> {
+        let began = Instant::now();
+        let config = &self.config;
+        mlx_rs::random::seed(config.seed.wrapping_mul(1_000_003).wrapping_add(step))?;
+        let lr = self.schedule.lr_at(step) as f32;
+        let acc = step::accumulate(
+            model,
+            &mut self.batches,
+            &mut self.acts,
+            config,
+            self.data.pad_id,
+            step,
+        )?;
+        let (tokens, positions) = (acc.tokens, acc.positions);
+        let applied = step::apply(model, &mut self.optimizer, acc, config.max_grad_norm, lr)?;
+        let elapsed = began.elapsed().as_secs_f64();
+        self.totals.seconds += elapsed;
+        self.totals.trained += tokens as u64;
+        self.totals.processed += positions as u64;
+        self.totals.last_loss = applied.loss;
+        let done = step + 1;
+        if let Err(divergence) = self.guard.observe(done, applied.loss) {
+            bail!(
+                "{divergence}; the last good checkpoint is in {}",
+                self.checkpoint_dir.display()
+            );
+        }
+        let validate = (self.config.valid_every > 0
+            && done.is_multiple_of(self.config.valid_every))
+            || done == self.config.iters;
+        let (valid_loss, verdict) = if validate && !self.data.valid.is_empty() {
+            self.validate(model, done)?
+        } else {
+            (None, Verdict::Wait)
+        };
+        let record = StepRecord {
+            step: done,
+            loss: applied.loss,
+            lr: f64::from(lr),
+            seconds: elapsed,
+            trained_tokens: tokens as u64,
+            processed_tokens: positions as u64,
+            trained_tokens_per_second: tokens as f64 / elapsed,
+            processed_tokens_per_second: positions as f64 / elapsed,
+            peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
+            grad_norm: applied.grad_norm,
+            valid_loss,
+            cached_positions: self.acts.take_step_skipped(),
+        };
+        self.log.write(&record)?;
+        observer(&record);
+        self.save(model, spec, done, validate, verdict)?;
+        Ok(verdict)
     }
-    Ok(())
-}
 
-/// Writes the checkpoint into a fresh folder and swaps it in, so a crash mid-save keeps the
-/// previous checkpoint whole.
-fn save_checkpoint(
-    model: &Llama,
-    optimizer: &AdamW,
-    dir: &Path,
-    state: &CheckpointState,
-) -> anyhow::Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    let staging = tempfile::Builder::new()
-        .prefix(".checkpoint-")
-        .tempdir_in(parent)?;
-    save_trainables(model, &staging.path().join("trainable.safetensors"))?;
-    optimizer
-        .save(&staging.path().join("optimizer.safetensors"))
-        .map_err(|e| anyhow::anyhow!("cannot save the optimizer state: {e}"))?;
-    fs_err::write(
-        staging.path().join("state.json"),
-        serde_json::to_vec_pretty(state)?,
-    )?;
-    let staged = staging.keep();
-    let old = parent.join(".checkpoint-old");
-    if dir.exists() {
-        let _ = fs_err::remove_dir_all(&old);
-        fs_err::rename(dir, &old)?;
+    /// The validation loss after step `done` (dropout off), and early stopping's verdict.
+    fn validate(&mut self, model: &mut Llama, done: u64) -> anyhow::Result<(Option<f64>, Verdict)> {
+        lora::set_training(model, false);
+        let loss = validation_loss_with(
+            model,
+            self.data.valid,
+            &self.batch_spec,
+            self.data.pad_id,
+            self.config.valid_batches,
+            Some(&mut self.acts),
+        )?;
+        lora::set_training(model, true);
+        self.totals.final_valid = Some(loss);
+        Ok((Some(loss), self.early.observe(done, loss)))
     }
-    fs_err::rename(&staged, dir)?;
-    let _ = fs_err::remove_dir_all(&old);
-    Ok(())
+
+    /// Saves the adapter when it is the best so far (or the last, without validation data),
+    /// and the checkpoint every `save_every` steps and at every validation.
+    fn save(
+        &mut self,
+        model: &Llama,
+        spec: Option<&AdapterSpec>,
+        done: u64,
+        validated: bool,
+        verdict: Verdict,
+    ) -> anyhow::Result<()> {
+        let config = &self.config;
+        let last = self.data.valid.is_empty() && done == config.iters;
+        if verdict == Verdict::Improved || last {
+            checkpoint::save_adapter(model, spec, config.method, self.out_dir)?;
+        }
+        if (config.save_every > 0 && done.is_multiple_of(config.save_every)) || validated {
+            self.acts.persist();
+            let state = CheckpointState {
+                step: done,
+                best_valid: self.early.best(),
+                config: self.user_config.clone(),
+                batch: Some(self.plan.clone()),
+            };
+            checkpoint::save(model, &self.optimizer, &self.checkpoint_dir, &state)?;
+        }
+        Ok(())
+    }
+
+    /// The run's summary, once it ended for `stopped`.
+    fn summary(self, stopped: StopReason) -> anyhow::Result<TrainSummary> {
+        let Totals {
+            trained,
+            processed,
+            seconds,
+            last_loss,
+            final_valid,
+        } = self.totals;
+        let adapter_bytes =
+            std::fs::metadata(self.out_dir.join("adapters.safetensors")).map_or(0, |m| m.len());
+        Ok(TrainSummary {
+            method: self.config.method,
+            steps: self.optimizer.steps(),
+            stopped,
+            final_train_loss: last_loss,
+            final_valid_loss: final_valid,
+            best_valid: self.early.best(),
+            trained_tokens: trained,
+            processed_tokens: processed,
+            seconds,
+            trained_tokens_per_second: trained as f64 / seconds.max(1e-9),
+            processed_tokens_per_second: processed as f64 / seconds.max(1e-9),
+            peak_memory_bytes: mlx_rs::memory::peak_memory()? as u64,
+            trainable_parameters: self.trainable_parameters,
+            adapter_bytes,
+            activation_cache: self.acts.stats(),
+            batch: Some(self.plan),
+            grad_checkpoint: self.config.grad_checkpoint,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 use super::*;
 use crate::models::llama::tiny_random;
+use crate::train::batch::pad_batch;
 use crate::train::log::read_step_log;
 use crate::train::lora::LoraConfig;
+use crate::train::loss::{LossBatch, masked_lm_loss};
+use crate::train::micro::MicroBatch;
+use mlx_rs::Array;
 
 /// A toy task a tiny model can learn: after the prompt `[1, a]` answer `[a+1, a+2, 2]`.
 fn task(n: usize) -> Vec<TokenizedExample> {
@@ -151,13 +155,13 @@ fn resume_replays_the_uninterrupted_run() {
 }
 
 /// The guard's own rules are tested in `guard`; this checks the trainer stops on its word
-/// and points at the last good checkpoint. A factor below 1 makes any loss "explode".
+/// and points at the last good checkpoint. A factor below 1 makes any loss "explode"; the
+/// config check refuses one, so the model is prepared with a valid config and `train` (which
+/// does not check the config again) gets the factor.
 #[test]
 fn divergence_stops_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_random(0, 32, 2, false).unwrap();
-    // A factor below 1 is refused when a config is checked (prepare); the trainer itself
-    // takes it, which makes the guard fire within a few steps.
     let spec = prepare(&mut model, &config(Method::Lora, 40)).unwrap();
     let cfg = TrainConfig {
         divergence_factor: 0.5,
@@ -310,11 +314,30 @@ fn grad_checkpoint_training_matches_the_plain_run() {
 
 #[test]
 fn grad_checkpoint_with_dropout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_random(0, 32, 2, false).unwrap();
     let mut cfg = config(Method::Lora, 2);
     cfg.grad_checkpoint = true;
     cfg.lora.dropout = 0.1;
+    // The config check refuses it, and so does `train` for a caller that skips `prepare`.
     let err = prepare(&mut model, &cfg).unwrap_err().to_string();
+    assert!(err.contains("dropout"), "{err}");
+    let spec = prepare(&mut model, &config(Method::Lora, 2)).unwrap();
+    let err = train(
+        &mut model,
+        spec.as_ref(),
+        TrainData {
+            train: &task(8),
+            valid: &[],
+            pad_id: 0,
+        },
+        &cfg,
+        dir.path(),
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("dropout"), "{err}");
 }
 
@@ -402,7 +425,8 @@ fn auto_micro_batch_fits_the_budget_and_keeps_the_effective_batch() {
     for (a, b) in small_losses.iter().zip(&plain_losses) {
         assert!((a - b).abs() < 1e-6, "{small_losses:?} vs {plain_losses:?}");
     }
-    // A budget below one row is a clear error, not a crash.
+    // A budget below one row is a clear error, not a crash (a zero budget is refused by the
+    // config check already).
     let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_random(2, 32, 2, false).unwrap();
     let cfg = auto(1);

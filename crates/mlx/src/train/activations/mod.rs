@@ -47,7 +47,7 @@
 //! that fails its check or does not match its examples' shapes is deleted and recomputed,
 //! never read. After a write, the least recently used files (a hit touches its file) are
 //! deleted until the directory fits `disk_mb`; a data set larger than the whole budget is
-//! not written.
+//! not written. The key is computed in `key`, the files are read and written in `disk`.
 //!
 //! Hit and miss counters go into the train summary (`metrics.json`): `hits` are rows served
 //! from the cache (`disk_hits` of them from entries read from disk), `misses` rows computed
@@ -68,20 +68,20 @@
 //! benefit.
 
 use super::batch::{BatchSpec, PaddedBatch, TokenizedExample, pad_batch};
-use super::loss::{LossBatch, masked_lm_loss};
+use super::loss::{BlockInputs, LossBatch};
 use crate::models::llama::Llama;
-use anyhow::{Context, bail};
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
 use mlx_rs::module::ModuleParameters;
 use mlx_rs::ops::indexing::TryIndexOp;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Schema version of the key and the file layout.
-const SCHEMA: &str = "pipe-activations-v1";
-
+pub use key::{data_key, file_key, model_key};
 pub use pipe_schema::train::ActivationCacheConfig;
+
+mod disk;
+mod key;
 
 /// What the cache did in one run (written into the train metrics).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -179,68 +179,6 @@ pub fn first_trainable_block(model: &Llama) -> usize {
         .unwrap_or(0)
 }
 
-/// The base-model part of the key: `k`, the config, the kernel, and every parameter of the
-/// embedding and the blocks below `k` (see the module documentation).
-pub fn model_key(model: &Llama, block: usize) -> anyhow::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(SCHEMA.as_bytes());
-    hasher.update(&(block as u64).to_le_bytes());
-    hasher.update(&serde_json::to_vec(&model.config)?);
-    hasher.update(format!("{:?}", crate::linear::QuantKernel::for_default_device()).as_bytes());
-    let params = model.parameters().flatten();
-    let mut names: Vec<_> = params
-        .keys()
-        .filter(|name| {
-            name.starts_with("model.embed_tokens.")
-                || name
-                    .strip_prefix("model.layers.")
-                    .and_then(|rest| rest.split('.').next())
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .is_some_and(|i| i < block)
-        })
-        .cloned()
-        .collect();
-    names.sort();
-    for name in names {
-        let a = params[&name];
-        let bytes = a.view::<u8>()?;
-        bytes.eval()?;
-        hasher.update(name.as_bytes());
-        hasher.update(format!("{:?}{:?}", a.dtype(), a.shape()).as_bytes());
-        hasher.update(&(bytes.size() as u64).to_le_bytes());
-        hasher.update(bytes.as_slice::<u8>());
-    }
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// The tokenized-data part of the key: every example's input ids (truncated as batches
-/// truncate them), in order.
-pub fn data_key(examples: &[TokenizedExample], max_seq_len: usize) -> String {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&(examples.len() as u64).to_le_bytes());
-    for e in examples {
-        let ids = &e.ids[..input_len(e, max_seq_len)];
-        hasher.update(&(ids.len() as u64).to_le_bytes());
-        for id in ids {
-            hasher.update(&id.to_le_bytes());
-        }
-    }
-    hasher.finalize().to_hex().to_string()
-}
-
-/// The cache file's key: base model (with `k`) and data.
-pub fn file_key(model_key: &str, data_key: &str) -> String {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(SCHEMA.as_bytes());
-    hasher.update(model_key.as_bytes());
-    hasher.update(data_key.as_bytes());
-    hasher.finalize().to_hex().to_string()
-}
-
-fn input_len(e: &TokenizedExample, max_seq_len: usize) -> usize {
-    e.len().saturating_sub(1).min(max_seq_len)
-}
-
 /// Options the cache needs from the trainer.
 #[derive(Debug, Clone)]
 pub struct CacheSetup<'a> {
@@ -298,19 +236,7 @@ impl<'a> ActivationCache<'a> {
             s.from_disk = vec![false; s.examples.len()];
         }
         if let Some(dir) = config.dir.as_ref().filter(|_| config.disk_mb > 0) {
-            let model = model_key(model, block)?;
-            for i in 0..2 {
-                let examples = cache.sets[i].examples;
-                if examples.is_empty() {
-                    continue;
-                }
-                let key = file_key(&model, &data_key(examples, cache.spec.max_seq_len));
-                let file = pipe_engine::cache::activations::entry_path(dir, &key);
-                if file.is_file() {
-                    cache.load(i, &file)?;
-                }
-                cache.sets[i].file = Some(file);
-            }
+            cache.open_files(model, dir)?;
         }
         Ok(cache)
     }
@@ -340,66 +266,6 @@ impl<'a> ActivationCache<'a> {
         std::mem::take(&mut self.step_skipped)
     }
 
-    fn load(&mut self, set: usize, file: &Path) -> anyhow::Result<()> {
-        if let Err(why) = pipe_engine::cache::activations::check(file) {
-            return self.discard(file, &why);
-        }
-        let loaded = match Array::load_safetensors(file) {
-            Ok(loaded) => loaded,
-            Err(e) => return self.discard(file, &format!("MLX cannot read it: {e}")),
-        };
-        let examples = self.sets[set].examples;
-        let mut picked = Vec::new();
-        for (name, a) in loaded {
-            let i: usize = match name.parse() {
-                Ok(i) if i < examples.len() => i,
-                _ => return self.discard(file, "an entry names no example"),
-            };
-            if a.ndim() != 2
-                || a.shape()[0] as usize != input_len(&examples[i], self.spec.max_seq_len)
-            {
-                return self.discard(file, "an entry's shape does not match its example");
-            }
-            picked.push((i, a));
-        }
-        picked.sort_by_key(|(i, _)| *i);
-        let mut used = self.memory_bytes();
-        let mut kept = 0;
-        for (i, a) in picked {
-            let bytes = a.nbytes() as u64;
-            if used + bytes > self.memory_budget {
-                break;
-            }
-            a.eval()?;
-            used += bytes;
-            self.sets[set].entries[i] = Some(a);
-            self.sets[set].from_disk[i] = true;
-            kept += 1;
-        }
-        self.sets[set].on_disk = kept;
-        self.stats.disk_loaded += kept as u64;
-        // A hit keeps the file young for the eviction order.
-        pipe_engine::cache::activations::touch(file);
-        Ok(())
-    }
-
-    /// A file that is damaged or does not fit its examples is deleted, never read; its
-    /// states are recomputed (and written again).
-    fn discard(&mut self, file: &Path, why: &str) -> anyhow::Result<()> {
-        eprintln!(
-            "warning: activation cache file {} is unusable ({why}); deleted, its states are recomputed",
-            file.display()
-        );
-        match std::fs::remove_file(file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot delete {}", file.display()));
-            }
-            _ => {}
-        }
-        self.stats.disk_discarded += 1;
-        Ok(())
-    }
-
     fn memory_bytes(&self) -> u64 {
         self.sets
             .iter()
@@ -423,38 +289,69 @@ impl<'a> ActivationCache<'a> {
             return Ok(batch);
         }
         let s = set as usize;
+        let (fresh, computed_positions) = self.fill(model, s, rows)?;
+        self.stats.misses += fresh.len() as u64;
+        self.stats.hits += (rows.len() - fresh.len()) as u64;
+        self.stats.disk_hits += rows.iter().filter(|&&i| self.sets[s].from_disk[i]).count() as u64;
+        let prefix = batch.prefix.as_ref().map_or(0, |p| p.shape()[1]);
+        batch.cached = Some(self.assemble(s, rows, padded, prefix, &fresh)?);
+        let skipped = (batch.processed_tokens as u64).saturating_sub(computed_positions);
+        self.stats.skipped_positions += skipped;
+        // Validation's skipped positions are not the training step's.
+        if set == Set::Train {
+            self.step_skipped += skipped;
+        }
+        Ok(batch)
+    }
+
+    /// Computes the entries of `rows` that set `s` lacks and stores them while the memory
+    /// budget lasts. Returns every computed entry (stored or not) and the positions computed.
+    fn fill(
+        &mut self,
+        model: &mut Llama,
+        s: usize,
+        rows: &[usize],
+    ) -> Result<(Vec<(usize, Array)>, u64), Exception> {
         let missing: Vec<usize> = rows
             .iter()
             .copied()
             .filter(|&i| self.sets[s].entries[i].is_none())
             .collect();
-        let mut fresh: Vec<(usize, Array)> = Vec::new();
-        let mut computed_positions = 0;
-        if !missing.is_empty() {
-            let (entries, positions) = self.compute(model, s, &missing)?;
-            computed_positions = positions;
-            let mut used = self.memory_bytes();
-            for (i, a) in missing.iter().copied().zip(entries) {
-                let bytes = a.nbytes() as u64;
-                if used + bytes <= self.memory_budget {
-                    used += bytes;
-                    self.sets[s].entries[i] = Some(a.clone());
-                } else {
-                    self.stats.over_budget += 1;
-                }
-                fresh.push((i, a));
-            }
+        if missing.is_empty() {
+            return Ok((Vec::new(), 0));
         }
-        self.stats.misses += missing.len() as u64;
-        self.stats.hits += (rows.len() - missing.len()) as u64;
-        self.stats.disk_hits += rows.iter().filter(|&&i| self.sets[s].from_disk[i]).count() as u64;
+        let (entries, positions) = self.compute(model, s, &missing)?;
+        let mut used = self.memory_bytes();
+        let mut fresh = Vec::with_capacity(missing.len());
+        for (i, a) in missing.into_iter().zip(entries) {
+            let bytes = a.nbytes() as u64;
+            if used + bytes <= self.memory_budget {
+                used += bytes;
+                self.sets[s].entries[i] = Some(a.clone());
+            } else {
+                self.stats.over_budget += 1;
+            }
+            fresh.push((i, a));
+        }
+        Ok((fresh, positions))
+    }
+
+    /// The block inputs of a batch (built from `padded`, with a shared prefix of `prefix`
+    /// tokens) whose rows are the examples `rows` of set `s`, from stored or `fresh` entries.
+    fn assemble(
+        &self,
+        s: usize,
+        rows: &[usize],
+        padded: &PaddedBatch,
+        prefix: i32,
+        fresh: &[(usize, Array)],
+    ) -> Result<BlockInputs, Exception> {
         let entry = |i: usize| -> &Array {
             self.sets[s].entries[i]
                 .as_ref()
                 .or_else(|| fresh.iter().find(|(j, _)| *j == i).map(|(_, a)| a))
                 .expect("every row is cached or fresh")
         };
-        let prefix = batch.prefix.as_ref().map_or(0, |p| p.shape()[1]);
         let suffix = padded.seq as i32 - prefix;
         let prefix_states = match prefix {
             0 => None,
@@ -473,15 +370,11 @@ impl<'a> ActivationCache<'a> {
                 own
             });
         }
-        batch.cached = Some(BlockInputs {
+        Ok(BlockInputs {
             block: self.block,
             prefix: prefix_states,
             rows: mlx_rs::ops::stack(&row_states, 0)?,
-        });
-        let skipped = (batch.processed_tokens as u64).saturating_sub(computed_positions);
-        self.stats.skipped_positions += skipped;
-        self.step_skipped += skipped;
-        Ok(batch)
+        })
     }
 
     /// Hidden states entering block `k` for the examples `which` of set `s`, computed as
@@ -527,141 +420,6 @@ impl<'a> ActivationCache<'a> {
         }
         mlx_rs::transforms::eval(out.iter())?;
         Ok((out, batch.processed_tokens as u64))
-    }
-
-    /// Token-weighted mean loss over (up to `max_batches` of) the validation set, batched
-    /// as [`super::trainer::validation_loss`] batches it, from cached states when active.
-    pub fn validation_loss(
-        &mut self,
-        model: &mut Llama,
-        spec: &BatchSpec,
-        max_batches: Option<usize>,
-    ) -> anyhow::Result<f64> {
-        let examples = self.sets[Set::Valid as usize].examples;
-        if !self.active() {
-            return super::trainer::validation_loss(
-                model,
-                examples,
-                spec,
-                self.pad_id,
-                max_batches,
-            );
-        }
-        // Validation's skipped positions are not the training step's.
-        let step_skipped = self.step_skipped;
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.sort_by_key(|&i| (examples[i].len(), i));
-        let (mut total, mut tokens) = (0f64, 0usize);
-        for chunk in order
-            .chunks(spec.batch_size.max(1))
-            .take(max_batches.unwrap_or(usize::MAX))
-        {
-            let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-            let padded = pad_batch(&rows, spec, self.pad_id);
-            let batch = LossBatch::from_padded_shared(&padded);
-            if batch.loss_tokens == 0 {
-                continue;
-            }
-            let batch = self.attach(model, Set::Valid, chunk, &padded, batch)?;
-            let loss = masked_lm_loss(model, &batch)?;
-            total += f64::from(loss.item_exact::<f32>()) * batch.loss_tokens as f64;
-            tokens += batch.loss_tokens;
-        }
-        self.step_skipped = step_skipped;
-        if tokens == 0 {
-            bail!("the validation set has no loss-carrying tokens");
-        }
-        Ok(total / tokens as f64)
-    }
-
-    /// Writes each data set's entries to its disk file when it holds more than the file
-    /// does, then trims the directory to the disk budget. The disk layer only saves time,
-    /// so a failed write (a full disk) is a warning, not the end of the training run.
-    pub fn persist(&mut self) {
-        for s in &mut self.sets {
-            let Some(file) = &s.file else { continue };
-            let present: Vec<(String, &Array)> = s
-                .entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| a.as_ref().map(|a| (i.to_string(), a)))
-                .collect();
-            if present.len() <= s.on_disk {
-                continue;
-            }
-            let bytes: u64 = present.iter().map(|(_, a)| a.nbytes() as u64).sum();
-            if bytes > self.disk_budget {
-                continue;
-            }
-            match write_file(file, &present, self.disk_budget) {
-                Ok(()) => {
-                    self.stats.disk_written += (present.len() - s.on_disk) as u64;
-                    s.on_disk = present.len();
-                }
-                Err(e) => eprintln!(
-                    "warning: cannot write the activation cache file {}: {e:#}",
-                    file.display()
-                ),
-            }
-        }
-    }
-}
-
-/// Writes `entries` to `file` (temporary name, seal, rename; see
-/// [`pipe_engine::cache::activations`]) and trims its directory to `budget` bytes.
-fn write_file(file: &Path, entries: &[(String, &Array)], budget: u64) -> anyhow::Result<()> {
-    use pipe_engine::cache::activations as files;
-    let dir = file.parent().context("a cache file has a directory")?;
-    fs_err::create_dir_all(dir)?;
-    let key = file.file_stem().and_then(|s| s.to_str()).unwrap_or("entry");
-    let tmp = files::temp_path(dir, key);
-    let metadata = std::collections::HashMap::from([(
-        files::CHECKSUM_KEY.to_owned(),
-        files::UNSEALED.to_owned(),
-    )]);
-    let written = Array::save_safetensors(
-        entries.iter().map(|(n, a)| (n.as_str(), *a)),
-        &metadata,
-        &tmp,
-    )
-    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))
-    .and_then(|()| Ok(files::seal(&tmp)?))
-    .and_then(|()| Ok(files::publish(&tmp, file)?));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    files::trim(dir, budget, file)?;
-    Ok(())
-}
-
-/// Hidden states entering block `block` for a batch, replacing its tokens (see the module
-/// documentation for how they are assembled).
-#[derive(Debug, Clone)]
-pub struct BlockInputs {
-    /// The first block to run.
-    pub block: usize,
-    /// `[1, P, hidden]` states of the shared prefix, when the batch has one.
-    pub prefix: Option<Array>,
-    /// `[rows, suffix, hidden]` states of each row's own positions, zero-padded.
-    pub rows: Array,
-}
-
-impl BlockInputs {
-    /// Final hidden states `[rows, suffix, hidden]` (after the final norm), as
-    /// [`Llama::hidden_states`] gives them for the batch's tokens.
-    pub fn hidden_states(&self, model: &mut Llama) -> Result<Array, Exception> {
-        let blocks = self.block..model.model.layers.len();
-        let h = match &self.prefix {
-            None => model.run_blocks(self.rows.clone(), blocks, None, None)?,
-            Some(p) => {
-                let mut cache = model.new_cache();
-                model.run_blocks(p.clone(), blocks.clone(), Some(&mut cache), None)?;
-                let mut shared = cache.broadcast_batch(self.rows.shape()[0])?;
-                model.run_blocks(self.rows.clone(), blocks, Some(&mut shared), None)?
-            }
-        };
-        model.final_norm(&h)
     }
 }
 
