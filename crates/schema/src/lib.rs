@@ -13,13 +13,23 @@
 //! | `train` (and `pipe train --config`) | [`train::TrainWith`] | [`train::TrainSpec`] |
 //! | `evaluate` | [`evaluate::EvaluateConfig`] | the same, checked |
 //! | `tokenize` | [`tokenize::TokenizeConfig`] | the same, checked |
+//! | `version` | [`version::VersionConfig`] | the same, checked |
+//! | `compare` | [`compare::CompareConfig`] | the same, checked (globs expanded by the engine) |
+//! | `report` | [`report::ReportConfig`] | the same, checked |
+//!
+//! The `ingest` and `tune` kinds' configurations are still in `pipe-engine`
+//! (`data::ingest::IngestConfig`, `stages::tune::TuneConfig`): their types are interleaved
+//! with the engine's data sources and optimiser, and moving them is future work.
 #![deny(missing_docs)]
 
 mod auto;
+pub mod compare;
 pub mod evaluate;
 mod field;
+pub mod report;
 pub mod tokenize;
 pub mod train;
+pub mod version;
 
 pub use auto::Auto;
 pub use field::{FieldError, from_value};

@@ -23,7 +23,6 @@
 
 use crate::cache::Store;
 use crate::data::version::{self, VersionRecord};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Implementation version (part of every version stage's fingerprint).
@@ -44,7 +43,7 @@ impl super::StageKind for Version {
         &self,
         with: &serde_json::Value,
     ) -> Result<super::Resolved, pipe_schema::FieldError> {
-        let config = VersionConfig::from_with(with)?;
+        let config = config_of(with)?;
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         Ok(super::Resolved {
             deps: path(&config.data).into_iter().collect(),
@@ -61,82 +60,20 @@ impl super::StageKind for Version {
     }
 }
 
-/// A version stage's `with:`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VersionConfig {
-    /// The folder to snapshot (snapshot mode).
-    #[serde(default)]
-    pub data: Option<PathBuf>,
-    /// A recorded version to restore (pinned mode).
-    #[serde(default, deserialize_with = "id_string")]
-    pub version: Option<String>,
-    /// Where a pinned version's files go.
-    #[serde(default)]
-    pub to: Option<PathBuf>,
-    /// The version record (JSON).
-    pub out: PathBuf,
-}
+pub use pipe_schema::version::VersionConfig;
 
-impl VersionConfig {
-    /// Parses and checks a `with:` (at load time and before running).
-    pub fn from_with(with: &serde_json::Value) -> Result<Self, pipe_schema::FieldError> {
-        let config: Self = super::parse_with(with)?;
-        config
-            .check()
-            .map_err(|(key, e)| pipe_schema::FieldError::at(key, e))?;
-        Ok(config)
-    }
-
-    /// The first problem, with the key it concerns.
-    fn check(&self) -> Result<(), (&'static str, String)> {
-        match (&self.data, &self.version) {
-            (Some(_), Some(_)) => Err((
-                "version",
-                "give either `data` (snapshot a folder) or `version` (use a recorded one), not both"
-                    .into(),
-            )),
-            (None, None) => Err((
-                "",
-                "missing `data` (the folder to snapshot) or `version` (a recorded id from `pipe data log`)"
-                    .into(),
-            )),
-            (Some(_), None) if self.to.is_some() => Err((
-                "to",
-                "`to` goes with `version`; a snapshot of `data` writes only `out`".into(),
-            )),
-            (None, Some(_)) if self.to.is_none() => Err((
-                "version",
-                "a pinned `version` needs `to`, the folder its files are restored into".into(),
-            )),
-            (None, Some(id)) if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Err((
-                    "version",
-                    format!(
-                        "`version: {id}` is not a version id (hex digits, as `pipe data log` prints them)"
-                    ),
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A version id must stay text: YAML reads an all-digit prefix like `123456` as a number,
-/// which would lose leading zeros.
-fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Ok(Some(s)),
-        serde_json::Value::Null => Ok(None),
-        other => Err(serde::de::Error::custom(format!(
-            "`version: {other}` must be a string: quote the id, e.g. `version: \"{other}\"`"
-        ))),
-    }
+/// Parses and checks a `with:` (at load time and before running).
+pub fn config_of(with: &serde_json::Value) -> Result<VersionConfig, pipe_schema::FieldError> {
+    let config: VersionConfig = super::parse_with(with)?;
+    config
+        .check()
+        .map_err(|(key, e)| pipe_schema::FieldError::at(key, e))?;
+    Ok(config)
 }
 
 /// Runs a version stage.
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
-    let config = VersionConfig::from_with(with)?;
+    let config = config_of(with)?;
     let store = Store::open(root);
     let record: VersionRecord = match (&config.data, &config.version) {
         (Some(data), _) => {
@@ -190,7 +127,7 @@ mod tests {
 
     fn check(yaml: &str) -> Result<VersionConfig, String> {
         let with: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
-        VersionConfig::from_with(&with).map_err(|e| e.to_string())
+        config_of(&with).map_err(|e| e.to_string())
     }
 
     #[test]

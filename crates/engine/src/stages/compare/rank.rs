@@ -88,7 +88,7 @@ fn partition<'v>(variants: &'v [Variant], c: &Criteria) -> (Vec<(&'v Variant, f6
                 v.train_seconds / 60.0
             ));
         }
-        let value = c.metric.value(v);
+        let value = super::config::metric_value(c.metric, v);
         if value.is_none() {
             why.push(c.metric.missing().to_owned());
         }
