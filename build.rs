@@ -1,15 +1,6 @@
-//! Build script of the `pipe` package: link options for the `pipe` binary, and the build
-//! id that `pipe` and `pipe-mlx` compare before a hand-over.
-//!
-//! # Link options (issue #3: engine commands must not load MLX)
-//!
-//! `pipe` never calls MLX, but the link still pulls in mlx-c's object files (the `pipe`
-//! library references them), and those carry C++ template instantiations that libmlx.so
-//! also defines. lld keeps such symbols alive and exported, because they "may interpose"
-//! the shared library's copies; they reference libmlx.so, so the executable would load
-//! MLX, and with it OpenBLAS and its thread pool, on every start. Hiding the symbols of
-//! static archives from the dynamic symbol table lets `--gc-sections` drop them and
-//! `--as-needed` drop libmlx.so. `pipe-mlx` is linked as before.
+//! Build script of the `pipe` package: the build id that `pipe` and `pipe-mlx` compare
+//! before a hand-over. (`pipe` needs no link options to leave MLX out: the `pipe` package
+//! depends on no MLX crate; `pipe-mlx` is a package of its own, src/bin/pipe-mlx.)
 //!
 //! # Build id (`PIPE_BUILD_ID`)
 //!
@@ -25,9 +16,6 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-link-arg-bin=pipe=-Wl,--exclude-libs,ALL");
-    }
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let inputs = ["Cargo.toml", "Cargo.lock", "build.rs", "src", "crates"];
     let mut files = Vec::new();

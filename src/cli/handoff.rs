@@ -50,7 +50,8 @@ pub(crate) fn exec_mlx() -> anyhow::Result<()> {
     if !runner.is_file() {
         return Err(Failure(format!(
             "this command uses MLX, which runs in `{RUNNER}`, and {} does not exist; \
-             install both binaries (`cargo install --path .` or `cargo build --release` does)",
+             build both (`cargo build --release` at the workspace root) or install both \
+             (`cargo install --path . && cargo install --path src/bin/pipe-mlx`)",
             runner.display()
         ))
         .into());
@@ -99,7 +100,8 @@ fn check_same_build(runner: &Path) -> anyhow::Result<()> {
     Err(Failure(format!(
         "{} is not from the same build as this pipe (pipe is build {BUILD_ID}, {RUNNER} {theirs}); \
          rebuild both: `{REBUILD}` builds pipe and {RUNNER} together (`cargo run` builds only \
-         pipe), or `cargo install --path .` for an installed pipe",
+         pipe), or `cargo install --path . && cargo install --path src/bin/pipe-mlx` for an \
+         installed pipe",
         runner.display()
     ))
     .into())

@@ -94,6 +94,24 @@ fn pipe_beside_fake_runner(id_script: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Runs the `pipe` copied beside a fake runner. Executing a file this process has just
+/// written can fail with "Text file busy" while another test thread forks (the child holds
+/// the write descriptor until it execs), so that one error is retried.
+#[cfg(unix)]
+fn run_beside_fake(dir: &tempfile::TempDir, args: &[&str]) -> std::process::Output {
+    for _ in 0..20 {
+        let out = Command::new(dir.path().join("pipe"))
+            .args(args)
+            .output()
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stderr).contains("Text file busy") {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the fake pipe-mlx stayed busy");
+}
+
 #[test]
 fn pipe_mlx_reports_the_build_pipe_was_built_with() {
     let out = Command::new(cargo_bin("pipe-mlx"))
@@ -117,10 +135,7 @@ fn pipe_mlx_reports_the_build_pipe_was_built_with() {
 #[cfg(unix)]
 fn refused(id_script: &str) -> String {
     let dir = pipe_beside_fake_runner(id_script);
-    let out = Command::new(dir.path().join("pipe"))
-        .args(["doctor", "--color", "never"])
-        .output()
-        .unwrap();
+    let out = run_beside_fake(&dir, &["doctor", "--color", "never"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -152,10 +167,7 @@ fn a_pipe_mlx_of_another_build_is_refused_with_how_to_rebuild() {
 #[test]
 fn a_pipe_mlx_of_the_same_build_gets_the_command() {
     let dir = pipe_beside_fake_runner(&format!("echo {}; exit 0", pipe::cli::BUILD_ID));
-    let out = Command::new(dir.path().join("pipe"))
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
+    let out = run_beside_fake(&dir, &["doctor", "--json"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran doctor --json\n");
 }
