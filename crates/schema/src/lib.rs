@@ -16,19 +16,19 @@
 //! | `version` | [`version::VersionConfig`] | the same, checked |
 //! | `compare` | [`compare::CompareConfig`] | the same, checked (globs expanded by the engine) |
 //! | `report` | [`report::ReportConfig`] | the same, checked |
-//!
-//! The `ingest` and `tune` kinds' configurations are still in `pipe-engine`
-//! (`data::ingest::IngestConfig`, `stages::tune::TuneConfig`): their types are interleaved
-//! with the engine's data sources and optimiser, and moving them is future work.
+//! | `ingest` | [`ingest::IngestConfig`] | the same, checked (a URL source must be pinned) |
+//! | `tune` | [`tune::TuneConfig`] | the same; the engine checks the space and the trial |
 #![deny(missing_docs)]
 
 mod auto;
 pub mod compare;
 pub mod evaluate;
 mod field;
+pub mod ingest;
 pub mod report;
 pub mod tokenize;
 pub mod train;
+pub mod tune;
 pub mod version;
 
 pub use auto::Auto;

@@ -2,27 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The shape of the examples in a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Conversations: a list of role/content messages.
-    Chat,
-    /// A prompt and the completion the model should learn to produce.
-    Completions,
-    /// Plain text, all of which is learned.
-    Text,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Chat => "chat",
-            Format::Completions => "completions",
-            Format::Text => "text",
-        })
-    }
-}
+pub use pipe_schema::ingest::Format;
 
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,51 +10,16 @@
 //! half-written split that looks complete.
 
 use super::{
-    DatasetStats, ErrorPolicy, Example, FieldMap, Format, ReadError, ReadOptions, RowError, Source,
-    Split, SplitSpec, assign_split, read_bigbench_task, read_examples,
+    DatasetStats, Example, ReadError, ReadOptions, RowError, Source, Split, assign_split,
+    read_bigbench_task, read_examples,
 };
 use crate::atomic_write::write_atomic;
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// The ingest options (a stage's `with:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// A JSONL/CSV/TSV file, a BIG-bench `task.json` (with `bigbench_prompt`), or a folder
-    /// holding `train.*` and optionally `valid.*`/`test.*`; or such a file at an http(s)
-    /// URL pinned by hash (see [`Source`]).
-    pub source: Source,
-    /// Where the splits go.
-    pub out: PathBuf,
-    /// The format; detected from the first row when absent.
-    #[serde(default)]
-    pub format: Option<Format>,
-    /// Field names.
-    #[serde(default)]
-    pub fields: FieldMap,
-    /// Fail on the first bad row (default) or skip and count bad rows.
-    #[serde(default)]
-    pub on_error: ErrorPolicy,
-    /// Longest allowed example, in characters.
-    #[serde(default)]
-    pub max_chars: Option<usize>,
-    /// Drop exact duplicates (default true).
-    #[serde(default = "yes")]
-    pub dedup: bool,
-    /// How to split a single source file.
-    #[serde(default)]
-    pub split: SplitSpec,
-    /// For BIG-bench JSON tasks: the prompt template around each `input`.
-    #[serde(default)]
-    pub bigbench_prompt: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use pipe_schema::ingest::IngestConfig;
 
 /// What ingest did (written as `stats.json`).
 #[derive(Debug, Clone, Serialize)]
@@ -76,7 +41,7 @@ pub struct IngestReport {
 /// Runs ingest; relative paths in `config` are resolved against `root`.
 pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport> {
     config.split.validate().map_err(anyhow::Error::msg)?;
-    let source = config.source.local(root)?;
+    let source = super::source::local(&config.source, root)?;
     // Rows are reported by the source as the pipeline names it, not by where it happens to
     // be on this machine (the workspace or the user cache).
     let shown = |path: &Path| -> PathBuf {
@@ -162,7 +127,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     let out = root.join(&config.out);
     fs_err::create_dir_all(&out)?;
     let mut report = IngestReport {
-        source: config.source.record(root),
+        source: super::source::record(&config.source, root),
         splits: BTreeMap::new(),
         rows_read,
         duplicates_removed,
@@ -214,6 +179,7 @@ fn find_split_file(dir: &Path, stem: &str) -> anyhow::Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::ErrorPolicy;
 
     fn config(source: &str) -> IngestConfig {
         serde_yaml::from_str(&format!("source: {source}\nout: clean\n")).unwrap()

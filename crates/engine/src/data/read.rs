@@ -2,52 +2,9 @@
 //! and line.
 
 use super::{Example, Format, Message, Role};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// What to do with a row that fails validation.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorPolicy {
-    /// Stop at the first bad row (the default: bad data should be seen, not trained on).
-    #[default]
-    Fail,
-    /// Leave bad rows out and count them.
-    Skip,
-}
-
-/// The names of the fields each format reads. Defaults follow mlx-lm's JSONL conventions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct FieldMap {
-    /// The list of messages (chat).
-    pub messages: String,
-    /// A message's role (chat).
-    pub role: String,
-    /// A message's text (chat).
-    pub content: String,
-    /// The prompt (completions).
-    pub prompt: String,
-    /// The completion (completions).
-    pub completion: String,
-    /// The text (text).
-    pub text: String,
-}
-
-impl Default for FieldMap {
-    fn default() -> Self {
-        Self {
-            messages: "messages".into(),
-            role: "role".into(),
-            content: "content".into(),
-            prompt: "prompt".into(),
-            completion: "completion".into(),
-            text: "text".into(),
-        }
-    }
-}
+pub use pipe_schema::ingest::{ErrorPolicy, FieldMap};
 
 /// How to read a file.
 #[derive(Debug, Clone, Default)]

@@ -36,42 +36,7 @@ impl Split {
     }
 }
 
-/// Fractions for valid and test (train gets the rest) and the seed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct SplitSpec {
-    /// Fraction of examples for validation.
-    pub valid: f64,
-    /// Fraction of examples for test.
-    pub test: f64,
-    /// Changes which examples land where.
-    pub seed: u64,
-}
-
-impl Default for SplitSpec {
-    fn default() -> Self {
-        Self {
-            valid: 0.1,
-            test: 0.1,
-            seed: 0,
-        }
-    }
-}
-
-impl SplitSpec {
-    /// Checks the fractions; the message names the fix.
-    pub fn validate(&self) -> Result<(), String> {
-        let ok = |f: f64| (0.0..1.0).contains(&f);
-        if !ok(self.valid) || !ok(self.test) || self.valid + self.test >= 1.0 {
-            return Err(format!(
-                "split fractions valid = {} and test = {} must each be in [0, 1) and leave \
-                 some data for training (valid + test < 1)",
-                self.valid, self.test
-            ));
-        }
-        Ok(())
-    }
-}
+pub use pipe_schema::ingest::SplitSpec;
 
 /// The split an example belongs to under `spec`.
 pub fn assign_split(example: &Example, spec: &SplitSpec) -> Split {

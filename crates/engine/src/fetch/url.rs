@@ -14,36 +14,13 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The hash a downloaded file must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pin {
-    /// sha256, 64 lowercase hex digits (what `sha256sum` prints).
-    Sha256(String),
-    /// blake3, 64 lowercase hex digits (what `b3sum` prints).
-    Blake3(String),
-}
+pub use pipe_schema::ingest::{Pin, check_digest, file_name_of};
 
-impl Pin {
-    /// The algorithm's name as written in pipelines (`sha256`, `blake3`).
-    pub fn algo(&self) -> &'static str {
-        match self {
-            Pin::Sha256(_) => "sha256",
-            Pin::Blake3(_) => "blake3",
-        }
-    }
-
-    /// The expected digest.
-    pub fn hex(&self) -> &str {
-        match self {
-            Pin::Sha256(h) | Pin::Blake3(h) => h,
-        }
-    }
-
-    fn hasher(&self) -> Hasher {
-        match self {
-            Pin::Sha256(_) => Hasher::Sha256(Box::default()),
-            Pin::Blake3(_) => Hasher::Blake3(Box::default()),
-        }
+/// The running hash that checks a download against `pin`.
+fn hasher(pin: &Pin) -> Hasher {
+    match pin {
+        Pin::Sha256(_) => Hasher::Sha256(Box::default()),
+        Pin::Blake3(_) => Hasher::Blake3(Box::default()),
     }
 }
 
@@ -68,30 +45,6 @@ impl Hasher {
             Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
         }
     }
-}
-
-/// Checks that `hex` is 64 lowercase hex digits (what `sha256sum` and `b3sum` print).
-pub fn check_digest(algo: &str, hex: &str) -> Result<(), String> {
-    if hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{algo}: {hex}` is not a {algo} digest (64 lowercase hex digits)"
-        ))
-    }
-}
-
-/// The last path segment of `url` (without query or fragment), if it is a usable file name.
-pub fn file_name_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let path = rest.split(['?', '#']).next().unwrap_or("");
-    let (_, path) = path.split_once('/')?;
-    let name = path.rsplit('/').next()?;
-    (!name.is_empty() && name != "." && name != ".." && !name.contains('\\')).then_some(name)
 }
 
 /// Where the file pinned by `pin` and called `name` lives in the user cache.
@@ -132,7 +85,7 @@ fn matches_pin(path: &Path, pin: &Pin) -> anyhow::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
-    let mut hasher = pin.hasher();
+    let mut hasher = hasher(pin);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file
@@ -161,7 +114,7 @@ fn download(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
     })?;
     let mut out = crate::atomic_write::AtomicFile::create(dest)?;
     let mut body = response.into_body().into_reader();
-    let mut hasher = pin.hasher();
+    let mut hasher = hasher(pin);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = body

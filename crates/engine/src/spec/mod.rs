@@ -83,15 +83,7 @@ pub enum SpecError {
     Invalid(Diagnostics),
 }
 
-/// A command to run: a shell line or an argv list.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum Cmd {
-    /// Run with `sh -c`.
-    Shell(String),
-    /// Run directly, no shell.
-    Argv(Vec<String>),
-}
+pub use pipe_schema::tune::Cmd;
 
 /// A resolved stage: templates rendered, matrix expanded, paths normalised.
 #[derive(Debug, Clone)]

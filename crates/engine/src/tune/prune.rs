@@ -15,7 +15,7 @@
 //!   running).
 
 use super::suggest::Direction;
-use serde::{Deserialize, Serialize};
+pub use pipe_schema::tune::{HalvingRule, MedianRule, Rule};
 
 /// What a rule sees of another trial of the study.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,20 +27,18 @@ pub struct Peer {
     pub reports: Vec<(u64, f64)>,
 }
 
-/// A pruning rule (`prune:` in a tune stage, chosen by `rule:`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "rule", rename_all = "lowercase")]
-pub enum Rule {
-    /// The median stopping rule.
-    Median(MedianRule),
-    /// Asynchronous successive halving.
-    Halving(HalvingRule),
-}
-
-impl Rule {
+/// Judging a trial's reports by a rule's settings (the settings are `pipe_schema::tune`'s).
+pub trait Judge {
     /// Judges a trial's latest report (the last of `current`, its reports in step order):
     /// `Some(reason)` to stop it.
-    pub fn check(
+    fn check(&self, direction: Direction, current: &[(u64, f64)], peers: &[Peer])
+    -> Option<String>;
+}
+
+impl Judge for Rule {
+    /// Judges a trial's latest report (the last of `current`, its reports in step order):
+    /// `Some(reason)` to stop it.
+    fn check(
         &self,
         direction: Direction,
         current: &[(u64, f64)],
@@ -53,49 +51,9 @@ impl Rule {
                     .filter(|p| p.complete)
                     .map(|p| p.reports.clone())
                     .collect();
-                rule.check(direction, current, &completed)
+                median_check(rule, direction, current, &completed)
             }
             Rule::Halving(rule) => rule.check(direction, current, peers),
-        }
-    }
-
-    /// Settings that cannot work, as a message naming the field.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            Rule::Median(_) => Ok(()),
-            Rule::Halving(h) => h.validate(),
-        }
-    }
-}
-
-/// The median rule's settings (`prune:` in a tune stage).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MedianRule {
-    /// Completed trials needed before anything is pruned.
-    #[serde(default = "default_min_trials")]
-    pub min_trials: usize,
-    /// Steps before the first check.
-    #[serde(default)]
-    pub warmup_steps: u64,
-    /// Check every this many steps after the warmup.
-    #[serde(default = "default_interval")]
-    pub interval: u64,
-}
-
-fn default_min_trials() -> usize {
-    3
-}
-fn default_interval() -> u64 {
-    1
-}
-
-impl Default for MedianRule {
-    fn default() -> Self {
-        Self {
-            min_trials: default_min_trials(),
-            warmup_steps: 0,
-            interval: default_interval(),
         }
     }
 }
@@ -111,118 +69,51 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-impl MedianRule {
-    /// Whether to stop a trial whose reports so far are `current` (`(step, value)`, in
-    /// step order), given the reports of completed trials; `Some(reason)` to stop.
-    pub fn check(
-        &self,
-        direction: Direction,
-        current: &[(u64, f64)],
-        completed: &[Vec<(u64, f64)>],
-    ) -> Option<String> {
-        let &(step, _) = current.last()?;
-        if step < self.warmup_steps
-            || !(step - self.warmup_steps).is_multiple_of(self.interval.max(1))
-            || completed.len() < self.min_trials.max(1)
-        {
-            return None;
-        }
-        let mut at_step: Vec<f64> = completed
-            .iter()
-            .filter_map(|reports| reports.iter().find(|(s, _)| *s == step).map(|r| r.1))
-            .filter(|v| v.is_finite())
-            .collect();
-        if at_step.is_empty() {
-            return None;
-        }
-        let n = at_step.len();
-        let med = median(&mut at_step);
-        let best = current
-            .iter()
-            .map(|r| r.1)
-            .filter(|v| v.is_finite())
-            .reduce(|a, b| if direction.better(a, b) { a } else { b });
-        match best {
-            // A trial reporting NaN has diverged: nothing it does later is comparable.
-            None => Some(format!(
-                "step {step}: every reported value is NaN or infinite"
-            )),
-            Some(b) if direction.better(med, b) => Some(format!(
-                "step {step}: best value so far {b:.4} is worse than the median {med:.4} of {n} completed trials at that step"
-            )),
-            Some(_) => None,
-        }
+/// Whether to stop a trial whose reports so far are `current` (`(step, value)`, in
+/// step order), given the reports of completed trials; `Some(reason)` to stop.
+pub fn median_check(
+    rule: &MedianRule,
+    direction: Direction,
+    current: &[(u64, f64)],
+    completed: &[Vec<(u64, f64)>],
+) -> Option<String> {
+    let &(step, _) = current.last()?;
+    if step < rule.warmup_steps
+        || !(step - rule.warmup_steps).is_multiple_of(rule.interval.max(1))
+        || completed.len() < rule.min_trials.max(1)
+    {
+        return None;
+    }
+    let mut at_step: Vec<f64> = completed
+        .iter()
+        .filter_map(|reports| reports.iter().find(|(s, _)| *s == step).map(|r| r.1))
+        .filter(|v| v.is_finite())
+        .collect();
+    if at_step.is_empty() {
+        return None;
+    }
+    let n = at_step.len();
+    let med = median(&mut at_step);
+    let best = current
+        .iter()
+        .map(|r| r.1)
+        .filter(|v| v.is_finite())
+        .reduce(|a, b| if direction.better(a, b) { a } else { b });
+    match best {
+        // A trial reporting NaN has diverged: nothing it does later is comparable.
+        None => Some(format!(
+            "step {step}: every reported value is NaN or infinite"
+        )),
+        Some(b) if direction.better(med, b) => Some(format!(
+            "step {step}: best value so far {b:.4} is worse than the median {med:.4} of {n} completed trials at that step"
+        )),
+        Some(_) => None,
     }
 }
 
-/// Asynchronous successive halving's settings (`prune: {rule: halving, ...}`).
-///
-/// Rung `k` is at step `min_resource × eta^k`. A trial's value at a rung is the value of
-/// its first report at or after the rung's step (so reports every N steps need not land
-/// on the rungs exactly; one report may reach several rungs). When it reaches a rung its
-/// value is recorded there, and it continues only when that value is among the best
-/// `max(1, ⌊n / eta⌋)` of the `n` values recorded at the rung so far, its own included:
-/// the rule of Optuna's `SuccessiveHalvingPruner`, where with fewer than `eta` values only
-/// a new best continues. Trials of earlier runs of the study count, so a rerun with a
-/// larger `n_trials` keeps raising the bar. Each rung is judged once per trial: a trial
-/// that passed a rung is not stopped there later by better newcomers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HalvingRule {
-    /// The step of the first rung (a trial's first judgement).
-    pub min_resource: u64,
-    /// The reduction factor: rungs are `eta` times apart, and the top `1/eta` continues.
-    #[serde(default = "default_eta")]
-    pub eta: u64,
-    /// Values a rung needs before it stops anything (0: judge from the first value on,
-    /// as ASHA does).
-    #[serde(default)]
-    pub bootstrap_count: usize,
-}
-
-/// Hyperband's reduction factor (Li et al. 2018): a third of the trials go on at each rung.
-fn default_eta() -> u64 {
-    3
-}
-
-impl HalvingRule {
-    fn validate(&self) -> Result<(), String> {
-        if self.min_resource == 0 {
-            return Err(
-                "`prune.min_resource` must be at least 1 (the step of the first rung)".into(),
-            );
-        }
-        if self.eta < 2 {
-            return Err(format!(
-                "`prune.eta` must be at least 2 (the top 1/eta of a rung continues), not {}",
-                self.eta
-            ));
-        }
-        Ok(())
-    }
-
-    /// The step of rung `k` (`None` past `u64`).
-    fn rung_step(&self, k: u32) -> Option<u64> {
-        self.min_resource.checked_mul(self.eta.checked_pow(k)?)
-    }
-
-    /// The rungs `(k, step)` that a report at `step` reaches first, after a report at
-    /// `previous` (the trial's report before it, if any).
-    fn rungs_reached(&self, previous: Option<u64>, step: u64) -> Vec<(u32, u64)> {
-        (0..)
-            .map_while(|k| self.rung_step(k).map(|s| (k, s)))
-            .take_while(|&(_, s)| s <= step)
-            .filter(|&(_, s)| previous.is_none_or(|p| s > p))
-            .collect()
-    }
-
-    /// A trial's value at the rung at `rung_step`: its first report at or after it.
-    fn value_at(reports: &[(u64, f64)], rung_step: u64) -> Option<f64> {
-        reports.iter().find(|(s, _)| *s >= rung_step).map(|r| r.1)
-    }
-
+impl Judge for HalvingRule {
     /// Judges the last report of `current` at every rung it reaches first.
-    pub fn check(
+    fn check(
         &self,
         direction: Direction,
         current: &[(u64, f64)],
@@ -237,7 +128,7 @@ impl HalvingRule {
             }
             let mut values: Vec<f64> = peers
                 .iter()
-                .filter_map(|p| Self::value_at(&p.reports, rung))
+                .filter_map(|p| HalvingRule::value_at(&p.reports, rung))
                 .filter(|v| v.is_finite())
                 .collect();
             values.push(value);
@@ -263,6 +154,27 @@ impl HalvingRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The median rule judged against completed trials' reports, as `Rule::check` does.
+    trait MedianCheck {
+        fn check(
+            &self,
+            direction: Direction,
+            current: &[(u64, f64)],
+            completed: &[Vec<(u64, f64)>],
+        ) -> Option<String>;
+    }
+
+    impl MedianCheck for MedianRule {
+        fn check(
+            &self,
+            direction: Direction,
+            current: &[(u64, f64)],
+            completed: &[Vec<(u64, f64)>],
+        ) -> Option<String> {
+            median_check(self, direction, current, completed)
+        }
+    }
 
     fn history() -> Vec<Vec<(u64, f64)>> {
         vec![

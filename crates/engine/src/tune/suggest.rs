@@ -34,44 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Whether smaller or larger objective values are better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Smaller is better (losses).
-    Min,
-    /// Larger is better (accuracies).
-    Max,
-}
-
-impl Direction {
-    /// `value` turned into something to minimise.
-    pub fn to_min(self, value: f64) -> f64 {
-        match self {
-            Direction::Min => value,
-            Direction::Max => -value,
-        }
-    }
-
-    /// Whether `a` is strictly better than `b`.
-    pub fn better(self, a: f64, b: f64) -> bool {
-        self.to_min(a) < self.to_min(b)
-    }
-}
-
-/// How points are chosen.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimizer {
-    /// A Latin hypercube, then the maximiser of expected improvement under a Gaussian
-    /// process.
-    #[default]
-    Gp,
-    /// Uniformly random points, independent of results: a baseline.
-    Random,
-}
+pub use pipe_schema::tune::{Direction, Optimizer};
 
 /// The default size of the initial design: the number of parameters plus 2, between 3
 /// and 10 (enough points for the first length-scale fit without spending a small budget).

@@ -22,7 +22,7 @@ use super::store::Store;
 use crate::process::{Signal, signal_group};
 use crate::spec::Cmd;
 use crate::stages::Kind;
-use crate::tune::prune::{Peer, Rule};
+use crate::tune::prune::{Judge, Peer, Rule};
 use crate::tune::suggest::Direction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
