@@ -108,6 +108,12 @@ fn tokens_match_inline_tokenization_and_train_identically() {
         losses(&inline, "loss"),
         "same tokens, same training steps, bit for bit"
     );
+    // Two processes, the same adapter, byte for byte (tensor order included).
+    assert_eq!(
+        std::fs::read(ws.path("runs/from-tokens/adapters.safetensors")).unwrap(),
+        std::fs::read(ws.path("runs/inline/adapters.safetensors")).unwrap(),
+        "the adapter files are identical"
+    );
     // Validation sums over batches in MLX's CPU kernels, whose thread split can change the
     // last bits between processes; anything past 1e-6 would be a different computation.
     for (a, b) in losses(&from_tokens, "valid_loss")

@@ -45,14 +45,19 @@ where
     // its first operation; make sure that happened before calling mlx-c directly.
     static HANDLER: std::sync::Once = std::sync::Once::new();
     HANDLER.call_once(|| drop(Array::from_f32(0.0).abs()));
-    let names = tensors
+    // Inserted in name order: MLX lays the file out in its map's iteration order, which
+    // follows the insertion order, so the same tensors give the same bytes in every run
+    // (a HashMap's order changes from process to process, and so would the file's hash).
+    let mut names = tensors
         .into_iter()
         .map(|(name, array)| Ok((c_string(name.as_ref())?, array)))
         .collect::<Result<Vec<_>, Exception>>()?;
-    let metadata = metadata
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut metadata = metadata
         .iter()
         .map(|(k, v)| Ok((c_string(k)?, c_string(v)?)))
         .collect::<Result<Vec<_>, Exception>>()?;
+    metadata.sort();
     let mut sink = Sink::default();
     // SAFETY: the maps and the writer are freed before returning; the writer's descriptor
     // points at `sink`, which outlives it (mlx-c calls back only during the save, and
@@ -192,5 +197,20 @@ mod tests {
             [1.0, 4.0, -2.5, 5.0, 3.25, 6.0]
         );
         assert_eq!(loaded["b"].as_slice::<i32>(), [7, 8, 9]);
+    }
+
+    #[test]
+    fn the_same_tensors_give_the_same_bytes_in_any_order() {
+        let arrays: Vec<(String, Array)> = (0..40)
+            .map(|i| {
+                (
+                    format!("layer.{i}.w"),
+                    Array::from_slice(&[i as f32; 6], &[2, 3]),
+                )
+            })
+            .collect();
+        let forward = to_bytes(arrays.iter().map(|(n, a)| (n, a)), &HashMap::new()).unwrap();
+        let backward = to_bytes(arrays.iter().rev().map(|(n, a)| (n, a)), &HashMap::new()).unwrap();
+        assert_eq!(forward, backward);
     }
 }
