@@ -334,3 +334,31 @@ fn a_built_in_kind_with_a_cmd_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn pipe_train_config_takes_every_option_a_train_stage_takes() {
+    // `tokens`, `params_file`, `batch_size: auto` and `rank: auto` are read and merged; the
+    // run then stops at the first thing it needs that is missing, the tokens folder.
+    let ws = Ws::new();
+    ws.file("best.yaml", "learning_rate: 0.0003\niters: 7\n").file(
+        "job.yaml",
+        "model: smollm2-135m-instruct\ntokens: tok\nout_dir: never.out\nbatch_size: auto\nlora: {rank: auto}\nparams_file: best.yaml\n",
+    );
+    let out = ws
+        .pipe()
+        .args(["train", "--config", "job.yaml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("for 7 steps"),
+        "the params file was merged: {err}"
+    );
+    assert!(err.contains("tok/manifest.json"), "{err}");
+    assert!(
+        err.contains("is `tokens` a tokenize stage's out folder?"),
+        "{err}"
+    );
+    assert!(!ws.exists("never.out"));
+}
