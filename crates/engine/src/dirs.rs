@@ -66,8 +66,8 @@ mod tests {
 
     #[test]
     fn macos_uses_library_caches() {
-        let dir = resolve_cache_dir(None, None, Some("/Users/a".into()), true);
-        assert_eq!(dir.unwrap(), PathBuf::from("/Users/a/Library/Caches/pipe"));
+        let dir = resolve_cache_dir(None, None, Some("/h".into()), true);
+        assert_eq!(dir.unwrap(), PathBuf::from("/h/Library/Caches/pipe"));
     }
 
     #[test]
