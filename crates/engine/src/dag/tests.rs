@@ -1,28 +1,14 @@
 //! Unit and property tests of graph construction, ordering and cycle reports.
 
 use super::*;
-use crate::spec::{Pipeline, Pos, Stage};
-use crate::stages::Kind;
+use crate::spec::{Pipeline, Stage};
 use proptest::prelude::*;
 
 fn stage(name: &str, deps: &[&str], outs: &[&str]) -> Stage {
     Stage {
-        name: name.into(),
-        base: name.into(),
-        kind: Kind::CMD,
-        cmd: None,
         deps: deps.iter().map(|s| s.to_string()).collect(),
         outs: outs.iter().map(|s| s.to_string()).collect(),
-        params: Default::default(),
-        config: serde_json::Value::Null,
-        uses_mlx: false,
-        needs: Vec::new(),
-        metrics: Vec::new(),
-        matrix: Default::default(),
-        always_run: false,
-        frozen: false,
-        resources: Default::default(),
-        pos: Pos::default(),
+        ..Stage::bare(name)
     }
 }
 

@@ -218,27 +218,15 @@ pub fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Cmd, Pos};
-    use crate::stages::Kind;
+    use crate::spec::Cmd;
 
     fn stage() -> Stage {
         Stage {
-            name: "s".into(),
-            base: "s".into(),
-            kind: Kind::CMD,
             cmd: Some(Cmd::Shell("cat in > out".into())),
             deps: vec!["in".into()],
             outs: vec!["out".into()],
             params: [("lr".to_owned(), serde_json::json!(0.1))].into(),
-            config: serde_json::Value::Null,
-            uses_mlx: false,
-            needs: Vec::new(),
-            metrics: Vec::new(),
-            matrix: Default::default(),
-            always_run: false,
-            frozen: false,
-            resources: Default::default(),
-            pos: Pos::default(),
+            ..Stage::bare("s")
         }
     }
 

@@ -125,6 +125,29 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// A `cmd` stage with nothing but a name, for tests to fill in.
+    #[cfg(test)]
+    pub(crate) fn bare(name: &str) -> Self {
+        Stage {
+            name: name.into(),
+            base: name.split('@').next().unwrap_or(name).into(),
+            kind: Kind::CMD,
+            cmd: None,
+            deps: Vec::new(),
+            outs: Vec::new(),
+            params: BTreeMap::new(),
+            config: Value::Null,
+            uses_mlx: false,
+            needs: Vec::new(),
+            metrics: Vec::new(),
+            matrix: BTreeMap::new(),
+            always_run: false,
+            frozen: false,
+            resources: BTreeMap::new(),
+            pos: Pos::default(),
+        }
+    }
+
     /// Everything the stage writes: its outs, then metrics files not already listed.
     pub fn all_outs(&self) -> impl Iterator<Item = &String> {
         self.outs

@@ -198,22 +198,10 @@ fn bad_entries_are_named() {
 
 fn stage(name: &str, kind: super::super::Kind, outs: &[&str], with: serde_json::Value) -> Stage {
     Stage {
-        name: name.into(),
-        base: name.split('@').next().unwrap_or(name).into(),
         kind,
-        cmd: None,
-        deps: vec![],
         outs: outs.iter().map(|o| (*o).to_owned()).collect(),
-        params: Default::default(),
         config: with,
-        uses_mlx: false,
-        needs: vec![],
-        metrics: vec![],
-        matrix: Default::default(),
-        always_run: false,
-        frozen: false,
-        resources: Default::default(),
-        pos: Default::default(),
+        ..Stage::bare(name)
     }
 }
 
