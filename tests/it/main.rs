@@ -13,6 +13,7 @@ mod ingest_url;
 mod mlx_lm_compat;
 mod model;
 mod progress;
+mod python;
 mod quickstart;
 mod schema;
 mod sources;

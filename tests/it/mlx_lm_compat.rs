@@ -3,7 +3,7 @@
 //! on the base model pipe saves as a Hugging Face directory, and mlx-lm computes the same
 //! logits and the same greedy answer as pipe.
 //!
-//! mlx-lm comes from PyPI: the first run creates a virtual environment in the user cache
+//! mlx-lm comes from PyPI (see `crate::python`): the first run creates a virtual environment in the user cache
 //! (`<cache>/python/mlx-lm-0.32.2`) and pip-installs MLX 0.32.2 and mlx-lm 0.32.2 into it
 //! (a few minutes); later runs reuse it after checking the versions. Python 3 with `venv`
 //! is required (`PIPE_PYTHON` picks the interpreter); without it the test fails and says
@@ -30,78 +30,22 @@ fn smollm2_spec() -> String {
     std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into())
 }
 
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::python::run;
 
-/// The interpreter of a virtual environment with mlx and mlx-lm 0.32.2, created on first
-/// use. Built in a temporary sibling and renamed into place, so concurrent test runs never
-/// see a half-installed environment.
+/// The interpreter of a virtual environment with mlx and mlx-lm 0.32.2.
 fn mlx_lm_python() -> PathBuf {
-    let root = pipe_engine::dirs::user_cache_dir().unwrap().join("python");
-    let venv = root.join(format!("mlx-lm-{MLX_VERSION}"));
-    let python = venv.join("bin").join("python");
-    let check = "import importlib.metadata as m; print(m.version('mlx'), m.version('mlx-lm'))";
-    let expected = format!("{MLX_VERSION} {MLX_VERSION}");
-    if python.is_file() {
-        let out = Command::new(&python).args(["-c", check]).output();
-        if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == expected) {
-            return python;
-        }
-        std::fs::remove_dir_all(&venv).unwrap();
-    }
-    let base = std::env::var("PIPE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&base)
-        .args(["-c", "import venv, ensurepip"])
-        .output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "the mlx-lm compatibility test needs Python 3 with venv and pip to install mlx-lm \
-         {MLX_VERSION} from PyPI, but `{base}` is missing or lacks them \
-         (Debian: apt-get install python3 python3-venv python3-pip; or set PIPE_PYTHON): {probe:?}"
-    );
-    std::fs::create_dir_all(&root).unwrap();
-    let staging = tempfile::Builder::new()
-        .prefix(".mlx-lm-")
-        .tempdir_in(&root)
-        .unwrap();
-    run(
-        Command::new(&base).args(["-m", "venv"]).arg(staging.path()),
-        "python3 -m venv",
-    );
-    let staged = staging.path().join("bin").join("python");
     // mlx-cpu is MLX's Linux CPU backend; on macOS the `mlx` wheel carries Metal.
-    let mut packages = vec![
-        format!("mlx=={MLX_VERSION}"),
-        format!("mlx-lm=={MLX_VERSION}"),
-    ];
-    if cfg!(target_os = "linux") {
-        packages.push(format!("mlx-cpu=={MLX_VERSION}"));
-    }
-    run(
-        Command::new(&staged)
-            .args(["-m", "pip", "install", "-q"])
-            .args(&packages),
-        "pip install mlx-lm",
-    );
-    let versions = run(Command::new(&staged).args(["-c", check]), "version check");
-    assert_eq!(versions.trim(), expected, "pip installed other versions");
-    let staged_dir = staging.keep();
-    if std::fs::rename(&staged_dir, &venv).is_err() {
-        // Another run finished first; use its environment.
-        let _ = std::fs::remove_dir_all(&staged_dir);
-    }
-    python
+    let cpu = format!("mlx-cpu=={MLX_VERSION}");
+    let extra: &[&str] = if cfg!(target_os = "linux") {
+        &[&cpu]
+    } else {
+        &[]
+    };
+    crate::python::venv(
+        &format!("mlx-lm-{MLX_VERSION}"),
+        &[("mlx", MLX_VERSION), ("mlx-lm", MLX_VERSION)],
+        extra,
+    )
 }
 
 /// Loads base + adapter with mlx-lm's own loader, writes the logits of `ids` and the greedy
