@@ -26,6 +26,27 @@ pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("PIPE_BU
 /// work.
 pub const BUILD_ID_ARG: &str = "--build-id";
 
+/// The argument that makes `pipe-mlx` print its MLX runtime as JSON (`mlx_version`,
+/// `backend`, `metal_available`) and exit, without computing anything: run records say
+/// which MLX ran them.
+pub const RUNTIME_INFO_ARG: &str = "--runtime-info";
+
+/// The MLX runtime `pipe-mlx` would use, as it prints it for [`RUNTIME_INFO_ARG`]; `None`
+/// when `pipe-mlx` is missing or of another build.
+pub(crate) fn runtime_info() -> Option<serde_json::Value> {
+    let runner = runner_path().ok()?;
+    let out = Command::new(&runner)
+        .arg(RUNTIME_INFO_ARG)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
 /// How to rebuild both binaries of this build's profile.
 const REBUILD: &str = if cfg!(debug_assertions) {
     "cargo build"

@@ -29,6 +29,7 @@ pub mod output;
 pub mod progress;
 mod run;
 pub mod run_stage;
+mod runs;
 mod schema;
 mod show;
 mod status;
@@ -37,7 +38,7 @@ mod workspace;
 
 use clap::{Parser, Subcommand};
 pub use exit::{Failure, Interrupted, UsageError};
-pub use handoff::{BUILD_ID, BUILD_ID_ARG};
+pub use handoff::{BUILD_ID, BUILD_ID_ARG, RUNTIME_INFO_ARG};
 use output::Printer;
 
 /// Fine-tune language models with MLX from declarative YAML pipelines.
@@ -94,6 +95,9 @@ pub enum Command {
     Data(data::Command),
     /// Run a pipeline: bring its outs up to date, running only stages whose inputs changed.
     Run(run::Args),
+    /// The run history: list, show, diff and compare past runs.
+    #[command(subcommand)]
+    Runs(runs::Command),
     /// Show which stages are stale and why.
     Status(status::Args),
     /// Print the stage graph (text, --dot or --mermaid).
@@ -140,6 +144,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Model(cmd) => model::run(printer, cmd),
         Command::Data(cmd) => data::run(printer, cmd),
+        Command::Runs(cmd) => runs::run(printer, cmd),
         Command::Run(args) => run::run(printer, args),
         Command::Status(args) => status::run(printer, args),
         Command::Dag(args) => dag::run(printer, args),

@@ -7,6 +7,8 @@ use super::{Failure, Interrupted};
 use pipe_engine::cache::Store;
 use pipe_engine::exec::events::Stamped;
 use pipe_engine::exec::{self, Event, RunOptions, describe, lock, plan};
+use pipe_engine::history::record::{Host, RunStatus};
+use pipe_engine::history::recorder::Recorder;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -108,6 +110,16 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         capacity,
     };
     let started = Instant::now();
+    let mut recorder = match Recorder::start(&pipeline, &args.ws.sets, host(&pipeline)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            printer.warn(&format!(
+                "cannot write the run history (runs/history): {e}; running without it"
+            ));
+            None
+        }
+    };
+    let mut history_failed = false;
     let mut human = Human::new(printer);
     let mut journal = exec::journal::Journal::create(&pipeline, &dag)
         .map_err(|e| anyhow::anyhow!("cannot start the run journal: {e}"))?;
@@ -121,13 +133,28 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         if !matches!(event, Event::StageProgress { .. }) {
             let _ = journal.record(&stamped);
         }
+        // The history must never stop a run: one warning, then the run goes on without it.
+        if let Some(r) = recorder.as_mut()
+            && let Err(e) = r.event(event)
+            && !std::mem::replace(&mut history_failed, true)
+        {
+            printer.warn(&format!("cannot update the run history: {e}"));
+        }
         if args.json {
             let _ = printer.json(&stamped);
         } else {
             human.event(event);
         }
     };
-    let summary = exec::run(&pipeline, &dag, &store, &options, &INTERRUPTED, &mut emit)?;
+    let summary = match exec::run(&pipeline, &dag, &store, &options, &INTERRUPTED, &mut emit) {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(r) = recorder.as_mut() {
+                let _ = r.finish(RunStatus::Failed);
+            }
+            return Err(e.into());
+        }
+    };
     emit(&Event::Summary {
         ran: summary.ran,
         restored: summary.restored,
@@ -137,6 +164,25 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         interrupted: summary.interrupted,
         duration_ms: started.elapsed().as_millis() as u64,
     });
+    if let Some(r) = recorder.as_mut() {
+        let status = if summary.interrupted {
+            RunStatus::Interrupted
+        } else if summary.failed > 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        if let Err(e) = r.finish(status) {
+            printer.warn(&format!("cannot finish the run record: {e}"));
+        }
+        if !args.json {
+            printer.status(&format!(
+                "run {} recorded (pipe runs show {})",
+                r.id(),
+                r.id()
+            ));
+        }
+    }
     if !args.json {
         // Reports are what a run is for: say where they are.
         for stage in pipeline
@@ -164,4 +210,27 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The machine and, when the pipeline uses MLX, the MLX runtime `pipe-mlx` runs.
+fn host(pipeline: &pipe_engine::spec::Pipeline) -> Host {
+    let machine = pipe_engine::hardware::Machine::detect();
+    let runtime = pipeline
+        .stages
+        .iter()
+        .any(|s| s.uses_mlx)
+        .then(super::handoff::runtime_info)
+        .flatten()
+        .unwrap_or_default();
+    Host {
+        os: machine.os.to_owned(),
+        arch: machine.arch.to_owned(),
+        chip: machine.chip,
+        cores: machine.logical_cores,
+        memory_bytes: machine.memory_total_bytes,
+        pipe: super::BUILD_ID.to_owned(),
+        mlx: runtime["mlx_version"].as_str().map(str::to_owned),
+        backend: runtime["backend"].as_str().map(str::to_owned),
+        metal: runtime["metal_available"].as_bool(),
+    }
 }

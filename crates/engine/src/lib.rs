@@ -29,6 +29,7 @@ pub mod dirs;
 pub mod exec;
 pub mod fetch;
 pub mod hardware;
+pub mod history;
 pub mod process;
 pub mod report;
 pub mod spec;

@@ -27,6 +27,7 @@ mod field;
 pub mod ingest;
 pub mod report;
 pub mod tokenize;
+pub mod tracking;
 pub mod train;
 pub mod tune;
 pub mod version;

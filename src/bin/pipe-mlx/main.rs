@@ -22,6 +22,18 @@ fn main() {
         println!("{}", cli::BUILD_ID);
         pipe_engine::process::exit_now(0);
     }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == cli::RUNTIME_INFO_ARG)
+    {
+        let info = serde_json::json!({
+            "mlx_version": pipe_mlx_core::runtime::mlx_version().ok(),
+            "backend": if pipe_mlx_core::runtime::metal_available() { "metal" } else { "cpu" },
+            "metal_available": pipe_mlx_core::runtime::metal_available(),
+        });
+        println!("{info}");
+        pipe_engine::process::exit_now(0);
+    }
     pipe_engine::hardware::set_runtime_versions(
         pipe_mlx_core::runtime::mlx_version()
             .map(|v| vec![("mlx".to_owned(), v)])

@@ -20,6 +20,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         params: serde_json::json!({}),
         stages,
         source: String::new(),
+        tracking: None,
     }
 }
 

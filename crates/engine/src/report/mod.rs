@@ -29,7 +29,8 @@ pub enum StageStatus {
 }
 
 impl StageStatus {
-    fn css(self) -> &'static str {
+    /// The word people read (and the report's CSS class).
+    pub fn as_str(self) -> &'static str {
         match self {
             StageStatus::Ran => "ran",
             StageStatus::Cached => "cached",
@@ -188,7 +189,7 @@ pub fn render(data: &ReportData) -> Result<String, minijinja::Error> {
             charts => charts,
             ran => ran,
             reused => reused,
-            stage_class => data.stages.iter().map(|s| s.status.css()).collect::<Vec<_>>(),
+            stage_class => data.stages.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
             tuning_html => data.tuning.as_ref().map(tuning::section),
         })
 }
@@ -210,7 +211,7 @@ impl Charts {
             .iter()
             .map(|s| svg::DagNode {
                 name: s.name.clone(),
-                status: s.status.css().to_owned(),
+                status: s.status.as_str().to_owned(),
             })
             .collect();
         let v = &data.variants;

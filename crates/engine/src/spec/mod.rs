@@ -34,6 +34,7 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "params",
     "params_file",
     "vars",
+    "tracking",
     "stages",
 ];
 /// Keys allowed in a stage.
@@ -171,6 +172,8 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
     /// The file's text, kept to locate errors found later (cycles).
     pub source: String,
+    /// Where runs are logged besides the local history (`tracking:`), checked.
+    pub tracking: Option<pipe_schema::tracking::TrackingConfig>,
 }
 
 impl Pipeline {

@@ -152,6 +152,7 @@ impl Resolver<'_> {
             }
         }
         self.cross_checks(&mut stages, &spots);
+        let tracking = self.tracking(&top);
         Some(Pipeline {
             name,
             file: self.file.to_owned(),
@@ -159,7 +160,42 @@ impl Resolver<'_> {
             params,
             stages,
             source: String::new(),
+            tracking,
         })
+    }
+
+    /// `tracking:`, typed and checked; errors point at the key.
+    fn tracking(&mut self, top: &Mapping) -> Option<pipe_schema::tracking::TrackingConfig> {
+        use pipe_schema::tracking::TrackingConfig;
+        let raw = to_json(top.get("tracking")?);
+        let at = self.loc.key(&["tracking"]);
+        let checked = pipe_schema::from_value::<TrackingConfig>(&raw).and_then(|t| {
+            t.check()
+                .map_err(|(key, message)| pipe_schema::FieldError {
+                    path: if key.is_empty() {
+                        vec![]
+                    } else {
+                        vec![key.to_owned()]
+                    },
+                    message,
+                    expected: Vec::new(),
+                })
+                .map(|()| t)
+        });
+        match checked {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.diags.push(Diagnostic::at_field(
+                    self.file,
+                    self.source,
+                    &["tracking"],
+                    at,
+                    "`tracking`: ",
+                    &e,
+                ));
+                None
+            }
+        }
     }
 
     /// `params_file`, then inline `params`, then `--set` overrides.

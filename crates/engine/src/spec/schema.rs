@@ -32,6 +32,9 @@ pub fn pipeline_schema() -> Value {
             }
         }));
     }
+    let tracking = generator
+        .subschema_for::<pipe_schema::tracking::TrackingConfig>()
+        .to_value();
     let mut defs: Map<String, Value> = generator
         .take_definitions(true)
         .into_iter()
@@ -104,6 +107,7 @@ pub fn pipeline_schema() -> Value {
             "params": {"type": "object"},
             "params_file": {"type": "string"},
             "vars": {"type": "object"},
+            "tracking": tracking,
             "stages": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[A-Za-z0-9_.-]+$"},

@@ -89,6 +89,26 @@ impl super::StageKind for Compare {
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<CompareConfig>()
     }
+    fn outcome(&self, config: &serde_json::Value, root: &Path) -> crate::history::outcome::Outcome {
+        use crate::history::{outcome, record::ArtifactRole};
+        let mut o = outcome::Outcome::default();
+        let Ok(config) = serde_json::from_value::<CompareConfig>(config.clone()) else {
+            return o;
+        };
+        let out = config.out.display().to_string();
+        o.add_metrics_file(root, &format!("{out}/metrics.json"), "");
+        o.add_artifact(root, &format!("{out}/compare.json"), ArtifactRole::Other);
+        let recommended = outcome::read_json(&root.join(&out).join("metrics.json"))
+            .and_then(|m| m["recommended"].as_str().map(str::to_owned));
+        o.recommended_train_dir = recommended.and_then(|name| {
+            config
+                .variants
+                .iter()
+                .find(|v| v.name.as_deref() == Some(&name))
+                .and_then(|v| v.train.clone())
+        });
+        o
+    }
 }
 
 /// Parses and checks a compare stage's `with:` (globs are expanded later, by

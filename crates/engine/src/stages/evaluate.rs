@@ -2,6 +2,7 @@
 //! ([`pipe_schema::evaluate`]) and the paths it names. It runs in `pipe-mlx`
 //! (`pipe_mlx_core::stages::evaluate`).
 
+use crate::history::outcome::Outcome;
 use pipe_schema::FieldError;
 use pipe_schema::evaluate::EvaluateConfig;
 use serde_json::Value;
@@ -35,5 +36,12 @@ impl super::StageKind for Evaluate {
     }
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<EvaluateConfig>()
+    }
+    fn outcome(&self, config: &Value, root: &std::path::Path) -> Outcome {
+        let mut o = Outcome::default();
+        if let Ok(config) = serde_json::from_value::<EvaluateConfig>(config.clone()) {
+            o.add_metrics_file(root, &config.out.display().to_string(), "");
+        }
+        o
     }
 }

@@ -36,6 +36,14 @@ impl super::StageKind for Ingest {
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<IngestConfig>()
     }
+    fn outcome(&self, config: &serde_json::Value, root: &Path) -> crate::history::outcome::Outcome {
+        let mut o = crate::history::outcome::Outcome::default();
+        if let Ok(config) = serde_json::from_value::<IngestConfig>(config.clone()) {
+            let out = config.out.display().to_string();
+            o.add_metrics_file(root, &format!("{out}/stats.json"), "");
+        }
+        o
+    }
 }
 
 /// Runs an ingest stage.

@@ -27,6 +27,7 @@ pub mod train;
 pub mod tune;
 pub mod version;
 
+use crate::history::outcome::Outcome;
 use pipe_schema::FieldError;
 use serde_json::Value;
 use std::path::Path;
@@ -45,6 +46,11 @@ pub trait StageKind: Sync + 'static {
     fn resolve(&self, with: &Value) -> Result<Resolved, FieldError>;
     /// The JSON Schema of `with:` (see `pipe schema`).
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+    /// What a finished stage produced, read from its outs for the run history and
+    /// tracking; by default nothing beyond its `metrics:` files.
+    fn outcome(&self, _config: &Value, _root: &Path) -> Outcome {
+        Outcome::default()
+    }
 }
 
 /// A stage's `with:`, checked and resolved when the pipeline loads.
@@ -131,6 +137,11 @@ impl Kind {
     /// See [`StageKind::with_schema`].
     pub fn with_schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         self.0.with_schema(generator)
+    }
+
+    /// See [`StageKind::outcome`].
+    pub fn outcome(self, config: &Value, root: &Path) -> Outcome {
+        self.0.outcome(config, root)
     }
 }
 

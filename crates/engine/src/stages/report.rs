@@ -72,6 +72,17 @@ impl super::StageKind for Report {
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<ReportConfig>()
     }
+    fn outcome(&self, config: &serde_json::Value, root: &Path) -> crate::history::outcome::Outcome {
+        let mut o = crate::history::outcome::Outcome::default();
+        if let Ok(config) = serde_json::from_value::<ReportConfig>(config.clone()) {
+            o.add_artifact(
+                root,
+                &config.out.display().to_string(),
+                crate::history::record::ArtifactRole::Report,
+            );
+        }
+        o
+    }
 }
 
 pub use pipe_schema::report::{ReportConfig, VariantPaths};

@@ -58,6 +58,19 @@ impl super::StageKind for Version {
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<VersionConfig>()
     }
+    fn outcome(&self, config: &serde_json::Value, root: &Path) -> crate::history::outcome::Outcome {
+        let mut o = crate::history::outcome::Outcome::default();
+        if let Ok(config) = serde_json::from_value::<VersionConfig>(config.clone()) {
+            let out = config.out.display().to_string();
+            if let Some(id) = crate::history::outcome::read_json(&root.join(&out))
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+            {
+                o.tags.insert("data_version".into(), id);
+            }
+            o.add_artifact(root, &out, crate::history::record::ArtifactRole::Metrics);
+        }
+        o
+    }
 }
 
 pub use pipe_schema::version::VersionConfig;

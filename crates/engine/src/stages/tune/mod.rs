@@ -80,6 +80,36 @@ impl super::StageKind for TuneKind {
     fn with_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<TuneConfig>()
     }
+    fn outcome(&self, config: &Value, root: &Path) -> crate::history::outcome::Outcome {
+        use crate::history::record::{ArtifactRole, Trial};
+        let mut o = crate::history::outcome::Outcome::default();
+        let Ok(config) = serde_json::from_value::<TuneConfig>(config.clone()) else {
+            return o;
+        };
+        let out = config.out.display().to_string();
+        o.add_metrics_file(root, &format!("{out}/metrics.json"), "");
+        o.add_artifact(root, &format!("{out}/best.yaml"), ArtifactRole::Other);
+        o.add_artifact(root, &format!("{out}/trials.jsonl"), ArtifactRole::Other);
+        let text =
+            std::fs::read_to_string(root.join(&out).join("trials.jsonl")).unwrap_or_default();
+        o.trials = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<TrialRecord>(l).ok())
+            .map(|t| Trial {
+                index: t.index,
+                params: t.params,
+                status: serde_json::to_value(t.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                value: t.value,
+                reason: t.reason,
+                intermediate: t.intermediate,
+                seconds: t.seconds,
+            })
+            .collect();
+        o
+    }
 }
 
 /// Version of what a trial computes (part of every trial and study key): bumped only
