@@ -33,6 +33,7 @@ mod runs;
 mod schema;
 mod show;
 mod status;
+mod tracking;
 pub mod train;
 mod workspace;
 

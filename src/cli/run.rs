@@ -2,6 +2,7 @@
 
 use super::output::Printer;
 use super::progress::Human;
+use super::tracking::Background;
 use super::workspace::{WorkspaceArgs, select};
 use super::{Failure, Interrupted};
 use pipe_engine::cache::Store;
@@ -110,16 +111,22 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         capacity,
     };
     let started = Instant::now();
-    let mut recorder = match Recorder::start(&pipeline, &args.ws.sets, host(&pipeline)) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            printer.warn(&format!(
-                "cannot write the run history (runs/history): {e}; running without it"
-            ));
-            None
-        }
-    };
+    let target = pipe_engine::tracking::sync::target(&pipeline.name, pipeline.tracking.as_ref());
+    let mut recorder =
+        match Recorder::start(&pipeline, &args.ws.sets, host(&pipeline), target.clone()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                printer.warn(&format!(
+                    "cannot write the run history (runs/history): {e}; running without it"
+                ));
+                None
+            }
+        };
     let mut history_failed = false;
+    let background = match (&recorder, &target) {
+        (Some(r), Some(_)) => Some(Background::start(pipeline.root.clone(), r.id().to_owned())),
+        _ => None,
+    };
     let mut human = Human::new(printer);
     let mut journal = exec::journal::Journal::create(&pipeline, &dag)
         .map_err(|e| anyhow::anyhow!("cannot start the run journal: {e}"))?;
@@ -139,6 +146,14 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             && !std::mem::replace(&mut history_failed, true)
         {
             printer.warn(&format!("cannot update the run history: {e}"));
+        }
+        if let Some(b) = &background
+            && !matches!(
+                event,
+                Event::StageProgress { .. } | Event::StageStart { .. }
+            )
+        {
+            b.changed();
         }
         if args.json {
             let _ = printer.json(&stamped);
@@ -182,6 +197,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
                 r.id()
             ));
         }
+    }
+    if let (Some(b), Some(t)) = (background, &target) {
+        b.finish(printer, &t.mlflow);
     }
     if !args.json {
         // Reports are what a run is for: say where they are.

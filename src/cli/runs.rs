@@ -77,6 +77,23 @@ pub enum Command {
               default_missing_value = "reports/runs-compare.html")]
         html: Option<PathBuf>,
     },
+    /// Send tracked runs that MLflow has not fully received yet (the outbox).
+    #[command(
+        after_help = "A run is tracked when its pipeline has `tracking: {mlflow: URI}` or MLFLOW_TRACKING_URI was set when it ran. Sending is idempotent: a run already on the server is not sent twice.\n\nExamples:\n  pipe runs sync\n  MLFLOW_TRACKING_TOKEN=... pipe runs sync latest --json\n\nExit status: 0 everything sent, 1 the server failed (what was sent is kept)."
+    )]
+    Sync(SyncArgs),
+}
+
+/// `--root`, shared by the subcommands.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    root: RootArg,
+    /// Runs to send (default: every tracked run not yet complete on its server).
+    runs: Vec<String>,
+    /// One JSON object per run: what was sent.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--root`, shared by the subcommands.
@@ -136,6 +153,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
             print_diff(printer, &d, all);
             Ok(())
         }
+        Command::Sync(args) => sync(printer, args),
         Command::Compare { root, runs, html } => {
             let root = root.path()?;
             let records = runs
@@ -361,4 +379,61 @@ fn print_metrics(printer: &Printer, runs: &[RunRecord]) {
         }
         printer.result(&line);
     }
+}
+
+fn sync(printer: &Printer, args: SyncArgs) -> anyhow::Result<()> {
+    use pipe_engine::tracking::sync;
+    let root = args.root.path()?;
+    let ids = if args.runs.is_empty() {
+        sync::pending(&root)
+    } else {
+        args.runs
+            .iter()
+            .map(|q| read::resolve(&root, q).map_err(|e| UsageError(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if ids.is_empty() && !args.json {
+        printer.status("nothing to send: every tracked run is on its server");
+    }
+    let mut failed = 0;
+    for id in &ids {
+        match sync::sync_run(&root, id, true) {
+            Ok(report) => {
+                if args.json {
+                    printer.json(&report)?;
+                    continue;
+                }
+                let server = read::load(&root, id)
+                    .ok()
+                    .and_then(|r| r.tracking)
+                    .map_or_else(|| "-".to_owned(), |t| t.mlflow);
+                printer.result(&format!(
+                    "{id}: {} on {server} ({} runs created, {} files uploaded, {} versions registered)",
+                    if report.complete { "complete" } else { "sent so far" },
+                    report.runs_created,
+                    report.artifacts_uploaded,
+                    report.versions_registered
+                ));
+                for w in &report.warnings {
+                    printer.warn(w);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    printer.json(&serde_json::json!({"run": id, "error": e.to_string()}))?;
+                } else {
+                    printer.error(&format!("{id}: {e}"));
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure(format!(
+            "{failed} run{} not sent; they stay in the outbox",
+            if failed == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    Ok(())
 }

@@ -34,4 +34,5 @@ pub mod process;
 pub mod report;
 pub mod spec;
 pub mod stages;
+pub mod tracking;
 pub mod tune;

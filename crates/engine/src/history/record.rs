@@ -28,6 +28,13 @@ pub struct RunRecord {
     pub git: Option<GitState>,
     /// RFC 3339 UTC.
     pub started: String,
+    /// The same, in milliseconds since the epoch.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// Where the run is tracked besides this history (`tracking:` or
+    /// `MLFLOW_TRACKING_URI` when it started); `None`: local only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<TrackingTarget>,
     /// RFC 3339 UTC; `None` while running (or when the process died).
     pub ended: Option<String>,
     /// How the run ended.
@@ -67,6 +74,20 @@ impl RunStatus {
             RunStatus::Crashed => "crashed",
         }
     }
+}
+
+/// The MLflow server and names a run is tracked under. The URI is stored without
+/// credentials; they come from the environment when the run is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackingTarget {
+    /// The server (`http://host:port`).
+    pub mlflow: String,
+    /// The experiment.
+    pub experiment: String,
+    /// The registered model trained adapters become versions of (`None`: no registry).
+    pub model: Option<String>,
+    /// The alias a compare stage sets.
+    pub alias: String,
 }
 
 /// The git commit of the workspace.
@@ -125,6 +146,9 @@ pub struct StageRecord {
     pub produced_by: Option<String>,
     /// RFC 3339 UTC, when it settled.
     pub ended: String,
+    /// The same, in milliseconds since the epoch.
+    #[serde(default)]
+    pub ended_ms: u64,
     /// Wall time when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -142,6 +166,12 @@ pub struct StageRecord {
     /// Files worth keeping with the run (adapters, metrics, reports), relative to the root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// Facts for tracking tags (`data_version`, `base_model`, `method`, `rank`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// For a compare stage: the train stage whose adapter it recommends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommends: Option<String>,
     /// Tuning trials, for a tune stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trials: Vec<Trial>,

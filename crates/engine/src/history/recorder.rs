@@ -4,6 +4,7 @@
 use super::outcome::Outcome;
 use super::record::{
     GitState, Host, RECORD_SCHEMA, RunRecord, RunStatus, Series, StageRecord, StageStatus,
+    TrackingTarget,
 };
 use crate::atomic_write::write_json;
 use crate::exec::Event;
@@ -27,7 +28,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// Opens the record of a new run of `pipeline` and writes it (status `running`).
-    pub fn start(pipeline: &Pipeline, sets: &[String], host: Host) -> std::io::Result<Self> {
+    pub fn start(
+        pipeline: &Pipeline,
+        sets: &[String],
+        host: Host,
+        tracking: Option<TrackingTarget>,
+    ) -> std::io::Result<Self> {
         let root = pipeline.root.clone();
         let pipeline_bytes = std::fs::read(&pipeline.file).unwrap_or_default();
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
@@ -46,6 +52,8 @@ impl Recorder {
             sets: sets.to_vec(),
             git: git_state(&root),
             started: utc_now(),
+            started_ms: now_ms(),
+            tracking,
             ended: None,
             status: RunStatus::Running,
             pid: std::process::id(),
@@ -183,6 +191,7 @@ impl Recorder {
             fingerprint,
             produced_by,
             ended: utc_now(),
+            ended_ms: now_ms(),
             duration_ms,
             error,
             config: match &stage.cmd {
@@ -193,6 +202,17 @@ impl Recorder {
             metrics: outcome.metrics,
             artifacts: outcome.artifacts,
             trials: outcome.trials,
+            tags: outcome.tags,
+            recommends: outcome.recommended_train_dir.as_deref().and_then(|dir| {
+                let dir = dir.trim_end_matches('/');
+                self.stages
+                    .values()
+                    .find(|s| {
+                        s.kind == crate::stages::Kind::TRAIN
+                            && s.outs.iter().any(|o| o.trim_end_matches('/') == dir)
+                    })
+                    .map(|s| s.name.clone())
+            }),
             series: series_names,
             log: self.keep_log(&stage.name)?,
         })
