@@ -76,7 +76,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Check this machine: platform, chip, memory, MLX backend and a matmul benchmark.
     Doctor(doctor::Args),
-    /// Fetch and locate models in the user's cache.
+    /// Fetch known models into the user cache; list, promote and pull registered adapters (MLflow).
     #[command(subcommand)]
     Model(model::Command),
     /// Generate text with a model (streams tokens; reports tokens/s).

@@ -30,6 +30,69 @@ pub enum Command {
         /// The model id.
         id: String,
     },
+    /// List the versions of a registered model on the MLflow server, with their aliases.
+    #[command(
+        after_help = "The server is --mlflow or MLFLOW_TRACKING_URI.\n\nExamples:\n  pipe model versions quickstart\n  pipe model versions quickstart --json"
+    )]
+    Versions {
+        /// The registered model.
+        name: String,
+        #[command(flatten)]
+        server: ServerArg,
+        /// One JSON object per version.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point an alias of a registered model at a version.
+    #[command(after_help = "Example:\n  pipe model promote quickstart 3 --alias champion")]
+    Promote {
+        /// The registered model.
+        name: String,
+        /// The version.
+        version: String,
+        /// The alias to move.
+        #[arg(long, default_value = "champion")]
+        alias: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Download a registered adapter into the user cache and print its folder.
+    #[command(
+        after_help = "MODEL is NAME@ALIAS, NAME/VERSION or NAME (the newest version).\n\nExamples:\n  pipe model pull quickstart@champion\n  pipe generate --adapter \"$(pipe model pull quickstart@champion)\" --prompt walk"
+    )]
+    Pull {
+        /// The model reference.
+        model: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+/// Which MLflow server.
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// The MLflow tracking server.
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_name = "URI")]
+    mlflow: Option<String>,
+}
+
+impl ServerArg {
+    fn client(&self) -> anyhow::Result<pipe_engine::tracking::client::Client> {
+        match &self.mlflow {
+            Some(uri) if uri.starts_with("http://") || uri.starts_with("https://") => {
+                Ok(pipe_engine::tracking::client::Client::new(uri))
+            }
+            Some(uri) => Err(UsageError(format!(
+                "`{uri}` is not an MLflow server address (http://host:port)"
+            ))
+            .into()),
+            None => Err(UsageError(
+                "no MLflow server: pass --mlflow http://host:port or set MLFLOW_TRACKING_URI"
+                    .into(),
+            )
+            .into()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -97,8 +160,72 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
             }
             printer.result(&path.display().to_string());
         }
+        Command::Versions { name, server, json } => {
+            let client = server.client()?;
+            let versions = client.model_versions(&name).map_err(failure)?;
+            if versions.is_empty() && !json {
+                printer.status(&format!("`{name}` has no versions on {}", client.server()));
+            }
+            for v in versions {
+                if json {
+                    printer.json(&serde_json::json!({
+                        "name": v.name, "version": v.version, "source": v.source,
+                        "run_id": v.run_id, "aliases": v.aliases,
+                        "tags": v.tags.iter().map(|t| (t.key.clone(), t.value.clone()))
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    }))?;
+                } else {
+                    let aliases = if v.aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" @{}", v.aliases.join(" @"))
+                    };
+                    let detail: Vec<String> = [
+                        "pipe.method",
+                        "pipe.rank",
+                        "metric.final_valid_loss",
+                        "pipe.host.chip",
+                    ]
+                    .iter()
+                    .filter_map(|k| {
+                        v.tag(k)
+                            .map(|val| format!("{}={val}", k.rsplit('.').next().unwrap_or(k)))
+                    })
+                    .collect();
+                    printer.result(&format!(
+                        "{} v{}{aliases}  {}",
+                        v.name,
+                        v.version,
+                        detail.join(" ")
+                    ));
+                }
+            }
+        }
+        Command::Promote {
+            name,
+            version,
+            alias,
+            server,
+        } => {
+            let client = server.client()?;
+            client.set_alias(&name, &alias, &version).map_err(failure)?;
+            printer.status(&format!("{name}@{alias} -> version {version}"));
+        }
+        Command::Pull { model, server } => {
+            use pipe_engine::tracking::registry;
+            let reference = registry::ModelRef::parse(&model).map_err(UsageError)?;
+            let client = server.client()?;
+            let version = registry::resolve(&client, &reference).map_err(failure)?;
+            let dir = registry::pull(&client, &version, &cache).map_err(failure)?;
+            printer.status(&format!("{} version {}", version.name, version.version));
+            printer.result(&dir.display().to_string());
+        }
     }
     Ok(())
+}
+
+fn failure(e: pipe_engine::tracking::client::MlflowError) -> anyhow::Error {
+    super::Failure(e.to_string()).into()
 }
 
 fn lookup(id: &str) -> anyhow::Result<&'static fetch::Artifact> {

@@ -20,6 +20,7 @@ mod sources;
 mod startup;
 mod support;
 mod tokenize;
+mod tracking;
 mod train;
 mod tune;
 mod tune_model;

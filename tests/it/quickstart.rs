@@ -23,7 +23,7 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     assert_eq!(
         first.ran(),
         set(&[
-            "fetch", "ingest", "version", "tokenize", "train", "evaluate", "report"
+            "fetch", "ingest", "version", "tokenize", "train", "evaluate", "compare", "report"
         ])
     );
 
@@ -112,5 +112,5 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
         "--set",
         "eval.examples=3",
     ]);
-    assert_eq!(fewer.ran(), set(&["evaluate", "report"]));
+    assert_eq!(fewer.ran(), set(&["evaluate", "compare", "report"]));
 }

@@ -5,4 +5,5 @@
 //! `pipe run` or `pipe runs sync` sends it.
 
 pub mod client;
+pub mod registry;
 pub mod sync;
