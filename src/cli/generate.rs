@@ -1,5 +1,6 @@
-//! `pipe generate`: load a model, render the prompt (optionally through its chat
-//! template), stream the completion to stdout and report prompt and generation tokens/s.
+//! `pipe generate`: load a model, render the prompt through its chat template (when it has
+//! one, unless `--raw`), stream the completion to stdout and report prompt and generation
+//! tokens/s. A prompt that gets no text back is an error (exit 1), not silence.
 
 /// How to hold the base weights in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,7 +34,7 @@ pub struct ModelArgs {
 /// Arguments of `pipe generate`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  pipe generate --chat --prompt 'What is the capital of France?'\n  pipe generate -m model.gguf --prompt 'Once upon a time' --temp 0.8 --top-p 0.95 --seed 1\n  pipe generate --chat --prompt 'Hi' --json | jq .generation_tps"
+    after_help = "The prompt goes through the model's chat template as a user message when the model has one (as mlx_lm.generate does); --raw sends it as plain text. A prompt that gets no text back (the model ended at once) is reported on stderr and exits 1.\n\nExamples:\n  pipe generate --prompt 'What is the capital of France?'\n  pipe generate -m model.gguf --raw --prompt 'Once upon a time' --temp 0.8 --top-p 0.95 --seed 1\n  pipe generate --prompt 'Hi' --system 'Answer in French.' --json | jq .generation_tps"
 )]
 pub struct Args {
     /// The model and how to hold its weights.
@@ -43,11 +44,15 @@ pub struct Args {
     /// (results are printed one per line, or as JSON lines, when all are done).
     #[arg(long, short, required = true)]
     pub prompt: Vec<String>,
-    /// Wrap the prompt as a user message in the model's chat template.
+    /// Send the prompt as plain text (with the model's bos), not through its chat template.
+    #[arg(long, conflicts_with = "chat")]
+    pub raw: bool,
+    /// Require the chat template: fail if the model has none (by default it is used when
+    /// present).
     #[arg(long)]
     pub chat: bool,
-    /// A system message (with --chat).
-    #[arg(long, requires = "chat")]
+    /// A system message for the chat template.
+    #[arg(long, conflicts_with = "raw")]
     pub system: Option<String>,
     /// The most tokens to generate.
     #[arg(long, default_value_t = 256)]

@@ -20,6 +20,7 @@ mod data;
 pub mod doctor;
 pub mod eval;
 mod exit;
+pub mod export;
 pub mod fuse;
 mod gc;
 pub mod generate;
@@ -89,6 +90,9 @@ pub enum Command {
     RunStage(run_stage::Args),
     /// Merge an adapter into its base model and save a Hugging Face directory.
     Fuse(fuse::Args),
+    /// Write a model or an adapter in another tool's format (GGUF for llama.cpp).
+    #[command(subcommand)]
+    Export(export::Command),
     /// Fine-tune a model (LoRA, QLoRA, DoRA or full) from a job file.
     Train(train::Args),
     /// Fetch datasets into the user cache; list and check out recorded dataset versions.
@@ -158,6 +162,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         | Command::Bench(_)
         | Command::RunStage(_)
         | Command::Fuse(_)
+        | Command::Export(_)
         | Command::Train(_)
         | Command::Eval(_) => handoff::exec_mlx(),
     }

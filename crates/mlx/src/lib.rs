@@ -11,6 +11,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod eval;
 pub mod exit_guard;
+pub mod export;
 pub mod generate;
 pub mod linear;
 #[cfg(target_os = "linux")]

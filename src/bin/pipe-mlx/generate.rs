@@ -1,11 +1,12 @@
-//! `pipe generate`: load a model, render the prompt (optionally through its chat
-//! template), stream the completion to stdout and report prompt and generation tokens/s.
+//! `pipe generate`: load a model, render the prompt through its chat template (when it has
+//! one, unless `--raw`), stream the completion to stdout and report prompt and generation
+//! tokens/s. A prompt that gets no text back is an error (exit 1), not silence.
 
 use anyhow::Context;
 use mlx_rs::Dtype;
-use pipe::cli::UsageError;
 use pipe::cli::generate::{Args, ModelArgs, Weights};
 use pipe::cli::output::Printer;
+use pipe::cli::{Failure, UsageError};
 use pipe_engine::data::{Message, Role};
 use pipe_mlx_core::generate::{self, GenerateOptions, Sampling};
 use pipe_mlx_core::load::{self, LoadOptions, LoadedModel};
@@ -72,27 +73,39 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         return Err(UsageError("--temp must be >= 0".into()).into());
     }
     let mut m = load_model(printer, &args.model)?;
-    let mut batch = Vec::with_capacity(args.prompt.len());
-    for prompt in &args.prompt {
-        let text = if args.chat {
-            let template = m.chat_template.as_ref().ok_or_else(|| {
-                UsageError(format!(
-                    "{} has no chat template; drop --chat",
+    let template = if args.raw {
+        None
+    } else {
+        match (m.chat_template.as_ref(), args.chat || args.system.is_some()) {
+            (Some(t), _) => Some(t),
+            (None, false) => None,
+            (None, true) => {
+                let flag = if args.chat { "--chat" } else { "--system" };
+                return Err(UsageError(format!(
+                    "{} has no chat template, which {flag} needs; drop {flag}",
                     m.path.display()
                 ))
-            })?;
-            let mut messages = Vec::new();
-            if let Some(s) = &args.system {
-                messages.push(Message::new(Role::System, s));
+                .into());
             }
-            messages.push(Message::new(Role::User, prompt));
-            template.render(&messages, true)?
-        } else {
-            prompt.clone()
+        }
+    };
+    let mut batch = Vec::with_capacity(args.prompt.len());
+    for prompt in &args.prompt {
+        let text = match template {
+            Some(template) => {
+                let mut messages = Vec::new();
+                if let Some(s) = &args.system {
+                    messages.push(Message::new(Role::System, s));
+                }
+                messages.push(Message::new(Role::User, prompt));
+                template.render(&messages, true)?
+            }
+            None => prompt.clone(),
         };
         // A chat template writes its own special tokens; plain text gets the model's bos.
-        batch.push(m.tokenizer.encode(&text, !args.chat)?);
+        batch.push(m.tokenizer.encode(&text, template.is_none())?);
     }
+    let hint = empty_hint(template.is_some(), m.chat_template.is_some());
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: Sampling {
@@ -122,6 +135,20 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             stats.generated_tokens,
             stats.generation_tps
         ));
+        let empty: Vec<String> = gens
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.text.trim().is_empty())
+            .map(|(i, g)| format!("{} ({})", i + 1, stop_words(g.stop_reason)))
+            .collect();
+        if !empty.is_empty() {
+            return Err(Failure(format!(
+                "the model generated no text for prompt {} of {}{hint}",
+                empty.join(", "),
+                gens.len()
+            ))
+            .into());
+        }
         return Ok(());
     }
     let ids = batch.swap_remove(0);
@@ -132,22 +159,49 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             }
         })?;
     if json {
-        return printer.json(&Report {
+        printer.json(&Report {
             model: m.path.display().to_string(),
             text: &g.text,
             stop_reason: g.stop_reason,
             stats,
-        });
+        })?;
+    } else {
+        printer.result("");
+        printer.status(&format!(
+            "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | stop: {:?} | peak memory {:.0} MiB",
+            stats.prompt_tokens,
+            stats.prompt_tps,
+            stats.generated_tokens,
+            stats.generation_tps,
+            g.stop_reason,
+            mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / (1 << 20) as f64
+        ));
     }
-    printer.result("");
-    printer.status(&format!(
-        "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | stop: {:?} | peak memory {:.0} MiB",
-        stats.prompt_tokens,
-        stats.prompt_tps,
-        stats.generated_tokens,
-        stats.generation_tps,
-        g.stop_reason,
-        mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / (1 << 20) as f64
-    ));
+    if g.text.trim().is_empty() {
+        return Err(Failure(format!(
+            "the model generated no text ({}){hint}",
+            stop_words(g.stop_reason)
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// Why a completion ended, in words for the empty-generation message.
+fn stop_words(reason: generate::StopReason) -> &'static str {
+    match reason {
+        generate::StopReason::Eos => "it ended with its end-of-sequence token",
+        generate::StopReason::StopString => "a stop string came first",
+        generate::StopReason::MaxTokens => "only whitespace within --max-tokens",
+    }
+}
+
+/// What to try when a prompt got no text: the chat template is the usual cure (an
+/// instruct model given a bare prompt often ends at once, issue #15).
+fn empty_hint(templated: bool, has_template: bool) -> &'static str {
+    match (templated, has_template) {
+        (false, true) => "; drop --raw to send the prompt through the model's chat template",
+        (false, false) => "; the model has no chat template: try a longer prompt or a base model",
+        (true, _) => "; try rephrasing the prompt or --system",
+    }
 }

@@ -1,11 +1,12 @@
 //! `pipe-mlx`: the commands of `pipe` that use MLX (train, generate, eval, bench, doctor,
-//! fuse, and the built-in stages). `pipe` hands them over with their arguments unchanged;
+//! fuse, export, and the built-in stages). `pipe` hands them over with their arguments unchanged;
 //! running `pipe-mlx` directly is the same as running `pipe`. Arguments are defined once,
 //! in the `pipe` library ([`pipe::cli`]); this binary adds what runs them.
 
 mod bench;
 mod doctor;
 mod eval;
+mod export;
 mod fuse;
 mod generate;
 mod run_stage;
@@ -45,6 +46,7 @@ fn main() {
         Command::Generate(args) => generate::run(&printer, args),
         Command::Train(args) => train::run(&printer, args),
         Command::Fuse(args) => fuse::run(&printer, args),
+        Command::Export(cmd) => export::run(&printer, cmd),
         Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
         Command::Eval(args) => eval::run(&printer, args),
