@@ -8,7 +8,9 @@ mod doctor;
 mod eval;
 mod fuse;
 mod generate;
+mod generate_batch;
 mod run_stage;
+mod serve;
 mod train;
 
 use pipe::cli::{self, Command};
@@ -31,6 +33,7 @@ fn main() {
     let result = match command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Generate(args) => generate::run(&printer, args),
+        Command::Serve(args) => serve::run(&printer, args),
         Command::Train(args) => train::run(&printer, args),
         Command::Fuse(args) => fuse::run(&printer, args),
         Command::RunStage(args) => run_stage::run(&printer, args),
