@@ -177,7 +177,9 @@ pub struct Engine {
     max_batch: usize,
     batch: BatchCache,
     rows: Vec<Row>,
-    waiting: VecDeque<Job>,
+    /// Requests waiting for a row, with their adapter (resolved on arrival, so removing
+    /// an adapter never fails a request that reached the engine before the removal).
+    waiting: VecDeque<(Job, Option<Arc<str>>)>,
 }
 
 impl Engine {
@@ -223,12 +225,12 @@ impl Engine {
             while let Ok(c) = commands.try_recv() {
                 self.handle(c);
             }
-            self.waiting.retain(|j| !j.events.is_closed());
+            self.waiting.retain(|(j, _)| !j.events.is_closed());
             while self.rows.len() < self.max_batch {
-                let Some(job) = self.waiting.pop_front() else {
+                let Some((job, adapter)) = self.waiting.pop_front() else {
                     break;
                 };
-                if let Err(e) = self.admit(job) {
+                if let Err(e) = self.admit(job, adapter) {
                     self.fail_all(&e);
                 }
             }
@@ -245,7 +247,24 @@ impl Engine {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Generate(job) => self.waiting.push_back(job),
+            Command::Generate(job) => {
+                let adapter = match &job.adapter {
+                    None => None,
+                    Some(name) => match self.registry.lookup(name) {
+                        Some(a) => Some(a),
+                        None => {
+                            let _ = job.events.send(Event::Failed {
+                                status: 404,
+                                message: format!(
+                                    "the model `{name}` does not exist (it was removed)"
+                                ),
+                            });
+                            return;
+                        }
+                    },
+                };
+                self.waiting.push_back((job, adapter));
+            }
             Command::AddAdapter { name, path, reply } => {
                 let r = self.registry.add(&mut self.model, &name, &path);
                 self.publish_adapters();
@@ -268,20 +287,7 @@ impl Engine {
     }
 
     /// Prefills a request alone, chooses its first token and adds it to the batch.
-    fn admit(&mut self, job: Job) -> Result<(), Exception> {
-        let adapter = match &job.adapter {
-            None => None,
-            Some(name) => match self.registry.lookup(name) {
-                Some(a) => Some(a),
-                None => {
-                    let _ = job.events.send(Event::Failed {
-                        status: 404,
-                        message: format!("the model `{name}` does not exist (it was removed)"),
-                    });
-                    return Ok(());
-                }
-            },
-        };
+    fn admit(&mut self, job: Job, adapter: Option<Arc<str>>) -> Result<(), Exception> {
         self.registry.route(std::slice::from_ref(&adapter));
         let (cache, logits) = prefill(&mut self.model, &job.prompt)?;
         let mut row = Row {
@@ -295,16 +301,12 @@ impl Engine {
             finished: false,
         };
         let choice = if row.sampler.needs_logits() {
-            let mut v = logits
-                .index(0)
-                .as_dtype(Dtype::Float32)?
-                .as_slice::<f32>()
-                .to_vec();
+            let mut v = read::<f32>(&logits.index(0).as_dtype(Dtype::Float32)?)?;
             row.sampler.choose(&mut v, &row.history)
         } else {
             let id = argmax_axis(&logits, -1, None)?.as_dtype(Dtype::Uint32)?;
             Choice {
-                id: id.as_slice::<u32>()[0],
+                id: read::<u32>(&id)?.first().copied().unwrap_or(0),
                 logprob: None,
                 top: Vec::new(),
             }
@@ -348,9 +350,9 @@ impl Engine {
             Some(f) => mlx_rs::transforms::eval([&greedy, f])?,
             None => greedy.eval()?,
         }
-        let greedy = greedy.as_slice::<u32>().to_vec();
+        let greedy = read::<u32>(&greedy)?;
         let vocab = logits.shape()[1] as usize;
-        let full: Option<Vec<f32>> = full.map(|f| f.as_slice::<f32>().to_vec());
+        let full: Option<Vec<f32>> = full.map(|f| read::<f32>(&f)).transpose()?;
         let mut rows = std::mem::take(&mut self.rows);
         for (i, row) in rows.iter_mut().enumerate() {
             let choice = match wanted.iter().position(|&w| w as usize == i) {
@@ -443,8 +445,12 @@ impl Engine {
                 k
             });
         }
-        let in_use: BTreeSet<Arc<str>> =
-            self.rows.iter().filter_map(|r| r.adapter.clone()).collect();
+        let in_use: BTreeSet<Arc<str>> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.adapter.clone())
+            .chain(self.waiting.iter().filter_map(|(_, a)| a.clone()))
+            .collect();
         self.registry.collect(&mut self.model, &in_use);
     }
 
@@ -458,4 +464,12 @@ impl Engine {
         }
         self.batch = BatchCache::new(&self.model);
     }
+}
+
+/// An evaluated array's elements (an MLX failure is an error, not a panic).
+fn read<T: mlx_rs::ArrayElement + Clone>(a: &Array) -> Result<Vec<T>, Exception> {
+    let a = a.contiguous()?;
+    a.try_as_slice::<T>()
+        .map(<[T]>::to_vec)
+        .map_err(|e| Exception::custom(format!("cannot read an MLX result: {e}")))
 }

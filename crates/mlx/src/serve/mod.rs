@@ -82,24 +82,13 @@ pub fn start(loaded: LoadedModel, options: &ServeOptions) -> anyhow::Result<Star
     let load = Arc::new(Load::default());
     let adapter_list = Arc::new(RwLock::new(Vec::new()));
     let registry = Registry::new(&model, base_names.clone());
-    let mut engine = Engine::new(
-        model,
-        tokenizer.clone(),
-        registry,
-        adapter_list.clone(),
-        load.clone(),
-        options.max_batch,
-    );
-    for (name, dir) in &options.adapters {
-        engine.add_adapter(name, dir)?;
-    }
     let (commands, queue) = std::sync::mpsc::channel();
     let state = Arc::new(AppState {
-        tokenizer,
+        tokenizer: tokenizer.clone(),
         template: chat_template.map(Arc::new),
         commands,
-        load,
-        adapters: adapter_list,
+        load: load.clone(),
+        adapters: adapter_list.clone(),
         base_names,
         api_key: options.api_key.clone(),
         capacity: options.max_batch.max(1) + options.max_queue,
@@ -109,11 +98,30 @@ pub fn start(loaded: LoadedModel, options: &ServeOptions) -> anyhow::Result<Star
         created: state::unix_now(),
         counter: AtomicU64::new(0),
     });
+    // MLX binds arrays to the thread's stream: everything the engine evaluates (adapters
+    // included) is created on its own thread.
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let adapters = options.adapters.clone();
+    let max_batch = options.max_batch;
     let engine = std::thread::Builder::new()
         .name("pipe-serve-engine".into())
-        .spawn(move || engine.run(queue))
+        .spawn(move || {
+            let mut engine = Engine::new(model, tokenizer, registry, adapter_list, load, max_batch);
+            for (name, dir) in &adapters {
+                if let Err(e) = engine.add_adapter(name, dir) {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+            let _ = ready.send(Ok(()));
+            engine.run(queue);
+        })
         .context("cannot start the decoding thread")?;
-    Ok(Started { state, engine })
+    match is_ready.recv() {
+        Ok(Ok(())) => Ok(Started { state, engine }),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => bail!("the decoding thread stopped while loading adapters"),
+    }
 }
 
 /// Serves `loaded` until interrupted (Ctrl-C or SIGTERM); `on_ready` gets the bound

@@ -111,11 +111,8 @@ async fn respond(s: &AppState, mut rx: UnboundedReceiver<Event>, prepared: Prepa
     let created = s.created_now();
     let settings = &prepared.settings;
     if settings.stream {
-        // Answer errors that come before any text with their status, as OpenAI does.
-        let first = rx.recv().await;
-        if let Some(Event::Failed { status, message }) = &first {
-            return failed(*status, message).into_response();
-        }
+        // Headers go out at once (a queued request would otherwise look hung); a failure
+        // in the engine arrives as an error event.
         let meta = ChunkMeta {
             id,
             created,
@@ -124,7 +121,7 @@ async fn respond(s: &AppState, mut rx: UnboundedReceiver<Event>, prepared: Prepa
             want_logprobs: settings.sampling.logprobs.is_some(),
             include_usage: settings.include_usage,
         };
-        return Sse::new(sse_stream(first, rx, meta))
+        return Sse::new(sse_stream(rx, meta))
             .keep_alive(KeepAlive::default())
             .into_response();
     }
@@ -184,7 +181,6 @@ fn choice_is_empty(v: &Value) -> bool {
 /// The SSE stream: a role chunk (chat), one chunk per text event, a last chunk with the
 /// finish reason, the usage chunk when asked, then `[DONE]`.
 fn sse_stream(
-    first: Option<Event>,
     rx: UnboundedReceiver<Event>,
     meta: ChunkMeta,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -197,9 +193,7 @@ fn sse_stream(
         )
     });
     let head = stream::iter(opening.into_iter().map(Ok));
-    let events = stream::iter(first).chain(stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    }));
+    let events = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
     let mut offset = 0usize;
     let body = events
         .scan(false, |ended, e| {
