@@ -15,6 +15,10 @@ PIPE=${PIPE:-target/release/pipe}
 LOAD=${LOAD:---concurrency 1,4,16 --requests-per-client 2 --max-tokens 64}
 PIPE_PORT=${PIPE_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18081}
+# Both servers' MLX calls OpenBLAS. Its worker threads spin for a core between small
+# products; on a busy 2-core machine one thread decoded a batch of 4 five times faster
+# (BENCHMARKS.md). Both servers get the same setting.
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
 wait_up() {
   for _ in $(seq 1200); do

@@ -124,3 +124,34 @@ fn generate_batch_names_the_bad_line_of_an_input_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn predict_stage_answers_a_batch_file_inside_a_pipeline_and_caches() {
+    let ws = Ws::new();
+    ws.file(
+        "requests.jsonl",
+        &REQUESTS.lines().take(2).collect::<Vec<_>>().join("\n"),
+    );
+    ws.pipeline(
+        "stages:\n  predict:\n    kind: predict\n    with:\n      model: smollm2-135m-instruct\n      input: requests.jsonl\n      batch_size: 2\n      out: out/predictions.jsonl\n",
+    );
+    let first = ws.run_ok(&[]);
+    assert!(first.ran().contains("predict"), "{:?}", first.events);
+    let text = ws.read("out/predictions.jsonl");
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let france = by_id(&rows, "france");
+    assert_eq!(france["response"]["status_code"], 200);
+    assert!(
+        france["response"]["body"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Paris")
+    );
+    assert!(!ws.exists("out/predictions.jsonl.partial"));
+    let second = ws.run_ok(&[]);
+    assert!(second.ran().is_empty(), "{:?}", second.events);
+}

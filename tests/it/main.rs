@@ -18,6 +18,7 @@ mod python;
 mod quickstart;
 mod schema;
 mod serve;
+mod serve_batch;
 mod sources;
 mod startup;
 mod support;

@@ -182,6 +182,4 @@ pub fn step_tokens(ids: &[u32]) -> Result<Array, Exception> {
     Array::from_slice(ids, &[ids.len() as i32, 1]).as_dtype(Dtype::Int32)
 }
 
-#[cfg(test)]
-#[path = "batch_tests.rs"]
-mod tests;
+// Tests: tests/it/serve_batch.rs (batched against alone, on a random model).

@@ -155,16 +155,13 @@ struct ChunkMeta {
 }
 
 impl ChunkMeta {
-    fn chunk(&self, choice: Value, usage: Option<Value>) -> SseEvent {
-        let (object, choices) = match self.kind {
-            Kind::Chat => ("chat.completion.chunk", vec![choice]),
-            Kind::Completion => ("text_completion", vec![choice]),
+    /// One chunk: a choice, or (the usage chunk) none.
+    fn chunk(&self, choice: Option<Value>, usage: Option<Value>) -> SseEvent {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Completion => "text_completion",
         };
-        let choices = if choice_is_empty(&choices[0]) {
-            vec![]
-        } else {
-            choices
-        };
+        let choices: Vec<Value> = choice.into_iter().collect();
         let mut v = json!({"id": self.id, "object": object, "created": self.created,
             "model": self.model, "choices": choices});
         if self.include_usage {
@@ -172,10 +169,6 @@ impl ChunkMeta {
         }
         SseEvent::default().data(v.to_string())
     }
-}
-
-fn choice_is_empty(v: &Value) -> bool {
-    v.is_null()
 }
 
 /// The SSE stream: a role chunk (chat), one chunk per text event, a last chunk with the
@@ -187,8 +180,10 @@ fn sse_stream(
     let meta = Arc::new(meta);
     let opening = (meta.kind == Kind::Chat).then(|| {
         meta.chunk(
-            json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null,
-                "finish_reason": null}),
+            Some(
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null}),
+            ),
             None,
         )
     });
@@ -217,7 +212,7 @@ fn sse_stream(
                         Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp,
                             "finish_reason": null}),
                     };
-                    vec![meta.chunk(choice, None)]
+                    vec![meta.chunk(Some(choice), None)]
                 }
                 Event::Done {
                     finish,
@@ -230,12 +225,12 @@ fn sse_stream(
                         Kind::Completion => json!({"index": 0, "text": "", "logprobs": null,
                             "finish_reason": finish}),
                     };
-                    let mut v = vec![meta.chunk(choice, None)];
+                    let mut v = vec![meta.chunk(Some(choice), None)];
                     if meta.include_usage {
                         let usage = json!({"prompt_tokens": prompt_tokens,
                             "completion_tokens": completion_tokens,
                             "total_tokens": prompt_tokens + completion_tokens});
-                        v.push(meta.chunk(Value::Null, Some(usage)));
+                        v.push(meta.chunk(None, Some(usage)));
                     }
                     v.push(SseEvent::default().data("[DONE]"));
                     v

@@ -1,9 +1,11 @@
-//! A sequence decoded in a continuous batch, joining and leaving at different steps, gets
+//! The continuous batch's KV cache (`pipe_mlx_core::serve::batch`): a sequence decoded in
+//! a batch, joining and leaving at different steps beside sequences of other lengths, gets
 //! the greedy tokens and (within float tolerance) the logits it gets decoded alone.
 
-use super::*;
-use crate::models::llama::tiny_random;
-use mlx_rs::ops::indexing::argmax_axis;
+use mlx_rs::ops::indexing::{IndexOp, argmax_axis};
+use mlx_rs::{Array, Dtype};
+use pipe_mlx_core::models::llama::{Llama, tiny_random};
+use pipe_mlx_core::serve::batch::{BatchCache, prefill, step_tokens};
 
 const VOCAB: i32 = 97;
 
