@@ -65,6 +65,9 @@ const TOPICS: [&str; 16] = [
     "a sailing ship",
 ];
 
+/// Attempts after a connection-level failure.
+const CONNECT_RETRIES: u64 = 5;
+
 /// One request's timings.
 struct Sample {
     ttft: f64,
@@ -118,14 +121,27 @@ fn one_request(agent: &ureq::Agent, args: &ServeArgs, i: usize) -> anyhow::Resul
         "ignore_eos": true,
     });
     let url = format!("{}/v1/chat/completions", args.url.trim_end_matches('/'));
-    let mut req = agent.post(&url).header("Content-Type", "application/json");
-    if let Some(key) = &args.api_key {
-        req = req.header("Authorization", &format!("Bearer {key}"));
-    }
+    let send = || {
+        let mut req = agent.post(&url).header("Content-Type", "application/json");
+        if let Some(key) = &args.api_key {
+            req = req.header("Authorization", &format!("Bearer {key}"));
+        }
+        req.send(body.to_string())
+    };
     let start = Instant::now();
-    let response = req
-        .send(body.to_string())
-        .with_context(|| format!("request to {url} failed"))?;
+    // A connection the server refuses or resets before answering (a full listen backlog:
+    // Python's http.server keeps 5) is retried, as a client library would; the time to
+    // first token still counts from the first attempt.
+    let mut attempt = 0;
+    let response = loop {
+        match send() {
+            Err(ureq::Error::Io(_)) if attempt < CONNECT_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+            }
+            r => break r.with_context(|| format!("request to {url} failed"))?,
+        }
+    };
     let reader = BufReader::new(response.into_body().into_reader());
     let mut first = None;
     let mut last = start;
