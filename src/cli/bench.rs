@@ -19,6 +19,12 @@ pub enum Command {
         after_help = "Examples:\n  pipe bench train\n  pipe bench train --iters 20 --json\n  pipe bench train --epochs 3 --examples 512 --activation-cache"
     )]
     Train(TrainArgs),
+    /// Load-test an OpenAI-compatible server (`pipe serve`, `mlx_lm.server`, ...): tokens/s,
+    /// time to first token and inter-token latency at several concurrency levels.
+    #[command(
+        after_help = "Examples:\n  pipe serve --port 8080 &\n  pipe bench serve --url http://127.0.0.1:8080\n  pipe bench serve --concurrency 1,4,16 --max-tokens 128 --json"
+    )]
+    Serve(super::bench_serve::ServeArgs),
 }
 
 /// Arguments of `pipe bench generate`.

@@ -2,6 +2,8 @@
 //! one, unless `--raw`), stream the completion to stdout and report prompt and generation
 //! tokens/s. A prompt that gets no text back is an error (exit 1), not silence.
 
+use std::path::PathBuf;
+
 /// How to hold the base weights in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Weights {
@@ -42,7 +44,7 @@ pub struct Args {
     pub model: ModelArgs,
     /// The prompt text. Repeat it to generate for several prompts as one padded batch
     /// (results are printed one per line, or as JSON lines, when all are done).
-    #[arg(long, short, required = true)]
+    #[arg(long, short, required_unless_present = "batch")]
     pub prompt: Vec<String>,
     /// Send the prompt as plain text (with the model's bos), not through its chat template.
     #[arg(long, conflicts_with = "chat")]
@@ -72,4 +74,20 @@ pub struct Args {
     /// Print one JSON object (text and statistics) instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// Answer every request of a file in the OpenAI Batch format (JSON Lines of
+    /// `{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}`),
+    /// decoding many at once as `pipe serve` does; results go to --out.
+    #[arg(long, value_name = "FILE", requires = "out", conflicts_with_all = ["prompt", "system"])]
+    pub batch: Option<PathBuf>,
+    /// Where --batch results go (JSON Lines in the OpenAI Batch output format). Requests
+    /// already answered there are skipped, so an interrupted run resumes.
+    #[arg(long, value_name = "FILE", requires = "batch")]
+    pub out: Option<PathBuf>,
+    /// With --batch: an adapter requests can name as their `model`, as NAME=DIR
+    /// (repeatable; `base` names the model itself).
+    #[arg(long, value_name = "NAME=DIR", requires = "batch", value_parser = super::serve::parse_adapter)]
+    pub adapter: Vec<(String, PathBuf)>,
+    /// With --batch: requests decoded together at most.
+    #[arg(long, default_value_t = 16, requires = "batch", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_size: u32,
 }

@@ -14,6 +14,7 @@
 //! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
 
 pub mod bench;
+mod bench_serve;
 mod cache;
 mod dag;
 mod data;
@@ -32,6 +33,7 @@ mod run;
 pub mod run_stage;
 mod runs;
 mod schema;
+pub mod serve;
 mod show;
 mod status;
 mod tracking;
@@ -82,6 +84,8 @@ pub enum Command {
     Model(model::Command),
     /// Generate text with a model (streams tokens; reports tokens/s).
     Generate(generate::Args),
+    /// Serve a model and its adapters over an OpenAI-compatible HTTP API.
+    Serve(serve::Args),
     /// Measure throughput on reference workloads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -157,8 +161,11 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Gc(args) => gc::run(printer, args),
         Command::Cache(cmd) => cache::run(printer, cmd),
         Command::Schema(args) => schema::run(printer, args),
+        // An HTTP load generator: no MLX, so `pipe` runs it itself.
+        Command::Bench(bench::Command::Serve(args)) => bench_serve::run(printer, &args),
         Command::Doctor(_)
         | Command::Generate(_)
+        | Command::Serve(_)
         | Command::Bench(_)
         | Command::RunStage(_)
         | Command::Fuse(_)

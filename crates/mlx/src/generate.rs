@@ -141,14 +141,14 @@ pub fn sample(logits: &Array, s: &Sampling, key: &Array) -> Result<Array, Except
 }
 
 /// Incremental detokenisation with held-back text; see the module documentation.
-struct TextStream {
-    ids: Vec<u32>,
-    text: String,
+pub(crate) struct TextStream {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) text: String,
     emitted: usize,
 }
 
 impl TextStream {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ids: Vec::new(),
             text: String::new(),
@@ -157,7 +157,7 @@ impl TextStream {
     }
 
     /// Adds a token; returns the stop position in the text if a stop string appeared.
-    fn push(
+    pub(crate) fn push(
         &mut self,
         tok: &Tokenizer,
         id: u32,
@@ -173,7 +173,7 @@ impl TextStream {
     }
 
     /// Text safe to show now (or all of it at the end).
-    fn delta(&mut self, stops: &[String], done: bool) -> String {
+    pub(crate) fn delta(&mut self, stops: &[String], done: bool) -> String {
         let mut end = self.text.len();
         if !done {
             if self.text.ends_with('\u{FFFD}') {

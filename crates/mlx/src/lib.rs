@@ -19,6 +19,7 @@ mod linux_shim;
 pub mod load;
 pub mod models;
 pub mod runtime;
+pub mod serve;
 pub mod stages;
 #[cfg(test)]
 mod test_support;

@@ -26,6 +26,11 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
     let args = match command {
         Command::Generate(args) => args,
         Command::Train(args) => return run_train(printer, args),
+        // The load generator needs no MLX; `pipe` runs it (this path is `pipe-mlx` called
+        // directly).
+        serve @ Command::Serve(_) => {
+            return pipe::cli::run_engine(printer, pipe::cli::Command::Bench(serve));
+        }
     };
     let mut m = load_model(printer, &args.model)?;
     let mut ids = Vec::new();

@@ -66,6 +66,9 @@ struct Report<'a> {
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
+    if let (Some(input), Some(output)) = (&args.batch, &args.out) {
+        return crate::generate_batch::run(printer, &args, input, output);
+    }
     if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
         return Err(UsageError("--top-p must be in (0, 1]".into()).into());
     }

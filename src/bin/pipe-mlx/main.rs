@@ -9,7 +9,9 @@ mod eval;
 mod export;
 mod fuse;
 mod generate;
+mod generate_batch;
 mod run_stage;
+mod serve;
 mod train;
 
 use pipe::cli::{self, Command};
@@ -44,6 +46,7 @@ fn main() {
     let result = match command {
         Command::Doctor(args) => doctor::run(&printer, args),
         Command::Generate(args) => generate::run(&printer, args),
+        Command::Serve(args) => serve::run(&printer, args),
         Command::Train(args) => train::run(&printer, args),
         Command::Fuse(args) => fuse::run(&printer, args),
         Command::Export(cmd) => export::run(&printer, cmd),

@@ -10,7 +10,7 @@
 //!
 //! Every kind runs as a child process: `cmd` as the user's command, a built-in kind as
 //! `pipe __run-stage KIND --root ROOT --config JSON` ([`crate::exec::launch`]). The kinds
-//! that need no MLX run from this crate ([`run`]); `train`, `evaluate` and `tokenize` run
+//! that need no MLX run from this crate ([`run`]); `train`, `evaluate`, `predict` and `tokenize` run
 //! in `pipe-mlx` (crate `pipe-mlx-core`), which the engine never links.
 //!
 //! Adding a kind: a unit struct implementing [`StageKind`] in its own module, a line in
@@ -21,6 +21,7 @@ pub mod compare;
 pub mod evaluate;
 pub mod ingest;
 pub mod params_file;
+pub mod predict;
 pub mod report;
 pub mod tokenize;
 pub mod train;
@@ -73,13 +74,14 @@ pub struct Resolved {
 pub struct Kind(&'static dyn StageKind);
 
 /// Every kind, in the order `pipe schema` lists them.
-pub static KINDS: [Kind; 9] = [
+pub static KINDS: [Kind; 10] = [
     Kind::CMD,
     Kind::INGEST,
     Kind::VERSION,
     Kind::TOKENIZE,
     Kind::TRAIN,
     Kind::EVALUATE,
+    Kind::PREDICT,
     Kind::COMPARE,
     Kind::REPORT,
     Kind::TUNE,
@@ -98,6 +100,8 @@ impl Kind {
     pub const TRAIN: Kind = Kind(&train::Train);
     /// Score a model (and an adapter) on held-out data.
     pub const EVALUATE: Kind = Kind(&evaluate::Evaluate);
+    /// Answer a file of OpenAI Batch requests (batch inference).
+    pub const PREDICT: Kind = Kind(&predict::Predict);
     /// Tabulate trained variants and recommend one under constraints.
     pub const COMPARE: Kind = Kind(&compare::Compare);
     /// Write a self-contained HTML report of the run.

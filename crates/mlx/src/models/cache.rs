@@ -68,6 +68,26 @@ impl KvCache {
         })
     }
 
+    /// A cache holding `layers` (each `[B, H, offset, D]`, every position valid).
+    pub(crate) fn from_layers(layers: Vec<(Array, Array)>, offset: i32) -> Self {
+        Self {
+            layers: layers.into_iter().map(Some).collect(),
+            offset,
+        }
+    }
+
+    /// Every layer's valid keys and values (`[B, H, offset, D]`); `None` before the first
+    /// update.
+    pub(crate) fn valid_layers(&self) -> Option<Vec<(Array, Array)>> {
+        self.layers
+            .iter()
+            .map(|slot| {
+                slot.as_ref()
+                    .map(|(k, v)| (valid(k, self.offset), valid(v, self.offset)))
+            })
+            .collect()
+    }
+
     /// One layer's cached keys and values.
     pub(crate) fn layer(&self, layer: usize) -> Option<&(Array, Array)> {
         self.layers.get(layer).and_then(Option::as_ref)

@@ -18,7 +18,10 @@
 //! Padded batches: prompts are left-padded and a key mask hides the padding. Every row uses
 //! the same absolute positions; because RoPE attention scores depend only on the distance
 //! between positions, a constant shift per row changes nothing, so a padded row computes
-//! what it would alone.
+//! what it would alone. A continuous batch (`serve`), whose rows joined at different steps,
+//! instead gives every row its own rotary position ([`RopeOffset::PerRow`],
+//! [`Llama::forward_rows`]): a row's cached keys were rotated at its own positions, which
+//! no shared offset can match once rows of different lengths share the cache's columns.
 
 pub use super::cache::{KvCache, attention_mask};
 pub use config::{ConfigError, Family, LlamaConfig, ModelConfig, RopeScaling, llama3_rope_periods};
@@ -43,11 +46,31 @@ struct Rope {
     freqs: Option<Array>,
 }
 
+/// Where the rotary positions of a call's first token lie.
+#[derive(Debug, Clone, Copy)]
+pub enum RopeOffset<'a> {
+    /// The same position for every row (a cache's offset).
+    Shared(i32),
+    /// One position per row, `[B]` int32: rows of a continuous batch, each at its own
+    /// length.
+    PerRow(&'a Array),
+}
+
 impl Rope {
-    fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
-        match &self.freqs {
-            Some(f) => fast::rope(x, self.dims, false, None, self.scale, offset, f),
-            None => fast::rope(x, self.dims, false, self.base, self.scale, offset, None),
+    fn apply(&self, x: &Array, offset: RopeOffset<'_>) -> Result<Array, Exception> {
+        match (offset, &self.freqs) {
+            (RopeOffset::Shared(o), Some(f)) => {
+                fast::rope(x, self.dims, false, None, self.scale, o, f)
+            }
+            (RopeOffset::Shared(o), None) => {
+                fast::rope(x, self.dims, false, self.base, self.scale, o, None)
+            }
+            (RopeOffset::PerRow(o), Some(f)) => {
+                fast::rope_dynamic(x, self.dims, false, None, self.scale, o, f)
+            }
+            (RopeOffset::PerRow(o), None) => {
+                fast::rope_dynamic(x, self.dims, false, self.base, self.scale, o, None)
+            }
         }
     }
 }
@@ -78,7 +101,7 @@ struct AttnInput<'a> {
     x: &'a Array,
     mask: Option<&'a Array>,
     cache: Option<(&'a mut KvCache, usize)>,
-    offset: i32,
+    offset: RopeOffset<'a>,
 }
 
 impl Attention {
@@ -182,6 +205,17 @@ impl DecoderLayer {
         mask: Option<&Array>,
         cache: Option<(&mut KvCache, usize)>,
         offset: i32,
+    ) -> Result<Array, Exception> {
+        self.forward_block_at(h, mask, cache, RopeOffset::Shared(offset))
+    }
+
+    /// [`DecoderLayer::forward_block`] with rotary positions given per row or shared.
+    fn forward_block_at(
+        &mut self,
+        h: &Array,
+        mask: Option<&Array>,
+        cache: Option<(&mut KvCache, usize)>,
+        offset: RopeOffset<'_>,
     ) -> Result<Array, Exception> {
         let normed = self.input_layernorm.forward(h)?;
         let a = self.self_attn.forward(AttnInput {
@@ -381,6 +415,33 @@ impl Llama {
             Some(head) => head.forward(hidden),
             None => self.model.embed_tokens.forward(hidden),
         }
+    }
+
+    /// Logits `[B, L, vocab]` of a continuous batch: row `b`'s first token sits at rotary
+    /// position `positions[b]` (`[B]` int32), whatever the cache's column count. `key_mask`
+    /// `[B, offset + L]` hides each row's padding columns, as in [`Llama::hidden_states`].
+    pub fn forward_rows(
+        &mut self,
+        tokens: &Array,
+        cache: &mut KvCache,
+        key_mask: &Array,
+        positions: &Array,
+    ) -> Result<Array, Exception> {
+        let h = self.model.embed_tokens.embed(tokens)?;
+        let l = h.shape()[1];
+        let mask = attention_mask(key_mask, cache.offset(), l, h.dtype())?;
+        let mut h = h;
+        for (i, layer) in self.model.layers.iter_mut().enumerate() {
+            h = layer.forward_block_at(
+                &h,
+                Some(&mask),
+                Some((&mut *cache, i)),
+                RopeOffset::PerRow(positions),
+            )?;
+        }
+        cache.advance(l);
+        let h = self.model.norm.forward(&h)?;
+        self.logits(&h)
     }
 
     /// Logits `[B, L, vocab]`; see [`Llama::hidden_states`] for the arguments.

@@ -1,0 +1,325 @@
+//! The HTTP routes: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
+//! and the adapter admin routes under `/admin/adapters` (loopback clients only).
+//!
+//! A handler checks the request, renders and tokenizes the prompt, takes a server slot
+//! ([`Admission`]; none left answers 429 with `Retry-After`) and hands a [`Job`] to the
+//! engine thread. It then either collects the engine's events into one response, or
+//! forwards them as server-sent events. Either way the event channel's receiver lives in
+//! the response: when the client goes, hyper drops it, and the engine frees the row.
+
+use super::engine::{Command, Event};
+use super::errors::ApiError;
+use super::requests::{Collected, Kind, Prepared, logprobs_json};
+use super::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The application's routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/admin/adapters", get(list_adapters).post(add_adapter))
+        .route("/admin/adapters/{name}", delete(remove_adapter))
+        .fallback(|| async { ApiError::not_found("no such route; see /v1/models") })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.max_request_bytes,
+        ))
+        .with_state(state)
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Json<Value> {
+    let load = s.load();
+    Json(json!({"status": "ok", "decoding": load.0, "in_flight": load.1}))
+}
+
+async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = s.authorize(&headers) {
+        return e.into_response();
+    }
+    let data: Vec<Value> = s
+        .model_names()
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": s.created, "owned_by": "pipe"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The body as JSON of type `T`, with OpenAI-shaped errors for a body too large or not
+/// JSON.
+fn parse<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        ..ApiError::bad_request(e.body_text())
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+}
+
+async fn chat(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || {
+        s.authorize(&headers)?;
+        let prepared = s.prepare_chat(parse(body)?)?;
+        let rx = s.submit(&prepared)?;
+        Ok::<_, ApiError>((rx, prepared))
+    };
+    match run() {
+        Err(e) => e.into_response(),
+        Ok((rx, prepared)) => respond(&s, rx, prepared).await,
+    }
+}
+
+async fn completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || {
+        s.authorize(&headers)?;
+        let prepared = s.prepare_completion(parse(body)?)?;
+        let rx = s.submit(&prepared)?;
+        Ok::<_, ApiError>((rx, prepared))
+    };
+    match run() {
+        Err(e) => e.into_response(),
+        Ok((rx, prepared)) => respond(&s, rx, prepared).await,
+    }
+}
+
+async fn respond(s: &AppState, mut rx: UnboundedReceiver<Event>, prepared: Prepared) -> Response {
+    let id = s.next_id(prepared.kind == Kind::Chat);
+    let created = s.created_now();
+    let settings = &prepared.settings;
+    if settings.stream {
+        // Headers go out at once (a queued request would otherwise look hung); a failure
+        // in the engine arrives as an error event.
+        let meta = ChunkMeta {
+            id,
+            created,
+            model: prepared.model,
+            kind: prepared.kind,
+            want_logprobs: settings.sampling.logprobs.is_some(),
+            include_usage: settings.include_usage,
+        };
+        return Sse::new(sse_stream(rx, meta))
+            .keep_alive(KeepAlive::default())
+            .into_response();
+    }
+    let mut all = Collected::default();
+    while let Some(event) = rx.recv().await {
+        if all.add(event) {
+            break;
+        }
+    }
+    match all.response(&prepared, &id, created) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(super) fn failed(status: u16, message: &str) -> ApiError {
+    match status {
+        404 => ApiError::not_found(message),
+        _ => ApiError::internal(message),
+    }
+}
+
+/// What every streamed chunk repeats.
+struct ChunkMeta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+    want_logprobs: bool,
+    include_usage: bool,
+}
+
+impl ChunkMeta {
+    /// One chunk: a choice, or (the usage chunk) none.
+    fn chunk(&self, choice: Option<Value>, usage: Option<Value>) -> SseEvent {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Completion => "text_completion",
+        };
+        let choices: Vec<Value> = choice.into_iter().collect();
+        let mut v = json!({"id": self.id, "object": object, "created": self.created,
+            "model": self.model, "choices": choices});
+        if self.include_usage {
+            v["usage"] = usage.unwrap_or(Value::Null);
+        }
+        SseEvent::default().data(v.to_string())
+    }
+}
+
+/// The SSE stream: a role chunk (chat), one chunk per text event, a last chunk with the
+/// finish reason, the usage chunk when asked, then `[DONE]`.
+fn sse_stream(
+    rx: UnboundedReceiver<Event>,
+    meta: ChunkMeta,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let meta = Arc::new(meta);
+    let opening = (meta.kind == Kind::Chat).then(|| {
+        meta.chunk(
+            Some(
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null}),
+            ),
+            None,
+        )
+    });
+    let head = stream::iter(opening.into_iter().map(Ok));
+    let events = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    let mut offset = 0usize;
+    let body = events
+        .scan(false, |ended, e| {
+            let out = if *ended { None } else { Some(e) };
+            if matches!(out, Some(Event::Done { .. } | Event::Failed { .. })) {
+                *ended = true;
+            }
+            std::future::ready(out)
+        })
+        .flat_map(move |event| {
+            let meta = meta.clone();
+            let items: Vec<SseEvent> = match event {
+                Event::Text { text, logprobs } => {
+                    let lp = meta
+                        .want_logprobs
+                        .then(|| logprobs_json(meta.kind, &logprobs, offset));
+                    offset += text.len();
+                    let choice = match meta.kind {
+                        Kind::Chat => json!({"index": 0, "delta": {"content": text},
+                            "logprobs": lp, "finish_reason": null}),
+                        Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp,
+                            "finish_reason": null}),
+                    };
+                    vec![meta.chunk(Some(choice), None)]
+                }
+                Event::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    let choice = match meta.kind {
+                        Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null,
+                            "finish_reason": finish}),
+                        Kind::Completion => json!({"index": 0, "text": "", "logprobs": null,
+                            "finish_reason": finish}),
+                    };
+                    let mut v = vec![meta.chunk(Some(choice), None)];
+                    if meta.include_usage {
+                        let usage = json!({"prompt_tokens": prompt_tokens,
+                            "completion_tokens": completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens});
+                        v.push(meta.chunk(None, Some(usage)));
+                    }
+                    v.push(SseEvent::default().data("[DONE]"));
+                    v
+                }
+                // Headers are sent: an error mid-stream goes as an error event.
+                Event::Failed { status, message } => {
+                    vec![SseEvent::default().data(failed(status, &message).body().to_string())]
+                }
+            };
+            stream::iter(items.into_iter().map(Ok))
+        });
+    head.chain(body)
+}
+
+/// Admin routes answer loopback clients only, whatever address the server is bound to.
+fn admin_guard(s: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::forbidden(
+            "adapter administration is only accepted from this machine (loopback)",
+        ));
+    }
+    s.authorize(headers)
+}
+
+async fn list_adapters(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = admin_guard(&s, peer, &headers) {
+        return e.into_response();
+    }
+    Json(json!({"adapters": s.adapter_list()})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct AddAdapter {
+    name: String,
+    path: std::path::PathBuf,
+}
+
+async fn add_adapter(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = async {
+        admin_guard(&s, peer, &headers)?;
+        let req: AddAdapter = parse(body)?;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        s.send(Command::AddAdapter {
+            name: req.name.clone(),
+            path: req.path,
+            reply,
+        })?;
+        match done.await {
+            Ok(Ok(())) => Ok(req.name),
+            Ok(Err(e)) => Err(ApiError::invalid("path", e.to_string())),
+            Err(_) => Err(ApiError::internal("the engine stopped")),
+        }
+    };
+    match run.await {
+        Ok(name) => Json(json!({"added": name, "adapters": s.adapter_list()})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove_adapter(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let run = async {
+        admin_guard(&s, peer, &headers)?;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        s.send(Command::RemoveAdapter {
+            name: name.clone(),
+            reply,
+        })?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::not_found(e.to_string())),
+            Err(_) => Err(ApiError::internal("the engine stopped")),
+        }
+    };
+    match run.await {
+        Ok(()) => Json(json!({"removed": name, "adapters": s.adapter_list()})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
