@@ -45,8 +45,8 @@ BEGIN {
 }
 "#;
 
-/// A tune stage for `bench`, expanded over both optimizers and the seeds.
-fn stage(bench: &Benchmark, budget: usize) -> String {
+/// A tune stage for `bench`, expanded over `optimizers` and `seeds`.
+fn stage(bench: &Benchmark, budget: usize, optimizers: &[&str], seeds: &[u64]) -> String {
     let space: Vec<String> = bench
         .bounds
         .iter()
@@ -60,7 +60,7 @@ fn stage(bench: &Benchmark, budget: usize) -> String {
         r#"  {name}:
     kind: tune
     matrix:
-      optimizer: [gp, random]
+      optimizer: {optimizers:?}
       seed: {seeds:?}
     with:
       out: "tune/{name}-{{{{ matrix.optimizer }}}}-{{{{ matrix.seed }}}}"
@@ -74,24 +74,37 @@ fn stage(bench: &Benchmark, budget: usize) -> String {
         deps: [objective.awk]
 "#,
         name = bench.name,
-        seeds = SEEDS,
         space = space.join(", "),
         vars = vars.join(" "),
     )
 }
 
-/// Runs the pipeline for `bench` and returns the regrets of (GP-EI, random), one per seed,
-/// after checking every trial.
-fn regrets(bench: &Benchmark, budget: usize) -> (Vec<f64>, Vec<f64>) {
+/// Runs the pipeline for `bench` with each of `optimizers` ("gp", "random") over `seeds`
+/// and returns the regrets, one list per optimizer with one per seed, after checking every
+/// trial.
+fn regrets_of(
+    bench: &Benchmark,
+    budget: usize,
+    optimizers: &[&str],
+    seeds: &[u64],
+) -> Vec<Vec<f64>> {
     let ws = Ws::new();
-    ws.file("objective.awk", OBJECTIVE)
-        .pipeline(&format!("stages:\n{}", stage(bench, budget)));
+    ws.file("objective.awk", OBJECTIVE).pipeline(&format!(
+        "stages:\n{}",
+        stage(bench, budget, optimizers, seeds)
+    ));
     let run = ws.run_ok(&[]);
-    assert_eq!(run.ran().len(), 2 * SEEDS.len(), "{:?}", run.ran());
+    assert_eq!(
+        run.ran().len(),
+        optimizers.len() * seeds.len(),
+        "{:?}",
+        run.ran()
+    );
     let space = bench.space();
-    let mut out = (Vec::new(), Vec::new());
-    for optimizer in ["gp", "random"] {
-        for seed in SEEDS {
+    let mut out = Vec::new();
+    for optimizer in optimizers {
+        let mut regrets = Vec::new();
+        for &seed in seeds {
             let trials: Vec<Value> = ws
                 .read(&format!(
                     "tune/{}-{optimizer}-{seed}/trials.jsonl",
@@ -123,16 +136,23 @@ fn regrets(bench: &Benchmark, budget: usize) -> (Vec<f64>, Vec<f64>) {
                 .iter()
                 .map(|t| t["origin"]["by"].as_str().unwrap())
                 .collect();
-            if optimizer == "random" {
+            if *optimizer == "random" {
                 assert!(by.iter().all(|b| *b == "random"), "{by:?}");
-                out.1.push(bench.regret(best));
             } else {
                 assert_eq!(by[0], "latin-hypercube");
                 assert!(by.contains(&"expected-improvement"), "{by:?}");
-                out.0.push(bench.regret(best));
             }
+            regrets.push(bench.regret(best));
         }
+        out.push(regrets);
     }
+    out
+}
+
+/// The regrets of (GP-EI, random) over [`SEEDS`].
+fn regrets(bench: &Benchmark, budget: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut both = regrets_of(bench, budget, &["gp", "random"], &SEEDS);
+    let out = (both.remove(0), both.remove(0));
     eprintln!(
         "{} at {budget}: GP-EI regrets {:?} (mean {:.4}, median {:.4}); random {:?} (mean {:.4}, median {:.4})",
         bench.name,
@@ -172,4 +192,23 @@ fn gp_beats_random_search_on_hartmann6_through_command_trials() {
 #[test]
 fn gp_beats_random_search_on_shifted_rosenbrock_through_command_trials() {
     assert_gp_beats_random("rosenbrock4", regrets(&ROSENBROCK4, 40), 0.5);
+}
+
+/// Issue #20: Hartmann-6 at 30 trials, seeds 0..10, GP-EI only. The mean regret is at most
+/// 0.25 (about what state-of-the-art GP optimisers reach at this budget; before the fix it
+/// was 0.83 with 4 seeds above 1.0), and no seed ends above 1.0.
+#[test]
+fn hartmann6_at_30_trials_ends_near_the_minimum_through_command_trials() {
+    let seeds: Vec<u64> = (0..10).collect();
+    let gp = regrets_of(&HARTMANN6, 30, &["gp"], &seeds).remove(0);
+    eprintln!(
+        "hartmann6 at 30: GP-EI regrets {gp:?} (mean {:.4}, median {:.4})",
+        mean(&gp),
+        median(&gp)
+    );
+    assert!(mean(&gp) <= 0.25, "mean regret {} of {gp:?}", mean(&gp));
+    assert!(
+        gp.iter().all(|r| *r < 1.0),
+        "a seed stuck in a local basin: {gp:?}"
+    );
 }

@@ -11,6 +11,7 @@
 //!   `ingest`, `version`, `compare`, `report`, `tune`);
 //! - [`data`]: datasets: reading, validating, splitting, statistics, versions;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
+//! - [`stats`]: 95% intervals for accuracies and the paired test of two models;
 //! - [`tune`]: the Bayesian optimiser and pruning rules behind the `tune` stage;
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
@@ -34,5 +35,6 @@ pub mod process;
 pub mod report;
 pub mod spec;
 pub mod stages;
+pub mod stats;
 pub mod tracking;
 pub mod tune;

@@ -195,8 +195,8 @@ pub struct TuneConfig {
     /// Seed of the initial design and every proposal.
     #[serde(default)]
     pub seed: u64,
-    /// Trials from the Latin hypercube before the GP is used (default: the number of
-    /// parameters plus 2, between 3 and 10).
+    /// Trials from the Latin hypercube before the GP is used (default: twice the number
+    /// of parameters, between 3 and 12).
     #[serde(default)]
     pub initial: Option<usize>,
     /// `gp` (Bayesian optimisation, the default) or `random` (random search, a baseline).

@@ -313,14 +313,27 @@ mod tests {
         assert_gp_beats_random(&BRANIN, 20, 0.1, 9);
     }
 
-    /// Hartmann-6, 40 trials (8 from the Latin hypercube): below half, and ahead on 8 of 10
+    /// Hartmann-6, 40 trials (12 from the Latin hypercube): below half, and ahead on 8 of 10
     /// seeds.
     #[test]
     fn gp_beats_random_search_on_hartmann6() {
         assert_gp_beats_random(&HARTMANN6, 40, 0.5, 8);
     }
 
-    /// The shifted Rosenbrock, 40 trials (6 from the Latin hypercube): below half, and ahead
+    /// Hartmann-6 at 30 trials, the budget of issue #20: GP-EI's mean regret over seeds
+    /// 0..10 is at most 0.25 (what state-of-the-art GP optimisers reach there), and no
+    /// seed is left in a poor local basin (regret above 1, where 4 of these 10 seeds
+    /// ended before the length-scale bounds, design size and incumbent starts changed).
+    #[test]
+    fn hartmann6_at_30_trials_gets_close_to_the_minimum_on_every_seed() {
+        let regrets: Vec<f64> = (0..10)
+            .map(|seed| HARTMANN6.regret(best_value(&HARTMANN6, Optimizer::Gp, seed, 30)))
+            .collect();
+        assert!(mean(&regrets) <= 0.25, "mean of {regrets:?}");
+        assert!(regrets.iter().all(|r| *r < 1.0), "{regrets:?}");
+    }
+
+    /// The shifted Rosenbrock, 40 trials (8 from the Latin hypercube): below half, and ahead
     /// on 8 of 10 seeds. (At 20 trials GP-EI still loses here; BENCHMARKS.md shows it.)
     #[test]
     fn gp_beats_random_search_on_shifted_rosenbrock() {

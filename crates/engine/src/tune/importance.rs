@@ -25,7 +25,7 @@
 //! the optimiser searched, they are rough. The output says how many trials the model saw.
 
 use super::design::random_latin_hypercube;
-use super::gp::Gp;
+use super::gp::{Gp, LengthScales};
 use super::space::{Point, Space};
 use rand::Rng;
 use rand::SeedableRng;
@@ -125,7 +125,7 @@ pub fn estimate(space: &Space, trials: &[(Point, f64)]) -> Importance {
     }
     let x: Vec<Vec<f64>> = trials.iter().map(|(p, _)| space.encode(p)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let gp = match Gp::fit(x, &y, RESTARTS, &mut rng) {
+    let gp = match Gp::fit(x, &y, RESTARTS, LengthScales::DESCRIBE, &mut rng) {
         Ok(gp) => gp,
         Err(e) => return Importance::unavailable(format!("the model could not be fitted: {e}")),
     };
