@@ -15,6 +15,7 @@ mod model;
 mod progress;
 mod python;
 mod quickstart;
+mod reliability_build_layer;
 mod schema;
 mod sources;
 mod startup;
