@@ -1,45 +1,9 @@
-//! Build script of `pipe-mlx-core`: on Linux, stops a build that lacks the Linux build layer
-//! with the one command that fixes it, instead of letting mlx-sys fail deep inside CMake or
-//! the linker. The layer (`.cargo/config.toml`, written by `tools/mlx-linux/setup.sh` on
-//! Linux only) sets `PIPE_MLX_LINUX_LAYER` and the rustc wrapper that rewrites mlx-sys's
-//! macOS link flags; a user's own `RUSTC_WRAPPER` (sccache, say) silently replaces that
-//! wrapper, so it is checked too. Off Linux this script does nothing: a Mac build is the
-//! stock mlx-rs one.
+//! Build script of `pipe-mlx-core`: on Linux, checks the build layer that links MLX
+//! (see `linux_layer.rs`).
 
-use std::path::Path;
+#[path = "linux_layer.rs"]
+mod linux_layer;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=PIPE_MLX_LINUX_LAYER");
-    println!("cargo:rerun-if-env-changed=RUSTC_WRAPPER");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
-        return;
-    }
-    let Some(layer) = std::env::var_os("PIPE_MLX_LINUX_LAYER") else {
-        fail("the Linux build layer is not set up (no .cargo/config.toml from setup.sh)");
-    };
-    let expected = Path::new(&layer).join("rustc-wrapper");
-    let wrapper = std::env::var_os("RUSTC_WRAPPER").unwrap_or_default();
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if !same(Path::new(&wrapper), &expected) {
-        let wrapper = Path::new(&wrapper).display().to_string();
-        let what = if wrapper.is_empty() {
-            "no wrapper".to_owned()
-        } else {
-            wrapper
-        };
-        fail(&format!(
-            "the rustc wrapper is {what}, not {}: a RUSTC_WRAPPER in the environment \
-             (sccache, say) replaces the wrapper that links mlx-sys on Linux; unset it",
-            expected.display()
-        ));
-    }
-}
-
-fn fail(why: &str) -> ! {
-    eprintln!("pipe: cannot build MLX on Linux: {why}.");
-    eprintln!("  run tools/mlx-linux/setup.sh in this checkout, then build again");
-    std::process::exit(1)
+    linux_layer::check();
 }
