@@ -10,20 +10,11 @@
 //! then from older sources, and `pipe` refuses to hand a command to it
 //! (`src/cli/handoff.rs`). The hash depends on content only (not on mtimes, paths or the
 //! time of the build), so the same sources give the same id.
-//!
-//! # The Linux build layer
-//!
-//! On Linux, a build without `tools/mlx-linux/setup.sh`'s cargo configuration stops here,
-//! early, with the command that fixes it (`crates/mlx/linux_layer.rs` says why here).
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
-#[path = "crates/mlx/linux_layer.rs"]
-mod linux_layer;
-
 fn main() {
-    linux_layer::check();
     println!("cargo:rerun-if-changed=build.rs");
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let inputs = ["Cargo.toml", "Cargo.lock", "build.rs", "src", "crates"];

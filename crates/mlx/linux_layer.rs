@@ -1,9 +1,10 @@
-//! The Linux build layer check, shared by two build scripts (`include`d with `#[path]`):
-//! `crates/mlx/build.rs`, where MLX is used, and the root `build.rs` of the `pipe` package.
-//! The second exists for timing: mlx-sys declares `links = "mlx"`, so cargo runs
-//! pipe-mlx-core's build script only after mlx-sys's, which without the layer fails first,
-//! deep inside CMake; the `pipe` package does not depend on mlx-sys, so its build script
-//! runs early and stops the build with the one command that fixes it.
+//! The Linux build layer check of `crates/mlx/build.rs`.
+//!
+//! mlx-sys declares `links = "mlx"`, so cargo runs this check only after mlx-sys's own build
+//! script. Without the layer at all, mlx-sys's stock build (the macOS one) runs first and
+//! fails inside CMake, fetching MLX; this check catches what gets past that: a replaced
+//! wrapper (mlx-sys's build script succeeds, its link flags are then wrong) or a layer
+//! missing where mlx-sys's build happens to succeed.
 //!
 //! The layer (`.cargo/config.toml`, written by `tools/mlx-linux/setup.sh` on Linux only)
 //! sets `PIPE_MLX_LINUX_LAYER` and the rustc wrapper that rewrites mlx-sys's macOS link
