@@ -18,6 +18,7 @@ mod model;
 mod progress;
 mod python;
 mod quickstart;
+mod reliability_build_layer;
 mod schema;
 mod serve;
 mod serve_batch;

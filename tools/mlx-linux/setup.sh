@@ -5,15 +5,30 @@
 # What it touches:
 #   - system packages cmake, libclang-dev, g++, libopenblas0-pthread, python3-pip and
 #     python3-venv (installed with apt-get when running as root, otherwise it stops and says
-#     what to install);
+#     what to install); libclang is checked the way bindgen loads it (libclang_probe.py);
 #   - <repo>/.mlx-linux/ (gitignored): the mlx-cpu==0.32.2 wheel, sha256-checked, unpacked,
-#     with Debian's OpenBLAS in place of the wheel's bundled reference BLAS (13x faster matmul).
+#     with Debian's OpenBLAS in place of the wheel's bundled reference BLAS (13x faster matmul);
+#   - <repo>/.cargo/config.toml (gitignored): the Linux build layer, written here so that it
+#     exists on Linux only and a Mac build is the stock mlx-rs one.
 #
 #   tools/mlx-linux/setup.sh                 # set up (OpenBLAS)
 #   tools/mlx-linux/setup.sh --blas reference # bundled netlib BLAS, for benchmarks only
 set -euo pipefail
 
-[ "$(uname -s)" = "Linux" ] || { echo "pipe setup: not Linux, nothing to do"; exit 0; }
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+here="$root/tools/mlx-linux"
+cargo_config="$root/.cargo/config.toml"
+layer_mark="# Written by tools/mlx-linux/setup.sh"
+
+if [ "$(uname -s)" != "Linux" ]; then
+  # A layer copied over from a Linux checkout would change the Mac build: take it away.
+  if [ -f "$cargo_config" ] && head -n 1 "$cargo_config" | grep -qF "$layer_mark"; then
+    rm -f "$cargo_config"
+    echo "pipe setup: removed the Linux build layer ($cargo_config)"
+  fi
+  echo "pipe setup: not Linux, nothing to do"
+  exit 0
+fi
 
 MLX_CPU_VERSION=0.32.2
 MLX_CPU_WHEEL=mlx_cpu-0.32.2-py3-none-manylinux_2_35_x86_64.whl
@@ -25,7 +40,7 @@ blas=openblas
 while [ $# -gt 0 ]; do
   case "$1" in
     --blas) blas="${2:?--blas needs openblas or reference}"; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "pipe setup: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,14 +51,15 @@ case "$blas" in openblas | reference) ;; *) echo "pipe setup: --blas must be ope
   exit 1
 }
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 dest="$root/.mlx-linux"
 
 # --- system packages -------------------------------------------------------------------
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v c++ >/dev/null || missing+=(g++)
-ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang.so* /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+# bindgen's libclang: found where and as bindgen finds it, and able to parse a header.
+libclang_ok() { command -v python3 >/dev/null && python3 "$here/libclang_probe.py" >/dev/null 2>&1; }
+libclang_ok || missing+=(libclang-dev)
 [ "$blas" = reference ] || [ -e "$OPENBLAS" ] || missing+=(libopenblas0-pthread)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
@@ -59,6 +75,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "  install them as root:  apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+if ! why="$(python3 "$here/libclang_probe.py" 2>&1 >/dev/null)"; then
+  echo "pipe setup: bindgen will not find a working libclang: $why" >&2
+  echo "  install libclang-dev, or set LIBCLANG_PATH to the folder of a libclang.so" >&2
+  exit 1
 fi
 
 # --- the MLX wheel ---------------------------------------------------------------------
@@ -98,5 +119,31 @@ want="$OPENBLAS"
 if [ "$(readlink "$target" 2>/dev/null)" != "$want" ]; then
   ln -sfn "$want" "$target"
   echo "pipe setup: BLAS is now $blas ($want)"
+fi
+# --- the cargo configuration ----------------------------------------------------------
+# Why each entry exists: tools/mlx-linux/README.md. Paths are relative to the checkout, so
+# a moved checkout keeps working.
+layer="$layer_mark (Linux only); not tracked, rewritten by each run.
+# It points mlx-sys at the prebuilt MLX in .mlx-linux/. Why each entry: tools/mlx-linux/README.md.
+
+[build]
+rustc-wrapper = \"tools/mlx-linux/rustc-wrapper\"
+
+[env]
+CMAKE_TOOLCHAIN_FILE = { value = \"tools/mlx-linux/toolchain.cmake\", relative = true }
+# clang (bindgen) finds the forced-include header through C_INCLUDE_PATH; gcc compiling
+# mlx-c's C++ ignores that variable.
+C_INCLUDE_PATH = { value = \"tools/mlx-linux/include\", relative = true }
+\"BINDGEN_EXTRA_CLANG_ARGS_x86_64-unknown-linux-gnu\" = \"-include pipe_mlx_bindgen_shim.h\"
+# Read by crates/mlx/build.rs, which stops a Linux build that lacks this layer.
+PIPE_MLX_LINUX_LAYER = { value = \"tools/mlx-linux\", relative = true }"
+if [ ! -f "$cargo_config" ] || [ "$(cat "$cargo_config")" != "$layer" ]; then
+  mkdir -p "$(dirname "$cargo_config")"
+  printf '%s\n' "$layer" >"$cargo_config.tmp"
+  mv "$cargo_config.tmp" "$cargo_config"
+  echo "pipe setup: wrote the Linux build layer to $cargo_config"
+fi
+if [ -n "${RUSTC_WRAPPER:-}" ]; then
+  echo "pipe setup: warning: RUSTC_WRAPPER=$RUSTC_WRAPPER replaces tools/mlx-linux/rustc-wrapper, which the Linux build needs; unset it to build pipe" >&2
 fi
 echo "pipe setup: MLX $MLX_CPU_VERSION (CPU) ready in $dest, BLAS $blas"

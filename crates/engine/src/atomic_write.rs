@@ -13,6 +13,12 @@
 //! hidden file, never a half-written one under the real name. It is created with the
 //! permissions of a freshly created file (0666 less the umask), not the 0600 of a
 //! temporary file.
+//!
+//! Power loss: a commit syncs the file, renames it, then syncs the directory, so once
+//! [`AtomicFile::commit`] returns the new content is on disk under its name; a write that
+//! another depends on (an object before the lock file naming it) is durable first.
+//! [`sync_dir`] is the directory half, for callers that rename things themselves;
+//! docs/reliability.md lists every durable write and its order.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -93,6 +99,29 @@ impl AtomicFile {
         self.tmp
             .persist(&self.dest)
             .map_err(|e| cannot(e.error, &self.dest))?;
+        if self.sync {
+            let dir = self
+                .dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(dir).map_err(|e| cannot(e, &self.dest))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the entries of `dir` durable (names created, renamed or removed in it), as
+/// `fsync` on the directory does; after a rename, the file's own sync is not enough for the
+/// new name to survive a power loss. A no-op where directories cannot be opened (Windows).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
         Ok(())
     }
 }

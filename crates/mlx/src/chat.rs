@@ -86,6 +86,29 @@ mod tests {
     /// Python-style `loop.first` and string concatenation.
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+    /// docs/security.md: a model's template cannot read files or other templates. It
+    /// renders in an environment with no loader, so `include`, `import` and `extends` find
+    /// nothing, and no function reads files.
+    #[test]
+    fn a_template_cannot_reach_files() {
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "SECRET").unwrap();
+        let path = secret.path().display().to_string();
+        for source in [
+            format!("{{% include '{path}' %}}"),
+            format!("{{% import '{path}' as m %}}x"),
+            format!("{{% extends '{path}' %}}"),
+            format!("{{{{ open('{path}').read() }}}}"),
+        ] {
+            let rendered =
+                ChatTemplate::new(&source, "", "").and_then(|t| t.render(&convo(), false));
+            match rendered {
+                Ok(text) => assert!(!text.contains("SECRET"), "{source} gave {text}"),
+                Err(e) => assert!(!e.to_string().contains("SECRET"), "{e}"),
+            }
+        }
+    }
+
     fn convo() -> Vec<Message> {
         vec![
             Message::new(Role::User, "Hi!"),

@@ -182,12 +182,18 @@ impl Store {
         let Some(hashed) = hash::hash_path(self, rel, true)? else {
             return Ok(None);
         };
+        let mut published = Vec::new();
         for (file, hex) in &hashed.files {
-            objects::insert_file(self, file, hex)?;
+            published.extend(objects::insert_file(self, file, hex)?);
         }
         if let Some(manifest) = &hashed.manifest {
-            objects::insert_bytes(self, &hashed.hash[..64], manifest.as_bytes())?;
+            published.extend(objects::insert_bytes(
+                self,
+                &hashed.hash[..64],
+                manifest.as_bytes(),
+            )?);
         }
+        objects::make_durable(self, &published)?;
         self.memo
             .lock()
             .expect("memo")

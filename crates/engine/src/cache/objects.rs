@@ -2,7 +2,9 @@
 //! restoring outs from it, garbage collection and verification.
 //!
 //! Objects are written to a temporary name in the store and renamed into place, so a crash
-//! never leaves a half-written object under a real name.
+//! never leaves a half-written object under a real name. They are not synced one by one:
+//! [`make_durable`] syncs what one `store_path` published, once, before the run-cache entry
+//! and the lock file that name the objects are written.
 
 use super::hash::{DIR_SUFFIX, hash_file, is_dir_hash, parse_manifest};
 use super::stat::Stamp;
@@ -46,7 +48,8 @@ fn temp_path(store: &Store) -> Result<tempfile::TempPath, CacheError> {
     Ok(tmp.into_temp_path())
 }
 
-fn publish(store: &Store, tmp: tempfile::TempPath, hex: &str) -> Result<(), CacheError> {
+/// Publishes `tmp` as object `hex`; returns its path (for [`make_durable`]).
+fn publish(store: &Store, tmp: tempfile::TempPath, hex: &str) -> Result<PathBuf, CacheError> {
     let dst = object_path(store, hex);
     let parent = dst.parent().expect("fan-out dir");
     fs_err::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
@@ -56,28 +59,79 @@ fn publish(store: &Store, tmp: tempfile::TempPath, hex: &str) -> Result<(), Cach
         path: dst.clone(),
         source: e.error,
     })?;
-    Ok(())
+    Ok(dst)
 }
 
-pub(crate) fn insert_file(store: &Store, src: &Path, hex: &str) -> Result<(), CacheError> {
+/// Stores the content of `src` as object `hex`: the new object's path, or `None` when the
+/// store already had it.
+pub(crate) fn insert_file(
+    store: &Store,
+    src: &Path,
+    hex: &str,
+) -> Result<Option<PathBuf>, CacheError> {
     if object_path(store, hex).exists() {
-        return Ok(());
+        return Ok(None);
     }
     let tmp = temp_path(store)?;
     let _ = std::fs::remove_file(&tmp);
     if !reflink(src, &tmp) {
         std::fs::copy(src, &tmp).map_err(io_err("cannot copy into the cache", src))?;
     }
-    publish(store, tmp, hex)
+    publish(store, tmp, hex).map(Some)
 }
 
-pub(crate) fn insert_bytes(store: &Store, hex: &str, bytes: &[u8]) -> Result<(), CacheError> {
+/// Stores `bytes` as object `hex`, like [`insert_file`].
+pub(crate) fn insert_bytes(
+    store: &Store,
+    hex: &str,
+    bytes: &[u8],
+) -> Result<Option<PathBuf>, CacheError> {
     if object_path(store, hex).exists() {
-        return Ok(());
+        return Ok(None);
     }
     let tmp = temp_path(store)?;
     fs_err::write(&tmp, bytes).map_err(io_err("cannot write", &tmp))?;
-    publish(store, tmp, hex)
+    publish(store, tmp, hex).map(Some)
+}
+
+/// Makes the objects just published durable (their content and their names), so that a
+/// run-cache entry or lock file written afterwards never names an object a power loss
+/// took away. On Linux one `syncfs` on the store's file system does it whatever the number
+/// of objects (a stage's out can be thousands of files); elsewhere each object, then each
+/// folder that gained one, is synced.
+pub(crate) fn make_durable(store: &Store, published: &[PathBuf]) -> Result<(), CacheError> {
+    if published.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = fs_err::File::open(&store.dir).map_err(io_err("cannot sync", &store.dir))?;
+        // SAFETY: the descriptor is open for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io_err("cannot sync", &store.dir)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut dirs = BTreeSet::new();
+        for path in published {
+            fs_err::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("cannot sync", path))?;
+            if let Some(fan) = path.parent() {
+                dirs.insert(fan.to_owned());
+            }
+        }
+        dirs.insert(store.dir.join("objects"));
+        for dir in dirs {
+            crate::atomic_write::sync_dir(&dir).map_err(io_err("cannot sync", &dir))?;
+        }
+        Ok(())
+    }
 }
 
 fn read_manifest(store: &Store, hash: &str) -> Option<String> {

@@ -98,7 +98,12 @@ impl Store {
         if target.exists() {
             fs_err::remove_dir_all(&target)?;
         }
+        // The staging folder's files were each synced as written (crate::atomic_write);
+        // sync the folder itself, then the rename, so a journal line written next never
+        // names a trial a power loss took away.
+        crate::atomic_write::sync_dir(staging)?;
         fs_err::rename(staging, &target)?;
+        crate::atomic_write::sync_dir(target.parent().expect("trials folder"))?;
         Ok(target)
     }
 
@@ -137,13 +142,18 @@ impl Store {
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent)?;
         }
+        let created = !path.exists();
         let mut file = fs_err::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
         let entry = serde_json::json!({"key": key, "origin": origin});
         writeln!(file, "{entry}")?;
-        file.sync_all()
+        file.sync_all()?;
+        match path.parent() {
+            Some(parent) if created => crate::atomic_write::sync_dir(parent),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Each file is written atomically, and the folder is written whole under a temporary
-//! name and swapped in, so a crash mid-save keeps the previous checkpoint consistent.
+//! name and swapped in, so a crash mid-save keeps the previous checkpoint consistent. The
+//! swap is two renames (`checkpoint` to `.checkpoint-old`, the new folder to `checkpoint`);
+//! a crash between them leaves only `.checkpoint-old`, which [`read_state`] puts back.
 
 use crate::models::llama::Llama;
 use crate::train::adapters;
@@ -37,6 +39,7 @@ pub(super) struct CheckpointState {
 
 /// The state of the checkpoint in `dir`, when there is one.
 pub(super) fn read_state(dir: &Path) -> anyhow::Result<Option<CheckpointState>> {
+    recover_interrupted_swap(dir)?;
     let path = dir.join("state.json");
     if !path.is_file() {
         return Ok(None);
@@ -81,7 +84,21 @@ pub(super) fn save(
         fs_err::rename(dir, &old)?;
     }
     fs_err::rename(&staged, dir)?;
+    // The renames survive a power loss only once the parent folder is synced.
+    pipe_engine::atomic_write::sync_dir(parent)?;
     let _ = fs_err::remove_dir_all(&old);
+    Ok(())
+}
+
+/// After a crash between `save`'s two renames, `dir` is missing and the previous
+/// checkpoint sits whole in `.checkpoint-old`: put it back.
+fn recover_interrupted_swap(dir: &Path) -> anyhow::Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let old = parent.join(".checkpoint-old");
+    if !dir.exists() && old.join("state.json").is_file() {
+        fs_err::rename(&old, dir)?;
+        pipe_engine::atomic_write::sync_dir(parent)?;
+    }
     Ok(())
 }
 
@@ -122,4 +139,31 @@ fn load_trainables(model: &mut Llama, path: &Path) -> anyhow::Result<()> {
         **slot = value;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod swap_tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_between_the_two_renames_keeps_the_previous_checkpoint() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("checkpoint");
+        // What `save` leaves after `checkpoint -> .checkpoint-old` and before the new
+        // folder is renamed in.
+        let old = out.path().join(".checkpoint-old");
+        fs_err::create_dir_all(&old).unwrap();
+        fs_err::write(old.join("state.json"), "{}").unwrap();
+        recover_interrupted_swap(&dir).unwrap();
+        assert!(dir.join("state.json").is_file());
+        assert!(!old.exists());
+        // With a checkpoint in place, a leftover old folder is not moved over it.
+        fs_err::create_dir_all(&old).unwrap();
+        fs_err::write(old.join("state.json"), "{\"old\": true}").unwrap();
+        recover_interrupted_swap(&dir).unwrap();
+        assert_eq!(
+            fs_err::read_to_string(dir.join("state.json")).unwrap(),
+            "{}"
+        );
+    }
 }
