@@ -19,6 +19,7 @@ mod progress;
 mod python;
 mod quickstart;
 mod reliability_build_layer;
+mod runs;
 mod schema;
 mod serve;
 mod serve_batch;

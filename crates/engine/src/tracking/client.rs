@@ -351,7 +351,12 @@ impl Client {
                 .unwrap_or_default()
                 .to_owned()),
             Err(e) if e.is_not_found() => {
-                match self.call("POST", "experiments/create", Some(&json!({ "name": name }))) {
+                // MLflow 3's UI opens an experiment without this tag as a GenAI one (traces,
+                // no runs table); fine-tuning runs belong in the model-training view.
+                let body = json!({ "name": name, "tags": [
+                    { "key": "mlflow.experimentKind", "value": "custom_model_development" }
+                ]});
+                match self.call("POST", "experiments/create", Some(&body)) {
                     Ok(v) => Ok(v["experiment_id"].as_str().unwrap_or_default().to_owned()),
                     // Created by a concurrent sync between our two calls.
                     Err(e) if e.is_already_exists() => self.experiment_id(name),
