@@ -56,6 +56,11 @@ pub fn set(names: &[&str]) -> BTreeSet<String> {
 
 impl Ws {
     pub fn new() -> Self {
+        // Several tests run MLX in this process. At exit, glibc then runs OpenBLAS's and
+        // MLX's library destructors, which can hang or abort (seen once as "malloc_consolidate():
+        // unaligned fastbin chunk" after every test had passed); the binaries avoid them with
+        // this guard, which keeps the exit status. Nearly every test makes a workspace.
+        pipe_mlx_core::exit_guard::install();
         Self {
             dir: tempfile::tempdir().unwrap(),
         }
