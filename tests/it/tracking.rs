@@ -318,6 +318,17 @@ fn the_tracked_quickstart_registers_its_adapter_as_champion_and_pull_brings_it_b
     assert_eq!(train.1["pipe.method"], "lora");
 
     let champion = client.version_by_alias("quickstart", "champion").unwrap();
+    let listed = ws
+        .pipe()
+        .env("MLFLOW_TRACKING_URI", &server.uri)
+        .args(["model", "versions", "quickstart"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(&format!("v{} @champion", champion.version)),
+        "{listed}"
+    );
     assert_eq!(champion.run_id, train_id);
     assert_eq!(champion.tag("pipe.rank"), Some("8"));
 

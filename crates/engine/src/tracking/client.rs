@@ -613,6 +613,30 @@ impl Client {
             }
         }
         out.sort_by_key(|m| m.version.parse::<u64>().unwrap_or(0));
+        // Search results leave `aliases` empty; the registered model lists them.
+        if !out.is_empty() {
+            let model = self.call(
+                "GET",
+                &format!("registered-models/get?name={}", query_escape(name)),
+                None,
+            )?;
+            for alias in model["registered_model"]["aliases"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let (Some(a), Some(v)) = (alias["alias"].as_str(), alias["version"].as_str())
+                else {
+                    continue;
+                };
+                if let Some(m) = out
+                    .iter_mut()
+                    .find(|m| m.version == v && !m.aliases.iter().any(|x| x == a))
+                {
+                    m.aliases.push(a.to_owned());
+                }
+            }
+        }
         Ok(out)
     }
 
