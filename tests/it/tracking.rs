@@ -278,19 +278,21 @@ fn the_tracked_quickstart_registers_its_adapter_as_champion_and_pull_brings_it_b
     ))
     .unwrap();
     ws.file("pipelines/quickstart.yaml", &yaml);
-    let out = ws
-        .pipe()
-        .env("MLFLOW_TRACKING_URI", &server.uri)
-        .args([
-            "run",
-            "pipelines/quickstart.yaml",
-            "--set",
-            "train.iters=4",
-            "--set",
-            "eval.examples=4",
-        ])
-        .output()
-        .unwrap();
+    let run_small = || {
+        ws.pipe()
+            .env("MLFLOW_TRACKING_URI", &server.uri)
+            .args([
+                "run",
+                "pipelines/quickstart.yaml",
+                "--set",
+                "train.iters=4",
+                "--set",
+                "eval.examples=4",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run_small();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("tracked on MLflow"), "{stderr}");
@@ -354,19 +356,7 @@ fn the_tracked_quickstart_registers_its_adapter_as_champion_and_pull_brings_it_b
     }
 
     // A second, cached run registers nothing new.
-    let again = ws
-        .pipe()
-        .env("MLFLOW_TRACKING_URI", &server.uri)
-        .args([
-            "run",
-            "pipelines/quickstart.yaml",
-            "--set",
-            "train.iters=4",
-            "--set",
-            "eval.examples=4",
-        ])
-        .output()
-        .unwrap();
+    let again = run_small();
     assert!(again.status.success());
     assert_eq!(client.model_versions("quickstart").unwrap().len(), 1);
     assert_eq!(
