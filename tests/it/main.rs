@@ -28,6 +28,7 @@ mod startup;
 mod support;
 mod tokenize;
 mod tracking;
+mod tracking_s3;
 mod train;
 mod tune;
 mod tune_model;

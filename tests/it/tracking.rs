@@ -7,6 +7,7 @@
 
 use crate::support::Ws;
 use pipe_engine::tracking::client::Client;
+use pipe_engine::tracking::multipart::Policy;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +15,10 @@ use std::time::{Duration, Instant};
 
 const MLFLOW: &str = "3.17.2";
 
-/// A running `mlflow server`, stopped on drop.
-struct Server {
+/// A running `mlflow server` (or another server a test starts), stopped on drop.
+pub(crate) struct Server {
     child: Child,
-    uri: String,
+    pub(crate) uri: String,
     _dir: tempfile::TempDir,
 }
 
@@ -31,7 +32,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,9 +42,25 @@ fn free_port() -> u16 {
 
 fn start_server(port: u16) -> Server {
     let python = crate::python::venv(&format!("mlflow-{MLFLOW}"), &[("mlflow", MLFLOW)], &[]);
+    start_server_with(&python, port, None, &[])
+}
+
+/// An `mlflow server` run by `python`, storing artifacts in `destination` (a folder of
+/// its own when `None`), with `env` added to its environment.
+pub(crate) fn start_server_with(
+    python: &std::path::Path,
+    port: u16,
+    destination: Option<&str>,
+    env: &[(&str, &str)],
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:///{}", dir.path().join("mlflow.db").display());
+    let destination = destination.map_or_else(
+        || dir.path().join("artifacts").into_os_string(),
+        std::ffi::OsString::from,
+    );
     let mut cmd = Command::new(python);
+    cmd.envs(env.iter().copied());
     cmd.args([
         "-m",
         "mlflow",
@@ -53,7 +70,7 @@ fn start_server(port: u16) -> Server {
         "--serve-artifacts",
     ])
     .arg("--artifacts-destination")
-    .arg(dir.path().join("artifacts"))
+    .arg(destination)
     .args([
         "--host",
         "127.0.0.1",
@@ -96,7 +113,7 @@ fn start_server(port: u16) -> Server {
 }
 
 /// Every run of `experiment`, by the `pipe.level` tag, as `(info, tags)`.
-fn runs(client: &Client, experiment: &str) -> Vec<(Value, BTreeMap<String, String>, Value)> {
+pub(crate) fn runs(client: &Client, experiment: &str) -> Vec<(Value, BTreeMap<String, String>, Value)> {
     client
         .search_runs(experiment, "")
         .unwrap()
@@ -119,7 +136,7 @@ fn runs(client: &Client, experiment: &str) -> Vec<(Value, BTreeMap<String, Strin
         .collect()
 }
 
-fn level<'a>(
+pub(crate) fn level<'a>(
     all: &'a [(Value, BTreeMap<String, String>, Value)],
     level: &str,
 ) -> Vec<&'a (Value, BTreeMap<String, String>, Value)> {
@@ -214,6 +231,26 @@ fn a_run_made_while_mlflow_is_down_is_sent_once_by_sync_and_cached_runs_add_no_s
         std::fs::read(&got).unwrap(),
         std::fs::read(ws.path("out/m.json")).unwrap()
     );
+    // MLflow 3's UI opens the experiment as model training (a runs table), not GenAI.
+    assert_eq!(
+        client.experiment_tags("demo").unwrap()["mlflow.experimentKind"],
+        "custom_model_development"
+    );
+    // A store that takes no parts (this server's local folder) gets a large file in one PUT.
+    let big = ws.path("big.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&big, &bytes).unwrap();
+    Client::new(&server.uri)
+        .with_multipart(Policy {
+            min_bytes: 1,
+            part_bytes: 100_000,
+        })
+        .upload(make_uri, "extra/big.bin", &big)
+        .unwrap();
+    client
+        .download(make_uri, "extra/big.bin", &ws.path("big.back"))
+        .unwrap();
+    assert_eq!(std::fs::read(ws.path("big.back")).unwrap(), bytes);
 
     // Trials nest under the tune stage's run, with their intermediate values as steps.
     let search = stages.iter().find(|s| s.0["run_name"] == "search").unwrap();

@@ -11,6 +11,7 @@
 //! server that does not answer within [`Client::timeout`] counts as down, so a slow server
 //! delays only the background sync, never a stage.
 
+use super::multipart::{self, Policy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -96,6 +97,7 @@ pub struct Client {
     auth: Auth,
     agent: ureq::Agent,
     retries: u32,
+    multipart: Policy,
 }
 
 /// A request body.
@@ -221,7 +223,14 @@ impl Client {
             auth,
             agent,
             retries: 3,
+            multipart: Policy::from_env(),
         }
+    }
+
+    /// The same client, sending files in parts by `policy` (see [`multipart`]).
+    pub fn with_multipart(mut self, policy: Policy) -> Self {
+        self.multipart = policy;
+        self
     }
 
     /// The same client, trying each call once (for probes that must be quick).
@@ -260,7 +269,8 @@ impl Client {
         loop {
             let outcome = self.send_once(method, url, payload);
             let retry = match &outcome {
-                Ok((status, _)) => *status == 429 || *status >= 500,
+                // 501 (Not Implemented) is an answer, not a hiccup.
+                Ok((status, _)) => *status == 429 || (*status >= 500 && *status != 501),
                 Err(SendError::Transport(_)) => true,
                 Err(SendError::Local(_)) => false,
             };
@@ -365,6 +375,21 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The tags of experiment `name`.
+    pub fn experiment_tags(
+        &self,
+        name: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, MlflowError> {
+        let path = format!(
+            "experiments/get-by-name?experiment_name={}",
+            query_escape(name)
+        );
+        let v = self.call("GET", &path, None)?;
+        let tags: Vec<KeyValue> =
+            serde_json::from_value(v["experiment"]["tags"].clone()).unwrap_or_default();
+        Ok(tags.into_iter().map(|t| (t.key, t.value)).collect())
     }
 
     /// Starts a run.
@@ -484,6 +509,12 @@ impl Client {
 
     /// The proxy URL of an artifact under a run's `mlflow-artifacts:` URI.
     fn artifact_url(&self, artifact_uri: &str, rel: &str) -> Result<String, MlflowError> {
+        self.proxy_url("artifacts", artifact_uri, rel)
+    }
+
+    /// The URL of `rel` under a run's `mlflow-artifacts:` URI on one of the proxy's routes
+    /// (`artifacts`, `mpu/create`, ...).
+    fn proxy_url(&self, route: &str, artifact_uri: &str, rel: &str) -> Result<String, MlflowError> {
         let tail = artifact_uri
             .strip_prefix("mlflow-artifacts:")
             .map(|t| t.trim_start_matches('/'))
@@ -493,7 +524,7 @@ impl Client {
                      server; start it with `--serve-artifacts` so pipe can upload through it"
                 ))
             })?;
-        let mut url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{tail}", self.base);
+        let mut url = format!("{}/api/2.0/mlflow-artifacts/{route}/{tail}", self.base);
         for seg in rel.split('/').filter(|s| !s.is_empty()) {
             url.push('/');
             url.push_str(&query_escape(seg));
@@ -501,8 +532,18 @@ impl Client {
         Ok(url)
     }
 
-    /// Uploads one file, streamed from disk, as `rel` under the run's artifacts.
+    /// Uploads one file as `rel` under the run's artifacts: in parts when it is large and
+    /// the server's store takes parts, else streamed from disk in one PUT.
     pub fn upload(&self, artifact_uri: &str, rel: &str, file: &Path) -> Result<(), MlflowError> {
+        let size = std::fs::metadata(file)
+            .map_err(|e| MlflowError::Io(format!("cannot read {}: {e}", file.display())))?
+            .len();
+        if let Some(parts) = self.multipart.parts(size) {
+            match self.upload_in_parts(artifact_uri, rel, file, &parts) {
+                Err(e) if multipart::unsupported(&e) => {}
+                done => return done.map(drop),
+            }
+        }
         let url = self.artifact_url(artifact_uri, rel)?;
         let (status, bytes) = self.send(
             "PUT",
@@ -511,6 +552,141 @@ impl Client {
             &Payload::File(file.to_owned()),
         )?;
         self.json_of("artifact upload", status, &bytes).map(drop)
+    }
+
+    /// Uploads `file` as `rel` in `parts` through the proxy's multipart routes; `Ok(n)` is
+    /// the number of parts sent. An upload that fails after `create` is aborted, so the
+    /// store keeps no orphaned parts.
+    pub fn upload_in_parts(
+        &self,
+        artifact_uri: &str,
+        rel: &str,
+        file: &Path,
+        parts: &[(u64, u64)],
+    ) -> Result<usize, MlflowError> {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        // The server names the object after the last segment of `path`.
+        let create = self.post_json(
+            &self.proxy_url("mpu/create", artifact_uri, dir)?,
+            "multipart create",
+            &json!({"path": name, "num_parts": parts.len()}),
+        )?;
+        let created: multipart::Created = serde_json::from_value(create).map_err(|e| {
+            MlflowError::Io(format!("MLflow's multipart create answer is not understood: {e}"))
+        })?;
+        let upload_id = created.upload_id.clone().unwrap_or_default();
+        let sent = self.send_parts(file, parts, &created).and_then(|done| {
+            self.post_json(
+                &self.proxy_url("mpu/complete", artifact_uri, dir)?,
+                "multipart complete",
+                &json!({"path": name, "upload_id": upload_id, "parts": done}),
+            )
+        });
+        if let Err(e) = sent {
+            let _ = self.post_json(
+                &self.proxy_url("mpu/abort", artifact_uri, dir)?,
+                "multipart abort",
+                &json!({"path": name, "upload_id": upload_id}),
+            );
+            return Err(e);
+        }
+        Ok(parts.len())
+    }
+
+    /// PUTs each part to its presigned URL; the parts as `complete` wants them.
+    fn send_parts(
+        &self,
+        file: &Path,
+        parts: &[(u64, u64)],
+        created: &multipart::Created,
+    ) -> Result<Vec<Value>, MlflowError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut credentials = created.credentials.clone();
+        credentials.sort_by_key(|c| c.part_number);
+        if credentials.len() != parts.len() {
+            return Err(MlflowError::Io(format!(
+                "MLflow handed out {} upload URLs for {} parts",
+                credentials.len(),
+                parts.len()
+            )));
+        }
+        let unreadable = |e: std::io::Error| {
+            MlflowError::Io(format!("cannot read {}: {e}", file.display()))
+        };
+        let mut reader = std::fs::File::open(file).map_err(unreadable)?;
+        let mut done = Vec::with_capacity(parts.len());
+        for (credential, &(offset, len)) in credentials.iter().zip(parts) {
+            let mut chunk = vec![0; len as usize];
+            reader.seek(SeekFrom::Start(offset)).map_err(unreadable)?;
+            reader.read_exact(&mut chunk).map_err(unreadable)?;
+            let etag = self.put_presigned(credential, &chunk)?;
+            done.push(json!({
+                "part_number": credential.part_number,
+                "etag": etag,
+                "url": credential.url,
+            }));
+        }
+        Ok(done)
+    }
+
+    /// One part to the store's presigned URL: the store's own headers and none of the
+    /// tracking server's credentials. Its ETag, which `complete` needs.
+    fn put_presigned(
+        &self,
+        credential: &multipart::Credential,
+        chunk: &[u8],
+    ) -> Result<String, MlflowError> {
+        let store = redact(credential.url.split('?').next().unwrap_or_default());
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        loop {
+            let mut request = ureq::http::Request::builder()
+                .method("PUT")
+                .uri(&credential.url);
+            for (k, v) in &credential.headers {
+                request = request.header(k, v);
+            }
+            let request = request
+                .body(chunk)
+                .map_err(|e| MlflowError::Io(format!("bad part upload request: {e}")))?;
+            let outcome = self.agent.run(request);
+            let transient = match &outcome {
+                Ok(r) => r.status().as_u16() == 429 || r.status().as_u16() >= 500,
+                Err(_) => true,
+            };
+            if transient && attempt < self.retries {
+                attempt += 1;
+                std::thread::sleep(delay);
+                delay *= 2;
+                continue;
+            }
+            let mut response = outcome.map_err(|e| MlflowError::Unreachable {
+                server: store.clone(),
+                message: format!("part {}: {}", credential.part_number, redact(&e.to_string())),
+            })?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                let body = response.body_mut().read_to_string().unwrap_or_default();
+                return Err(MlflowError::Refused {
+                    server: store,
+                    call: format!("part {} upload", credential.part_number),
+                    status,
+                    code: String::new(),
+                    message: body.chars().take(300).collect(),
+                });
+            }
+            return Ok(response
+                .headers()
+                .get("ETag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned());
+        }
+    }
+
+    fn post_json(&self, url: &str, call: &str, body: &Value) -> Result<Value, MlflowError> {
+        let (status, bytes) = self.send("POST", url, call, &Payload::Json(body.to_string()))?;
+        self.json_of(call, status, &bytes)
     }
 
     /// Downloads artifact `rel` of a run into `dest`.

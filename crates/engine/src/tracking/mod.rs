@@ -5,5 +5,6 @@
 //! `pipe run` or `pipe runs sync` sends it.
 
 pub mod client;
+pub mod multipart;
 pub mod registry;
 pub mod sync;
