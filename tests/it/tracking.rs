@@ -113,7 +113,10 @@ pub(crate) fn start_server_with(
 }
 
 /// Every run of `experiment`, by the `pipe.level` tag, as `(info, tags)`.
-pub(crate) fn runs(client: &Client, experiment: &str) -> Vec<(Value, BTreeMap<String, String>, Value)> {
+pub(crate) fn runs(
+    client: &Client,
+    experiment: &str,
+) -> Vec<(Value, BTreeMap<String, String>, Value)> {
     client
         .search_runs(experiment, "")
         .unwrap()

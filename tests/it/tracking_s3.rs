@@ -50,7 +50,14 @@ fn boto3(python: &std::path::Path, endpoint: &str, code: &str) -> String {
 fn start_s3(python: &std::path::Path) -> S3 {
     let port = free_port();
     let child = Command::new(python)
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         // Parts of 1 MiB keep the test small; real S3 wants 5 MiB (pipe's default is 10).
         .env("S3_UPLOAD_PART_MIN_SIZE", "262144")
         .stdout(Stdio::null())
@@ -66,7 +73,11 @@ fn start_s3(python: &std::path::Path) -> S3 {
         assert!(Instant::now() < deadline, "moto server did not start");
         std::thread::sleep(Duration::from_millis(200));
     }
-    boto3(python, &s3.endpoint, &format!("s3.create_bucket(Bucket='{BUCKET}')"));
+    boto3(
+        python,
+        &s3.endpoint,
+        &format!("s3.create_bucket(Bucket='{BUCKET}')"),
+    );
     s3
 }
 
@@ -80,12 +91,7 @@ fn a_large_artifact_goes_to_an_s3_backed_mlflow_in_parts_and_arrives_whole() {
     let s3 = start_s3(&python);
     let env = s3_env(&s3.endpoint);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = start_server_with(
-        &python,
-        free_port(),
-        Some(&format!("s3://{BUCKET}/")),
-        &env,
-    );
+    let server = start_server_with(&python, free_port(), Some(&format!("s3://{BUCKET}/")), &env);
 
     // A stage whose log (kept with the run, uploaded as `stage.log`) is about 3.7 MB.
     let ws = Ws::new();
@@ -141,7 +147,9 @@ stages:
     );
     let parts = local.len().div_ceil(1 << 20);
     assert!(
-        etag.trim().trim_matches('"').ends_with(&format!("-{parts}")),
+        etag.trim()
+            .trim_matches('"')
+            .ends_with(&format!("-{parts}")),
         "not a multipart object: ETag {etag}"
     );
 }

@@ -572,7 +572,9 @@ impl Client {
             &json!({"path": name, "num_parts": parts.len()}),
         )?;
         let created: multipart::Created = serde_json::from_value(create).map_err(|e| {
-            MlflowError::Io(format!("MLflow's multipart create answer is not understood: {e}"))
+            MlflowError::Io(format!(
+                "MLflow's multipart create answer is not understood: {e}"
+            ))
         })?;
         let upload_id = created.upload_id.clone().unwrap_or_default();
         let sent = self.send_parts(file, parts, &created).and_then(|done| {
@@ -610,9 +612,8 @@ impl Client {
                 parts.len()
             )));
         }
-        let unreadable = |e: std::io::Error| {
-            MlflowError::Io(format!("cannot read {}: {e}", file.display()))
-        };
+        let unreadable =
+            |e: std::io::Error| MlflowError::Io(format!("cannot read {}: {e}", file.display()));
         let mut reader = std::fs::File::open(file).map_err(unreadable)?;
         let mut done = Vec::with_capacity(parts.len());
         for (credential, &(offset, len)) in credentials.iter().zip(parts) {
@@ -662,7 +663,11 @@ impl Client {
             }
             let mut response = outcome.map_err(|e| MlflowError::Unreachable {
                 server: store.clone(),
-                message: format!("part {}: {}", credential.part_number, redact(&e.to_string())),
+                message: format!(
+                    "part {}: {}",
+                    credential.part_number,
+                    redact(&e.to_string())
+                ),
             })?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {

@@ -47,7 +47,10 @@ impl Policy {
                 .unwrap_or(default)
         };
         Policy {
-            min_bytes: read("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", DEFAULT_MIN_BYTES),
+            min_bytes: read(
+                "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
+                DEFAULT_MIN_BYTES,
+            ),
             part_bytes: read("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", DEFAULT_PART_BYTES),
         }
     }
@@ -107,10 +110,7 @@ mod tests {
             part_bytes: 40,
         };
         assert_eq!(policy.parts(99), None);
-        assert_eq!(
-            policy.parts(100),
-            Some(vec![(0, 40), (40, 40), (80, 20)])
-        );
+        assert_eq!(policy.parts(100), Some(vec![(0, 40), (40, 40), (80, 20)]));
         assert_eq!(policy.parts(120), Some(vec![(0, 40), (40, 40), (80, 40)]));
     }
 
