@@ -19,6 +19,8 @@ mod progress;
 mod python;
 mod quickstart;
 mod reliability_build_layer;
+#[cfg(target_os = "linux")]
+mod reliability_kill;
 mod runs;
 mod schema;
 mod serve;
