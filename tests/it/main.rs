@@ -20,6 +20,8 @@ mod python;
 mod quickstart;
 mod reliability_build_layer;
 #[cfg(target_os = "linux")]
+mod reliability_io;
+#[cfg(target_os = "linux")]
 mod reliability_kill;
 mod runs;
 mod schema;

@@ -129,7 +129,12 @@ pub(crate) fn execute(
                     "the command succeeded but did not write out `{out}`"
                 ));
             }
-            Err(e) => return Err(format!("cannot store out `{out}`: {e}")),
+            Err(e) => {
+                // The cause ("No space left on device") is the error's source; a message
+                // without it says where but not why.
+                let why = anyhow::Error::from(e);
+                return Err(format!("cannot store out `{out}`: {why:#}"));
+            }
         }
     }
     Ok(outs)
