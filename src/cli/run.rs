@@ -89,6 +89,12 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             "a previous pipe run (pid {pid}) was killed; its interrupted stages will rerun"
         ));
     }
+    for message in exec::groups::reap(&store)
+        .iter()
+        .filter_map(leftover_message)
+    {
+        printer.warn(&message);
+    }
     // A second handler cannot be installed in the same process (tests call run twice).
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     let mut capacity = BTreeMap::from([("mlx".to_owned(), 1u64)]);
@@ -251,4 +257,37 @@ fn host(pipeline: &pipe_engine::spec::Pipeline) -> Host {
         backend: runtime["backend"].as_str().map(str::to_owned),
         metal: runtime["metal_available"].as_bool(),
     }
+}
+
+/// The warning for what a killed run left running, if it left anything.
+fn leftover_message(left: &exec::groups::Leftover) -> Option<String> {
+    if left.still_running {
+        return Some(format!(
+            "processes of {} from a killed run may still be running (process group {}); \
+             end them with `kill -KILL -- -{}`",
+            left.what, left.pgid, left.pgid
+        ));
+    }
+    if left.killed == 0 && left.removed.is_empty() {
+        return None;
+    }
+    let mut message = format!("{} from a killed run", left.what);
+    if left.killed > 0 {
+        message = format!(
+            "ended {} leftover process{} of {message} (process group {})",
+            left.killed,
+            if left.killed == 1 { "" } else { "es" },
+            left.pgid
+        );
+    } else {
+        message = format!("cleaned up after {message}");
+    }
+    if !left.removed.is_empty() {
+        message.push_str(&format!(
+            "; removed {} partial out{}",
+            left.removed.len(),
+            if left.removed.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Some(message)
 }

@@ -142,15 +142,22 @@ fn a_second_run_waits_for_the_first() {
     assert_eq!(busy.status.code(), Some(1));
     let err = String::from_utf8_lossy(&busy.stderr);
     assert!(err.contains(&format!("pid {}", first.id())), "{err}");
-    let second = spawn_run(&ws, &["--json"]);
-    // Give the second run time to start and find the lock busy (generous for loaded CI).
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut second = spawn_run(&ws, &["--json"]);
+    // Wait for the second run to say it found the lock busy (its stderr line), not a timer.
+    let mut err = String::new();
+    let mut stderr = std::io::BufReader::new(second.stderr.take().unwrap());
+    while !err.contains("waiting for another pipe run") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the second run ended without waiting: {err}");
+        err.push_str(&line);
+    }
     std::fs::remove_file(ws.path("delay")).unwrap();
     // End the first run early; the waiting run then takes the lock and does the work.
     signal(&first, "-INT");
     assert_eq!(first.wait().unwrap().code(), Some(130));
+    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
     let out = second.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
             "waiting for another pipe run (pid {})",

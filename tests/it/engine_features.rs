@@ -88,12 +88,20 @@ stages:
     outs: [second.txt]
     needs: [first]
   first:
-    cmd: sleep 0.3 && echo 1 > first.txt
+    cmd: echo 1 > first.txt
     outs: [first.txt]
 "#,
     );
-    ws.run_ok(&["-j", "4"]);
+    let r = ws.run_ok(&["-j", "4"]);
     assert_eq!(ws.read("second.txt"), "ok\n");
+    // The order of events, not a delay in `first`, shows that `second` waited.
+    let at = |event: &str, stage: &str| {
+        r.events
+            .iter()
+            .position(|e| e["event"] == event && e["stage"] == stage)
+            .unwrap_or_else(|| panic!("no {event} for {stage}"))
+    };
+    assert!(at("stage-finish", "first") < at("stage-start", "second"));
 }
 
 #[test]

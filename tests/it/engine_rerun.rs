@@ -217,36 +217,67 @@ stages:
     assert!(err.contains("boom") && err.contains("bad.log"), "{err}");
 }
 
+/// `(event, stage)` of the start and finish events, in order.
+fn starts_and_finishes(r: &crate::support::Run) -> Vec<(String, String)> {
+    r.events
+        .iter()
+        .filter(|e| e["event"] == "stage-start" || e["event"] == "stage-finish")
+        .map(|e| {
+            let event = e["event"].as_str().unwrap().trim_start_matches("stage-");
+            (event.to_owned(), e["stage"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn independent_stages_run_in_parallel() {
     let ws = Ws::new();
-    ws.pipeline(
-        r#"
-stages:
-  a: {cmd: "sleep 0.6 && echo a > a.out", outs: [a.out]}
-  b: {cmd: "sleep 0.6 && echo b > b.out", outs: [b.out]}
-  c: {cmd: "sleep 0.6 && echo c > c.out", outs: [c.out]}
-"#,
+    // A rendezvous instead of a stopwatch: each stage marks that it started, then waits
+    // (bounded) for the other two; run one after another, the first would give up and fail.
+    let stage = |me: &str, a: &str, b: &str| {
+        format!(
+            "  {me}: {{cmd: \"touch {me}.started; i=0; until [ -f {a}.started ] && [ -f {b}.started ]; do i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.01; done; echo {me} > {me}.out\", outs: [{me}.out]}}\n"
+        )
+    };
+    ws.pipeline(&format!(
+        "stages:\n{}{}{}",
+        stage("a", "b", "c"),
+        stage("b", "a", "c"),
+        stage("c", "a", "b")
+    ));
+    let r = ws.run_ok(&["-j", "3"]);
+    let order = starts_and_finishes(&r);
+    assert!(
+        order[..3].iter().all(|(e, _)| e == "start"),
+        "all three start before any finishes: {order:?}"
     );
-    let t = std::time::Instant::now();
-    ws.run_ok(&["-j", "3"]);
-    // Three 0.6 s stages: one after another would take 1.8 s.
-    assert!(t.elapsed().as_secs_f64() < 1.65, "took {:?}", t.elapsed());
 }
 
 #[test]
 fn mlx_resource_serialises_stages() {
     let ws = Ws::new();
+    // Each stage fails if the other is running while it runs.
     ws.pipeline(
         r#"
 stages:
-  a: {cmd: "sleep 0.4 && echo a > a.out", outs: [a.out], resources: {mlx: 1}}
-  b: {cmd: "sleep 0.4 && echo b > b.out", outs: [b.out], resources: {mlx: 1}}
+  a: {cmd: "touch a.running; [ ! -f b.running ] || exit 1; echo a > a.out; rm a.running", outs: [a.out], resources: {mlx: 1}}
+  b: {cmd: "touch b.running; [ ! -f a.running ] || exit 1; echo b > b.out; rm b.running", outs: [b.out], resources: {mlx: 1}}
 "#,
     );
-    let t = std::time::Instant::now();
-    ws.run_ok(&["-j", "2"]);
-    assert!(t.elapsed().as_secs_f64() >= 0.8, "took {:?}", t.elapsed());
+    let r = ws.run_ok(&["-j", "2"]);
+    let order = starts_and_finishes(&r);
+    // start x, finish x, start y, finish y: the second starts only after the first ended.
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert_eq!(
+        (
+            order[0].0.as_str(),
+            order[1].0.as_str(),
+            order[2].0.as_str()
+        ),
+        ("start", "finish", "start"),
+        "{order:?}"
+    );
+    assert_eq!(order[0].1, order[1].1, "{order:?}");
 }
 
 #[test]

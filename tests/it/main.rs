@@ -19,6 +19,10 @@ mod progress;
 mod python;
 mod quickstart;
 mod reliability_build_layer;
+#[cfg(target_os = "linux")]
+mod reliability_io;
+#[cfg(target_os = "linux")]
+mod reliability_kill;
 mod runs;
 mod schema;
 mod serve;

@@ -140,6 +140,39 @@ impl Write for AtomicFile {
     }
 }
 
+/// The temporary files an [`AtomicFile`] for `dest` may have left beside it when its
+/// process was killed before committing: `.<name>.<6 random>.tmp` and `.tmp.<ext>`. The
+/// run that takes over from a killed one removes them with the killed stage's outs.
+pub fn temporary_files_of(dest: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            file.strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once(".tmp"))
+                .is_some_and(|(random, ext)| {
+                    random.len() == 6
+                        && random.chars().all(|c| c.is_ascii_alphanumeric())
+                        && (ext.is_empty() || ext.starts_with('.'))
+                })
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Writes `bytes` to `path` atomically, creating the parent directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = AtomicFile::create(path)?;
@@ -180,6 +213,24 @@ mod tests {
             "{\n  \"a\": 1\n}\n"
         );
         assert_eq!(names(&dir.path().join("sub")), ["out.json"]);
+    }
+
+    #[test]
+    fn temporary_files_of_finds_what_a_killed_writer_leaves_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("report.html");
+        let file = AtomicFile::create(&dest).unwrap();
+        let tmp = file.path().to_owned();
+        // As a `kill -9` would leave it: no drop, no cleanup.
+        std::mem::forget(file);
+        for other in [
+            "report.html",
+            ".report.html.keep",
+            ".other.html.abc123.tmp.html",
+        ] {
+            std::fs::write(dir.path().join(other), "x").unwrap();
+        }
+        assert_eq!(temporary_files_of(&dest), [tmp]);
     }
 
     #[test]

@@ -86,6 +86,93 @@ pub fn signal_group(pgid: u32, signal: Signal) -> std::io::Result<()> {
     }
 }
 
+/// Waits for `child`, the leader of its own process group, then kills what is left of
+/// the group before reaping the child: what a command left running (a `&` job, the
+/// grandchildren of a killed shell) must not outlive it. On Linux the exited child stays
+/// a zombie (`waitid` with `WNOWAIT`) until its group is killed, so its id, which names
+/// the group, cannot be reused by another process in between.
+pub fn wait_and_end_group(
+    child: &mut std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    #[cfg(target_os = "linux")]
+    {
+        let pid: libc::id_t = child.id();
+        loop {
+            // SAFETY: a zeroed siginfo_t is a valid out-parameter; WNOWAIT leaves the
+            // child to be reaped by `child.wait()` below.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc =
+                unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+            if rc == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                // Already reaped (ECHILD): `child.wait()` answers from its own record.
+                break;
+            }
+        }
+    }
+    #[cfg(unix)]
+    {
+        let _ = signal_group(child.id(), Signal::Kill);
+        wait_group_gone(child.id());
+    }
+    child.wait()
+}
+
+/// The live (not zombie) processes whose process group is `pgid`, from `/proc`.
+#[cfg(target_os = "linux")]
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            proc_stat(pid).is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
+        })
+        .collect()
+}
+
+/// The state letter and process group of `pid`, from `/proc/<pid>/stat`. The command name
+/// (field 2) may hold spaces and parentheses, so fields are read after the last `)`.
+#[cfg(target_os = "linux")]
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// Waits (up to 10 s) until no live process is left in group `pgid` after a `SIGKILL`:
+/// the signal is not instant (a `write` in progress completes first), and what the group
+/// wrote is read or removed next. Zombies count as gone (they write nothing, and whether
+/// they are reaped depends on the system's init). `false` if some are still there.
+/// Elsewhere than Linux there is no cheap way to list a group: it returns at once.
+pub fn wait_group_gone(pgid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !group_members(pgid).is_empty() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pgid;
+        true
+    }
+}
+
 /// Ends the process with `code` at once: flushes Rust's stdout and stderr, then `_exit`,
 /// so no C exit handler or library destructor runs.
 ///
@@ -143,6 +230,38 @@ mod tests {
         signal_group(child.id(), Signal::Kill).unwrap();
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn wait_and_end_group_kills_what_the_command_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("bg.pid");
+        // The shell exits at once, leaving `sleep` running in its group.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("sleep 600 & echo $! > {}", pidfile.display()))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let status = wait_and_end_group(&mut child).unwrap();
+        assert!(status.success());
+        let bg: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed; it may stay a zombie until init reaps it, so read its state.
+        let state = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap_or_default();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        assert!(
+            matches!(state, None | Some("Z" | "X")),
+            "{bg} still runs: {state:?}"
+        );
     }
 
     #[test]

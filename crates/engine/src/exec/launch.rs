@@ -87,14 +87,48 @@ pub fn configure_child(
         use std::os::unix::process::CommandExt;
         command.process_group(0);
         #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
-        // if pipe dies, so a `kill -9` of pipe leaves no orphans writing outs or trials.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        {
+            let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+            // SAFETY: prctl and getppid are async-signal-safe; prctl only asks the kernel
+            // to SIGKILL the child when the thread that started it ends. It reaches this
+            // child only: what the command starts itself is ended by the next run
+            // (`groups::reap`). If pipe died before prctl, the signal will never come,
+            // so the child gives up at once.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                    Ok(())
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// Starts `command` (configured by [`configure_child`]) and records its process group for
+/// the run after a crash ([`super::groups`]); `outs` are the workspace-relative paths it
+/// writes, removed by that run if this one dies first. Drop the registration once the
+/// child has ended and its group is empty.
+pub fn spawn_registered(
+    command: &mut Command,
+    root: &Path,
+    what: &str,
+    outs: &[String],
+) -> std::io::Result<(std::process::Child, super::groups::Registration)> {
+    let mut child = command.spawn()?;
+    match super::groups::register(root, child.id(), what, outs) {
+        Ok(registration) => Ok((child, registration)),
+        Err(e) => {
+            // Unrecorded, a crash could leave it running: don't run it at all.
+            let _ = crate::process::signal_group(child.id(), crate::process::Signal::Kill);
+            let _ = child.wait();
+            Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot record the process group of {what}: {e}"),
+            ))
+        }
+    }
 }

@@ -10,10 +10,13 @@
 //!   partial outs are deleted;
 //! - one run per workspace at a time ([`lock`]); a second run waits;
 //! - SIGINT/SIGTERM stop the running commands (SIGINT to their process group, SIGKILL
-//!   3 s later), remove their partial outs and end the run with "interrupted".
+//!   3 s later), remove their partial outs and end the run with "interrupted";
+//! - a command's process group ends with it: what it left running is killed when it
+//!   exits, and what a killed run left is killed by the next run ([`groups`]).
 
 pub mod events;
 pub mod fingerprint;
+pub mod groups;
 pub mod journal;
 pub mod launch;
 pub mod lock;

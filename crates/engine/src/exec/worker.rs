@@ -89,12 +89,21 @@ pub(crate) fn execute(
     let mut command = super::launch::stage_command(stage, &pipeline.root, file.file())
         .map_err(|e| format!("cannot prepare the command: {e}"))?;
     command.env(super::progress::ENV, super::progress::path_for(log));
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the command: {e}"))?;
+    let outs: Vec<String> = stage.all_outs().cloned().collect();
+    let (mut child, registration) = super::launch::spawn_registered(
+        &mut command,
+        &pipeline.root,
+        &format!("stage `{}`", stage.name),
+        &outs,
+    )
+    .map_err(|e| format!("cannot start the command: {e}"))?;
     pids.lock().expect("pids").insert(idx, child.id());
-    let status = child.wait();
+    // A stage is its command: whatever it left running in its group (a `&` job, a
+    // grandchild of a killed shell) would go on writing outs that are about to be stored,
+    // or removed as partial. The group dies with the command.
+    let status = crate::process::wait_and_end_group(&mut child);
     pids.lock().expect("pids").remove(&idx);
+    drop(registration);
     let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
     if !status.success() {
         #[cfg(unix)]
@@ -120,7 +129,12 @@ pub(crate) fn execute(
                     "the command succeeded but did not write out `{out}`"
                 ));
             }
-            Err(e) => return Err(format!("cannot store out `{out}`: {e}")),
+            Err(e) => {
+                // The cause ("No space left on device") is the error's source; a message
+                // without it says where but not why.
+                let why = anyhow::Error::from(e);
+                return Err(format!("cannot store out `{out}`: {why:#}"));
+            }
         }
     }
     Ok(outs)

@@ -37,6 +37,20 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic at `pos` of `file`, whose text is `source` (used for the quoted line).
     pub fn new(file: &Path, source: &str, pos: Pos, message: impl Into<String>) -> Self {
+        // The YAML parser puts an unexpected end of file on the line after the last one,
+        // and counts a lone `\r` as a line break where `str::lines` does not: point at the
+        // end of the last line instead of quoting a line the file does not have (found by
+        // tests `fuzz_inputs`).
+        let last = source.lines().count();
+        let pos = if pos.line > last && last > 0 {
+            let text = source.lines().last().unwrap_or("");
+            Pos {
+                line: last,
+                col: text.chars().count() + 1,
+            }
+        } else {
+            pos
+        };
         let source_line = if pos.line > 0 {
             source.lines().nth(pos.line - 1).unwrap_or("").to_owned()
         } else {
@@ -213,6 +227,20 @@ pub fn did_you_mean<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_past_the_last_line_points_at_the_end_of_the_file() {
+        let d = Diagnostic::new(
+            Path::new("p.yaml"),
+            "a: 1\nb: [",
+            Pos { line: 3, col: 1 },
+            "x",
+        );
+        assert_eq!((d.pos.line, d.pos.col), (2, 5));
+        assert_eq!(d.source_line, "b: [");
+        let d = Diagnostic::new(Path::new("p.yaml"), "\r\"", Pos { line: 2, col: 2 }, "x");
+        assert_eq!(d.pos.line, 1);
+    }
 
     #[test]
     fn suggests_close_words_only() {

@@ -333,9 +333,11 @@ fn watch_child(
 ) -> (ChildEnd, Vec<(u64, f64)>) {
     let mut reports = Vec::new();
     let mut judged = 0;
-    let spawned = crate::exec::launch::configure_child(&mut command, root, log.file())
-        .and_then(|()| command.spawn());
-    let mut child: Child = match spawned {
+    let spawned =
+        crate::exec::launch::configure_child(&mut command, root, log.file()).and_then(|()| {
+            crate::exec::launch::spawn_registered(&mut command, root, "a tune trial", &[])
+        });
+    let (mut child, registration): (Child, _) = match spawned {
         Ok(c) => c,
         Err(e) => return (ChildEnd::NotStarted(e.to_string()), reports),
     };
@@ -385,6 +387,11 @@ fn watch_child(
         std::thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(200));
     };
+    // What the trial left running in its group must not outlive it (see
+    // `process::wait_and_end_group`; here the child is already reaped).
+    let _ = signal_group(pid, Signal::Kill);
+    crate::process::wait_group_gone(pid);
+    drop(registration);
     children.remove(pid);
     (end, reports)
 }
