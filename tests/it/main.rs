@@ -20,6 +20,7 @@ mod python;
 mod quickstart;
 mod reliability_build_layer;
 mod runs;
+mod schedule;
 mod schema;
 mod serve;
 mod serve_batch;

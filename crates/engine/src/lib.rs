@@ -11,6 +11,7 @@
 //!   `ingest`, `version`, `compare`, `report`, `tune`);
 //! - [`data`]: datasets: reading, validating, splitting, statistics, versions;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
+//! - [`schedule`]: pipelines run by cron or launchd (`pipe schedule`);
 //! - [`stats`]: 95% intervals for accuracies and the paired test of two models;
 //! - [`tune`]: the Bayesian optimiser and pruning rules behind the `tune` stage;
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
@@ -33,6 +34,7 @@ pub mod hardware;
 pub mod history;
 pub mod process;
 pub mod report;
+pub mod schedule;
 pub mod spec;
 pub mod stages;
 pub mod stats;
