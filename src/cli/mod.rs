@@ -29,6 +29,7 @@ mod gc;
 pub mod generate;
 mod handoff;
 mod model;
+mod notify;
 pub mod output;
 pub mod progress;
 mod run;

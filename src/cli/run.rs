@@ -184,6 +184,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             if let Some(r) = recorder.as_mut() {
                 let _ = r.finish(RunStatus::Failed);
             }
+            super::notify::after_run(printer, &pipeline, recorder.as_ref().map(|r| r.record()));
             return Err(e.into());
         }
     };
@@ -207,6 +208,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         if let Err(e) = r.finish(status) {
             printer.warn(&format!("cannot finish the run record: {e}"));
         }
+        super::notify::after_run(printer, &pipeline, Some(r.record()));
         if !args.json {
             printer.status(&format!(
                 "run {} recorded (pipe runs show {})",

@@ -15,6 +15,7 @@ mod ingest_bad_data;
 mod ingest_url;
 mod mlx_lm_compat;
 mod model;
+mod notify;
 mod progress;
 mod python;
 mod quickstart;

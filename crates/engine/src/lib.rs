@@ -17,6 +17,7 @@
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`atomic_write`]: writing files so readers never see a partial one;
+//! - [`notify`]: webhook notifications of a run's outcome (`notify:`);
 //! - [`process`]: whether a process is alive, signalling process groups, `_exit`;
 //! - [`dirs`]: where the user cache lives.
 //!
@@ -32,6 +33,7 @@ pub mod exec;
 pub mod fetch;
 pub mod hardware;
 pub mod history;
+pub mod notify;
 pub mod process;
 pub mod report;
 pub mod schedule;
