@@ -14,6 +14,12 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct Failure(pub String);
 
+/// Another run holds the workspace lock and this one was asked not to wait
+/// (`--skip-if-running`, scheduled runs): exit code 75, sysexits.h's EX_TEMPFAIL.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Busy(pub String);
+
 /// The user interrupted the run (SIGINT/SIGTERM): exit code 130, as shells expect.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted; partial outs were removed and the interrupted stages will rerun")]
@@ -26,6 +32,11 @@ pub(crate) fn report(printer: &Printer, result: anyhow::Result<()>) -> u8 {
     };
     if is_broken_pipe(&err) {
         return 0;
+    }
+    if let Some(busy) = err.downcast_ref::<Busy>() {
+        // Not an error: the run was skipped on purpose; say so without alarm.
+        printer.status(&busy.0);
+        return pipe_engine::schedule::EXIT_BUSY as u8;
     }
     printer.error(&format!("{err:#}"));
     if err.downcast_ref::<Interrupted>().is_some() {

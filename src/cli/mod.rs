@@ -11,7 +11,9 @@
 //!
 //! Exit codes: 0 success (or nothing to do), 1 a failure while doing the work (a stage
 //! failed, MLX could not start, a download failed), 2 a usage or validation error,
-//! 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells expect).
+//! 75 skipped because another run holds the workspace lock (`--skip-if-running`, scheduled
+//! runs; sysexits.h's EX_TEMPFAIL), 130 interrupted (`pipe run` on SIGINT/SIGTERM, as shells
+//! expect).
 
 pub mod bench;
 mod bench_serve;
@@ -27,11 +29,13 @@ mod gc;
 pub mod generate;
 mod handoff;
 mod model;
+mod notify;
 pub mod output;
 pub mod progress;
 mod run;
 pub mod run_stage;
 mod runs;
+mod schedule;
 mod schema;
 pub mod serve;
 mod show;
@@ -41,7 +45,7 @@ pub mod train;
 mod workspace;
 
 use clap::{Parser, Subcommand};
-pub use exit::{Failure, Interrupted, UsageError};
+pub use exit::{Busy, Failure, Interrupted, UsageError};
 pub use handoff::{BUILD_ID, BUILD_ID_ARG, RUNTIME_INFO_ARG};
 use output::Printer;
 
@@ -107,6 +111,9 @@ pub enum Command {
     /// The run history: list, show, diff and compare past runs.
     #[command(subcommand)]
     Runs(runs::Command),
+    /// Run pipelines unattended: cron (Linux) or launchd (macOS) entries, their logs and status.
+    #[command(subcommand)]
+    Schedule(schedule::Command),
     /// Show which stages are stale and why.
     Status(status::Args),
     /// Print the stage graph (text, --dot or --mermaid).
@@ -154,6 +161,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Model(cmd) => model::run(printer, cmd),
         Command::Data(cmd) => data::run(printer, cmd),
         Command::Runs(cmd) => runs::run(printer, cmd),
+        Command::Schedule(cmd) => schedule::run(printer, cmd),
         Command::Run(args) => run::run(printer, args),
         Command::Status(args) => status::run(printer, args),
         Command::Dag(args) => dag::run(printer, args),

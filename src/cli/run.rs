@@ -4,7 +4,7 @@ use super::output::Printer;
 use super::progress::Human;
 use super::tracking::Background;
 use super::workspace::{WorkspaceArgs, select};
-use super::{Failure, Interrupted};
+use super::{Busy, Failure, Interrupted};
 use pipe_engine::cache::Store;
 use pipe_engine::exec::events::Stamped;
 use pipe_engine::exec::{self, Event, RunOptions, describe, lock, plan};
@@ -20,7 +20,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Arguments of `pipe run`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 130 interrupted."
+    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 75 skipped (--skip-if-running and another run holds the workspace), 130 interrupted."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -50,6 +50,10 @@ pub struct Args {
     /// Seconds to wait for another run in this workspace to finish (default: wait forever).
     #[arg(long, value_name = "SECS")]
     wait_timeout: Option<u64>,
+    /// If another run holds this workspace, exit at once with status 75 (EX_TEMPFAIL)
+    /// instead of waiting (scheduled runs do this, so runs never pile up).
+    #[arg(long, conflicts_with = "wait_timeout")]
+    skip_if_running: bool,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -76,14 +80,27 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let timeout = args.wait_timeout.map(Duration::from_secs);
+    let timeout = match args.skip_if_running {
+        true => Some(Duration::ZERO),
+        false => args.wait_timeout.map(Duration::from_secs),
+    };
     let _lock = lock::acquire(&pipeline.root, timeout, |pid| {
-        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        printer.status(&format!(
-            "waiting for another pipe run{who} in this workspace to finish..."
-        ));
+        if !args.skip_if_running {
+            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            printer.status(&format!(
+                "waiting for another pipe run{who} in this workspace to finish..."
+            ));
+        }
     })
-    .map_err(|e| Failure(format!("{e:#}")))?;
+    .map_err(|e| match e {
+        lock::LockError::Timeout { pid, .. } if args.skip_if_running => {
+            anyhow::Error::from(Busy(format!(
+                "skipped: another pipe run{} is running in this workspace (--skip-if-running)",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            )))
+        }
+        e => Failure(format!("{e:#}")).into(),
+    })?;
     if let Some(pid) = _lock.stale_pid {
         printer.warn(&format!(
             "a previous pipe run (pid {pid}) was killed; its interrupted stages will rerun"
@@ -173,6 +190,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             if let Some(r) = recorder.as_mut() {
                 let _ = r.finish(RunStatus::Failed);
             }
+            super::notify::after_run(printer, &pipeline, recorder.as_ref().map(|r| r.record()));
             return Err(e.into());
         }
     };
@@ -196,6 +214,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         if let Err(e) = r.finish(status) {
             printer.warn(&format!("cannot finish the run record: {e}"));
         }
+        super::notify::after_run(printer, &pipeline, Some(r.record()));
         if !args.json {
             printer.status(&format!(
                 "run {} recorded (pipe runs show {})",

@@ -15,6 +15,7 @@ mod ingest_bad_data;
 mod ingest_url;
 mod mlx_lm_compat;
 mod model;
+mod notify;
 mod progress;
 mod python;
 mod quickstart;
@@ -24,6 +25,7 @@ mod reliability_io;
 #[cfg(target_os = "linux")]
 mod reliability_kill;
 mod runs;
+mod schedule;
 mod schema;
 mod serve;
 mod serve_batch;

@@ -11,11 +11,13 @@
 //!   `ingest`, `version`, `compare`, `report`, `tune`);
 //! - [`data`]: datasets: reading, validating, splitting, statistics, versions;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
+//! - [`schedule`]: pipelines run by cron or launchd (`pipe schedule`);
 //! - [`stats`]: 95% intervals for accuracies and the paired test of two models;
 //! - [`tune`]: the Bayesian optimiser and pruning rules behind the `tune` stage;
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
 //! - [`hardware`]: what machine this is (chip, cores, memory), parsed from the OS;
 //! - [`atomic_write`]: writing files so readers never see a partial one;
+//! - [`notify`]: webhook notifications of a run's outcome (`notify:`);
 //! - [`process`]: whether a process is alive, signalling process groups, `_exit`;
 //! - [`dirs`]: where the user cache lives.
 //!
@@ -31,8 +33,10 @@ pub mod exec;
 pub mod fetch;
 pub mod hardware;
 pub mod history;
+pub mod notify;
 pub mod process;
 pub mod report;
+pub mod schedule;
 pub mod spec;
 pub mod stages;
 pub mod stats;

@@ -25,6 +25,7 @@ pub mod compare;
 pub mod evaluate;
 mod field;
 pub mod ingest;
+pub mod notify;
 pub mod predict;
 pub mod report;
 pub mod tokenize;

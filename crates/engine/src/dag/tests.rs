@@ -21,6 +21,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         stages,
         source: String::new(),
         tracking: None,
+        notify: None,
     }
 }
 

@@ -35,6 +35,7 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "params_file",
     "vars",
     "tracking",
+    "notify",
     "stages",
 ];
 /// Keys allowed in a stage.
@@ -174,6 +175,8 @@ pub struct Pipeline {
     pub source: String,
     /// Where runs are logged besides the local history (`tracking:`), checked.
     pub tracking: Option<pipe_schema::tracking::TrackingConfig>,
+    /// Who hears about a run's outcome (`notify:`), checked.
+    pub notify: Option<pipe_schema::notify::NotifyConfig>,
 }
 
 impl Pipeline {

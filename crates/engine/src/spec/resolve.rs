@@ -152,7 +152,14 @@ impl Resolver<'_> {
             }
         }
         self.cross_checks(&mut stages, &spots);
-        let tracking = self.tracking(&top);
+        let tracking = self.section(
+            "tracking",
+            &top,
+            |t: &pipe_schema::tracking::TrackingConfig| t.check(),
+        );
+        let notify = self.section("notify", &top, |n: &pipe_schema::notify::NotifyConfig| {
+            n.check()
+        });
         Some(Pipeline {
             name,
             file: self.file.to_owned(),
@@ -161,21 +168,26 @@ impl Resolver<'_> {
             stages,
             source: String::new(),
             tracking,
+            notify,
         })
     }
 
-    /// `tracking:`, typed and checked; errors point at the key.
-    fn tracking(&mut self, top: &Mapping) -> Option<pipe_schema::tracking::TrackingConfig> {
-        use pipe_schema::tracking::TrackingConfig;
-        let raw = to_json(top.get("tracking")?);
-        let at = self.loc.key(&["tracking"]);
-        let checked = pipe_schema::from_value::<TrackingConfig>(&raw).and_then(|t| {
-            t.check()
-                .map_err(|(key, message)| pipe_schema::FieldError {
-                    path: if key.is_empty() {
+    /// A typed top-level section (`tracking:`, `notify:`), checked; errors point at the key.
+    fn section<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &'static str,
+        top: &Mapping,
+        check: impl Fn(&T) -> Result<(), (&'static str, String)>,
+    ) -> Option<T> {
+        let raw = to_json(top.get(key)?);
+        let at = self.loc.key(&[key]);
+        let checked = pipe_schema::from_value::<T>(&raw).and_then(|t| {
+            check(&t)
+                .map_err(|(field, message)| pipe_schema::FieldError {
+                    path: if field.is_empty() {
                         vec![]
                     } else {
-                        vec![key.to_owned()]
+                        vec![field.to_owned()]
                     },
                     message,
                     expected: Vec::new(),
@@ -188,9 +200,9 @@ impl Resolver<'_> {
                 self.diags.push(Diagnostic::at_field(
                     self.file,
                     self.source,
-                    &["tracking"],
+                    &[key],
                     at,
-                    "`tracking`: ",
+                    &format!("`{key}`: "),
                     &e,
                 ));
                 None

@@ -35,6 +35,9 @@ pub fn pipeline_schema() -> Value {
     let tracking = generator
         .subschema_for::<pipe_schema::tracking::TrackingConfig>()
         .to_value();
+    let notify = generator
+        .subschema_for::<pipe_schema::notify::NotifyConfig>()
+        .to_value();
     let mut defs: Map<String, Value> = generator
         .take_definitions(true)
         .into_iter()
@@ -108,6 +111,7 @@ pub fn pipeline_schema() -> Value {
             "params_file": {"type": "string"},
             "vars": {"type": "object"},
             "tracking": tracking,
+            "notify": notify,
             "stages": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[A-Za-z0-9_.-]+$"},
