@@ -32,6 +32,7 @@ mod train;
 mod tune;
 mod tune_model;
 mod tune_regret;
+mod ui;
 
 mod engine_cache_cmds;
 mod engine_crash;
