@@ -33,6 +33,7 @@ mod tune;
 mod tune_model;
 mod tune_regret;
 mod ui;
+mod ui_browser;
 
 mod engine_cache_cmds;
 mod engine_crash;

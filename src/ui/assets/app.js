@@ -51,11 +51,13 @@ function drawChart(svg, curves, xLabel, yLabel) {
   const sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/>` +
             `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#999"/>`;
+  let lastX = null;
   for (let i = 0; i <= 4; i++) {
-    const y = y0 + (y1 - y0) * i / 4, x = x0 + (x1 - x0) * i / 4;
+    const y = y0 + (y1 - y0) * i / 4, x = Math.round(x0 + (x1 - x0) * i / 4);
     out += `<text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end">${num(y)}</text>`;
     out += `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/>`;
-    out += `<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${Math.round(x)}</text>`;
+    if (x !== lastX) out += `<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${x}</text>`;
+    lastX = x;
   }
   out += `<text x="${(L + W) / 2}" y="${H - 4}" text-anchor="middle">${esc(xLabel)}</text>`;
   out += `<text x="12" y="${(T + H - B) / 2}" transform="rotate(-90 12 ${(T + H - B) / 2})" text-anchor="middle">${esc(yLabel)}</text>`;
@@ -119,6 +121,7 @@ function runPage(id) {
   };
   const render = view => {
     const r = view.run;
+    r.sets = r.sets || [];   // the record leaves out what is empty
     curves = new Map(view.curves.map(c => [key(c.stage, c.name), {stage: c.stage, name: c.name, points: c.points}]));
     const progress = Object.entries(view.progress).map(([s, p]) =>
       `<b>${esc(s)}</b> step ${p.step}${p.total ? "/" + p.total : ""}${p.loss !== undefined ? " loss " + num(p.loss) : ""}${p.tokens_per_second !== undefined ? " · " + num(p.tokens_per_second) + " tok/s" : ""}`).join("<br>");
