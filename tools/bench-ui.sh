@@ -10,14 +10,16 @@ set -euo pipefail
 RUNS=${1:-1000}
 PIPE=$(cd "$(dirname "$0")/.." && pwd)/target/release/pipe
 WS=$(mktemp -d)
-trap 'kill "$UI" 2>/dev/null || true; rm -rf "$WS"' EXIT
+UI=
+trap '[ -n "$UI" ] && kill "$UI" 2>/dev/null; rm -rf "$WS"' EXIT
 cd "$WS"
 cat > pipe.yaml <<'YAML'
 name: bench
 params: {lr: 0.1}
 stages:
   work:
-    cmd: mkdir -p out && echo '{"loss": 0.5}' > out/m.json
+    cmd: >-
+      mkdir -p out && echo '{"loss": 0.5}' > out/m.json
     params: [lr]
     outs: [out/m.json]
     metrics: [out/m.json]
