@@ -104,3 +104,38 @@ fn tar_gz(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
     tar.append_dir_all(name, dir)?;
     tar.into_inner()?.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_folder_packs_under_its_name_with_links_kept_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let adapter = dir.path().join("lora");
+        std::fs::create_dir_all(adapter.join("sub")).unwrap();
+        std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
+        std::fs::write(adapter.join("sub/w.bin"), [1u8, 2, 3]).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc/passwd", adapter.join("out")).unwrap();
+        let bytes = super::tar_gz(&adapter, "lora").unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut files: Vec<(String, u64, bool)> = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|e| !e.header().entry_type().is_dir())
+            .map(|e| {
+                let link = e.header().entry_type().is_symlink();
+                (e.path().unwrap().display().to_string(), e.size(), link)
+            })
+            .collect();
+        files.sort();
+        let mut want = vec![
+            ("lora/adapter_config.json".to_owned(), 2, false),
+            ("lora/sub/w.bin".to_owned(), 3, false),
+        ];
+        #[cfg(unix)]
+        want.push(("lora/out".to_owned(), 0, true));
+        want.sort();
+        assert_eq!(files, want);
+    }
+}
