@@ -15,7 +15,7 @@
 //!
 //! One file per concern: [`routes`] (the JSON API), [`live`] (server-sent events),
 //! [`launch`] (pipelines, the form, starting and stopping runs), [`datasets`] (uploads),
-//! [`download`] (artifacts), [`series`] (chart data), [`security`] (loopback, token,
+//! [`download`] (artifacts), [`logs`] (log tails), [`series`] (chart data), [`security`] (loopback, token,
 //! Origin checks) and [`assets`].
 
 pub mod assets;
@@ -23,6 +23,7 @@ pub mod datasets;
 pub mod download;
 pub mod launch;
 pub mod live;
+pub mod logs;
 pub mod routes;
 pub mod security;
 pub mod series;

@@ -8,6 +8,7 @@
 //! | `GET /api/runs/{id}` | one run: record, loss curves (thinned), latest progress, stream offset |
 //! | `GET /api/runs/{id}/events` | the run's events as server-sent events, from `Last-Event-ID` |
 //! | `GET /api/runs/{id}/download?path=P` | an artifact of the run (a folder as .tar.gz) |
+//! | `GET /api/runs/{id}/log?stage=S` | the tail of a stage's log, as text |
 //! | `POST /api/runs/{id}/stop` | SIGINT to the run's `pipe run` |
 //! | `GET /api/compare?ids=A,B` | runs side by side: params, metrics, curves |
 //! | `GET /api/pipelines`, `GET /api/pipelines/form?file=F` | pipelines; one's start form |
@@ -46,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/runs/{id}/events", get(live::run_events))
         .route("/api/runs/{id}/download", get(download::artifact))
         .route("/api/runs/{id}/stop", post(launch::stop))
+        .route("/api/runs/{id}/log", get(super::logs::tail))
         .route("/api/compare", get(compare))
         .route("/api/pipelines", get(launch::pipelines))
         .route("/api/pipelines/form", get(launch::form))

@@ -6,12 +6,13 @@
 
 use crate::support::Ws;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A stage that reports step i (loss 10 - i) and then waits for the file `gate<i>`, so a
-/// test decides when each step happens and never races the run.
+/// A stage that logs and reports step i (loss 10 - i) and then waits for the file
+/// `gate<i>`, so a test decides when each step happens and never races the run. (The log
+/// line comes first, so a test that saw the step's progress finds it in the log.)
 pub const GATED: &str = r#"name: gated
 params:
   valid: 0.1
@@ -25,7 +26,7 @@ stages:
       split: {valid: "{{ params.valid }}", test: 0.1}
   work:
     cmd: >-
-      for i in $(seq 1 {{ params.steps }}); do
+      for i in $(seq 1 {{ params.steps }}); do echo "reported step $i";
       printf '{"step":%s,"total":{{ params.steps }},"loss":%s}' $i $((10 - i)) > "$PIPE_PROGRESS.tmp" &&
       mv "$PIPE_PROGRESS.tmp" "$PIPE_PROGRESS";
       while [ ! -e gate$i ]; do sleep 0.05; done; done;
@@ -285,6 +286,19 @@ fn a_cli_run_shows_up_live_and_its_stream_resumes_without_gaps() {
         serde_json::json!([[1, 9.0], [2, 8.0], [3, 7.0]])
     );
 
+    // The stage's log, kept with the run.
+    let mut r = ui
+        .agent
+        .get(format!("{}/api/runs/{id}/log?stage=work", ui.base))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let log = r.body_mut().read_to_string().unwrap();
+    assert!(
+        log.contains("reported step 1\nreported step 2\nreported step 3"),
+        "{log}"
+    );
+
     // Its metrics file downloads; anything not listed as its artifact does not.
     let mut r = ui
         .agent
@@ -365,6 +379,18 @@ fn runs_started_from_the_ui_are_checked_like_pipe_run_detached_and_stoppable() {
     assert_eq!(view["run"]["status"], "running");
     assert_eq!(view["run"]["sets"], serde_json::json!(["steps=2"]));
     assert_eq!(view["run"]["pid"], pid);
+    let mut r = ui
+        .agent
+        .get(format!("{}/api/runs/{id}/log?stage=work", ui.base))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("reported step 1")
+    );
 
     // Stop: SIGINT, as Ctrl-C; the run ends interrupted.
     let (status, body) = ui.post(&format!("/api/runs/{id}/stop"), &Value::Null);
@@ -427,8 +453,23 @@ fn uploads_are_checked_by_the_ingest_reader() {
         let (status, v) = upload(name, good);
         assert_eq!(status, 400, "{name}: {v}");
     }
-    let (status, _) = upload("big.jsonl", &"x".repeat(2 << 20));
-    assert_eq!(status, 413);
+    // Over the limit: 413. Sent by hand, one byte past the limit of a body announced as
+    // 2 MiB, so the server refuses it while the client is done writing (a client still
+    // writing would see the connection closed under it instead of the answer).
+    let addr = ui.base.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /api/datasets?name=big.jsonl HTTP/1.1\r\nHost: {addr}\r\nOrigin: {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        ui.base,
+        2 << 20
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&vec![b'x'; (1 << 20) + 1]).unwrap();
+    let mut status_line = String::new();
+    BufReader::new(conn).read_line(&mut status_line).unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    assert!(!ws.exists("data/uploads/big.jsonl"));
 }
 
 #[test]

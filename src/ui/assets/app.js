@@ -138,8 +138,16 @@ function runPage(id) {
         <td class="num">${s.duration_ms !== undefined ? (s.duration_ms / 1000).toFixed(1) + " s" : "–"}</td>
         <td>${Object.entries(s.metrics || {}).map(([k, v]) => `${esc(k)} <b>${num(v)}</b>`).join("<br>")}</td></tr>`).join("")}
       </tbody></table>
+      <h2>Log</h2><div class="bar"><select id="log-stage">${r.stages.filter(s => s.log).concat(Object.keys(view.progress).filter(n => !r.stages.some(s => s.name === n)).map(n => ({name: n})))
+        .map(s => `<option>${esc(s.name)}</option>`).join("")}</select><button id="log-show">Show log</button></div><pre class="preview" id="log"></pre>
       ${artifacts.length ? `<h2>Artifacts</h2><table id="artifacts"><tbody>${artifacts.map(a => `<tr><td>${esc(a.stage)}</td><td>${esc(a.role)}</td>
         <td><a class="download" href="/api/runs/${encodeURIComponent(r.id)}/download?path=${encodeURIComponent(a.path)}">${esc(a.path)}</a></td><td class="num">${a.bytes} B</td></tr>`).join("")}</tbody></table>` : ""}`;
+    document.getElementById("log-show").onclick = async () => {
+      const stage = document.getElementById("log-stage").value;
+      const resp = await fetch(`/api/runs/${encodeURIComponent(r.id)}/log?stage=${encodeURIComponent(stage)}`);
+      const text = await resp.text();
+      document.getElementById("log").textContent = resp.ok ? text : (JSON.parse(text).error || text);
+    };
     const stop = document.getElementById("stop");
     if (stop) stop.onclick = async () => {
       stop.disabled = true;
