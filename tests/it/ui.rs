@@ -286,6 +286,34 @@ fn a_cli_run_shows_up_live_and_its_stream_resumes_without_gaps() {
         serde_json::json!([[1, 9.0], [2, 8.0], [3, 7.0]])
     );
 
+    // Compared with a second run (up to date: its stages were cached, same metrics).
+    let second = ws.run_ok(&["gated.yaml", "--set", "valid=0.2"]);
+    assert_eq!(second.code, 0);
+    let (status, cmp) = ui.get("/api/compare?ids=latest,latest~1");
+    assert_eq!(status, 200, "{cmp}");
+    assert_eq!(cmp["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(cmp["runs"][1]["summary"]["id"], id.as_str());
+    let row = |rows: &Value, key: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {rows:#}"))
+            .clone()
+    };
+    let loss = row(&cmp["metrics"], "work.final_loss");
+    assert_eq!(
+        (loss["values"].clone(), loss["differs"].clone()),
+        (serde_json::json!([7.0, 7.0]), Value::Bool(false))
+    );
+    let valid = row(&cmp["params"], "ingest.split.valid");
+    assert_eq!(
+        (valid["values"].clone(), valid["differs"].clone()),
+        (serde_json::json!([0.2, 0.1]), Value::Bool(true))
+    );
+    let (status, _) = ui.get(&format!("/api/compare?ids={id}"));
+    assert_eq!(status, 400, "one run is no comparison");
+
     // The stage's log, kept with the run.
     let mut r = ui
         .agent
