@@ -16,9 +16,19 @@ use std::time::{Duration, Instant};
 /// The W3C name of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// chromedriver, killed when dropped (also when starting the session fails).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A chromedriver process and one headless Chromium session.
 struct Browser {
-    driver: Child,
+    _driver: Driver,
     base: String,
     session: String,
     agent: ureq::Agent,
@@ -35,6 +45,7 @@ impl Browser {
             .expect("chromedriver (Debian chromium-driver; run tools/test-deps.sh)");
         // chromedriver says which port it took: "... started successfully on port N."
         let mut out = driver.stdout.take().unwrap();
+        let driver = Driver(driver);
         let mut seen = String::new();
         let port = loop {
             let mut byte = [0u8];
@@ -75,7 +86,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_owned();
         Self {
-            driver,
+            _driver: driver,
             base,
             session,
             agent,
@@ -159,9 +170,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         let url = format!("{}/session/{}", self.base, self.session);
+        // Ends Chromium; chromedriver goes with `_driver` right after.
         let _ = self.agent.delete(&url).call();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
