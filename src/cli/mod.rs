@@ -42,7 +42,8 @@ mod show;
 mod status;
 mod tracking;
 pub mod train;
-mod workspace;
+mod ui;
+pub(crate) mod workspace;
 
 use clap::{Parser, Subcommand};
 pub use exit::{Busy, Failure, Interrupted, UsageError};
@@ -129,6 +130,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Print the JSON Schema of pipeline files (for editors and tools).
     Schema(schema::Args),
+    /// Serve the web UI: watch, start, stop and compare runs, upload data, download adapters.
+    Ui(ui::Args),
 }
 
 /// The `pipe` binary: parses the process arguments, runs an engine command or hands an MLX
@@ -169,6 +172,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Gc(args) => gc::run(printer, args),
         Command::Cache(cmd) => cache::run(printer, cmd),
         Command::Schema(args) => schema::run(printer, args),
+        Command::Ui(args) => ui::run(printer, args),
         // An HTTP load generator: no MLX, so `pipe` runs it itself.
         Command::Bench(bench::Command::Serve(args)) => bench_serve::run(printer, &args),
         Command::Doctor(_)

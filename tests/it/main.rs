@@ -39,6 +39,8 @@ mod train;
 mod tune;
 mod tune_model;
 mod tune_regret;
+mod ui;
+mod ui_browser;
 
 mod engine_cache_cmds;
 mod engine_crash;

@@ -173,6 +173,36 @@ pub fn wait_group_gone(pgid: u32) -> bool {
     }
 }
 
+/// Sends `signal` to the one process `pid` (not its group): how `pipe ui` stops a run,
+/// as Ctrl-C would (`pipe run` then interrupts its stages itself). A process that has
+/// already exited is not an error; ids that name no single process are refused.
+pub fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let Some(pid) = pid_t(pid).filter(|&p| p > 1) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{pid} is not a process pipe can signal"),
+            ));
+        };
+        // SAFETY: kill(2) with a positive id signals that one process.
+        if unsafe { libc::kill(pid, signal.number()) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (pid, signal);
+        Ok(())
+    }
+}
+
 /// Ends the process with `code` at once: flushes Rust's stdout and stderr, then `_exit`,
 /// so no C exit handler or library destructor runs.
 ///
@@ -262,6 +292,17 @@ mod tests {
             matches!(state, None | Some("Z" | "X")),
             "{bg} still runs: {state:?}"
         );
+    }
+
+    #[test]
+    fn signal_interrupts_one_process_and_refuses_0_and_1() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        signal(child.id(), Signal::Interrupt).unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGINT));
+        for pid in [0, 1] {
+            let err = signal(pid, Signal::Interrupt).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! <id>/run.json            the RunRecord, rewritten atomically as stages settle
 //! <id>/series/<stage>.json the stage's step series (loss curves), written once
 //! <id>/logs/<stage>.log    the log of each stage that ran (the workspace keeps only the last)
+//! <id>/events.jsonl        every event of the run as it happens, progress included (appended)
 //! <id>/mlflow.json         what has been sent to MLflow (the outbox's ledger)
 //! produced.jsonl           fingerprint -> the run that produced it (append-only)
 //! ```
@@ -18,6 +19,7 @@
 //! with the UTC start time to the millisecond, so sorting them sorts runs by age.
 
 pub mod diff;
+pub mod events;
 pub mod outcome;
 pub mod page;
 pub mod read;

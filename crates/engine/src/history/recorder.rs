@@ -1,6 +1,7 @@
 //! Writing a run's record while it runs: [`Recorder::start`] when the run begins,
 //! [`Recorder::event`] for each executor event, [`Recorder::finish`] at the end.
 
+use super::events::EventLog;
 use super::outcome::Outcome;
 use super::record::{
     GitState, Host, RECORD_SCHEMA, RunRecord, RunStatus, Series, StageRecord, StageStatus,
@@ -24,6 +25,7 @@ pub struct Recorder {
     stages: BTreeMap<String, Stage>,
     started: BTreeMap<String, (u64, PathBuf)>,
     record: RunRecord,
+    events: EventLog,
 }
 
 impl Recorder {
@@ -60,6 +62,7 @@ impl Recorder {
             host,
             stages: Vec::new(),
         };
+        let events = EventLog::open(&super::events::path(&root, &record.id))?;
         let recorder = Recorder {
             lock_path: pipeline.lock_path(),
             stages: pipeline
@@ -70,6 +73,7 @@ impl Recorder {
             started: BTreeMap::new(),
             root,
             record,
+            events,
         };
         recorder.save()?;
         Ok(recorder)
@@ -85,8 +89,10 @@ impl Recorder {
         &self.record
     }
 
-    /// Takes one executor event into the record; stage endings are written at once.
+    /// Takes one executor event into the record; stage endings are written at once. Every
+    /// event, progress included, is also appended to the run's event stream.
     pub fn event(&mut self, event: &Event) -> std::io::Result<()> {
+        self.events.append(event)?;
         let (name, status, duration_ms, error) = match event {
             Event::StageStart { stage, log, .. } => {
                 self.started.insert(stage.clone(), (now_ms(), log.clone()));

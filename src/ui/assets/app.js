@@ -1,0 +1,313 @@
+// pipe ui: a single page over the JSON API (see src/ui/routes.rs). No framework, no build
+// step: hash routes, fetch for data, EventSource for live updates, SVG for charts.
+"use strict";
+
+const main = document.getElementById("main");
+let cleanup = [];            // closes the current page's live streams on navigation
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+}
+function status(s) { return `<span class="status ${esc(s)}">${esc(s)}</span>`; }
+function num(v) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v !== "number") return esc(JSON.stringify(v));
+  return Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toPrecision(4);
+}
+async function api(path, options) {
+  const r = await fetch(path, options);
+  const body = await r.json().catch(() => ({error: `${r.status} ${r.statusText}`}));
+  if (!r.ok) throw new Error(body.error || `${r.status}`);
+  return body;
+}
+function live(url, handlers) {
+  const es = new EventSource(url);
+  const conn = document.getElementById("conn");
+  es.onopen = () => conn.classList.add("on");
+  es.onerror = () => conn.classList.remove("on");
+  for (const [name, fn] of Object.entries(handlers)) es.addEventListener(name, fn);
+  cleanup.push(() => { es.close(); conn.classList.remove("on"); });
+  return es;
+}
+
+// ---- charts -------------------------------------------------------------------------
+const COLORS = ["#2457c5", "#d9480f", "#2b8a3e", "#862e9c", "#c92a2a", "#0b7285", "#5f3dc4", "#e67700"];
+
+// Draws `curves` ([{label, points: [[x, y]...], dashed}]) into the <svg> `svg`.
+function drawChart(svg, curves, xLabel, yLabel) {
+  const W = svg.clientWidth || 800, H = svg.clientHeight || 320, L = 56, R = 12, T = 12, B = 34;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const all = curves.flatMap(c => c.points);
+  svg.dataset.points = String(all.length);
+  if (!all.length) {
+    svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no points yet</text>`;
+    return;
+  }
+  let [x0, x1] = [Math.min(...all.map(p => p[0])), Math.max(...all.map(p => p[0]))];
+  let [y0, y1] = [Math.min(...all.map(p => p[1])), Math.max(...all.map(p => p[1]))];
+  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+  const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
+  const sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  let out = `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/>` +
+            `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#999"/>`;
+  let lastX = null;
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 + (y1 - y0) * i / 4, x = Math.round(x0 + (x1 - x0) * i / 4);
+    out += `<text x="${L - 6}" y="${sy(y) + 4}" text-anchor="end">${num(y)}</text>`;
+    out += `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/>`;
+    if (x !== lastX) out += `<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${x}</text>`;
+    lastX = x;
+  }
+  out += `<text x="${(L + W) / 2}" y="${H - 4}" text-anchor="middle">${esc(xLabel)}</text>`;
+  out += `<text x="12" y="${(T + H - B) / 2}" transform="rotate(-90 12 ${(T + H - B) / 2})" text-anchor="middle">${esc(yLabel)}</text>`;
+  curves.forEach((c, i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = c.points.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+    out += `<polyline class="curve" data-label="${esc(c.label)}" data-n="${c.points.length}" fill="none" stroke="${color}" stroke-width="1.8"${c.dashed ? ' stroke-dasharray="5 4"' : ""} points="${pts}"/>`;
+    if (c.points.length < 60) for (const p of c.points) out += `<circle cx="${sx(p[0])}" cy="${sy(p[1])}" r="2.5" fill="${color}"/>`;
+  });
+  svg.innerHTML = out;
+  const legend = svg.nextElementSibling;
+  if (legend && legend.classList.contains("legend"))
+    legend.innerHTML = curves.map((c, i) => `<span style="color:${COLORS[i % COLORS.length]}">■ ${esc(c.label)}</span>`).join("");
+}
+
+// ---- runs list ----------------------------------------------------------------------
+function runsPage(page) {
+  main.innerHTML = `<h1>Runs</h1>
+    <div class="bar"><button id="compare" disabled>Compare selected</button>
+    <span class="muted" id="runs-total"></span></div>
+    <table id="runs"><thead><tr><th></th><th>run</th><th>pipeline</th><th>status</th><th>started</th><th>stages</th><th>--set</th></tr></thead><tbody></tbody></table>
+    <div class="pager" id="pager"></div>`;
+  const picked = new Set();
+  const compare = document.getElementById("compare");
+  compare.onclick = () => { location.hash = `#/compare/${[...picked].join(",")}`; };
+  live(`/api/runs/stream?page=${page}`, {
+    runs: ev => {
+      const data = JSON.parse(ev.data);
+      document.getElementById("runs-total").textContent = `${data.total} runs`;
+      const body = document.querySelector("#runs tbody");
+      body.innerHTML = data.runs.map(r => `<tr data-run="${esc(r.id)}">
+        <td><input type="checkbox" value="${esc(r.id)}" ${picked.has(r.id) ? "checked" : ""}></td>
+        <td><a href="#/run/${esc(r.id)}"><code>${esc(r.id)}</code></a></td>
+        <td>${esc(r.pipeline)}<br><span class="muted">${esc(r.pipeline_file)}</span></td>
+        <td class="run-status">${status(r.status)}</td><td>${esc(r.started)}</td>
+        <td>${esc(r.stages)}</td><td><code>${esc(r.sets.join(" "))}</code></td></tr>`).join("") ||
+        `<tr><td colspan="7" class="muted">No runs yet: start one from the command line (<code>pipe run</code>) or from New run.</td></tr>`;
+      for (const box of body.querySelectorAll("input[type=checkbox]")) box.onchange = () => {
+        box.checked ? picked.add(box.value) : picked.delete(box.value);
+        compare.disabled = picked.size < 2;
+      };
+      const pager = document.getElementById("pager");
+      pager.innerHTML = data.pages > 1 ? Array.from({length: data.pages}, (_, i) =>
+        i + 1 === data.page ? `<b>${i + 1}</b>` : `<a href="#/runs/${i + 1}">${i + 1}</a>`).join(" ") : "";
+    },
+  });
+}
+
+// ---- one run ------------------------------------------------------------------------
+function runPage(id) {
+  main.innerHTML = `<p>Loading run…</p>`;
+  let curves = new Map();    // "stage/name" -> {stage, name, points}
+  let ended = false;
+  const key = (s, n) => `${s}/${n}`;
+  const redraw = () => {
+    const svg = document.getElementById("loss-chart");
+    if (!svg) return;
+    const list = [...curves.values()].filter(c => c.points.length).map(c => ({
+      label: `${c.stage} ${c.name}`, points: c.points, dashed: c.name === "valid_loss"}));
+    drawChart(svg, list, "step", "loss");
+  };
+  const render = view => {
+    const r = view.run;
+    r.sets = r.sets || [];   // the record leaves out what is empty
+    curves = new Map(view.curves.map(c => [key(c.stage, c.name), {stage: c.stage, name: c.name, points: c.points}]));
+    const progress = Object.entries(view.progress).map(([s, p]) =>
+      `<b>${esc(s)}</b> step ${p.step}${p.total ? "/" + p.total : ""}${p.loss !== undefined ? " loss " + num(p.loss) : ""}${p.tokens_per_second !== undefined ? " · " + num(p.tokens_per_second) + " tok/s" : ""}`).join("<br>");
+    const artifacts = r.stages.flatMap(s => (s.artifacts || []).map(a => ({stage: s.name, ...a})));
+    main.innerHTML = `<h1>${esc(r.pipeline)} <span id="run-status">${status(r.status)}</span></h1>
+      <div class="bar"><code>${esc(r.id)}</code><span class="muted">${esc(r.pipeline_file)} · started ${esc(r.started)}${r.ended ? " · ended " + esc(r.ended) : ""}</span>
+      ${r.sets.length ? `<code>--set ${esc(r.sets.join(" --set "))}</code>` : ""}
+      ${r.status === "running" ? `<button class="danger" id="stop">Stop</button>` : ""}</div>
+      <div id="stop-error"></div>
+      <div id="progress" class="muted">${progress}</div>
+      <h2>Loss</h2><svg id="loss-chart" class="chart"></svg><div class="legend"></div>
+      <h2>Stages</h2><table id="stages"><thead><tr><th>stage</th><th>kind</th><th>status</th><th>time</th><th>metrics</th></tr></thead><tbody>
+      ${r.stages.map(s => `<tr data-stage="${esc(s.name)}"><td>${esc(s.name)}</td><td>${esc(s.kind)}</td><td>${status(s.status)}${s.error ? `<div class="hint">${esc(s.error)}</div>` : ""}</td>
+        <td class="num">${s.duration_ms !== undefined ? (s.duration_ms / 1000).toFixed(1) + " s" : "–"}</td>
+        <td>${Object.entries(s.metrics || {}).map(([k, v]) => `${esc(k)} <b>${num(v)}</b>`).join("<br>")}</td></tr>`).join("")}
+      </tbody></table>
+      <h2>Log</h2><div class="bar"><select id="log-stage">${r.stages.filter(s => s.log).concat(Object.keys(view.progress).filter(n => !r.stages.some(s => s.name === n)).map(n => ({name: n})))
+        .map(s => `<option>${esc(s.name)}</option>`).join("")}</select><button id="log-show">Show log</button></div><pre class="preview" id="log"></pre>
+      ${artifacts.length ? `<h2>Artifacts</h2><table id="artifacts"><tbody>${artifacts.map(a => `<tr><td>${esc(a.stage)}</td><td>${esc(a.role)}</td>
+        <td><a class="download" href="/api/runs/${encodeURIComponent(r.id)}/download?path=${encodeURIComponent(a.path)}">${esc(a.path)}</a></td><td class="num">${a.bytes} B</td></tr>`).join("")}</tbody></table>` : ""}`;
+    document.getElementById("log-show").onclick = async () => {
+      const stage = document.getElementById("log-stage").value;
+      const resp = await fetch(`/api/runs/${encodeURIComponent(r.id)}/log?stage=${encodeURIComponent(stage)}`);
+      const text = await resp.text();
+      document.getElementById("log").textContent = resp.ok ? text : (JSON.parse(text).error || text);
+    };
+    const stop = document.getElementById("stop");
+    if (stop) stop.onclick = async () => {
+      stop.disabled = true;
+      try { await api(`/api/runs/${encodeURIComponent(r.id)}/stop`, {method: "POST"}); }
+      catch (e) { document.getElementById("stop-error").innerHTML = `<div class="error">${esc(e.message)}</div>`; stop.disabled = false; }
+    };
+    redraw();
+  };
+  let refreshing = null;
+  const refresh = () => {   // stage events change the table: reload the view, keep streaming
+    if (refreshing) return;
+    refreshing = setTimeout(async () => {
+      refreshing = null;
+      try { render(await api(`/api/runs/${encodeURIComponent(id)}`)); } catch (e) { /* next event retries */ }
+    }, 150);
+  };
+  api(`/api/runs/${encodeURIComponent(id)}`).then(view => {
+    render(view);
+    if (view.run.status !== "running") return;
+    live(`/api/runs/${encodeURIComponent(id)}/events?from=${view.offset}`, {
+      message: ev => {
+        const e = JSON.parse(ev.data);
+        if (e.event === "stage-progress") {
+          for (const name of ["loss", "valid_loss"]) {
+            if (typeof e[name] !== "number") continue;
+            const k = key(e.stage, name);
+            if (!curves.has(k)) curves.set(k, {stage: e.stage, name, points: []});
+            const pts = curves.get(k).points;
+            if (!pts.length || pts[pts.length - 1][0] < e.step) pts.push([e.step, e[name]]);
+          }
+          const p = document.getElementById("progress");
+          if (p) p.innerHTML = `<b>${esc(e.stage)}</b> step ${e.step}${e.total ? "/" + e.total : ""}${typeof e.loss === "number" ? " loss " + num(e.loss) : ""}`;
+          redraw();
+        } else {
+          refresh();
+        }
+      },
+      end: () => { ended = true; cleanup.forEach(f => f()); cleanup = []; refresh(); },
+    });
+  }).catch(e => { main.innerHTML = `<div class="error">${esc(e.message)}</div>`; });
+}
+
+// ---- compare ------------------------------------------------------------------------
+async function comparePage(ids) {
+  main.innerHTML = `<p>Loading…</p>`;
+  try {
+    const c = await api(`/api/compare?ids=${encodeURIComponent(ids)}`);
+    const head = `<tr><th></th>${c.runs.map(r => `<th><a href="#/run/${esc(r.summary.id)}"><code>${esc(r.summary.id)}</code></a><br>${esc(r.summary.pipeline)}</th>`).join("")}</tr>`;
+    const rows = list => list.map(row => `<tr class="${row.differs ? "differs" : ""}"><td><code>${esc(row.key)}</code></td>${row.values.map(v => `<td class="num">${num(v)}</td>`).join("")}</tr>`).join("");
+    main.innerHTML = `<h1>Compare ${c.runs.length} runs</h1>
+      <h2>Loss</h2><svg id="compare-chart" class="chart"></svg><div class="legend"></div>
+      <h2>Metrics</h2><table id="compare-metrics">${head}${rows(c.metrics)}</table>
+      <h2>Configuration</h2><p class="hint">Rows that differ are highlighted.</p><table id="compare-params">${head}${rows(c.params)}</table>`;
+    const curves = c.runs.flatMap(r => r.curves.map(cv => ({
+      label: `${r.summary.id.slice(-6)} ${cv.stage} ${cv.name}`, points: cv.points, dashed: cv.name === "valid_loss"})));
+    drawChart(document.getElementById("compare-chart"), curves, "step", "loss");
+  } catch (e) { main.innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+}
+
+// ---- new run ------------------------------------------------------------------------
+function inputFor(f) {
+  const s = f.schema || {};
+  const id = `field-${f.param}`;
+  const value = typeof f.value === "string" ? f.value : JSON.stringify(f.value);
+  if (Array.isArray(s.enum)) {
+    return `<select id="${esc(id)}" data-param="${esc(f.param)}" data-initial="${esc(value)}">${s.enum.map(v => `<option ${v === f.value ? "selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  }
+  if (s.type === "boolean") {
+    return `<select id="${esc(id)}" data-param="${esc(f.param)}" data-initial="${esc(value)}"><option ${f.value === true ? "selected" : ""}>true</option><option ${f.value === false ? "selected" : ""}>false</option></select>`;
+  }
+  // Numbers are typed as text on purpose: `pipe run`'s checks judge the value, so the
+  // page shows its message rather than the browser's.
+  return `<input id="${esc(id)}" data-param="${esc(f.param)}" data-initial="${esc(value)}" value="${esc(value)}" ${s.type === "integer" || s.type === "number" ? 'inputmode="decimal"' : ""}>`;
+}
+function hintFor(f) {
+  const s = f.schema || {};
+  const bits = [];
+  if (s.type) bits.push(Array.isArray(s.type) ? s.type.join(" or ") : s.type);
+  if (s.minimum !== undefined) bits.push(`≥ ${s.minimum}`);
+  if (s.exclusiveMinimum !== undefined) bits.push(`> ${s.exclusiveMinimum}`);
+  if (s.maximum !== undefined) bits.push(`≤ ${s.maximum}`);
+  if (s.exclusiveMaximum !== undefined) bits.push(`< ${s.exclusiveMaximum}`);
+  const used = f.used_by.length ? ` · feeds ${f.used_by.map(esc).join(", ")}` : "";
+  return `<div class="hint">${esc(bits.join(", "))}${used}${s.description ? `<br>${esc(s.description)}` : ""}</div>`;
+}
+async function newPage() {
+  main.innerHTML = `<h1>New run</h1><div class="bar"><label for="pipeline">Pipeline</label>
+    <select id="pipeline"><option value="">…</option></select></div><div id="form"></div>`;
+  const select = document.getElementById("pipeline");
+  try {
+    const {pipelines} = await api("/api/pipelines");
+    select.innerHTML = `<option value="">choose a pipeline</option>` + pipelines.map(p =>
+      `<option value="${esc(p.file)}">${esc(p.file)}${p.name ? " (" + esc(p.name) + ")" : ""}</option>`).join("");
+  } catch (e) { document.getElementById("form").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+  select.onchange = () => showForm(select.value);
+}
+async function showForm(file) {
+  const box = document.getElementById("form");
+  if (!file) { box.innerHTML = ""; return; }
+  try {
+    const {fields} = await api(`/api/pipelines/form?file=${encodeURIComponent(file)}`);
+    box.innerHTML = `<h2>Params</h2>${fields.length ? `<div class="form" id="params">${fields.map(f =>
+      `<label for="${esc("field-" + f.param)}">${esc(f.param)}</label><div>${inputFor(f)}${hintFor(f)}</div>`).join("")}</div>` :
+      `<p class="muted">This pipeline has no params.</p>`}
+      <div class="bar"><button class="primary" id="start">Start run</button></div><div id="form-error"></div>`;
+    document.getElementById("start").onclick = async () => {
+      const sets = {};
+      for (const el of box.querySelectorAll("[data-param]")) if (el.value !== el.dataset.initial) sets[el.dataset.param] = el.value;
+      const err = document.getElementById("form-error");
+      err.innerHTML = "";
+      try {
+        const started = await api("/api/runs", {method: "POST", headers: {"content-type": "application/json"},
+          body: JSON.stringify({pipeline: file, sets})});
+        location.hash = started.run ? `#/run/${started.run}` : "#/";
+      } catch (e) { err.innerHTML = `<div class="error" id="start-error">${esc(e.message)}</div>`; }
+    };
+  } catch (e) { box.innerHTML = `<div class="error" id="start-error">${esc(e.message)}</div>`; }
+}
+
+// ---- datasets -----------------------------------------------------------------------
+async function dataPage() {
+  main.innerHTML = `<h1>Datasets</h1>
+    <p class="hint">JSONL, JSON, CSV or TSV in the chat, completions or text format; checked by the ingest stage's reader and stored under <code>data/uploads/</code>.</p>
+    <div class="bar"><input type="file" id="upload" accept=".jsonl,.json,.csv,.tsv"></div>
+    <div id="upload-result"></div><h2>Uploaded</h2><table id="datasets"><tbody></tbody></table>`;
+  const list = async () => {
+    const {datasets} = await api("/api/datasets");
+    document.querySelector("#datasets tbody").innerHTML = datasets.map(d =>
+      `<tr><td><code>${esc(d.file)}</code></td><td class="num">${d.bytes} B</td></tr>`).join("") || `<tr><td class="muted">none yet</td></tr>`;
+  };
+  document.getElementById("upload").onchange = async ev => {
+    const file = ev.target.files[0];
+    if (!file) return;
+    const out = document.getElementById("upload-result");
+    const r = await fetch(`/api/datasets?name=${encodeURIComponent(file.name)}`, {method: "POST", body: file});
+    const v = await r.json().catch(() => ({errors: [`${r.status} ${r.statusText}`]}));
+    if (v.error) v.errors = [v.error];
+    if (v.kept) {
+      const st = v.stats;
+      out.innerHTML = `<div class="ok" id="upload-ok"><b>${esc(v.file)}</b>: ${st.examples} examples (${Object.entries(st.formats).map(([k, n]) => `${n} ${esc(k)}`).join(", ")}); length ${st.chars.min}–${st.chars.max} characters, mean ${st.chars.mean}</div>
+        <h2>Length histogram (characters)</h2><table>${st.chars.buckets.map(([lo, n]) => `<tr><td class="num">≥ ${lo}</td><td class="num">${n}</td></tr>`).join("")}</table>
+        <h2>Preview</h2><pre class="preview">${esc(v.preview.map(e => JSON.stringify(e)).join("\n"))}</pre>`;
+    } else {
+      out.innerHTML = `<div class="error" id="upload-errors">${(v.errors || []).map(esc).join("\n")}${v.bad_rows > (v.errors || []).length ? `\n… ${v.bad_rows} bad rows in all` : ""}</div>`;
+    }
+    list();
+  };
+  list();
+}
+
+// ---- routing ------------------------------------------------------------------------
+function route() {
+  cleanup.forEach(f => f());
+  cleanup = [];
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  if (parts[0] === "run" && parts[1]) runPage(decodeURIComponent(parts[1]));
+  else if (parts[0] === "compare" && parts[1]) comparePage(decodeURIComponent(parts[1]));
+  else if (parts[0] === "new") newPage();
+  else if (parts[0] === "data") dataPage();
+  else runsPage(parts[0] === "runs" && parts[1] ? Number(parts[1]) : 1);
+}
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,141 @@
+//! Artifact downloads: `GET /api/runs/{id}/download?path=P` sends a file the run recorded
+//! as an artifact (an adapter folder, a metrics file, a report). Only paths the run's record
+//! lists are served, and only when they still resolve inside the workspace (no `..`, no
+//! link out of it), so the route cannot be used to read anything else. A folder comes as a
+//! `.tar.gz` of its files, named after it (an adapter unpacks to the mlx-lm layout `pipe
+//! train` wrote: `adapters.safetensors`, `adapter_config.json`).
+
+use super::routes::{error, load_run};
+use super::{AppState, security};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// `?path=runs/quickstart/lora`.
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    /// The artifact's path, as the run's record lists it.
+    pub path: String,
+}
+
+/// `GET /api/runs/{id}/download?path=P`.
+pub async fn artifact(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Response {
+    let record = match load_run(&state, &id) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let listed = record
+        .stages
+        .iter()
+        .flat_map(|s| &s.artifacts)
+        .any(|a| a.path.trim_end_matches('/') == q.path.trim_end_matches('/'));
+    if !listed {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("`{}` is not an artifact of run {id}", q.path),
+        );
+    }
+    let real = match security::confine(&state.root, q.path.trim_end_matches('/')) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::FORBIDDEN, &e),
+    };
+    let name = real.file_name().map_or_else(
+        || "artifact".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let packed = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
+        if real.is_dir() {
+            Ok((tar_gz(&real, &name)?, true))
+        } else {
+            Ok((std::fs::read(&real)?, false))
+        }
+    })
+    .await;
+    let (bytes, is_dir) = match packed {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let safe: String = q
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let (file, kind) = if is_dir {
+        (format!("{safe}.tar.gz"), "application/gzip")
+    } else {
+        (safe, "application/octet-stream")
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The folder `dir` as a gzipped tar whose entries sit under `name/`. Links are stored as
+/// links, never followed, so nothing outside the folder is packed.
+fn tar_gz(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(name, dir)?;
+    tar.into_inner()?.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_folder_packs_under_its_name_with_links_kept_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let adapter = dir.path().join("lora");
+        std::fs::create_dir_all(adapter.join("sub")).unwrap();
+        std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
+        std::fs::write(adapter.join("sub/w.bin"), [1u8, 2, 3]).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc/passwd", adapter.join("out")).unwrap();
+        let bytes = super::tar_gz(&adapter, "lora").unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut files: Vec<(String, u64, bool)> = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|e| !e.header().entry_type().is_dir())
+            .map(|e| {
+                let link = e.header().entry_type().is_symlink();
+                (e.path().unwrap().display().to_string(), e.size(), link)
+            })
+            .collect();
+        files.sort();
+        let mut want = vec![
+            ("lora/adapter_config.json".to_owned(), 2, false),
+            ("lora/sub/w.bin".to_owned(), 3, false),
+        ];
+        #[cfg(unix)]
+        want.push(("lora/out".to_owned(), 0, true));
+        want.sort();
+        assert_eq!(files, want);
+    }
+}
