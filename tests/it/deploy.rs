@@ -214,4 +214,31 @@ fn deploy_routes_a_running_server_and_swaps_without_a_failed_request() {
     let listed = client(&["adapters", &server.url]);
     let listed: Vec<String> = serde_json::from_slice(&listed.stdout).unwrap();
     assert!(listed.contains(&a) && listed.contains(&b), "{listed:?}");
+
+    // An adapter the server cannot load fails the stage and leaves the route alone.
+    ws.file(
+        "broken/adapter_config.json",
+        r#"{"fine_tune_type": "lora"}"#,
+    );
+    ws.file("broken/adapters.safetensors", "not safetensors");
+    ws.file(
+        "pipelines/broken.yaml",
+        &format!(
+            "name: broken\nstages:\n  deploy:\n    kind: deploy\n    with: {{adapter: broken, \
+             model: assistant, mode: server, server: \"{}\", out: runs/broken}}\n",
+            server.url
+        ),
+    );
+    let failed = ws.run(&["pipelines/broken.yaml"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let log = failed.event("stage-failed", "deploy")["log"]
+        .as_str()
+        .unwrap();
+    let log = std::fs::read_to_string(ws.dir.path().join(log)).unwrap();
+    let still = format!("`assistant` still answers with {b}");
+    assert!(
+        log.contains("cannot load adapter") && log.contains(&still),
+        "{log}"
+    );
+    assert_answers(&server.url, &b);
 }
