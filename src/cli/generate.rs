@@ -21,12 +21,15 @@ pub enum Weights {
     Bfloat16,
 }
 
+/// The model commands use when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
 /// Model selection shared by generate, eval and bench.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// A known model id (fetched on demand), a GGUF file, a Hugging Face or mlx-community
     /// directory, or an `org/name` repo id in the Hugging Face cache.
-    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
     pub model: String,
     /// How to hold the weights (see `--help`).
     #[arg(long, value_enum, default_value_t = Weights::Auto)]

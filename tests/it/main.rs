@@ -6,6 +6,7 @@ mod activation_cache;
 mod batch_auto;
 mod compare;
 mod data_version;
+mod deploy;
 mod export;
 mod foundation;
 mod fuse;

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 const OPENAI_VERSION: &str = "3.60.0";
 
-fn openai_python() -> PathBuf {
+pub(crate) fn openai_python() -> PathBuf {
     crate::python::venv(
         &format!("openai-{OPENAI_VERSION}"),
         &[("openai", OPENAI_VERSION)],
@@ -98,17 +98,24 @@ fn adapter() -> &'static Path {
 }
 
 /// A running `pipe serve`, stopped on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("pipe"));
+        command
             .args(["serve", "--port", "0", "--adapter"])
             .arg(format!("past={}", adapter().display()))
-            .args(extra)
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts `command` (a `pipe serve` on port 0) and waits until it prints its address.
+    pub(crate) fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

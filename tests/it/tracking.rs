@@ -403,4 +403,39 @@ fn the_tracked_quickstart_registers_its_adapter_as_champion_and_pull_brings_it_b
         level(&runs(&client, &experiment), "stage").len(),
         stages.len()
     );
+
+    // A deploy stage of the registry's champion releases exactly that adapter.
+    ws.file(
+        "pipelines/deploy-champion.yaml",
+        "name: deploy-champion\nstages:\n  deploy:\n    kind: deploy\n    with: \
+         {registry: quickstart@champion, model: assistant, mode: config, out: runs/release}\n",
+    );
+    let deployed = ws
+        .pipe()
+        .env("MLFLOW_TRACKING_URI", &server.uri)
+        .env("PIPE_CACHE_DIR", ws.path("user-cache"))
+        .args(["run", "pipelines/deploy-champion.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let record: Value = serde_json::from_str(&ws.read("runs/release/deploy.json")).unwrap();
+    let source = record["source"].as_str().unwrap();
+    assert!(
+        source.contains(&format!("version {}", champion.version)),
+        "{source}"
+    );
+    let release = ws
+        .path("runs/release/adapters")
+        .join(record["version"].as_str().unwrap());
+    for file in ["adapters.safetensors", "adapter_config.json"] {
+        assert_eq!(
+            std::fs::read(release.join(file)).unwrap(),
+            std::fs::read(ws.path("runs/quickstart/lora").join(file)).unwrap(),
+            "the released {file} is not the champion's"
+        );
+    }
 }

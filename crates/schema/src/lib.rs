@@ -18,10 +18,12 @@
 //! | `report` | [`report::ReportConfig`] | the same, checked |
 //! | `ingest` | [`ingest::IngestConfig`] | the same, checked (a URL source must be pinned) |
 //! | `tune` | [`tune::TuneConfig`] | the same; the engine checks the space and the trial |
+//! | `deploy` | [`deploy::DeployConfig`] | the same, checked; it writes a [`deploy::ServingFile`] |
 #![deny(missing_docs)]
 
 mod auto;
 pub mod compare;
+pub mod deploy;
 pub mod evaluate;
 mod field;
 pub mod ingest;

@@ -17,6 +17,7 @@ pub fn run(printer: &Printer, args: &Args, input: &Path, output: &Path) -> anyho
         port: 0,
         api_key: None,
         adapters: args.adapter.clone(),
+        routes: Vec::new(),
         base_aliases: vec![args.model.model.clone()],
         max_batch: args.batch_size as usize,
         // Requests wait in the driver, not the engine's queue: a row is queued when one ends.

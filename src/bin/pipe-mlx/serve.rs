@@ -3,8 +3,9 @@
 
 use crate::generate::load_model;
 use pipe::cli::UsageError;
+use pipe::cli::generate::DEFAULT_MODEL;
 use pipe::cli::output::Printer;
-use pipe::cli::serve::Args;
+use pipe::cli::serve::{Args, read_serving_file};
 use pipe_mlx_core::serve::{ServeOptions, serve};
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -17,13 +18,29 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let loaded = load_model(printer, &args.model)?;
+    let mut model = args.model;
+    let mut adapters = Vec::new();
+    let mut routes = Vec::new();
+    if let Some(path) = &args.config {
+        let file = read_serving_file(path)?;
+        // The file's base, unless --model names one (clap fills in its default otherwise).
+        if let Some(base) = file.model
+            && model.model == DEFAULT_MODEL
+        {
+            model.model = base;
+        }
+        adapters.extend(file.adapters);
+        routes.extend(file.routes);
+    }
+    adapters.extend(args.adapter);
+    let loaded = load_model(printer, &model)?;
     let options = ServeOptions {
         host: args.host,
         port: args.port,
         api_key,
-        adapters: args.adapter,
-        base_aliases: vec![args.model.model.clone()],
+        adapters,
+        routes,
+        base_aliases: vec![model.model.clone()],
         max_batch: args.max_batch as usize,
         max_queue: args.max_queue as usize,
         max_context: args.max_context as usize,

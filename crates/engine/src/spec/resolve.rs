@@ -576,7 +576,9 @@ impl Resolver<'_> {
         }
         let (config, uses_mlx) =
             self.with(base, map, kind, ctx, at, &mut deps, &mut outs, &mut spots);
-        let always_run = self.flag(base, "always_run", map);
+        // A kind acting on state outside the workspace (a server) always runs.
+        let always_run = self.flag(base, "always_run", map)
+            || kind.as_ref().is_some_and(|k| k.reads_external_state());
         let frozen = self.flag(base, "frozen", map);
         let mut resources = BTreeMap::new();
         match map.get("resources") {

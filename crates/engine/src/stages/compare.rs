@@ -56,6 +56,9 @@ pub struct Comparison {
     pub recommendation: Recommendation,
     /// Sample generations of the evaluated variants.
     pub samples: Vec<Sample>,
+    /// The recommended variant's train out_dir (what a `deploy` stage serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_train: Option<String>,
 }
 
 /// The `compare` kind.
@@ -66,7 +69,8 @@ impl super::StageKind for Compare {
         "compare"
     }
     fn impl_version(&self) -> u32 {
-        1
+        // 2: compare.json names the recommended variant's train out_dir.
+        2
     }
     fn summary(&self) -> &'static str {
         "tabulate trained variants and recommend one under constraints"
@@ -163,7 +167,15 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     }
     let criteria = config.criteria();
     let (ranking, recommendation) = recommend(&variants, &criteria);
+    let recommended_train = recommendation.variant.as_ref().and_then(|best| {
+        config
+            .variants
+            .iter()
+            .find(|v| v.name.as_ref() == Some(best))
+            .and_then(|v| v.train.clone())
+    });
     let comparison = Comparison {
+        recommended_train,
         direction: criteria.direction(),
         criteria,
         variants,

@@ -10,7 +10,7 @@
 //!
 //! Every kind runs as a child process: `cmd` as the user's command, a built-in kind as
 //! `pipe __run-stage KIND --root ROOT --config JSON` ([`crate::exec::launch`]). The kinds
-//! that need no MLX run from this crate ([`run`]); `train`, `evaluate`, `predict` and `tokenize` run
+//! that need no MLX run from this crate ([`run`], `deploy` included); `train`, `evaluate`, `predict` and `tokenize` run
 //! in `pipe-mlx` (crate `pipe-mlx-core`), which the engine never links.
 //!
 //! Adding a kind: a unit struct implementing [`StageKind`] in its own module, a line in
@@ -18,6 +18,7 @@
 
 pub mod cmd;
 pub mod compare;
+pub mod deploy;
 pub mod evaluate;
 pub mod ingest;
 pub mod params_file;
@@ -52,6 +53,12 @@ pub trait StageKind: Sync + 'static {
     fn outcome(&self, _config: &Value, _root: &Path) -> Outcome {
         Outcome::default()
     }
+    /// Whether the stage acts on state outside the workspace that its fingerprint cannot
+    /// see (a running server): such a stage runs every time, as with `always_run: true`,
+    /// and must be idempotent.
+    fn reads_external_state(&self) -> bool {
+        false
+    }
 }
 
 /// A stage's `with:`, checked and resolved when the pipeline loads.
@@ -74,7 +81,7 @@ pub struct Resolved {
 pub struct Kind(&'static dyn StageKind);
 
 /// Every kind, in the order `pipe schema` lists them.
-pub static KINDS: [Kind; 10] = [
+pub static KINDS: [Kind; 11] = [
     Kind::CMD,
     Kind::INGEST,
     Kind::VERSION,
@@ -85,6 +92,7 @@ pub static KINDS: [Kind; 10] = [
     Kind::COMPARE,
     Kind::REPORT,
     Kind::TUNE,
+    Kind::DEPLOY,
 ];
 
 impl Kind {
@@ -108,6 +116,8 @@ impl Kind {
     pub const REPORT: Kind = Kind(&report::Report);
     /// Search hyperparameters with Bayesian optimisation over cached trials.
     pub const TUNE: Kind = Kind(&tune::TuneKind);
+    /// Serve an adapter under a public name on a running server, or write its serving file.
+    pub const DEPLOY: Kind = Kind(&deploy::Deploy);
 
     /// Parses a `kind:` value.
     pub fn parse(name: &str) -> Result<Self, KindError> {
@@ -146,6 +156,11 @@ impl Kind {
     /// See [`StageKind::outcome`].
     pub fn outcome(self, config: &Value, root: &Path) -> Outcome {
         self.0.outcome(config, root)
+    }
+
+    /// See [`StageKind::reads_external_state`].
+    pub fn reads_external_state(self) -> bool {
+        self.0.reads_external_state()
     }
 }
 
@@ -193,6 +208,7 @@ pub fn run(kind: Kind, config: &Value, root: &Path) -> Option<anyhow::Result<()>
         k if k == Kind::COMPARE => compare::run,
         k if k == Kind::REPORT => report::run,
         k if k == Kind::TUNE => tune::run,
+        k if k == Kind::DEPLOY => deploy::run,
         _ => return None,
     };
     Some(runner(config, root))

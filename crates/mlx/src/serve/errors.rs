@@ -114,6 +114,14 @@ impl ApiError {
         }
     }
 
+    /// In conflict with the server's state (a name taken, an adapter a route uses).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            ..Self::bad_request(message)
+        }
+    }
+
     /// The server failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self {

@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// Adapters loaded at start: `(name, directory)`.
     pub adapters: Vec<(String, PathBuf)>,
+    /// Public names routed to adapters at start: `(route, adapter)`.
+    pub routes: Vec<(String, String)>,
     /// Names the base model answers to besides `base`.
     pub base_aliases: Vec<String>,
     /// Rows decoded together at most.
@@ -89,6 +91,7 @@ pub fn start(loaded: LoadedModel, options: &ServeOptions) -> anyhow::Result<Star
         commands,
         load: load.clone(),
         adapters: adapter_list.clone(),
+        routes: RwLock::default(),
         base_names,
         api_key: options.api_key.clone(),
         capacity: options.max_batch.max(1) + options.max_queue,
@@ -118,7 +121,14 @@ pub fn start(loaded: LoadedModel, options: &ServeOptions) -> anyhow::Result<Star
         })
         .context("cannot start the decoding thread")?;
     match is_ready.recv() {
-        Ok(Ok(())) => Ok(Started { state, engine }),
+        Ok(Ok(())) => {
+            for (route, adapter) in &options.routes {
+                state
+                    .set_route(route, adapter)
+                    .map_err(|e| anyhow::anyhow!("route `{route}`: {}", e.message))?;
+            }
+            Ok(Started { state, engine })
+        }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => bail!("the decoding thread stopped while loading adapters"),
     }

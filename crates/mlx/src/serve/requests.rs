@@ -29,7 +29,8 @@ pub struct Prepared {
     pub adapter: Option<String>,
     /// Generation settings.
     pub settings: Settings,
-    /// The `model` the request named (echoed in the response).
+    /// The `model` the request named (echoed in the response), or for a route the
+    /// adapter it resolved to.
     pub model: String,
     /// The response shape.
     pub kind: Kind,
@@ -67,11 +68,13 @@ impl AppState {
             .tokenizer
             .encode(&text, false)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        // A route answers with the version it resolved to, as OpenAI's aliases do.
+        let model = adapter.clone().unwrap_or(req.common.model);
         Ok(Prepared {
             prompt,
             adapter,
             settings,
-            model: req.common.model,
+            model,
             kind: Kind::Chat,
         })
     }
@@ -90,11 +93,13 @@ impl AppState {
             .tokenizer
             .encode(text, true)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        // A route answers with the version it resolved to, as OpenAI's aliases do.
+        let model = adapter.clone().unwrap_or(req.common.model);
         Ok(Prepared {
             prompt,
             adapter,
             settings,
-            model: req.common.model,
+            model,
             kind: Kind::Completion,
         })
     }

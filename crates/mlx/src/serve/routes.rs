@@ -1,5 +1,6 @@
 //! The HTTP routes: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`,
-//! and the adapter admin routes under `/admin/adapters` (loopback clients only).
+//! and the admin routes (loopback clients only): adapters under `/admin/adapters`, public
+//! names routed to adapters under `/admin/routes` (what a `deploy` stage moves).
 //!
 //! A handler checks the request, renders and tokenizes the prompt, takes a server slot
 //! ([`Admission`]; none left answers 429 with `Retry-After`) and hands a [`Job`] to the
@@ -17,7 +18,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
@@ -35,6 +36,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/admin/adapters", get(list_adapters).post(add_adapter))
         .route("/admin/adapters/{name}", delete(remove_adapter))
+        .route("/admin/routes", get(list_routes))
+        .route("/admin/routes/{name}", put(set_route).delete(remove_route))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/models") })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.max_request_bytes,
@@ -281,6 +284,12 @@ async fn add_adapter(
     let run = async {
         admin_guard(&s, peer, &headers)?;
         let req: AddAdapter = parse(body)?;
+        if s.route_table().contains_key(&req.name) {
+            return Err(ApiError::conflict(format!(
+                "`{}` is a route; pick another adapter name",
+                req.name
+            )));
+        }
         let (reply, done) = tokio::sync::oneshot::channel();
         s.send(Command::AddAdapter {
             name: req.name.clone(),
@@ -308,10 +317,23 @@ async fn remove_adapter(
     let run = async {
         admin_guard(&s, peer, &headers)?;
         let (reply, done) = tokio::sync::oneshot::channel();
-        s.send(Command::RemoveAdapter {
-            name: name.clone(),
-            reply,
-        })?;
+        {
+            // Under the routes' lock: no route can be pointed at it between check and send.
+            let routes = s
+                .routes
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((route, _)) = routes.iter().find(|(_, target)| **target == name) {
+                return Err(ApiError::conflict(format!(
+                    "route `{route}` answers with `{name}`; point it elsewhere (PUT \
+                     /admin/routes/{route}) or delete it before removing the adapter"
+                )));
+            }
+            s.send(Command::RemoveAdapter {
+                name: name.clone(),
+                reply,
+            })?;
+        }
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ApiError::not_found(e.to_string())),
@@ -321,5 +343,63 @@ async fn remove_adapter(
     match run.await {
         Ok(()) => Json(json!({"removed": name, "adapters": s.adapter_list()})).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+async fn list_routes(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = admin_guard(&s, peer, &headers) {
+        return e.into_response();
+    }
+    Json(json!({"routes": s.route_table()})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct SetRoute {
+    adapter: String,
+}
+
+/// `PUT /admin/routes/NAME {"adapter": A}`: requests for NAME go to A from now on.
+async fn set_route(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || {
+        admin_guard(&s, peer, &headers)?;
+        let req: SetRoute = parse(body)?;
+        let previous = s.set_route(&name, &req.adapter)?;
+        Ok::<_, ApiError>((req.adapter, previous))
+    };
+    match run() {
+        Ok((adapter, previous)) => {
+            Json(json!({"route": name, "adapter": adapter, "previous": previous})).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remove_route(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(e) = admin_guard(&s, peer, &headers) {
+        return e.into_response();
+    }
+    let removed = s
+        .routes
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&name);
+    match removed {
+        Some(adapter) => Json(json!({"removed": name, "adapter": adapter})).into_response(),
+        None => ApiError::not_found(format!("no route named `{name}`")).into_response(),
     }
 }

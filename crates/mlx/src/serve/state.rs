@@ -8,6 +8,7 @@ use super::errors::ApiError;
 use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use axum::http::{HeaderMap, header};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
@@ -26,6 +27,9 @@ pub struct AppState {
     pub load: Arc<Load>,
     /// Adapters, as the engine last published them.
     pub adapters: Arc<RwLock<Vec<AdapterInfo>>>,
+    /// Public names routed to adapters (`assistant` → `assistant-1f2e…`); see
+    /// [`AppState::set_route`].
+    pub routes: RwLock<BTreeMap<String, String>>,
     /// Names of the base model (`base` first).
     pub base_names: Vec<String>,
     /// A required bearer token, if any.
@@ -73,6 +77,12 @@ impl AppState {
         if self.base_names.iter().any(|n| n == model) {
             return Ok(None);
         }
+        // Read once: a request resolves its route before the engine sees it, so a swap
+        // between two requests sends each wholly to one version. The version a route left
+        // stays loaded until the deploy that moved it removes it (`keep`).
+        if let Some(target) = self.route_table().get(model) {
+            return Ok(Some(target.clone()));
+        }
         if self.adapter_list().iter().any(|a| a.name == model) {
             return Ok(Some(model.to_owned()));
         }
@@ -82,8 +92,43 @@ impl AppState {
     /// Every model id requests may use: the base's names, then the adapters.
     pub fn model_names(&self) -> Vec<String> {
         let mut names = self.base_names.clone();
+        names.extend(self.route_table().into_keys());
         names.extend(self.adapter_list().into_iter().map(|a| a.name));
         names
+    }
+
+    /// The routes, public name to adapter.
+    pub fn route_table(&self) -> BTreeMap<String, String> {
+        self.routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Points the public name `route` at the loaded adapter `adapter` in one step (a
+    /// request sees the old target or the new one, never neither); the previous target.
+    pub fn set_route(&self, route: &str, adapter: &str) -> Result<Option<String>, ApiError> {
+        if self.base_names.iter().any(|n| n == route)
+            || self.adapter_list().iter().any(|a| a.name == route)
+        {
+            return Err(ApiError::conflict(format!(
+                "`{route}` already names the base model or an adapter; a route needs a name \
+                 of its own"
+            )));
+        }
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked under the lock so that no removal slips between check and swap (removal
+        // takes the same lock to check that no route points at the adapter).
+        if !self.adapter_list().iter().any(|a| a.name == adapter) {
+            return Err(ApiError::not_found(format!(
+                "no adapter named `{adapter}` is loaded; add it first (POST /admin/adapters); \
+                 `{route}` is unchanged"
+            )));
+        }
+        Ok(routes.insert(route.to_owned(), adapter.to_owned()))
     }
 
     /// The loaded adapters.

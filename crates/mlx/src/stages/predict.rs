@@ -54,6 +54,7 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|a| (ADAPTER.to_owned(), root.join(a)))
             .collect(),
+        routes: Vec::new(),
         base_aliases: Vec::new(),
         max_batch: config.batch_size,
         max_queue: config.batch_size,
