@@ -55,6 +55,22 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// kill(2) of `target` (a pid, or a negated process group id that is not 0 or -1); a
+/// target that has already exited is not an error.
+#[cfg(unix)]
+fn kill_unless_gone(target: libc::pid_t, signal: Signal) -> std::io::Result<()> {
+    // SAFETY: kill(2) only sends a signal; callers never pass 0 or -1.
+    if unsafe { libc::kill(target, signal.number()) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
 /// Sends `signal` to the process group `pgid`: a child spawned with `process_group(0)`
 /// leads a group whose id is its pid, so this reaches it and everything it started. A group
 /// that has already exited is not an error.
@@ -67,17 +83,9 @@ pub fn signal_group(pgid: u32, signal: Signal) -> std::io::Result<()> {
                 format!("{pgid} is not a process group pipe started"),
             ));
         };
-        // SAFETY: kill(2) with a negative id signals that process group; pgid > 1, so it
-        // is never this process's own group (0) or every process (-1).
-        if unsafe { libc::kill(-pgid, signal.number()) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(err)
-        }
+        // A negative id names the group; pgid > 1, so it is never this process's own
+        // group (0) or every process (-1).
+        kill_unless_gone(-pgid, signal)
     }
     #[cfg(not(unix))]
     {
@@ -185,16 +193,7 @@ pub fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
                 format!("{pid} is not a process pipe can signal"),
             ));
         };
-        // SAFETY: kill(2) with a positive id signals that one process.
-        if unsafe { libc::kill(pid, signal.number()) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(err)
-        }
+        kill_unless_gone(pid, signal)
     }
     #[cfg(not(unix))]
     {
