@@ -1,5 +1,5 @@
 //! `pipe data`: fetch known datasets into the user cache; list and check out the dataset
-//! versions a workspace recorded (`version` stages).
+//! versions a workspace recorded (`version` stages), and share them through the remote cache.
 
 use super::output::Printer;
 use super::{Failure, UsageError};
@@ -7,7 +7,7 @@ use pipe_engine::cache::Store;
 use pipe_engine::data::version::{self, VersionError};
 use pipe_engine::exec::lock;
 use pipe_engine::fetch::{self, FetchOutcome};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Subcommands of `pipe data`.
 #[derive(Debug, clap::Subcommand)]
@@ -52,6 +52,54 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+    /// Upload recorded dataset versions to the remote cache (as `dvc push` does).
+    #[command(
+        after_help = "Sends the files of each version (all recorded ones unless ids are given) and its record.
+The remote is --remote, PIPE_REMOTE, or the `remote:` of --pipeline.
+
+Examples:
+  pipe data push --remote s3://team-bucket/pipe-cache
+  pipe data push 3fa2c1d9 --pipeline pipe.yaml"
+    )]
+    Push {
+        /// Version ids or unique prefixes (default: every recorded version).
+        ids: Vec<String>,
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+        /// Read `remote:` from this pipeline file.
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Workspace root (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download dataset versions from the remote cache into this workspace's log.
+    #[command(
+        after_help = "Each file is checked against its hash; the versions then show in `pipe data log` and
+`pipe data checkout ID` restores one.
+
+Examples:
+  pipe data pull --remote s3://team-bucket/pipe-cache
+  pipe data pull 3fa2c1d9 --pipeline pipe.yaml && pipe data checkout 3fa2c1d9"
+    )]
+    Pull {
+        /// Version ids or unique prefixes (default: every version on the remote).
+        ids: Vec<String>,
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+        /// Read `remote:` from this pipeline file.
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Workspace root (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
@@ -65,7 +113,97 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
             force,
             root,
         } => checkout(printer, root, &id, to, force),
+        Command::Push {
+            ids,
+            remote,
+            pipeline,
+            root,
+            json,
+        } => push(printer, &ids, &remote, pipeline, root, json),
+        Command::Pull {
+            ids,
+            remote,
+            pipeline,
+            root,
+            json,
+        } => pull(printer, &ids, &remote, pipeline, root, json),
     }
+}
+
+/// The remote of `pipe data push/pull`: the flag or variable, else the pipeline's.
+fn open_remote(
+    args: &super::remote::RemoteArgs,
+    pipeline: Option<PathBuf>,
+    root: &Path,
+    create: bool,
+) -> anyhow::Result<pipe_engine::remote::Remote> {
+    let configured = match pipeline {
+        Some(file) => {
+            let ws = super::workspace::WorkspaceArgs {
+                pipeline: file,
+                root: Some(root.to_owned()),
+                sets: Vec::new(),
+            };
+            ws.load_with(true)?.0.remote
+        }
+        None => None,
+    };
+    args.open(configured.as_ref(), root, create)
+}
+
+fn push(
+    printer: &Printer,
+    ids: &[String],
+    remote: &super::remote::RemoteArgs,
+    pipeline: Option<PathBuf>,
+    root: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let root = workspace(root)?;
+    let remote = open_remote(remote, pipeline, &root, true)?;
+    let store = Store::open(&root);
+    let records = if ids.is_empty() {
+        version::read_log(&store)?
+    } else {
+        ids.iter()
+            .map(|id| version::resolve(&store, id))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if records.is_empty() {
+        return Err(Failure(
+            "no data versions are recorded in this workspace (a `version` stage records one)"
+                .into(),
+        )
+        .into());
+    }
+    let report = pipe_engine::remote::push_versions(&remote, &store, &records)
+        .map_err(|e| Failure(e.to_string()))?;
+    super::remote::print_push(printer, &report, json)
+}
+
+fn pull(
+    printer: &Printer,
+    ids: &[String],
+    remote: &super::remote::RemoteArgs,
+    pipeline: Option<PathBuf>,
+    root: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let root = workspace(root)?;
+    let remote = open_remote(remote, pipeline, &root, false)?;
+    let store = Store::open(&root);
+    let report = pipe_engine::remote::pull_versions(&remote, &store, ids)
+        .map_err(|e| Failure(e.to_string()))?;
+    super::remote::print_pull(printer, &report, json)?;
+    if report.stages.is_empty() && !ids.is_empty() {
+        return Err(Failure(format!(
+            "no version {} on {}",
+            ids.join(", "),
+            report.remote
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn fetch_dataset(printer: &Printer, id: &str) -> anyhow::Result<()> {
@@ -155,7 +293,7 @@ fn checkout(
         Some(dir) => std::env::current_dir()?.join(dir),
         None => own.clone(),
     };
-    let same = |a: &std::path::Path, b: &std::path::Path| {
+    let same = |a: &Path, b: &Path| {
         std::fs::canonicalize(a)
             .ok()
             .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))

@@ -32,6 +32,7 @@ mod model;
 mod notify;
 pub mod output;
 pub mod progress;
+mod remote;
 mod run;
 pub mod run_stage;
 mod runs;
@@ -121,6 +122,12 @@ pub enum Command {
     Dag(dag::Args),
     /// Show one stage: definition, outs, metrics, last run, log file.
     Show(show::Args),
+    /// Upload the pipeline's computed outs to the remote cache (S3 or a shared folder).
+    #[command(after_help = remote::PUSH_HELP)]
+    Push(remote::Args),
+    /// Download the pipeline's outs from the remote cache, checked, instead of running it.
+    #[command(after_help = remote::PULL_HELP)]
+    Pull(remote::Args),
     /// Delete cache objects no lock file or recent run refers to.
     Gc(gc::Args),
     /// Maintain the workspace cache.
@@ -170,6 +177,8 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Dag(args) => dag::run(printer, args),
         Command::Show(args) => show::run(printer, args),
         Command::Gc(args) => gc::run(printer, args),
+        Command::Push(args) => remote::push(printer, args),
+        Command::Pull(args) => remote::pull(printer, args),
         Command::Cache(cmd) => cache::run(printer, cmd),
         Command::Schema(args) => schema::run(printer, args),
         Command::Ui(args) => ui::run(printer, args),

@@ -86,11 +86,26 @@ impl Human {
                     self.line(&format!("stage {stage} {what}"));
                 }
             }
-            Event::StageRestored { stage, reasons } => {
+            Event::StageRestored {
+                stage,
+                reasons,
+                pulled_from,
+            } => {
+                let from = match pulled_from {
+                    Some(remote) => format!("pulled from {remote} and restored"),
+                    None => "restored from the run cache".into(),
+                };
                 self.line(&format!(
-                    "stage {stage} restored from the run cache, nothing ran ({})",
+                    "stage {stage} {from}, nothing ran ({})",
                     describe(reasons)
                 ));
+            }
+            Event::RemoteRefused { stage, error } => {
+                let msg = format!("stage {stage}: not pulled, it runs here instead: {error}");
+                match &self.live {
+                    Some(mp) => mp.suspend(|| p.warn(&msg)),
+                    None => p.warn(&msg),
+                }
             }
             Event::StageFinish {
                 stage,

@@ -20,7 +20,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Arguments of `pipe run`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 75 skipped (--skip-if-running and another run holds the workspace), 130 interrupted."
+    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n  pipe run pipe.yaml --pull --push      # share outs through the remote cache\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 75 skipped (--skip-if-running and another run holds the workspace), 130 interrupted."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -54,6 +54,15 @@ pub struct Args {
     /// instead of waiting (scheduled runs do this, so runs never pile up).
     #[arg(long, conflicts_with = "wait_timeout")]
     skip_if_running: bool,
+    /// Before running a stage this cache cannot restore, fetch its outs from the remote
+    /// cache if another machine pushed them (checked against their hashes).
+    #[arg(long)]
+    pull: bool,
+    /// After the run, push the pipeline's outs to the remote cache (as `pipe push`).
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -124,6 +133,14 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         let mem = pipe_engine::hardware::Machine::detect().memory_total_bytes >> 30;
         capacity.insert("mem_gb".into(), mem.max(1));
     }
+    let remote = match args.pull || args.push {
+        true => Some(std::sync::Arc::new(args.remote.open(
+            pipeline.remote.as_ref(),
+            &pipeline.root,
+            args.push,
+        )?)),
+        false => None,
+    };
     let options = RunOptions {
         jobs: args
             .jobs
@@ -132,6 +149,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         selected,
         keep_going: args.keep_going,
         capacity,
+        remote: remote.clone().filter(|_| args.pull),
     };
     let started = Instant::now();
     let target = pipe_engine::tracking::sync::target(&pipeline.name, pipeline.tracking.as_ref());
@@ -243,6 +261,15 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     }
     if summary.interrupted {
         return Err(Interrupted.into());
+    }
+    if let Some(remote) = remote.filter(|_| args.push && summary.failed == 0) {
+        let lock = exec::lockfile::LockFile::load(&pipeline.lock_path())
+            .map_err(|e| Failure(e.to_string()))?;
+        let report = pipe_engine::remote::push_lock(&remote, &store, &lock)
+            .map_err(|e| Failure(format!("the run succeeded but the push failed: {e}")))?;
+        if !args.json {
+            super::remote::print_push(printer, &report, false)?;
+        }
     }
     if summary.failed > 0 {
         return Err(Failure(format!(

@@ -25,6 +25,7 @@ mod reliability_build_layer;
 mod reliability_io;
 #[cfg(target_os = "linux")]
 mod reliability_kill;
+mod remote;
 mod runs;
 mod schedule;
 mod schema;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 const BUCKET: &str = "pipe-artifacts";
 
 /// moto's S3 server, stopped on drop.
-struct S3 {
+pub(crate) struct S3 {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for S3 {
@@ -25,7 +25,7 @@ impl Drop for S3 {
 }
 
 /// Credentials and endpoint for boto3, in MLflow's server and in the checks here.
-fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("MLFLOW_S3_ENDPOINT_URL", endpoint.to_owned()),
         ("AWS_ACCESS_KEY_ID", "pipe-test".into()),
@@ -35,7 +35,7 @@ fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Runs a boto3 snippet against the store; its stdout.
-fn boto3(python: &std::path::Path, endpoint: &str, code: &str) -> String {
+pub(crate) fn boto3(python: &std::path::Path, endpoint: &str, code: &str) -> String {
     let script = format!(
         "import boto3, os\ns3 = boto3.client('s3', endpoint_url=os.environ['MLFLOW_S3_ENDPOINT_URL'])\n{code}"
     );
@@ -47,7 +47,16 @@ fn boto3(python: &std::path::Path, endpoint: &str, code: &str) -> String {
     crate::python::run(&mut cmd, "boto3")
 }
 
-fn start_s3(python: &std::path::Path) -> S3 {
+/// The venv with moto's server and boto3 (shared with the MLflow S3 test: one install).
+pub(crate) fn moto_python() -> std::path::PathBuf {
+    crate::python::venv(
+        "mlflow-3.17.2-s3",
+        &[("mlflow", "3.17.2"), ("boto3", "1.44.8"), ("moto", "5.2.5")],
+        &["moto[server]==5.2.5"],
+    )
+}
+
+pub(crate) fn start_s3(python: &std::path::Path) -> S3 {
     let port = free_port();
     let child = Command::new(python)
         .args([
@@ -83,11 +92,7 @@ fn start_s3(python: &std::path::Path) -> S3 {
 
 #[test]
 fn a_large_artifact_goes_to_an_s3_backed_mlflow_in_parts_and_arrives_whole() {
-    let python = crate::python::venv(
-        "mlflow-3.17.2-s3",
-        &[("mlflow", "3.17.2"), ("boto3", "1.44.8"), ("moto", "5.2.5")],
-        &["moto[server]==5.2.5"],
-    );
+    let python = moto_python();
     let s3 = start_s3(&python);
     let env = s3_env(&s3.endpoint);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

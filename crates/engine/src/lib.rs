@@ -35,6 +35,7 @@ pub mod hardware;
 pub mod history;
 pub mod notify;
 pub mod process;
+pub mod remote;
 pub mod report;
 pub mod schedule;
 pub mod spec;

@@ -29,6 +29,7 @@ mod field;
 pub mod ingest;
 pub mod notify;
 pub mod predict;
+pub mod remote;
 pub mod report;
 pub mod tokenize;
 pub mod tracking;

@@ -231,6 +231,55 @@ impl Store {
         objects::export_dir(self, hash, dest)
     }
 
+    /// The objects `hash` is made of, each once: itself for a file; for a directory its
+    /// manifest (by the manifest's bare hash) and then every file. The manifest must be in
+    /// the store (its files need not be).
+    pub fn object_closure(&self, hash: &str) -> Result<Vec<String>, CacheError> {
+        let Some(bare) = hash.strip_suffix(DIR_SUFFIX) else {
+            return Ok(vec![hash.to_owned()]);
+        };
+        let mut all = vec![bare.to_owned()];
+        let mut seen = std::collections::BTreeSet::new();
+        for (file, _, _) in self.manifest(hash)? {
+            if seen.insert(file.clone()) {
+                all.push(file);
+            }
+        }
+        Ok(all)
+    }
+
+    /// The file holding object `hex` (as [`Self::object_closure`] names them), if present.
+    pub fn object_file(&self, hex: &str) -> Option<PathBuf> {
+        objects::object_file(self, hex)
+    }
+
+    /// A new temporary file inside the store, to download an object into.
+    pub fn temp_file(&self) -> Result<tempfile::TempPath, CacheError> {
+        objects::temp_file(self)
+    }
+
+    /// Adds the downloaded file `tmp` as object `hex` if its content hashes to `hex`
+    /// ([`CacheError::Corrupt`] otherwise, and nothing is stored). Call
+    /// [`Self::make_durable`] with the returned paths before recording anything that names
+    /// the objects.
+    pub fn import_object(
+        &self,
+        tmp: tempfile::TempPath,
+        hex: &str,
+    ) -> Result<Option<PathBuf>, CacheError> {
+        objects::import_file(self, tmp, hex)
+    }
+
+    /// Makes newly added objects durable (see [`Self::import_object`]).
+    pub fn make_durable(&self, published: &[PathBuf]) -> Result<(), CacheError> {
+        objects::make_durable(self, published)
+    }
+
+    /// Records a run-cache entry that was made elsewhere (a pulled one), as is.
+    pub fn import_run(&self, fingerprint: &str, entry: &RunEntry) -> Result<(), CacheError> {
+        runs::import(self, fingerprint, entry)
+    }
+
     /// Deletes the file or directory at `rel` (a stage's outs before it runs).
     pub fn remove(&self, rel: &str) -> Result<(), CacheError> {
         self.forget(rel);

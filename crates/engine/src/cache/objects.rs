@@ -80,6 +80,42 @@ pub(crate) fn insert_file(
     publish(store, tmp, hex).map(Some)
 }
 
+/// Publishes `tmp` (a file in the store's `tmp/`, say a download) as object `hex` after
+/// checking that its content hashes to `hex`: the new object's path, or `None` when the
+/// store already had it. A file that does not match is deleted and reported corrupt.
+pub(crate) fn import_file(
+    store: &Store,
+    tmp: tempfile::TempPath,
+    hex: &str,
+) -> Result<Option<PathBuf>, CacheError> {
+    if object_path(store, hex).exists() {
+        return Ok(None);
+    }
+    let size = fs_err::metadata(&tmp)
+        .map_err(io_err("cannot read", &tmp))?
+        .len();
+    let actual = hash_file(&tmp, size)?;
+    if actual != hex {
+        return Err(CacheError::Corrupt {
+            path: tmp.to_path_buf(),
+            why: format!("its content hashes to {actual}, not {hex}"),
+        });
+    }
+    publish(store, tmp, hex).map(Some)
+}
+
+/// The file of object `hex` (a file's hash, or a directory manifest's bare hash), if the
+/// store has it.
+pub(crate) fn object_file(store: &Store, hex: &str) -> Option<PathBuf> {
+    let path = object_path(store, hex);
+    path.is_file().then_some(path)
+}
+
+/// A new empty temporary file in the store (removed on drop unless published).
+pub(crate) fn temp_file(store: &Store) -> Result<tempfile::TempPath, CacheError> {
+    temp_path(store)
+}
+
 /// Stores `bytes` as object `hex`, like [`insert_file`].
 pub(crate) fn insert_bytes(
     store: &Store,

@@ -42,6 +42,11 @@ pub(crate) fn put(
     write_atomic(&path, &json)
 }
 
+pub(crate) fn import(store: &Store, fingerprint: &str, entry: &RunEntry) -> Result<(), CacheError> {
+    let json = serde_json::to_vec_pretty(entry).expect("serialisable");
+    write_atomic(&run_path(store, fingerprint), &json)
+}
+
 pub(crate) fn get(store: &Store, fingerprint: &str) -> Option<RunEntry> {
     let text = std::fs::read(run_path(store, fingerprint)).ok()?;
     serde_json::from_slice(&text).ok()

@@ -22,6 +22,7 @@ fn pipeline(stages: Vec<Stage>) -> Pipeline {
         source: String::new(),
         tracking: None,
         notify: None,
+        remote: None,
     }
 }
 

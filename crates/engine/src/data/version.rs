@@ -184,6 +184,18 @@ pub fn snapshot(store: &Store, data: &str) -> anyhow::Result<VersionRecord> {
     append(store, record)
 }
 
+/// Records a version made on another machine (`pipe data pull`); its files must already be
+/// in the store. Returns the logged record (the local one, when the id was known).
+pub fn import(store: &Store, record: VersionRecord) -> anyhow::Result<VersionRecord> {
+    let hash = format!("{}{DIR_SUFFIX}", record.id);
+    anyhow::ensure!(
+        store.can_restore(&hash),
+        "version {} is not complete in the local cache",
+        record.id
+    );
+    append(store, record)
+}
+
 /// Adds `record` to the log under the log's lock, unless its id is already there; returns
 /// the logged record.
 fn append(store: &Store, record: VersionRecord) -> anyhow::Result<VersionRecord> {

@@ -57,6 +57,17 @@ pub enum Event {
         stage: String,
         /// Why it was stale.
         reasons: Vec<DirtyReason>,
+        /// The remote its outs were pulled from first (`pipe run --pull`), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pulled_from: Option<String>,
+    },
+    /// `--pull` could not use the remote for a stage (unreachable, or an object failed its
+    /// hash check and was refused); the stage runs here instead.
+    RemoteRefused {
+        /// The stage.
+        stage: String,
+        /// Why.
+        error: String,
     },
     /// A stage finished successfully.
     StageFinish {
@@ -112,6 +123,7 @@ impl Event {
             | Event::StageProgress { stage, .. }
             | Event::StageCached { stage, .. }
             | Event::StageRestored { stage, .. }
+            | Event::RemoteRefused { stage, .. }
             | Event::StageFinish { stage, .. }
             | Event::StageFailed { stage, .. }
             | Event::StageSkipped { stage, .. } => Some(stage),

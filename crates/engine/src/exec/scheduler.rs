@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// Resource capacities (`mlx: 1`, `mem_gb: <RAM>`); unknown resources have capacity 1.
     pub capacity: BTreeMap<String, u64>,
+    /// Before running a stage the local cache cannot restore, look for its outs on this
+    /// remote (`--pull`).
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
 }
 
 /// Counts of what a run did.
@@ -337,6 +340,7 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             });
             return Ok(None);
         }
+        let pulled_from = self.pull(stage, &check);
         let entry = self.lock.stages.get(&stage.name);
         if let Some(outs) = plan::restorable(self.store, stage, entry, &check) {
             // A failed restore (say, a corrupt object) falls through to running the stage.
@@ -350,6 +354,7 @@ impl<'a, 'e> Coordinator<'a, 'e> {
                 (self.emit)(&Event::StageRestored {
                     stage: stage.name.clone(),
                     reasons: check.reasons,
+                    pulled_from,
                 });
                 return Ok(None);
             }
@@ -359,6 +364,32 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             return Ok(None);
         }
         Ok(Some(check))
+    }
+
+    /// With `--pull`, fetches what restoring `stage` needs from the remote when the local
+    /// cache cannot restore it; the remote's name when something was fetched. A remote
+    /// that fails (unreachable, an object refused by its hash check) is reported, and the
+    /// stage runs here.
+    fn pull(&mut self, stage: &Stage, check: &Check) -> Option<String> {
+        let remote = self.opts.remote.clone()?;
+        let entry = self.lock.stages.get(&stage.name);
+        if stage.always_run
+            || check.reasons.contains(&super::DirtyReason::Forced)
+            || plan::restorable(self.store, stage, entry, check).is_some()
+        {
+            return None;
+        }
+        match crate::remote::fetch_run(&remote, self.store, &check.fingerprint) {
+            Ok(Some(_)) => Some(remote.location().to_string()),
+            Ok(None) => None,
+            Err(e) => {
+                (self.emit)(&Event::RemoteRefused {
+                    stage: stage.name.clone(),
+                    error: e.to_string(),
+                });
+                None
+            }
+        }
     }
 
     /// Emits a `stage-progress` event for each running stage whose progress file changed.

@@ -120,7 +120,9 @@ impl Recorder {
                 None,
                 Some(format!("skipped: `{because}` failed")),
             ),
-            Event::StageProgress { .. } | Event::Summary { .. } => return Ok(()),
+            Event::StageProgress { .. } | Event::RemoteRefused { .. } | Event::Summary { .. } => {
+                return Ok(());
+            }
         };
         let Some(stage) = self.stages.get(name).cloned() else {
             return Ok(());

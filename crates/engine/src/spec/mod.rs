@@ -36,6 +36,7 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "vars",
     "tracking",
     "notify",
+    "remote",
     "stages",
 ];
 /// Keys allowed in a stage.
@@ -177,6 +178,8 @@ pub struct Pipeline {
     pub tracking: Option<pipe_schema::tracking::TrackingConfig>,
     /// Who hears about a run's outcome (`notify:`), checked.
     pub notify: Option<pipe_schema::notify::NotifyConfig>,
+    /// The shared cache `pipe push`/`pull` and `run --pull` use (`remote:`), checked.
+    pub remote: Option<pipe_schema::remote::RemoteConfig>,
 }
 
 impl Pipeline {

@@ -160,6 +160,9 @@ impl Resolver<'_> {
         let notify = self.section("notify", &top, |n: &pipe_schema::notify::NotifyConfig| {
             n.check()
         });
+        let remote = self.section("remote", &top, |r: &pipe_schema::remote::RemoteConfig| {
+            r.check()
+        });
         Some(Pipeline {
             name,
             file: self.file.to_owned(),
@@ -169,10 +172,11 @@ impl Resolver<'_> {
             source: String::new(),
             tracking,
             notify,
+            remote,
         })
     }
 
-    /// A typed top-level section (`tracking:`, `notify:`), checked; errors point at the key.
+    /// A typed top-level section (`tracking:`, `notify:`, `remote:`), checked; errors point at the key.
     fn section<T: serde::de::DeserializeOwned>(
         &mut self,
         key: &'static str,

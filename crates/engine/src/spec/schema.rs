@@ -38,6 +38,9 @@ pub fn pipeline_schema() -> Value {
     let notify = generator
         .subschema_for::<pipe_schema::notify::NotifyConfig>()
         .to_value();
+    let remote = generator
+        .subschema_for::<pipe_schema::remote::RemoteConfig>()
+        .to_value();
     let mut defs: Map<String, Value> = generator
         .take_definitions(true)
         .into_iter()
@@ -112,6 +115,7 @@ pub fn pipeline_schema() -> Value {
             "vars": {"type": "object"},
             "tracking": tracking,
             "notify": notify,
+            "remote": remote,
             "stages": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[A-Za-z0-9_.-]+$"},
