@@ -108,14 +108,14 @@ pub fn endpoint(settings: &RemoteSettings, profile: &Profile) -> Option<String> 
 pub fn s3(bucket: &str, settings: &RemoteSettings) -> Result<AmazonS3, String> {
     let profile = load_profile(settings)?;
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    if env("AWS_ACCESS_KEY_ID").is_none() {
-        if let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key) {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret);
-            if let Some(token) = &profile.session_token {
-                builder = builder.with_token(token);
-            }
+    if env("AWS_ACCESS_KEY_ID").is_none()
+        && let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key)
+    {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+        if let Some(token) = &profile.session_token {
+            builder = builder.with_token(token);
         }
     }
     let region = settings
