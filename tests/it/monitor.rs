@@ -102,7 +102,8 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
         assert!(out.status.success(), "pipe {args:?}: {stderr}");
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
     };
-    // Small but real trainings: the same recipe for the champion and the retraining.
+    // Small but real trainings: 30 steps for the champion; the retraining runs
+    // pipelines/retrain.yaml's own recipe (60 steps) on twice the data.
     pipe(&[
         "run",
         "pipelines/quickstart.yaml",
@@ -120,8 +121,6 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
             "--json",
             "--set",
             "new_examples=40",
-            "--set",
-            "retrain_iters=30",
         ];
         args.extend(extra);
         pipe(&args)
@@ -134,7 +133,7 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
     let baseline = m["accuracy"].as_f64().unwrap();
     // The base model answers in sentences (0.00, README): 30 steps teach it the task.
     assert!(
-        baseline > 0.3,
+        baseline > 0.5,
         "the champion should know past tenses: {m:#}"
     );
     assert_eq!(history_lines(&ws), 1);
