@@ -168,9 +168,25 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         (Some(r), Some(_)) => Some(Background::start(pipeline.root.clone(), r.id().to_owned())),
         _ => None,
     };
+    let reads_registry: std::collections::BTreeSet<&str> = pipeline
+        .stages
+        .iter()
+        .filter(|s| s.config.get("registry").is_some_and(|r| !r.is_null()))
+        .map(|s| s.name.as_str())
+        .collect();
     let mut human = Human::new(printer);
-    let mut journal = exec::journal::Journal::create(&pipeline, &dag)
-        .map_err(|e| anyhow::anyhow!("cannot start the run journal: {e}"))?;
+    // A nested run (a monitor's retraining) keeps its own journal: the parent's is still
+    // being written, and the parent's report reads it.
+    let nested_journal = _lock
+        .nested
+        .then(|| exec::journal::nested_journal_path(&pipeline.root, std::process::id()));
+    // Gone with the run: a later run whose PID happens to match must not read it.
+    let _remove_nested_journal = RemoveOnDrop(nested_journal.clone());
+    let mut journal = match &nested_journal {
+        Some(path) => exec::journal::Journal::create_at(path, &pipeline, &dag),
+        None => exec::journal::Journal::create(&pipeline, &dag),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot start the run journal: {e}"))?;
     let mut emit = |event: &Event| {
         let stamped = Stamped {
             ts: exec::events::utc_now(),
@@ -187,6 +203,13 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
             && !std::mem::replace(&mut history_failed, true)
         {
             printer.warn(&format!("cannot update the run history: {e}"));
+        }
+        // The registry changes in the background sync (a compare stage moves the alias):
+        // a stage that reads it waits until what ran before it is on the server.
+        if let (Some(b), Event::StageStart { stage, .. }) = (&background, event)
+            && reads_registry.contains(stage.as_str())
+        {
+            b.flush(printer, stage);
         }
         if let Some(b) = &background
             && !matches!(
@@ -336,4 +359,15 @@ fn leftover_message(left: &exec::groups::Leftover) -> Option<String> {
         ));
     }
     Some(message)
+}
+
+/// Removes a file when dropped (a nested run's journal, on every way out of the run).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -17,6 +17,9 @@ enum Message {
     Changed,
     /// The run is recorded as finished: send the rest and report.
     Finish,
+    /// A stage that reads the registry is about to start: send what settled before it
+    /// (a compare stage's alias move above all) and say when done.
+    Flush(mpsc::Sender<Result<(), String>>),
 }
 
 /// The background sync of one run.
@@ -44,6 +47,12 @@ impl Background {
                 if down.is_some() && matches!(message, Message::Changed) {
                     continue;
                 }
+                if let Message::Flush(reply) = message {
+                    let outcome = sync::sync_run(&root, &id, true);
+                    down = outcome.as_ref().err().map(ToString::to_string);
+                    let _ = reply.send(outcome.map(|_| ()).map_err(|e| e.to_string()));
+                    continue;
+                }
                 let outcome = sync::sync_run(&root, &id, matches!(message, Message::Finish));
                 match (message, outcome) {
                     (Message::Finish, outcome) => {
@@ -52,6 +61,7 @@ impl Background {
                     }
                     (Message::Changed, Err(e)) => down = Some(e.to_string()),
                     (Message::Changed, Ok(_)) => down = None,
+                    (Message::Flush(_), _) => unreachable!("answered above"),
                 }
             }
         });
@@ -61,6 +71,28 @@ impl Background {
     /// A stage settled.
     pub fn changed(&self) {
         let _ = self.tx.send(Message::Changed);
+    }
+
+    /// Sends everything settled so far and waits for it (a bounded time): a stage that
+    /// reads the registry (`registry: NAME@ALIAS`) then finds the alias where this run's
+    /// compare stage moved it, not where the previous run left it.
+    pub fn flush(&self, printer: &Printer, stage: &str) {
+        let (reply, answer) = mpsc::channel();
+        if self.tx.send(Message::Flush(reply)).is_err() {
+            return;
+        }
+        match answer.recv_timeout(FINAL_WAIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => printer.warn(&format!(
+                "{e}\nstage `{stage}` reads the registry as the server has it, which may not \
+                 include this run's changes yet"
+            )),
+            Err(_) => printer.warn(&format!(
+                "MLflow did not take this run's changes within {}s; stage `{stage}` reads \
+                 the registry as it is",
+                FINAL_WAIT.as_secs()
+            )),
+        }
     }
 
     /// The run is over: waits (a bounded time) for the last sync and says how it went.

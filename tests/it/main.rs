@@ -16,6 +16,7 @@ mod ingest_bad_data;
 mod ingest_url;
 mod mlx_lm_compat;
 mod model;
+mod monitor;
 mod notify;
 mod progress;
 mod python;

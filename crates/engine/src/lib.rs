@@ -33,6 +33,7 @@ pub mod exec;
 pub mod fetch;
 pub mod hardware;
 pub mod history;
+pub mod monitor;
 pub mod notify;
 pub mod process;
 pub mod remote;

@@ -27,6 +27,7 @@ pub mod deploy;
 pub mod evaluate;
 mod field;
 pub mod ingest;
+pub mod monitor;
 pub mod notify;
 pub mod predict;
 pub mod remote;

@@ -30,6 +30,10 @@ pub struct ReportConfig {
     /// A tune stage's `out` folder: adds the tuning section.
     #[serde(default)]
     pub tune: Option<PathBuf>,
+    /// A monitor stage's `out` folder: adds the monitoring section (history chart,
+    /// decision, retraining and promotion).
+    #[serde(default)]
+    pub monitor: Option<PathBuf>,
     /// The HTML file written.
     pub out: PathBuf,
 }

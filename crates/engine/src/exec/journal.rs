@@ -29,6 +29,26 @@ pub fn journal_path(root: &Path) -> PathBuf {
     root.join("cache").join("v1").join("journal.jsonl")
 }
 
+/// The journal of a nested run (one a stage started, inside its parent's lock: a
+/// monitor's retraining), which must not overwrite its parent's journal.
+pub fn nested_journal_path(root: &Path, pid: u32) -> PathBuf {
+    root.join("cache")
+        .join("v1")
+        .join(format!("journal-{pid}.jsonl"))
+}
+
+/// The journal a stage process reads: its own run's, found by the PID of the `pipe run`
+/// that started it (`PIPE_PARENT_RUN`): a nested run's when that run is nested, else the
+/// workspace's.
+pub fn current_journal_path(root: &Path) -> PathBuf {
+    std::env::var(super::lock::PARENT_RUN_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .map(|pid| nested_journal_path(root, pid))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| journal_path(root))
+}
+
 /// An open journal.
 #[derive(Debug)]
 pub struct Journal {
@@ -38,7 +58,12 @@ pub struct Journal {
 impl Journal {
     /// Starts the journal of a new run.
     pub fn create(pipeline: &Pipeline, dag: &Dag) -> std::io::Result<Self> {
-        let path = journal_path(&pipeline.root);
+        Self::create_at(&journal_path(&pipeline.root), pipeline, dag)
+    }
+
+    /// Starts a journal at `path` (a nested run's: [`nested_journal_path`]).
+    pub fn create_at(path: &Path, pipeline: &Pipeline, dag: &Dag) -> std::io::Result<Self> {
+        let path = path.to_owned();
         fs_err::create_dir_all(path.parent().expect("journal path has a parent"))?;
         let file = fs_err::File::create(&path)?.into_parts().0;
         let mut journal = Self {
@@ -74,7 +99,7 @@ impl Journal {
 
 /// Reads the journal: the header and every event so far.
 pub fn read(root: &Path) -> anyhow::Result<(Header, Vec<serde_json::Value>)> {
-    let path = journal_path(root);
+    let path = current_journal_path(root);
     let text = fs_err::read_to_string(&path)?;
     let mut lines = text.lines();
     let header: Header = serde_json::from_str(lines.next().unwrap_or_default())

@@ -67,6 +67,9 @@ pub fn configure_child(
     command
         .current_dir(root)
         .env("PIPE_ROOT", root)
+        // A `pipe run` started by a stage (a monitor's retraining) runs inside this run's
+        // workspace lock instead of waiting for it (`lock::acquire`).
+        .env(super::lock::PARENT_RUN_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);

@@ -34,10 +34,16 @@ pub enum LockError {
     },
 }
 
+/// The variable a stage process gets: the PID of the `pipe run` that started it.
+pub const PARENT_RUN_ENV: &str = "PIPE_PARENT_RUN";
+
 /// The held lock; released on drop.
 #[derive(Debug)]
 pub struct WorkspaceLock {
     file: std::fs::File,
+    /// Held by the parent run (a `pipe run` started by one of its stages): this run neither
+    /// took nor releases it.
+    pub nested: bool,
     /// A PID found in the file that belonged to a dead process (a run that was killed).
     pub stale_pid: Option<u32>,
 }
@@ -76,6 +82,22 @@ pub fn acquire(
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) => {
                 let pid = read_pid(&mut file);
+                // A stage of the run holding the lock started this run (a monitor's
+                // retraining): waiting would wait for our own parent. Run inside its lock;
+                // the parent waits for us, so nothing else runs meanwhile but its other
+                // stages, which write other outs.
+                if pid.is_some()
+                    && std::env::var(PARENT_RUN_ENV)
+                        .ok()
+                        .and_then(|p| p.parse().ok())
+                        == pid
+                {
+                    return Ok(WorkspaceLock {
+                        file,
+                        nested: true,
+                        stale_pid: None,
+                    });
+                }
                 if !told {
                     on_wait(pid);
                     told = true;
@@ -98,11 +120,18 @@ pub fn acquire(
     file.rewind().map_err(io)?;
     write!(file, "{}", std::process::id()).map_err(io)?;
     file.flush().map_err(io)?;
-    Ok(WorkspaceLock { file, stale_pid })
+    Ok(WorkspaceLock {
+        file,
+        nested: false,
+        stale_pid,
+    })
 }
 
 impl Drop for WorkspaceLock {
     fn drop(&mut self) {
+        if self.nested {
+            return;
+        }
         // Empty the PID first so nobody reads ours after we are gone; the lock itself is
         // released when the file is closed.
         let _ = self.file.set_len(0);

@@ -56,18 +56,33 @@ pub const KNOWN_MODELS: &[Artifact] = &[Artifact {
 }];
 
 /// Every dataset pipe can fetch.
-pub const KNOWN_DATASETS: &[Artifact] = &[Artifact {
-    id: "bigbench-past-tense",
-    description: "BIG-bench linguistic_mappings/past_tense: 1,775 verb → past tense pairs, Apache-2.0",
-    category: "datasets",
-    requirement: "bigbench==1.0.0",
-    package: Package::Sdist,
-    archive: "bigbench-1.0.0.tar.gz",
-    archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
-    member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
-    sha256: "3b7bdd89621a1288ba51633387c9e5a6077bd33b8fff9ee60653d99ef72aa8c1",
-    size: 131_163,
-}];
+pub const KNOWN_DATASETS: &[Artifact] = &[
+    Artifact {
+        id: "bigbench-past-tense",
+        description: "BIG-bench linguistic_mappings/past_tense: 1,775 verb → past tense pairs, Apache-2.0",
+        category: "datasets",
+        requirement: "bigbench==1.0.0",
+        package: Package::Sdist,
+        archive: "bigbench-1.0.0.tar.gz",
+        archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+        member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
+        sha256: "3b7bdd89621a1288ba51633387c9e5a6077bd33b8fff9ee60653d99ef72aa8c1",
+        size: 131_163,
+    },
+    Artifact {
+        // Another mapping of the same sdist: the nightly pipeline's simulated drift.
+        id: "bigbench-plural",
+        description: "BIG-bench linguistic_mappings/plural: 1,702 noun → plural pairs, Apache-2.0",
+        category: "datasets",
+        requirement: "bigbench==1.0.0",
+        package: Package::Sdist,
+        archive: "bigbench-1.0.0.tar.gz",
+        archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+        member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/plural_json/task.json",
+        sha256: "0eadf3c471abe6e27ab1966c9c1f045708e2c9ecf9af3453dcfcf214ef5100de",
+        size: 124_659,
+    },
+];
 
 /// Finds a known model by id (case-insensitive; `smollm2` alone is accepted as an alias).
 pub fn find(id: &str) -> Option<&'static Artifact> {

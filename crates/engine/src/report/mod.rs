@@ -5,6 +5,7 @@
 //! turns it into HTML with the minijinja template in `templates/report.html`;
 //! [`write_report`] writes it atomically and refreshes `reports/index.html`.
 
+pub mod monitoring;
 pub mod parallel;
 pub mod svg;
 pub mod tuning;
@@ -162,6 +163,9 @@ pub struct ReportData {
     /// A tune stage's trials, when the report names one (`tune:`).
     #[serde(default)]
     pub tuning: Option<tuning::Tuning>,
+    /// A monitor stage's night, when the report names one (`monitor:`).
+    #[serde(default)]
+    pub monitoring: Option<crate::monitor::night::Report>,
 }
 
 const TEMPLATE: &str = include_str!("templates/report.html");
@@ -191,6 +195,7 @@ pub fn render(data: &ReportData) -> Result<String, minijinja::Error> {
             reused => reused,
             stage_class => data.stages.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
             tuning_html => data.tuning.as_ref().map(tuning::section),
+            monitoring_html => data.monitoring.as_ref().map(monitoring::section),
         })
 }
 

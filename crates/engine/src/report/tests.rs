@@ -82,6 +82,7 @@ pub(crate) fn sample() -> ReportData {
             ("mlx".into(), "0.32.2".into()),
         ],
         tuning: None,
+        monitoring: None,
     }
 }
 

@@ -582,7 +582,9 @@ impl Resolver<'_> {
             self.with(base, map, kind, ctx, at, &mut deps, &mut outs, &mut spots);
         // A kind acting on state outside the workspace (a server) always runs.
         let always_run = self.flag(base, "always_run", map)
-            || kind.as_ref().is_some_and(|k| k.reads_external_state());
+            || kind
+                .as_ref()
+                .is_some_and(|k| k.reads_external_state_of(&config));
         let frozen = self.flag(base, "frozen", map);
         let mut resources = BTreeMap::new();
         match map.get("resources") {

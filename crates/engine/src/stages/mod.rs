@@ -21,6 +21,7 @@ pub mod compare;
 pub mod deploy;
 pub mod evaluate;
 pub mod ingest;
+pub mod monitor;
 pub mod params_file;
 pub mod predict;
 pub mod report;
@@ -59,6 +60,11 @@ pub trait StageKind: Sync + 'static {
     fn reads_external_state(&self) -> bool {
         false
     }
+    /// [`Self::reads_external_state`] for one stage's resolved configuration, for kinds
+    /// where it depends on the options (a monitor of a registry alias, not of a folder).
+    fn reads_external_state_of(&self, _config: &Value) -> bool {
+        self.reads_external_state()
+    }
 }
 
 /// A stage's `with:`, checked and resolved when the pipeline loads.
@@ -81,7 +87,7 @@ pub struct Resolved {
 pub struct Kind(&'static dyn StageKind);
 
 /// Every kind, in the order `pipe schema` lists them.
-pub static KINDS: [Kind; 11] = [
+pub static KINDS: [Kind; 12] = [
     Kind::CMD,
     Kind::INGEST,
     Kind::VERSION,
@@ -93,6 +99,7 @@ pub static KINDS: [Kind; 11] = [
     Kind::REPORT,
     Kind::TUNE,
     Kind::DEPLOY,
+    Kind::MONITOR,
 ];
 
 impl Kind {
@@ -118,6 +125,8 @@ impl Kind {
     pub const TUNE: Kind = Kind(&tune::TuneKind);
     /// Serve an adapter under a public name on a running server, or write its serving file.
     pub const DEPLOY: Kind = Kind(&deploy::Deploy);
+    /// Watch a model's accuracy night after night; retrain and promote on a regression.
+    pub const MONITOR: Kind = Kind(&monitor::Monitor);
 
     /// Parses a `kind:` value.
     pub fn parse(name: &str) -> Result<Self, KindError> {
@@ -161,6 +170,11 @@ impl Kind {
     /// See [`StageKind::reads_external_state`].
     pub fn reads_external_state(self) -> bool {
         self.0.reads_external_state()
+    }
+
+    /// See [`StageKind::reads_external_state_of`].
+    pub fn reads_external_state_of(self, config: &Value) -> bool {
+        self.0.reads_external_state_of(config)
     }
 }
 

@@ -53,11 +53,17 @@ impl super::StageKind for Report {
             .check()
             .map_err(|e| pipe_schema::FieldError::at("", e))?;
         let path = |p: &PathBuf| p.display().to_string();
-        let mut deps: Vec<String> = [&config.data, &config.tokens, &config.compare, &config.tune]
-            .into_iter()
-            .flatten()
-            .map(path)
-            .collect();
+        let mut deps: Vec<String> = [
+            &config.data,
+            &config.tokens,
+            &config.compare,
+            &config.tune,
+            &config.monitor,
+        ]
+        .into_iter()
+        .flatten()
+        .map(path)
+        .collect();
         for v in &config.variants {
             deps.push(path(&v.train));
             deps.extend(v.eval.as_ref().map(path));
@@ -157,6 +163,19 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         environment: environment(),
         tuning: match &config.tune {
             Some(dir) => Some(read_tuning(&root.join(dir))?),
+            None => None,
+        },
+        monitoring: match &config.monitor {
+            Some(dir) => {
+                let path = root.join(dir).join("monitor.json");
+                let text = fs_err::read_to_string(&path)?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {e} (is `monitor` a monitor stage's out folder?)",
+                        path.display()
+                    )
+                })?)
+            }
             None => None,
         },
     })

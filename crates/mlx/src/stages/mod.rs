@@ -1,9 +1,10 @@
-//! The stage kinds that run on MLX: `train`, `evaluate`, `predict` and `tokenize`, with what they
+//! The stage kinds that run on MLX: `train`, `evaluate`, `predict`, `tokenize` and `monitor`, with what they
 //! measure when a value is `auto`. The engine's table of kinds
 //! ([`pipe_engine::stages`]) names them; `pipe-mlx __run-stage` runs them here.
 
 pub mod batch_auto;
 pub mod evaluate;
+pub mod monitor;
 pub mod predict;
 pub mod rank_auto;
 pub mod tokenize;
@@ -20,6 +21,7 @@ pub fn run(kind: Kind, config: &Value, root: &Path) -> Option<anyhow::Result<()>
     let runner: fn(&Value, &Path) -> anyhow::Result<()> = match kind {
         k if k == Kind::TRAIN => train::run,
         k if k == Kind::EVALUATE => evaluate::run,
+        k if k == Kind::MONITOR => monitor::run,
         k if k == Kind::PREDICT => predict::run,
         k if k == Kind::TOKENIZE => tokenize::run,
         _ => return None,
