@@ -19,6 +19,7 @@ mod model;
 mod notify;
 mod progress;
 mod python;
+mod quality;
 mod quickstart;
 mod reliability_build_layer;
 #[cfg(target_os = "linux")]
