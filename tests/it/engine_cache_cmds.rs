@@ -141,6 +141,8 @@ fn gc_deletes_base_model_scores_unused_for_too_long() {
             exact_match: 0.5,
             contains_match: 0.5,
             seconds: 1.0,
+            exact_match_ci: None,
+            contains_match_ci: None,
         },
         answers: vec![("walked".into(), "walked".into())],
     };

@@ -20,6 +20,7 @@ mod monitor;
 mod notify;
 mod progress;
 mod python;
+mod quality;
 mod quickstart;
 mod reliability_build_layer;
 #[cfg(target_os = "linux")]

@@ -52,12 +52,19 @@ fn quickstart_runs_reports_and_reruns_only_what_changed() {
     }
     let eval: serde_json::Value =
         serde_json::from_str(&ws.read("runs/quickstart/eval/lora.json")).unwrap();
-    let (before, after) = (
-        eval["base"]["exact_match"].as_f64().unwrap(),
-        eval["tuned"]["exact_match"].as_f64().unwrap(),
-    );
+    // Each accuracy with its 95% interval: `0.000 [0.000, 0.490] → 0.250 [0.046, 0.699]`.
+    let shown = |side: &str| {
+        let r = &eval[side]["exact_match_ci"];
+        assert_eq!(r["value"], eval[side]["exact_match"]);
+        format!(
+            "{:.3} [{:.3}, {:.3}]",
+            r["value"].as_f64().unwrap(),
+            r["low"].as_f64().unwrap(),
+            r["high"].as_f64().unwrap()
+        )
+    };
     assert!(
-        html.contains(&format!("{before:.3} → {after:.3}")),
+        html.contains(&format!("{} → {}", shown("base"), shown("tuned"))),
         "report shows the evaluation's numbers"
     );
     let metrics: serde_json::Value =

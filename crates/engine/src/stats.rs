@@ -253,6 +253,24 @@ pub fn bootstrap_difference(
     })
 }
 
+/// `successes` of `n` as the evaluate report's [`Rate`](pipe_schema::evaluate::Rate) (the
+/// same fields as [`Proportion`]); `None` for no trials.
+pub fn rate(successes: usize, n: usize) -> Option<pipe_schema::evaluate::Rate> {
+    Proportion::of(successes, n).map(Into::into)
+}
+
+impl From<Proportion> for pipe_schema::evaluate::Rate {
+    fn from(p: Proportion) -> Self {
+        Self {
+            value: p.value,
+            low: p.low,
+            high: p.high,
+            successes: p.successes,
+            n: p.n,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

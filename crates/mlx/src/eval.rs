@@ -130,14 +130,16 @@ pub fn example_ids(
     };
     match example {
         Example::Text { text } => Ok((Vec::new(), tok.encode(text, true)?)),
-        Example::Completion { prompt, completion } => match template {
+        Example::Completion {
+            prompt, completion, ..
+        } => match template {
             Some(t) => {
                 let messages = [Message::new(Role::User, prompt)];
                 chat_split(t, tok, &messages, completion)
             }
             None => Ok((tok.encode(prompt, true)?, tok.encode(completion, false)?)),
         },
-        Example::Chat { messages } => {
+        Example::Chat { messages, .. } => {
             let (last, history) = messages.split_last().ok_or(EvalError::Record {
                 index,
                 reason: "no messages".into(),
@@ -209,6 +211,17 @@ pub fn normalize(s: &str) -> String {
     kept.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Whether `answer` matches `reference` exactly, after [`normalize`].
+pub fn exact_match(answer: &str, reference: &str) -> bool {
+    normalize(answer) == normalize(reference)
+}
+
+/// Whether the normalized `reference` occurs in the normalized `answer`.
+pub fn contains_match(answer: &str, reference: &str) -> bool {
+    let reference = normalize(reference);
+    !reference.is_empty() && normalize(answer).contains(&reference)
+}
+
 /// Accuracy counts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Accuracy {
@@ -251,7 +264,7 @@ pub fn accuracy(
     for (i, e) in examples.iter().enumerate() {
         let reference = match e {
             Example::Completion { completion, .. } => completion.clone(),
-            Example::Chat { messages } => messages
+            Example::Chat { messages, .. } => messages
                 .last()
                 .map(|m| m.content.clone())
                 .unwrap_or_default(),
@@ -271,10 +284,9 @@ pub fn accuracy(
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(p, _)| p.clone()).collect();
         let (generations, _) = generate::generate_batch(model, tok, &prompts, &options)?;
         for (g, (_, reference)) in generations.into_iter().zip(chunk) {
-            let (a, b) = (normalize(&g.text), normalize(reference));
             acc.total += 1;
-            acc.exact += usize::from(a == b);
-            acc.contains += usize::from(!b.is_empty() && a.contains(&b));
+            acc.exact += usize::from(exact_match(&g.text, reference));
+            acc.contains += usize::from(contains_match(&g.text, reference));
             acc.answers.push((g.text, reference.clone()));
         }
     }

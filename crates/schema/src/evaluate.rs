@@ -72,6 +72,64 @@ pub struct Scores {
     pub contains_match: f64,
     /// Generation tokens per second while answering.
     pub seconds: f64,
+    /// `exact_match` with its 95% interval and counts (absent in files written before
+    /// intervals were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_match_ci: Option<Rate>,
+    /// `contains_match` with its 95% interval and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains_match_ci: Option<Rate>,
+}
+
+/// A share of examples with its 95% interval (the Wilson score interval, computed by
+/// `pipe_engine::stats`), and the counts it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Rate {
+    /// Successes over trials.
+    pub value: f64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+    /// Successes.
+    pub successes: usize,
+    /// Trials.
+    pub n: usize,
+}
+
+/// One scored example: what each model answered and whether it matched exactly, so two
+/// evaluations of the same examples can be compared example by example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExampleResult {
+    /// The example's content hash (16 hex digits of blake3 over its canonical JSON):
+    /// equal in every evaluation of the same example, whatever the file order.
+    pub id: String,
+    /// Its category (`category` in the data; BIG-bench's `comment`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The prompt.
+    pub prompt: String,
+    /// The reference.
+    pub expected: String,
+    /// The base model's answer.
+    pub before: String,
+    /// The fine-tuned model's answer.
+    pub after: String,
+    /// Whether the base model's answer matched exactly (normalized).
+    pub base_correct: bool,
+    /// Whether the fine-tuned model's answer matched exactly.
+    pub tuned_correct: bool,
+}
+
+/// Exact match within one category of examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CategoryScore {
+    /// The category.
+    pub category: String,
+    /// The base model's exact match there.
+    pub base: Rate,
+    /// The fine-tuned model's.
+    pub tuned: Rate,
 }
 
 /// One sample generation.
@@ -109,4 +167,10 @@ pub struct EvaluateReport {
     pub base_reused: bool,
     /// Sample generations.
     pub samples: Vec<SampleAnswer>,
+    /// Every scored example, in order (empty in files written before they were recorded).
+    #[serde(default)]
+    pub results: Vec<ExampleResult>,
+    /// Exact match per category, when the examples have categories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<CategoryScore>,
 }

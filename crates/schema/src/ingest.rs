@@ -55,6 +55,9 @@ pub struct FieldMap {
     pub completion: String,
     /// The text (text).
     pub text: String,
+    /// An optional label per example (completions and chat), kept for per-category
+    /// scores in evaluation and reports.
+    pub category: String,
 }
 
 impl Default for FieldMap {
@@ -66,6 +69,7 @@ impl Default for FieldMap {
             prompt: "prompt".into(),
             completion: "completion".into(),
             text: "text".into(),
+            category: "category".into(),
         }
     }
 }

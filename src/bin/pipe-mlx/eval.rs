@@ -25,6 +25,11 @@ struct Report {
     exact_match: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     contains_match: Option<f64>,
+    /// `exact_match` with its 95% Wilson interval and counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_match_ci: Option<pipe_schema::evaluate::Rate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contains_match_ci: Option<pipe_schema::evaluate::Rate>,
 }
 
 /// The `--data` rows in mlx-lm's three JSONL forms, in order.
@@ -77,6 +82,8 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         records: None,
         exact_match: None,
         contains_match: None,
+        exact_match_ci: None,
+        contains_match_ci: None,
     };
     let stats = match (&args.text, &records) {
         (Some(path), _) => {
@@ -108,6 +115,8 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         }
         report.exact_match = Some(acc.exact_rate());
         report.contains_match = Some(acc.contains_rate());
+        report.exact_match_ci = pipe_engine::stats::rate(acc.exact, acc.total);
+        report.contains_match_ci = pipe_engine::stats::rate(acc.contains, acc.total);
     }
     report.seconds = start.elapsed().as_secs_f64();
     if args.json {
@@ -117,11 +126,19 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         "loss {:.4}  perplexity {:.3}  ({} tokens scored)",
         report.loss, report.perplexity, report.tokens
     ));
-    if let (Some(e), Some(c)) = (report.exact_match, report.contains_match) {
+    if let (Some(e), Some(c)) = (report.exact_match_ci, report.contains_match_ci) {
+        let pct = |r: pipe_schema::evaluate::Rate| {
+            format!(
+                "{:.1}% [{:.1}, {:.1}]",
+                r.value * 100.0,
+                r.low * 100.0,
+                r.high * 100.0
+            )
+        };
         printer.result(&format!(
-            "exact match {:.1}%  contains match {:.1}%  ({} records; lower-cased, punctuation removed, whitespace collapsed)",
-            e * 100.0,
-            c * 100.0,
+            "exact match {}  contains match {}  (95% intervals; {} records; lower-cased, punctuation removed, whitespace collapsed)",
+            pct(e),
+            pct(c),
             report.records.unwrap_or(0)
         ));
     }

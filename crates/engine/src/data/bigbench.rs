@@ -6,7 +6,8 @@ use std::path::Path;
 
 /// Reads a BIG-bench JSON task. `prompt_template` is a minijinja template that sees
 /// `input` (e.g. `What is the past tense of the verb '{{ input }}'? Answer with one word.`).
-/// A `target` given as a list uses its first entry.
+/// A `target` given as a list uses its first entry. A row's `comment` (BIG-bench's free
+/// label, e.g. `regular`/`irregular` in the past-tense task) becomes its category.
 pub fn read_bigbench_task(path: &Path, prompt_template: &str) -> anyhow::Result<Vec<Example>> {
     #[derive(serde::Deserialize)]
     struct Task {
@@ -16,6 +17,8 @@ pub fn read_bigbench_task(path: &Path, prompt_template: &str) -> anyhow::Result<
     struct Row {
         input: String,
         target: Target,
+        #[serde(default)]
+        comment: Option<String>,
     }
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
@@ -44,13 +47,18 @@ pub fn read_bigbench_task(path: &Path, prompt_template: &str) -> anyhow::Result<
                 Target::One(t) => t,
                 Target::Many(ts) => ts.into_iter().next()?,
             };
-            Some((i, row.input, completion))
+            let category = row.comment.filter(|c| !c.trim().is_empty());
+            Some((i, row.input, completion, category))
         })
-        .map(|(i, input, completion)| {
+        .map(|(i, input, completion, category)| {
             let prompt = template
                 .render(minijinja::context! { input => input })
                 .map_err(|e| anyhow::anyhow!("{}: example {i}: {e}", path.display()))?;
-            Ok(Example::Completion { prompt, completion })
+            Ok(Example::Completion {
+                prompt,
+                completion,
+                category,
+            })
         })
         .collect()
 }
@@ -65,7 +73,7 @@ mod tests {
         let path = dir.path().join("task.json");
         std::fs::write(
             &path,
-            r#"{"name": "t", "examples": [{"input": "go", "target": "went"}, {"input": "be", "target": ["was", "were"]}]}"#,
+            r#"{"name": "t", "examples": [{"input": "go", "target": "went", "comment": "irregular"}, {"input": "be", "target": ["was", "were"]}]}"#,
         )
         .unwrap();
         let rows = read_bigbench_task(&path, "Past tense of {{ input }}?").unwrap();
@@ -74,11 +82,13 @@ mod tests {
             vec![
                 Example::Completion {
                     prompt: "Past tense of go?".into(),
-                    completion: "went".into()
+                    completion: "went".into(),
+                    category: Some("irregular".into()),
                 },
                 Example::Completion {
                     prompt: "Past tense of be?".into(),
-                    completion: "was".into()
+                    completion: "was".into(),
+                    category: None,
                 },
             ]
         );

@@ -75,6 +75,10 @@ pub enum Example {
     Chat {
         /// The messages in order.
         messages: Vec<Message>,
+        /// A label that groups examples for per-category scores (`category` in the data;
+        /// BIG-bench's `comment`, e.g. `regular` or `irregular` verbs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
     },
     /// A prompt/completion pair.
     Completion {
@@ -82,6 +86,10 @@ pub enum Example {
         prompt: String,
         /// The target output.
         completion: String,
+        /// A label that groups examples for per-category scores (`category` in the data;
+        /// BIG-bench's `comment`, e.g. `regular` or `irregular` verbs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
     },
     /// Plain text.
     Text {
@@ -100,13 +108,25 @@ impl Example {
         }
     }
 
+    /// The example's category, if it has one.
+    pub fn category(&self) -> Option<&str> {
+        match self {
+            Example::Chat { category, .. } | Example::Completion { category, .. } => {
+                category.as_deref()
+            }
+            Example::Text { .. } => None,
+        }
+    }
+
     /// Total characters of content, for length limits and statistics.
     pub fn char_len(&self) -> usize {
         match self {
-            Example::Chat { messages } => messages.iter().map(|m| m.content.chars().count()).sum(),
-            Example::Completion { prompt, completion } => {
-                prompt.chars().count() + completion.chars().count()
+            Example::Chat { messages, .. } => {
+                messages.iter().map(|m| m.content.chars().count()).sum()
             }
+            Example::Completion {
+                prompt, completion, ..
+            } => prompt.chars().count() + completion.chars().count(),
             Example::Text { text } => text.chars().count(),
         }
     }
@@ -117,7 +137,7 @@ impl Example {
     pub fn split_key(&self) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new();
         match self {
-            Example::Chat { messages } => {
+            Example::Chat { messages, .. } => {
                 for m in messages.iter().filter(|m| m.role != Role::Assistant) {
                     hasher.update(m.content.as_bytes());
                     hasher.update(&[0]);
@@ -165,7 +185,8 @@ mod tests {
         assert_eq!(
             e,
             Example::Chat {
-                messages: vec![Message::new(Role::User, "x")]
+                messages: vec![Message::new(Role::User, "x")],
+                category: None,
             }
         );
     }

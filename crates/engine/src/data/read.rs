@@ -270,6 +270,7 @@ fn parse_row(
             // A prompt may be empty (pure continuation); a completion may not.
             prompt: string_field(object, &fields.prompt, format, true)?,
             completion: string_field(object, &fields.completion, format, false)?,
+            category: category_field(object, &fields.category)?,
         },
         Format::Chat => {
             let list = object
@@ -299,7 +300,10 @@ fn parse_row(
             if !messages.iter().any(|m| m.role == Role::Assistant) {
                 return Err(RowErrorKind::NoAssistant);
             }
-            Example::Chat { messages }
+            Example::Chat {
+                messages,
+                category: category_field(object, &fields.category)?,
+            }
         }
     };
     if let Some(max) = options.max_chars {
@@ -309,6 +313,22 @@ fn parse_row(
         }
     }
     Ok(example)
+}
+
+/// The optional category: a string, or absent (an empty one counts as absent).
+fn category_field(
+    object: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<Option<String>, RowErrorKind> {
+    match object.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(RowErrorKind::WrongType {
+            field: field.to_owned(),
+            expected: "a string",
+        }),
+    }
 }
 
 fn string_field(
@@ -469,11 +489,38 @@ mod tests {
             rows[0].1,
             Example::Completion {
                 prompt: "What, then?".into(),
-                completion: "yes".into()
+                completion: "yes".into(),
+                category: None,
             }
         );
         let (rows, _) = read("qa.tsv", "question\tanswer\nq\ta\n", &options).unwrap();
         assert_eq!(rows.len(), 1);
+    }
+
+    #[test]
+    fn a_category_is_kept_and_written_back_only_when_present() {
+        let (rows, _) = read(
+            "c.jsonl",
+            "{\"prompt\":\"go\",\"completion\":\"went\",\"category\":\"irregular\"}\n{\"prompt\":\"walk\",\"completion\":\"walked\",\"category\":\"\"}\n",
+            &ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rows[0].1.category(), Some("irregular"));
+        assert_eq!(rows[1].1.category(), None, "empty is none");
+        assert_eq!(
+            serde_json::to_string(&rows[0].1).unwrap(),
+            r#"{"prompt":"go","completion":"went","category":"irregular"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&rows[1].1).unwrap(),
+            r#"{"prompt":"walk","completion":"walked"}"#,
+            "rows without one are written as before"
+        );
+        let e = first_error(
+            "c.jsonl",
+            "{\"prompt\":\"a\",\"completion\":\"b\",\"category\":3}\n",
+        );
+        assert!(matches!(e.kind, RowErrorKind::WrongType { .. }), "{e}");
     }
 
     #[test]

@@ -99,10 +99,12 @@ mod tests {
             let a = Example::Completion {
                 prompt: format!("q{i}"),
                 completion: "x".into(),
+                category: None,
             };
             let b = Example::Completion {
                 prompt: format!("q{i}"),
                 completion: "y".into(),
+                category: None,
             };
             assert_eq!(assign_split(&a, &spec), assign_split(&b, &spec));
         }

@@ -96,6 +96,7 @@ mod tests {
             Example::Completion {
                 prompt: "p".into(),
                 completion: "cc".into(),
+                category: None,
             },
         ];
         let s = DatasetStats::of(rows.iter());

@@ -7,6 +7,7 @@
 
 pub mod monitoring;
 pub mod parallel;
+pub mod quality;
 pub mod svg;
 pub mod tuning;
 
@@ -110,6 +111,12 @@ pub struct Variant {
     pub accuracy_before: Option<f64>,
     /// Held-out accuracy after fine-tuning.
     pub accuracy_after: Option<f64>,
+    /// `accuracy_before` with its 95% interval and counts (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_before_ci: Option<pipe_schema::evaluate::Rate>,
+    /// `accuracy_after` with its 95% interval and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_after_ci: Option<pipe_schema::evaluate::Rate>,
 }
 
 /// The compare stage's pick, with its reasons.
@@ -166,6 +173,9 @@ pub struct ReportData {
     /// A monitor stage's night, when the report names one (`monitor:`).
     #[serde(default)]
     pub monitoring: Option<crate::monitor::night::Report>,
+    /// Error analysis: per-category exact match, wrong answers, paired tests.
+    #[serde(default)]
+    pub quality: quality::Quality,
 }
 
 const TEMPLATE: &str = include_str!("templates/report.html");
@@ -196,6 +206,8 @@ pub fn render(data: &ReportData) -> Result<String, minijinja::Error> {
             stage_class => data.stages.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
             tuning_html => data.tuning.as_ref().map(tuning::section),
             monitoring_html => data.monitoring.as_ref().map(monitoring::section),
+            quality_html => quality_html(data),
+            accuracy_text => accuracy_text(&data.variants),
         })
 }
 
@@ -247,6 +259,7 @@ impl Charts {
             .iter()
             .filter_map(|x| Some((x.name.clone(), x.accuracy_before?, x.accuracy_after?)))
             .collect();
+        let intervals = accuracy_intervals(v);
         Charts {
             dag: svg::dag(&nodes, &data.edges),
             loss: some(!loss_series.is_empty(), &|| {
@@ -264,11 +277,57 @@ impl Charts {
             throughput: some(!v.is_empty(), &|| {
                 svg::bar_chart(&bars(&|x| x.trained_tokens_per_second), "tok/s")
             }),
-            accuracy: some(!accuracy.is_empty(), &|| {
-                svg::paired_bars(&accuracy, ("base model", "fine-tuned"), "accuracy")
+            accuracy: some(!accuracy.is_empty(), &|| match &intervals {
+                Some(bars) => {
+                    svg::paired_bars_with_intervals(bars, ("base model", "fine-tuned"), "accuracy")
+                }
+                None => svg::paired_bars(&accuracy, ("base model", "fine-tuned"), "accuracy"),
             }),
         }
     }
+}
+
+/// Every variant's accuracy before and after with its interval, when every evaluated
+/// variant has them (the chart then draws error bars); `None` otherwise.
+fn accuracy_intervals(
+    variants: &[Variant],
+) -> Option<
+    Vec<(
+        String,
+        pipe_schema::evaluate::Rate,
+        pipe_schema::evaluate::Rate,
+    )>,
+> {
+    let evaluated: Vec<&Variant> = variants
+        .iter()
+        .filter(|x| x.accuracy_before.is_some() && x.accuracy_after.is_some())
+        .collect();
+    evaluated
+        .iter()
+        .map(|x| Some((x.name.clone(), x.accuracy_before_ci?, x.accuracy_after_ci?)))
+        .collect()
+}
+
+/// The comparison table's accuracy cell per variant: `0.000 [0.000, 0.037] → 0.810
+/// [0.722, 0.875]` with intervals, the bare values without, `—` without an evaluation.
+fn accuracy_text(variants: &[Variant]) -> Vec<String> {
+    variants
+        .iter()
+        .map(|v| match (v.accuracy_before_ci, v.accuracy_after_ci) {
+            (Some(b), Some(a)) => {
+                format!("{} → {}", quality::rate_text(&b), quality::rate_text(&a))
+            }
+            _ => match (v.accuracy_before, v.accuracy_after) {
+                (Some(b), Some(a)) => format!("{b:.3} → {a:.3}"),
+                _ => "—".into(),
+            },
+        })
+        .collect()
+}
+
+/// The error-analysis section, when there is anything to show.
+fn quality_html(data: &ReportData) -> Option<String> {
+    (!data.quality.is_empty()).then(|| quality::section(&data.quality))
 }
 
 /// Writes `html` to `reports_dir/<name>.html` atomically (a reader never sees half a

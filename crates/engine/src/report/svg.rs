@@ -260,6 +260,70 @@ pub fn paired_bars(categories: &[(String, f64, f64)], names: (&str, &str), unit:
     svg
 }
 
+/// [`paired_bars`] of rates with their 95% intervals: each bar carries an error bar
+/// (`class="errorbar"`: a vertical line from the interval's low to its high end, with
+/// caps) and its tooltip gives the interval and the counts. The axis spans 0 to 1.
+pub fn paired_bars_with_intervals(
+    categories: &[(
+        String,
+        pipe_schema::evaluate::Rate,
+        pipe_schema::evaluate::Rate,
+    )],
+    names: (&str, &str),
+    unit: &str,
+) -> String {
+    let yt = nice_ticks(0.0, 1.0, 5);
+    let yb = *yt.last().unwrap_or(&1.0);
+    let py = |y: f64| TOP + (1.0 - y / yb) * (H - TOP - BOTTOM);
+    let mut svg = open_svg(W, H, unit);
+    let slot = (W - LEFT - RIGHT) / categories.len().max(1) as f64;
+    axes(&mut svg, &[], &yt, &|_| 0.0, &py, "", unit);
+    for (i, (name, a, b)) in categories.iter().enumerate() {
+        let x = LEFT + i as f64 * slot + slot * 0.15;
+        let bw = slot * 0.33;
+        for (j, r) in [a, b].into_iter().enumerate() {
+            let bx = x + j as f64 * (bw + 4.0);
+            let mid = bx + bw / 2.0;
+            let cap = (bw * 0.2).min(8.0);
+            let _ = write!(
+                svg,
+                r#"<rect x="{bx:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{}"><title>{}: {} (95% interval {}–{}, {} of {})</title></rect><g class="errorbar" stroke="currentColor" stroke-width="1.5"><line x1="{mid:.1}" x2="{mid:.1}" y1="{:.1}" y2="{:.1}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}"/></g><text x="{mid:.1}" y="{:.1}" text-anchor="middle" class="label halo">{}</text>"#,
+                py(r.value),
+                (py(0.0) - py(r.value)).max(0.0),
+                PALETTE[j],
+                escape(if j == 0 { names.0 } else { names.1 }),
+                label(r.value),
+                label(r.low),
+                label(r.high),
+                r.successes,
+                r.n,
+                py(r.low),
+                py(r.high),
+                mid - cap,
+                mid + cap,
+                py(r.low),
+                py(r.low),
+                mid - cap,
+                mid + cap,
+                py(r.high),
+                py(r.high),
+                py(r.high) - 4.0,
+                label(r.value)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="label">{}</text>"#,
+            x + bw + 2.0,
+            H - BOTTOM + 18.0,
+            escape(name)
+        );
+    }
+    legend(&mut svg, [(names.0, false), (names.1, false)].into_iter());
+    svg.push_str("</svg>");
+    svg
+}
+
 /// A node of a [`dag`] drawing.
 #[derive(Debug, Clone)]
 pub struct DagNode {

@@ -21,6 +21,8 @@ pub(crate) fn sample() -> ReportData {
         valid_loss: Some(0.4125),
         accuracy_before: Some(0.0),
         accuracy_after: Some(acc),
+        accuracy_before_ci: None,
+        accuracy_after_ci: None,
     };
     ReportData {
         pipeline: "quickstart <demo>".into(),
@@ -83,6 +85,7 @@ pub(crate) fn sample() -> ReportData {
         ],
         tuning: None,
         monitoring: None,
+        quality: Default::default(),
     }
 }
 
@@ -245,4 +248,119 @@ fn the_tuning_section_draws_every_trial_across_the_parameters_and_ranks_importan
         .unwrap();
     assert!(rank < lr, "most important first");
     assert!(table.contains("interactions between parameters account for 0.12"));
+}
+
+/// One evaluated example for the error-analysis fixtures.
+fn result(
+    i: usize,
+    category: &str,
+    base: bool,
+    tuned: bool,
+) -> pipe_schema::evaluate::ExampleResult {
+    pipe_schema::evaluate::ExampleResult {
+        id: format!("{i:016x}"),
+        category: Some(category.into()),
+        prompt: format!("verb <{i}> & co"),
+        expected: "went".into(),
+        before: "The past".into(),
+        after: if tuned {
+            "went".into()
+        } else {
+            "<b>goed</b>".into()
+        },
+        base_correct: base,
+        tuned_correct: tuned,
+    }
+}
+
+#[test]
+fn intervals_draw_error_bars_and_fill_the_table() {
+    let mut data = sample();
+    for (v, k) in data.variants.iter_mut().zip([79, 74]) {
+        v.accuracy_before_ci = crate::stats::rate(0, 100);
+        v.accuracy_after_ci = crate::stats::rate(k, 100);
+    }
+    let html = render(&data).unwrap();
+    // Two bars per variant, each with its error bar.
+    assert_eq!(html.matches(r#"<g class="errorbar""#).count(), 4, "{html}");
+    assert!(html.contains("95% interval"), "the bars' tooltips");
+    let lora = crate::stats::rate(79, 100).unwrap();
+    let cell = format!(
+        "0.000 [0.000, {:.3}] → 0.790 [{:.3}, {:.3}]",
+        crate::stats::rate(0, 100).unwrap().high,
+        lora.low,
+        lora.high
+    );
+    assert!(html.contains(&cell), "{cell} in the table");
+    assert!(lora.low < 0.79 && 0.79 < lora.high);
+    // Without intervals the chart keeps its plain bars.
+    assert!(!render(&sample()).unwrap().contains("errorbar"));
+}
+
+#[test]
+fn the_error_analysis_lists_categories_mistakes_and_disagreements_escaped() {
+    use super::quality::{PairedTest, Quality, VariantAnalysis};
+    let a: Vec<_> = (0..30)
+        .map(|i| {
+            result(
+                i,
+                if i % 3 == 0 { "irregular" } else { "regular" },
+                false,
+                i % 5 != 0,
+            )
+        })
+        .collect();
+    let b: Vec<_> = (0..30)
+        .map(|i| {
+            result(
+                i,
+                if i % 3 == 0 { "irregular" } else { "regular" },
+                false,
+                i % 4 != 0,
+            )
+        })
+        .collect();
+    let categories = vec![pipe_schema::evaluate::CategoryScore {
+        category: "irregular".into(),
+        base: crate::stats::rate(0, 10).unwrap(),
+        tuned: crate::stats::rate(6, 10).unwrap(),
+    }];
+    let paired = PairedTest::of("lora", &a, "qlora", &b).unwrap();
+    assert_eq!(paired.test.n, 30);
+    let mut data = sample();
+    data.quality = Quality {
+        variants: vec![
+            VariantAnalysis::of("lora", &categories, &a),
+            VariantAnalysis::of("qlora", &[], &b),
+        ],
+        paired: vec![paired.clone()],
+    };
+    let html = render(&data).unwrap();
+    assert!(html.contains(r#"id="errors""#) && html.contains(r##"href="#errors""##));
+    assert!(html.contains("Exact match per category"));
+    assert!(
+        html.contains("<td>irregular</td><td class=\"num\">10</td>"),
+        "{html}"
+    );
+    assert!(html.contains("lora: 6 of 30 wrong"), "0, 5, 10, 15, 20, 25");
+    assert!(html.contains("qlora: 8 of 30 wrong"));
+    assert!(html.contains("Where lora and qlora disagree"));
+    let disagree = paired.test.only_a + paired.test.only_b;
+    assert_eq!(paired.disagreements.len(), disagree);
+    assert!(html.contains(&format!("{disagree} examples right under one only")));
+    // Data text is escaped: no raw tag from a prompt or an answer reaches the page.
+    assert!(html.contains("verb &lt;5&gt; &amp; co") && html.contains("&lt;b&gt;goed&lt;/b&gt;"));
+    assert!(!html.contains("<b>goed"));
+    // Long lists are capped, the totals kept.
+    let many: Vec<_> = (0..100)
+        .map(|i| result(i, "regular", false, false))
+        .collect();
+    let v = VariantAnalysis::of("full", &[], &many);
+    assert_eq!((v.wrong.len(), v.wrong_total), (quality::MAX_LISTED, 100));
+    data.quality.variants = vec![v];
+    assert!(
+        render(&data)
+            .unwrap()
+            .contains("full: 100 of 100 wrong, the first 20 listed")
+    );
 }

@@ -34,6 +34,18 @@ pub struct TrialRow {
     /// Taken from the trial cache.
     #[serde(default)]
     pub reused: bool,
+    /// The objective's 95% interval, when it is an accuracy with one.
+    #[serde(default)]
+    pub interval: Option<pipe_schema::evaluate::Rate>,
+}
+
+/// A trial's objective for the table: `0.8400 [0.712, 0.917]` with an interval.
+fn value_text(r: &TrialRow) -> String {
+    match (r.value, &r.interval) {
+        (Some(v), Some(i)) => format!("{v:.4} [{:.3}, {:.3}]", i.low, i.high),
+        (Some(v), None) => format!("{v:.4}"),
+        (None, _) => "—".to_owned(),
+    }
 }
 
 /// A tune stage's results.
@@ -152,7 +164,7 @@ pub fn section(t: &Tuning) -> String {
             r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}</p>"#,
             b.index,
             escape(&t.objective),
-            b.value.map_or("—".to_owned(), |v| format!("{v:.4}")),
+            value_text(b),
             params.join(", ")
         );
     }
@@ -213,7 +225,7 @@ pub fn section(t: &Tuning) -> String {
             let v = r.params.get(*n).map(number).unwrap_or_default();
             let _ = write!(html, r#"<td class="num">{v}</td>"#);
         }
-        let value = r.value.map_or("—".to_owned(), |v| format!("{v:.4}"));
+        let value = value_text(r);
         let memory = r.peak_memory_bytes.map_or("—".to_owned(), |b| {
             format!("{:.0} MiB", b as f64 / 1048576.0)
         });
@@ -382,6 +394,7 @@ pub(crate) mod tests {
             seconds: 12.5,
             peak_memory_bytes: Some(300 << 20),
             reused: index == 0,
+            interval: None,
         };
         let space = Space::from_json(&json!({
             "learning_rate": {"float": [1e-5, 1e-3], "log": true},

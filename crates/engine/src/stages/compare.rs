@@ -24,7 +24,12 @@
 //! training memory exceeds `max_memory_gb`, its training took longer than `max_minutes`, or
 //! it lacks the metric (no evaluation, no validation data). The others are ranked by the
 //! metric; a tie (equal within 1e-9) goes to the lower peak memory, then the shorter
-//! training, then the name. The report renders `compare.json` as it is.
+//! training, then the name. With `metric: exact_match` and evaluations that list their
+//! per-example results, the top variant is then tested against each other one on the same
+//! examples, and when the data cannot tell them apart the cheaper one is recommended
+//! ([`decide`]; "cheaper" is defined there). `compare.json` also carries the error analysis
+//! (per-category exact match, wrong answers, disagreements; [`crate::report::quality`]).
+//! The report renders `compare.json` as it is.
 
 use super::train::read_step_log;
 use crate::report::{CurvePoint, Recommendation, Sample, Variant};
@@ -35,10 +40,12 @@ use std::path::Path;
 
 pub use config::{CompareConfig, Criteria, Direction, Metric, VariantEntry};
 pub use glob::{expand_globs, glob_match};
+pub use paired::{Decision, Evaluated, cheaper, cost_reason, decide};
 pub use rank::{Ranked, Standing, recommend};
 
 mod config;
 mod glob;
+mod paired;
 mod rank;
 
 /// `compare.json`.
@@ -59,6 +66,10 @@ pub struct Comparison {
     /// The recommended variant's train out_dir (what a `deploy` stage serves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommended_train: Option<String>,
+    /// Per-category scores, wrong answers, paired tests and disagreements (empty in files
+    /// written before they were recorded).
+    #[serde(default)]
+    pub quality: crate::report::quality::Quality,
 }
 
 /// The `compare` kind.
@@ -70,7 +81,9 @@ impl super::StageKind for Compare {
     }
     fn impl_version(&self) -> u32 {
         // 2: compare.json names the recommended variant's train out_dir.
-        2
+        // 3: intervals, paired tests with the fallback to the cheaper variant, and the
+        //    error analysis (`quality`).
+        3
     }
     fn summary(&self) -> &'static str {
         "tabulate trained variants and recommend one under constraints"
@@ -141,6 +154,7 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     let config = check(with)?;
     let mut variants = Vec::new();
     let mut samples = Vec::new();
+    let mut evals = Vec::new();
     for v in &config.variants {
         let (Some(name), Some(train)) = (&v.name, &v.train) else {
             anyhow::bail!(
@@ -155,18 +169,23 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
             root,
         )?;
         if let Some(eval) = eval {
-            samples.extend(eval.samples.into_iter().map(|s| Sample {
+            samples.extend(eval.samples.iter().cloned().map(|s| Sample {
                 variant: name.clone(),
                 prompt: s.prompt,
                 expected: s.expected,
                 before: s.before,
                 after: s.after,
             }));
+            evals.push((name.clone(), eval));
         }
         variants.push(variant);
     }
     let criteria = config.criteria();
-    let (ranking, recommendation) = recommend(&variants, &criteria);
+    let Decision {
+        ranking,
+        recommendation,
+        quality,
+    } = decide_with_reports(&variants, &evals, &criteria);
     let recommended_train = recommendation.variant.as_ref().and_then(|best| {
         config
             .variants
@@ -182,6 +201,7 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         ranking,
         recommendation,
         samples,
+        quality,
     };
     let out = root.join(&config.out);
     super::write_json(&out.join("compare.json"), &comparison)?;
@@ -192,6 +212,14 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         "recommended": best,
         "metric": config.metric,
         "value": comparison.ranking.first().filter(|_| best.is_some()).and_then(|r| r.value),
+        // For exact match: the pick's 95% interval, and how many paired tests were run and
+        // found no difference (numbers only: history and MLflow keep them).
+        "value_ci": best
+            .and_then(|b| comparison.variants.iter().find(|v| &v.name == b))
+            .filter(|_| config.metric == Metric::ExactMatch)
+            .and_then(|v| v.accuracy_after_ci),
+        "paired_tests": comparison.quality.paired.len(),
+        "indistinguishable": comparison.quality.paired.iter().filter(|t| !t.distinguishable).count(),
     });
     super::write_json(&out.join("metrics.json"), &metrics)?;
     match best {
@@ -207,6 +235,23 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         eprintln!("  {line}");
     }
     Ok(())
+}
+
+/// [`decide`] over the variants and the evaluate outs read for them (`(variant, report)`).
+pub fn decide_with_reports(
+    variants: &[Variant],
+    evals: &[(String, EvaluateReport)],
+    criteria: &Criteria,
+) -> Decision {
+    let evaluated: Vec<Evaluated<'_>> = evals
+        .iter()
+        .map(|(name, e)| Evaluated {
+            variant: name,
+            categories: &e.categories,
+            results: &e.results,
+        })
+        .collect();
+    decide(variants, &evaluated, criteria)
 }
 
 /// Reads `compare.json` from a compare stage's out folder (or the file itself).
@@ -283,6 +328,8 @@ pub fn read_variant(
             valid_loss: f("final_valid_loss"),
             accuracy_before: eval.as_ref().map(|e| e.base.exact_match),
             accuracy_after: eval.as_ref().map(|e| e.tuned.exact_match),
+            accuracy_before_ci: eval.as_ref().and_then(|e| e.base.exact_match_ci),
+            accuracy_after_ci: eval.as_ref().and_then(|e| e.tuned.exact_match_ci),
         },
         eval,
     ))

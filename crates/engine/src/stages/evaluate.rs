@@ -14,8 +14,9 @@ impl super::StageKind for Evaluate {
     fn name(&self) -> &'static str {
         "evaluate"
     }
+    /// 2: intervals on every accuracy, per-example results and per-category scores.
     fn impl_version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "score a model, and an adapter on it, on held-out data"

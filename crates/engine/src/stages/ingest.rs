@@ -12,8 +12,9 @@ impl super::StageKind for Ingest {
     fn name(&self) -> &'static str {
         "ingest"
     }
+    /// 3: rows keep their category (`category`, BIG-bench's `comment`).
     fn impl_version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "validate, deduplicate and split a dataset"

@@ -38,8 +38,9 @@ impl super::StageKind for Report {
     fn name(&self) -> &'static str {
         "report"
     }
+    /// 4: intervals (error bars, table), the error analysis section.
     fn impl_version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "write a self-contained HTML report of the run"
@@ -117,33 +118,35 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         Some(p) => data_splits(&root.join(p))?,
         None => Vec::new(),
     };
-    let (variants, recommendation, samples) = match &config.compare {
+    let (variants, recommendation, samples, quality) = match &config.compare {
         Some(dir) => {
             let c = compare::read(&root.join(dir))?;
-            (c.variants, Some(c.recommendation), c.samples)
+            (c.variants, Some(c.recommendation), c.samples, c.quality)
         }
         None => {
             let mut variants = Vec::new();
             let mut samples = Vec::new();
+            let mut evals = Vec::new();
             for v in &config.variants {
                 let (variant, eval) =
                     compare::read_variant(&v.name, &v.train, v.eval.as_deref(), root)?;
                 if let Some(eval) = eval {
-                    samples.extend(eval.samples.into_iter().map(|s| Sample {
+                    samples.extend(eval.samples.iter().cloned().map(|s| Sample {
                         variant: v.name.clone(),
                         prompt: s.prompt,
                         expected: s.expected,
                         before: s.before,
                         after: s.after,
                     }));
+                    evals.push((v.name.clone(), eval));
                 }
                 variants.push(variant);
             }
-            let recommendation = config
-                .recommend
-                .as_ref()
-                .map(|c| compare::recommend(&variants, c).1);
-            (variants, recommendation, samples)
+            // Without criteria there is no recommendation, but the error analysis stays.
+            let criteria = config.recommend.clone().unwrap_or_default();
+            let decision = compare::decide_with_reports(&variants, &evals, &criteria);
+            let recommendation = config.recommend.as_ref().map(|_| decision.recommendation);
+            (variants, recommendation, samples, decision.quality)
         }
     };
     match (&config.tokens, config.variants.first()) {
@@ -161,6 +164,7 @@ pub fn gather(config: &ReportConfig, root: &Path) -> anyhow::Result<ReportData> 
         recommendation,
         samples,
         environment: environment(),
+        quality,
         tuning: match &config.tune {
             Some(dir) => Some(read_tuning(&root.join(dir))?),
             None => None,

@@ -43,20 +43,30 @@ pub fn tokenize_example(
             out.push(tokenizer, text, true, true)?;
             out.push_eos(tokenizer);
         }
-        (Example::Completion { prompt, completion }, Some(t)) => {
+        (
+            Example::Completion {
+                prompt, completion, ..
+            },
+            Some(t),
+        ) => {
             let messages = vec![
                 Message::new(Role::User, prompt),
                 Message::new(Role::Assistant, completion),
             ];
             chat(&mut out, &messages, tokenizer, t)?;
         }
-        (Example::Completion { prompt, completion }, None) => {
+        (
+            Example::Completion {
+                prompt, completion, ..
+            },
+            None,
+        ) => {
             out.push(tokenizer, prompt, false, true)?;
             out.push(tokenizer, completion, true, false)?;
             out.push_eos(tokenizer);
         }
-        (Example::Chat { messages }, Some(t)) => chat(&mut out, messages, tokenizer, t)?,
-        (Example::Chat { messages }, None) => {
+        (Example::Chat { messages, .. }, Some(t)) => chat(&mut out, messages, tokenizer, t)?,
+        (Example::Chat { messages, .. }, None) => {
             // No template: plain "role: content" lines, learning the assistant's lines.
             for (i, m) in messages.iter().enumerate() {
                 let line = format!("{}: {}\n", m.role, m.content);

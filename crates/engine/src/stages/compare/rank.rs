@@ -140,10 +140,22 @@ fn pick_reasons(
         Direction::Min => "lowest",
     };
     let mut first = format!("{word} {label}: {value:.3}");
-    if c.metric == Metric::ExactMatch
-        && let Some(before) = best.accuracy_before
-    {
-        first.push_str(&format!(" (base model {before:.3})"));
+    if c.metric == Metric::ExactMatch {
+        if let Some(r) = &best.accuracy_after_ci {
+            first = format!(
+                "{word} {label}: {} (95% interval, {} examples)",
+                crate::report::quality::rate_text(r),
+                r.n
+            );
+        }
+        match (&best.accuracy_before_ci, best.accuracy_before) {
+            (Some(r), _) => first.push_str(&format!(
+                " (base model {})",
+                crate::report::quality::rate_text(r)
+            )),
+            (None, Some(before)) => first.push_str(&format!(" (base model {before:.3})")),
+            (None, None) => {}
+        }
     }
     let mut reasons = vec![first];
     if let Some(&(runner, _)) = runner_up.filter(|(_, y)| tied(value, *y)) {
@@ -153,6 +165,13 @@ fn pick_reasons(
             tie_break(best, runner)
         ));
     }
+    reasons.extend(limit_reasons(best, c));
+    reasons
+}
+
+/// That `best` is within the limits, one sentence per limit set.
+pub(super) fn limit_reasons(best: &Variant, c: &Criteria) -> Vec<String> {
+    let mut reasons = Vec::new();
     if let Some(g) = c.max_memory_gb {
         reasons.push(format!(
             "peak memory {:.2} GiB within max_memory_gb = {g}",
@@ -204,7 +223,7 @@ fn rank(eligible: &[(&Variant, f64)], reasons: &[String], label: &str) -> Vec<Ra
 }
 
 /// One line per variant other than the pick: its rank and why, or why it was excluded.
-fn others(ranking: &[Ranked], excluded: &[Ranked]) -> Vec<String> {
+pub(super) fn others(ranking: &[Ranked], excluded: &[Ranked]) -> Vec<String> {
     ranking
         .iter()
         .skip(1)

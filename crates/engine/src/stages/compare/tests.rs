@@ -15,6 +15,8 @@ fn variant(name: &str, acc: Option<f64>, mem_gib: f64, secs: f64) -> Variant {
         valid_loss: acc.map(|a| 1.0 - a),
         accuracy_before: Some(0.0),
         accuracy_after: acc,
+        accuracy_before_ci: None,
+        accuracy_after_ci: None,
     }
 }
 
@@ -266,4 +268,240 @@ fn globs_expand_to_the_stages_that_write_the_matches() {
         matches!(&outcome[0], (4, Err(e)) if e.contains("`nothing/*` matches no stage's outs")),
         "{outcome:?}"
     );
+}
+
+/// Per-example results: example `i` is right where `right(i)`, of `n`.
+fn results(n: usize, right: impl Fn(usize) -> bool) -> Vec<pipe_schema::evaluate::ExampleResult> {
+    (0..n)
+        .map(|i| pipe_schema::evaluate::ExampleResult {
+            id: format!("{i:016x}"),
+            category: None,
+            prompt: format!("verb {i}"),
+            expected: "x".into(),
+            before: "y".into(),
+            after: if right(i) { "x".into() } else { "z".into() },
+            base_correct: false,
+            tuned_correct: right(i),
+        })
+        .collect()
+}
+
+/// A variant scored on `r` (its accuracy and interval from the results) with an adapter
+/// of `adapter_mib` and `secs` of training.
+fn scored(
+    name: &str,
+    r: &[pipe_schema::evaluate::ExampleResult],
+    adapter_mib: u64,
+    secs: f64,
+) -> Variant {
+    let right = r.iter().filter(|x| x.tuned_correct).count();
+    let mut v = variant(name, Some(right as f64 / r.len() as f64), 1.0, secs);
+    v.adapter_bytes = adapter_mib << 20;
+    v.accuracy_after_ci = crate::stats::rate(right, r.len());
+    v.accuracy_before_ci = crate::stats::rate(0, r.len());
+    v
+}
+
+fn evaluated<'a>(name: &'a str, r: &'a [pipe_schema::evaluate::ExampleResult]) -> Evaluated<'a> {
+    Evaluated {
+        variant: name,
+        categories: &[],
+        results: r,
+    }
+}
+
+#[test]
+fn a_distinguishable_winner_is_kept_even_when_it_costs_more() {
+    // 90 vs 60 of 100, the better one right wherever the other is: 30 discordant, all one way.
+    let (big, small) = (results(100, |i| i < 90), results(100, |i| i < 60));
+    let vs = [
+        scored("big", &big, 8, 200.0),
+        scored("small", &small, 1, 100.0),
+    ];
+    let d = decide(
+        &vs,
+        &[evaluated("big", &big), evaluated("small", &small)],
+        &criteria(Metric::ExactMatch, None, None),
+    );
+    assert_eq!(d.recommendation.variant.as_deref(), Some("big"));
+    let t = &d.quality.paired[0];
+    assert!(t.distinguishable && t.test.p_value < 1e-6, "{t:?}");
+    assert_eq!((t.test.only_a, t.test.only_b, t.test.n), (30, 0, 100));
+    assert!(
+        d.recommendation.reasons[0].starts_with("highest held-out exact match: 0.900 [")
+            && d.recommendation.reasons[0].contains("100 examples"),
+        "{:?}",
+        d.recommendation.reasons
+    );
+    assert!(
+        d.recommendation.reasons[1]
+            .starts_with("better than small at 95% on the same examples: difference +0.300"),
+        "{:?}",
+        d.recommendation.reasons
+    );
+    assert_eq!(
+        standing(&d.ranking, "small"),
+        (Standing::RankedLower, Some(2))
+    );
+    assert!(
+        d.ranking[1].reasons[0].contains("worse at 95%"),
+        "{:?}",
+        d.ranking[1]
+    );
+}
+
+#[test]
+fn indistinguishable_variants_fall_back_to_the_cheaper_one_with_the_numbers() {
+    // 82 vs 80 of 100: 4 examples right under `big` only, 2 under `small` only.
+    let big = results(100, |i| i < 82);
+    let small = results(100, |i| i < 78 || (82..84).contains(&i));
+    let vs = [
+        scored("big", &big, 8, 100.0),
+        scored("small", &small, 1, 150.0),
+    ];
+    let d = decide(
+        &vs,
+        &[evaluated("big", &big), evaluated("small", &small)],
+        &criteria(Metric::ExactMatch, Some(4.0), None),
+    );
+    let t = &d.quality.paired[0];
+    assert_eq!((t.test.only_a, t.test.only_b), (4, 2));
+    assert!(!t.distinguishable);
+    assert!((t.test.p_value - crate::stats::mcnemar(4, 2)).abs() < 1e-12);
+    assert!(
+        t.test.low < 0.0 && t.test.high > 0.0,
+        "the interval spans 0: {t:?}"
+    );
+    let r = &d.recommendation;
+    assert_eq!(r.variant.as_deref(), Some("small"), "{r:?}");
+    assert!(
+        r.reasons[0].contains("0.800 [")
+            && r.reasons[0].contains("for small vs 0.820 [")
+            && r.reasons[0].contains("not distinguishable at 95%")
+            && r.reasons[0].contains("exact McNemar p = 0.688 (4 vs 2 of 100 examples"),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(
+        r.reasons[1],
+        "so the cheaper one: small has the smaller adapter (1.00 vs 8.00 MiB)"
+    );
+    assert!(
+        r.reasons[2].contains("within max_memory_gb = 4"),
+        "the limits still hold"
+    );
+    assert_eq!(
+        standing(&d.ranking, "small"),
+        (Standing::Recommended, Some(1))
+    );
+    assert_eq!(
+        standing(&d.ranking, "big"),
+        (Standing::RankedLower, Some(2))
+    );
+    assert_eq!(d.ranking[0].variant, "small");
+    assert!(
+        r.others[0].starts_with("big ranked 2nd: highest held-out exact match (0.820 [")
+            && r.others[0].contains("small has the smaller adapter"),
+        "{:?}",
+        r.others
+    );
+
+    // The same, but the top variant is also the cheaper: it stays, and says so.
+    let vs = [
+        scored("big", &big, 1, 100.0),
+        scored("small", &small, 8, 150.0),
+    ];
+    let d = decide(
+        &vs,
+        &[evaluated("big", &big), evaluated("small", &small)],
+        &criteria(Metric::ExactMatch, None, None),
+    );
+    assert_eq!(d.recommendation.variant.as_deref(), Some("big"));
+    assert!(
+        d.recommendation.reasons[1].starts_with("not distinguishable from small at 95%")
+            && d.recommendation.reasons[1]
+                .ends_with("big is also the cheaper: the smaller adapter (1.00 vs 8.00 MiB)"),
+        "{:?}",
+        d.recommendation.reasons
+    );
+}
+
+#[test]
+fn pairs_follow_ids_not_positions_and_ties_go_to_the_cheaper() {
+    // Identical answers, listed in another order: a tie, p = 1, no difference.
+    let a = results(50, |i| i % 3 != 0);
+    let mut b = a.clone();
+    b.reverse();
+    let vs = [scored("slow", &a, 2, 300.0), scored("fast", &b, 2, 100.0)];
+    let d = decide(
+        &vs,
+        &[evaluated("slow", &a), evaluated("fast", &b)],
+        &criteria(Metric::ExactMatch, None, None),
+    );
+    let t = &d.quality.paired[0];
+    assert_eq!((t.test.n, t.test.only_a, t.test.only_b), (50, 0, 0));
+    assert_eq!(t.test.p_value, 1.0);
+    assert!(t.disagreements.is_empty());
+    assert_eq!(d.recommendation.variant.as_deref(), Some("fast"));
+    assert!(
+        d.recommendation
+            .reasons
+            .iter()
+            .any(|r| r.contains("the shorter training (100.0 vs 300.0 s")),
+        "{:?}",
+        d.recommendation.reasons
+    );
+    assert!(
+        !d.recommendation
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("tied with")),
+        "the test replaces the tie rule's sentence"
+    );
+    // Equal cost in every respect: the name decides, deterministically.
+    let vs = [scored("b", &a, 2, 100.0), scored("a", &b, 2, 100.0)];
+    let d = decide(
+        &vs,
+        &[evaluated("b", &a), evaluated("a", &b)],
+        &criteria(Metric::ExactMatch, None, None),
+    );
+    assert_eq!(d.recommendation.variant.as_deref(), Some("a"));
+}
+
+#[test]
+fn without_per_example_results_or_for_other_metrics_no_test_is_claimed() {
+    let a = results(100, |i| i < 82);
+    let b = results(100, |i| i < 80);
+    let vs = [scored("a", &a, 8, 100.0), scored("b", &b, 1, 100.0)];
+    // b's evaluation predates per-example results: ranked by the point estimate, and said.
+    let d = decide(
+        &vs,
+        &[evaluated("a", &a), evaluated("b", &[])],
+        &criteria(Metric::ExactMatch, None, None),
+    );
+    assert_eq!(d.recommendation.variant.as_deref(), Some("a"));
+    assert!(d.quality.paired.is_empty());
+    assert!(
+        d.recommendation
+            .reasons
+            .iter()
+            .any(|r| r.contains("b was not tested against a")),
+        "{:?}",
+        d.recommendation.reasons
+    );
+    assert!(
+        d.ranking[1]
+            .reasons
+            .iter()
+            .any(|r| r.contains("not tested"))
+    );
+    // Other metrics are not accuracies: no test, the plain ranking.
+    let d = decide(
+        &vs,
+        &[evaluated("a", &a), evaluated("b", &b)],
+        &criteria(Metric::TrainSeconds, None, None),
+    );
+    assert!(d.quality.paired.is_empty());
+    assert_eq!(d.quality.variants.len(), 2, "the error analysis stays");
+    assert_eq!(d.quality.variants[0].wrong_total, 18);
 }

@@ -59,9 +59,10 @@ impl super::StageKind for TuneKind {
     }
     /// Bumped when the outputs change (2: `importance.json`, and `space` and `importance`
     /// in `metrics.json`), which reruns the stage; its trials come back from the trial
-    /// store.
+    /// store. 3: the objective's 95% interval on each trial and the best
+    /// (`interval`, `best_interval`) when the evaluation gives one.
     fn impl_version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "search hyperparameters with Bayesian optimisation over cached trials"

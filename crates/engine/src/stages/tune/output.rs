@@ -42,6 +42,10 @@ pub struct TrialRecord {
     pub reused: bool,
     /// Its trial key (its folder under `cache/tune/v1/trials/`).
     pub key: String,
+    /// The objective's 95% interval and counts, when the metric is an accuracy the
+    /// evaluation gave one for (`<metric>_ci` beside it, as evaluate writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<pipe_schema::evaluate::Rate>,
 }
 
 #[allow(
@@ -60,6 +64,7 @@ pub(super) fn record_of(
 ) -> TrialRecord {
     let (mut status, mut reason) = (outcome.status, outcome.reason);
     let mut value = None;
+    let mut interval = None;
     if status == Status::Complete {
         let metric = &tune.config.objective.metric;
         let metrics: Option<Value> = std::fs::read_to_string(dir.join("metrics.json"))
@@ -69,7 +74,11 @@ pub(super) fn record_of(
             .as_ref()
             .map(|m| (m, get_dotted(m, metric).and_then(Value::as_f64)))
         {
-            Some((_, Some(v))) if v.is_finite() => value = Some(v),
+            Some((m, Some(v))) if v.is_finite() => {
+                value = Some(v);
+                interval = get_dotted(m, &format!("{metric}_ci"))
+                    .and_then(|r| serde_json::from_value(r.clone()).ok());
+            }
             Some((_, Some(v))) => {
                 status = Status::Failed;
                 reason = Some(format!("its `{metric}` is {v}"));
@@ -104,6 +113,7 @@ pub(super) fn record_of(
         origin,
         reused,
         key: key.to_owned(),
+        interval,
     }
 }
 
@@ -135,7 +145,13 @@ pub(super) fn progress(
         format!("{:.1}s", r.seconds)
     };
     let result = match (r.status, r.value) {
-        (Status::Complete, Some(v)) => format!("{} = {v:.6}", tune.config.objective.metric),
+        (Status::Complete, Some(v)) => match &r.interval {
+            Some(i) => format!(
+                "{} = {v:.6} [{:.3}, {:.3}]",
+                tune.config.objective.metric, i.low, i.high
+            ),
+            None => format!("{} = {v:.6}", tune.config.objective.metric),
+        },
         (status, _) => format!(
             "{} ({})",
             serde_json::to_value(status)
@@ -170,6 +186,9 @@ pub struct TuneMetrics {
     pub mode: Direction,
     /// The best objective value.
     pub best_value: Option<f64>,
+    /// The best value's 95% interval, when the objective is an accuracy with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_interval: Option<pipe_schema::evaluate::Rate>,
     /// Index of the best trial.
     pub best_trial: Option<usize>,
     /// Its parameters, nested.
@@ -232,6 +251,7 @@ pub(super) fn write_outputs(
         objective: tune.config.objective.metric.clone(),
         mode: tune.config.objective.mode,
         best_value: best.and_then(|b| b.value),
+        best_interval: best.and_then(|b| b.interval),
         best_trial: best.map(|b| b.index),
         best_params: best_params.clone(),
         trials: records.len(),
@@ -312,5 +332,70 @@ fn importance_line(importance: &Importance) -> String {
                 importance.method
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::tune::config::TuneConfig;
+    use serde_json::json;
+
+    #[test]
+    fn an_accuracy_objective_keeps_its_interval() {
+        let config: TuneConfig = serde_json::from_value(json!({
+            "out": "tune",
+            "space": {"learning_rate": {"float": [1e-5, 1e-3], "log": true}},
+            "objective": {"metric": "eval.tuned.exact_match", "mode": "max"},
+            "budget": {"n_trials": 2},
+            "trial": {"cmd": "true {args}"},
+        }))
+        .unwrap();
+        let tune = Tune::new(config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ci = crate::stats::rate(41, 50).unwrap();
+        let metrics = json!({"eval": {"tuned": {"exact_match": ci.value, "exact_match_ci": ci}}});
+        std::fs::write(dir.path().join("metrics.json"), metrics.to_string()).unwrap();
+        let outcome = Outcome {
+            status: Status::Complete,
+            reason: None,
+            intermediate: Vec::new(),
+            seconds: 1.0,
+            peak_memory_bytes: None,
+        };
+        let r = record_of(
+            &tune,
+            0,
+            &[json!(1e-4)],
+            "k",
+            dir.path(),
+            outcome.clone(),
+            None,
+            false,
+        );
+        assert_eq!((r.value, r.interval), (Some(0.82), Some(ci)));
+        let line = progress(&tune, &r, &[], 2);
+        assert!(
+            line.contains(&format!("= 0.820000 [{:.3}, {:.3}]", ci.low, ci.high)),
+            "{line}"
+        );
+        // A metric without an interval beside it (a loss, an older evaluation): none.
+        std::fs::write(
+            dir.path().join("metrics.json"),
+            json!({"eval": {"tuned": {"exact_match": 0.5}}}).to_string(),
+        )
+        .unwrap();
+        let r = record_of(
+            &tune,
+            1,
+            &[json!(1e-4)],
+            "k",
+            dir.path(),
+            outcome,
+            None,
+            false,
+        );
+        assert_eq!((r.value, r.interval), (Some(0.5), None));
+        assert!(!serde_json::to_string(&r).unwrap().contains("interval"));
     }
 }

@@ -120,6 +120,8 @@ mod tests {
                 exact_match: exact,
                 contains_match: 0.5,
                 seconds: 3.0,
+                exact_match_ci: None,
+                contains_match_ci: None,
             },
             answers: vec![
                 ("walked".into(), "walked".into()),
@@ -132,6 +134,7 @@ mod tests {
         vec![Example::Completion {
             prompt: format!("Past tense of {word}?"),
             completion: format!("{word}ed"),
+            category: None,
         }]
     }
 
@@ -172,10 +175,12 @@ mod tests {
                     Message::new(Role::User, "Hi"),
                     Message::new(Role::Assistant, "Hello"),
                 ],
+                category: None,
             },
             Example::Completion {
                 prompt: "a".into(),
                 completion: "b".into(),
+                category: None,
             },
             Example::Text { text: "t".into() },
         ];
