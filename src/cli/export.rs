@@ -1,6 +1,8 @@
 //! `pipe export`: write a model or an adapter in another tool's format. `pipe export gguf`
 //! writes GGUF for llama.cpp (and the tools built on it, e.g. Ollama): the base model with
-//! an adapter fused in, or the adapter alone as a GGUF LoRA.
+//! an adapter fused in, or the adapter alone as a GGUF LoRA. `pipe export airflow` writes
+//! a pipeline as an Airflow DAG file (no MLX: `pipe` runs it itself, see
+//! `export_airflow.rs`).
 
 use std::path::PathBuf;
 
@@ -12,6 +14,11 @@ pub enum Command {
         after_help = "The model file is GGUF v3 with llama.cpp's tensor names, its Q/K row order and the tokenizer and chat template in the metadata. Norms stay float32; with --type q8_0 a tensor whose rows are not whole 32-value blocks is written as f16, as llama.cpp's converter does.\nWith --lora-only the adapter alone is written (general.type=adapter), for llama.cpp's --lora FILE on the base model.\n\nExamples:\n  pipe export gguf --out smollm2.f16.gguf\n  pipe export gguf --adapter runs/quickstart/lora --type q8_0 --out past-tense.q8_0.gguf\n  pipe export gguf --adapter runs/quickstart/lora --lora-only --out past-tense-lora.gguf\n  llama-cli -m smollm2.f16.gguf --lora past-tense-lora.gguf -p 'walk'"
     )]
     Gguf(GgufArgs),
+    /// Write a pipeline as an Airflow DAG file: one task per stage, the stage graph, the schedule.
+    #[command(
+        after_help = "Each task runs `pipe run PIPELINE -s STAGE` in the workspace, with this pipe binary's absolute path and the environment captured now (as `pipe schedule add` captures it; never credentials). pipe's cache makes a retried task that already finished a no-op, so Airflow's retries are safe. The schedule is --cron/--daily if given, else the one `pipe schedule add` set up for this pipeline (same file and --set values), else none (the DAG runs when triggered). Cron times are read in --timezone (default: this machine's zone, as cron reads them).\n\nExamples:\n  pipe export airflow pipelines/quickstart.yaml --out ~/airflow/dags/\n  pipe export airflow pipe.yaml --daily 02:30 --out dags/ --dag-id nightly_train\n  pipe export airflow pipe.yaml --set train.steps=200 --no-schedule --out dags/nightly.py"
+    )]
+    Airflow(super::export_airflow::Args),
 }
 
 /// The tensor type of a GGUF export.

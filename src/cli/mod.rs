@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod eval;
 mod exit;
 pub mod export;
+mod export_airflow;
 pub mod fuse;
 mod gc;
 pub mod generate;
@@ -184,6 +185,8 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Ui(args) => ui::run(printer, args),
         // An HTTP load generator: no MLX, so `pipe` runs it itself.
         Command::Bench(bench::Command::Serve(args)) => bench_serve::run(printer, &args),
+        // Writes a text file from the pipeline: no MLX.
+        Command::Export(export::Command::Airflow(args)) => export_airflow::run(printer, args),
         Command::Doctor(_)
         | Command::Generate(_)
         | Command::Serve(_)

@@ -3,6 +3,7 @@
 //! user would see.
 
 mod activation_cache;
+mod airflow;
 mod batch_auto;
 mod compare;
 mod data_version;

@@ -12,6 +12,7 @@
 //! - [`data`]: datasets: reading, validating, splitting, statistics, versions;
 //! - [`report`]: self-contained HTML reports with inline SVG charts;
 //! - [`schedule`]: pipelines run by cron or launchd (`pipe schedule`);
+//! - [`airflow`]: Airflow DAG files for pipelines (`pipe export airflow`);
 //! - [`stats`]: 95% intervals for accuracies and the paired test of two models;
 //! - [`tune`]: the Bayesian optimiser and pruning rules behind the `tune` stage;
 //! - [`fetch`]: fetching known models and data sets into the user's cache, checked by sha256;
@@ -24,6 +25,7 @@
 //! The MLX side (`pipe-mlx-core`) depends on this crate, never the other way round.
 #![deny(missing_docs)]
 
+pub mod airflow;
 pub mod atomic_write;
 pub mod cache;
 pub mod dag;

@@ -13,6 +13,10 @@ use std::path::Path;
 pub fn run(printer: &Printer, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Gguf(args) => export_gguf(printer, args),
+        // No MLX; `pipe` runs it (this path is `pipe-mlx` called directly).
+        airflow @ Command::Airflow(_) => {
+            pipe::cli::run_engine(printer, pipe::cli::Command::Export(airflow))
+        }
     }
 }
 

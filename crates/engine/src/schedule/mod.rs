@@ -144,6 +144,34 @@ pub fn read(root: &Path, name: &str) -> anyhow::Result<Schedule> {
     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// The schedules defined in the workspace at `root` (`runs/schedules/*/schedule.json`),
+/// by name. `pipe schedule remove` deletes a definition, so these are the live ones;
+/// unreadable definitions are left out.
+pub fn definitions(root: &Path) -> Vec<Schedule> {
+    let Ok(entries) = std::fs::read_dir(root.join("runs").join("schedules")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Schedule> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| read(root, &name).ok())
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The schedules in the workspace at `root` that run the pipeline file `pipeline` with
+/// exactly the overrides `sets` (a schedule's pipeline is relative to its root).
+pub fn for_pipeline(root: &Path, pipeline: &Path, sets: &[String]) -> Vec<Schedule> {
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    definitions(root)
+        .into_iter()
+        .filter(|s| same_file(&s.root.join(&s.pipeline), pipeline) && s.sets == sets)
+        .collect()
+}
+
 /// Writes a schedule's definition (atomically).
 pub fn write(schedule: &Schedule) -> std::io::Result<()> {
     crate::atomic_write::write_json(&definition_path(&schedule.root, &schedule.name), schedule)
@@ -266,6 +294,37 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn schedules_of_a_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a.yaml"), "").unwrap();
+        std::fs::write(root.join("b.yaml"), "").unwrap();
+        let def = |name: &str, pipeline: &str, sets: &[&str]| Schedule {
+            name: name.into(),
+            pipeline: pipeline.into(),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            cron: "0 2 * * *".into(),
+            pipe: "/usr/bin/pipe".into(),
+            root: root.clone(),
+            env: BTreeMap::new(),
+        };
+        write(&def("nightly", "a.yaml", &[])).unwrap();
+        write(&def("long", "a.yaml", &["steps=9"])).unwrap();
+        write(&def("other", "b.yaml", &[])).unwrap();
+        let names = |p: &str, sets: &[String]| -> Vec<String> {
+            for_pipeline(&root, &root.join(p), sets)
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(names("a.yaml", &[]), ["nightly"]);
+        assert_eq!(names("./a.yaml", &["steps=9".into()]), ["long"]);
+        assert_eq!(names("b.yaml", &[]), ["other"]);
+        assert!(names("c.yaml", &[]).is_empty());
+        assert_eq!(definitions(&root).len(), 3);
     }
 
     #[test]
