@@ -9,7 +9,9 @@ use std::path::PathBuf;
 #[command(
     after_help = "Runs started from the page are ordinary detached `pipe run` processes: \
 closing the browser or stopping `pipe ui` leaves them running, and runs started from the \
-command line show up live. Any --host but loopback needs a token (printed in the address; \
+command line show up live. The playground starts `pipe serve` on a free loopback port when \
+first asked, holds one base model at a time, and stops it when idle, when a run's stage takes \
+the mlx slot, or with `pipe ui`. Any --host but loopback needs a token (printed in the address; \
 set one with PIPE_UI_TOKEN).
 
 Examples:
@@ -35,6 +37,10 @@ pub struct Args {
     /// Largest dataset upload, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub max_upload_mb: usize,
+    /// The playground's model server (`pipe serve`, started on demand) stops after this
+    /// many seconds unused.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub model_idle_secs: u64,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -55,6 +61,7 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         port: args.port,
         token: args.token,
         max_upload_bytes: args.max_upload_mb << 20,
+        model_idle: std::time::Duration::from_secs(args.model_idle_secs),
     };
     crate::ui::serve(options, |url| {
         // The address is the one line scripts read (stdout); the rest is for people.

@@ -15,7 +15,8 @@
 //!
 //! One file per concern: [`routes`] (the JSON API), [`live`] (server-sent events),
 //! [`launch`] (pipelines, the form, starting and stopping runs), [`datasets`] (uploads),
-//! [`download`] (artifacts), [`logs`] (log tails), [`series`] (chart data), [`security`] (loopback, token,
+//! [`download`] (artifacts), [`models`] (trained adapters), [`playground`] (base and
+//! adapter answering side by side through `pipe serve`), [`logs`] (log tails), [`series`] (chart data), [`security`] (loopback, token,
 //! Origin checks) and [`assets`].
 
 pub mod assets;
@@ -24,6 +25,8 @@ pub mod download;
 pub mod launch;
 pub mod live;
 pub mod logs;
+pub mod models;
+pub mod playground;
 pub mod routes;
 pub mod security;
 pub mod series;
@@ -46,6 +49,8 @@ pub struct Options {
     pub token: Option<String>,
     /// Largest dataset upload, in bytes.
     pub max_upload_bytes: usize,
+    /// The playground's model server stops after this long unused.
+    pub model_idle: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -61,6 +66,8 @@ pub struct AppState {
     pub pipe_exe: PathBuf,
     /// Largest dataset upload, in bytes.
     pub max_upload_bytes: usize,
+    /// The playground's model server, started on demand.
+    pub playground: playground::Playground,
 }
 
 /// Serves until SIGINT/SIGTERM; `ready` is called once with the URL to open.
@@ -88,6 +95,7 @@ pub fn serve(options: Options, ready: impl FnOnce(&str)) -> anyhow::Result<()> {
             addr,
             pipe_exe: std::env::current_exe().context("cannot find the pipe executable")?,
             max_upload_bytes: options.max_upload_bytes,
+            playground: playground::Playground::new(options.model_idle),
         });
         let shown = if addr.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port())
@@ -101,10 +109,15 @@ pub fn serve(options: Options, ready: impl FnOnce(&str)) -> anyhow::Result<()> {
         ready(&url);
         // Not a graceful shutdown: live streams never end by themselves, and nothing a
         // request does needs finishing (runs are other processes; writes are atomic).
-        tokio::select! {
-            r = axum::serve(listener, routes::router(state)) => r.context("the HTTP server stopped"),
+        let watcher = tokio::spawn(playground::watch(state.clone()));
+        let ended = tokio::select! {
+            r = axum::serve(listener, routes::router(state.clone())) => r.context("the HTTP server stopped"),
             () = shutdown() => Ok(()),
-        }
+        };
+        watcher.abort();
+        // The model server is ours: it ends with the UI (runs are not, and go on).
+        state.playground.stop().await;
+        ended
     });
     runtime.shutdown_background();
     result

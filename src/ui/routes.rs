@@ -14,12 +14,14 @@
 //! | `GET /api/pipelines`, `GET /api/pipelines/form?file=F` | pipelines; one's start form |
 //! | `POST /api/runs` | validate a form and start `pipe run` detached |
 //! | `GET /api/datasets`, `POST /api/datasets?name=N` | uploaded datasets; upload and validate one |
+//! | `GET /api/models` | trained adapters of the history, with base model and metrics |
+//! | `GET /api/playground`, `POST /api/playground/generate` | the model server's state; one answer, streamed |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx status; the message is the one the
 //! command line would print.
 
 use super::series::{self, Curve};
-use super::{AppState, assets, datasets, download, launch, live, security};
+use super::{AppState, assets, datasets, download, launch, live, models, playground, security};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -52,6 +54,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/pipelines", get(launch::pipelines))
         .route("/api/pipelines/form", get(launch::form))
         .route("/api/datasets", get(datasets::list).post(datasets::upload))
+        .route("/api/models", get(models::list))
+        .route("/api/playground", get(playground::status))
+        .route("/api/playground/generate", post(playground::generate))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::extract::DefaultBodyLimit::max(state.max_upload_bytes))
         .layer(axum::middleware::from_fn_with_state(

@@ -46,6 +46,7 @@ mod tune_model;
 mod tune_regret;
 mod ui;
 mod ui_browser;
+mod ui_playground;
 
 mod engine_cache_cmds;
 mod engine_crash;

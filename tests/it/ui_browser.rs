@@ -27,7 +27,7 @@ impl Drop for Driver {
 }
 
 /// A chromedriver process and one headless Chromium session.
-struct Browser {
+pub(crate) struct Browser {
     _driver: Driver,
     base: String,
     session: String,
@@ -36,7 +36,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut driver = Command::new("/usr/bin/chromedriver")
             .arg("--port=0")
             .stdout(Stdio::piped())
@@ -101,11 +101,11 @@ impl Browser {
         v
     }
 
-    fn open(&self, url: &str) {
+    pub(crate) fn open(&self, url: &str) {
         self.cmd("POST", "/url", Some(&json!({ "url": url })));
     }
 
-    fn js(&self, script: &str) -> Value {
+    pub(crate) fn js(&self, script: &str) -> Value {
         let v = self.cmd(
             "POST",
             "/execute/sync",
@@ -116,7 +116,12 @@ impl Browser {
 
     /// Runs `script` (which returns a value) until `pred` holds for its result, for at
     /// most a minute: the page updates itself from live events, there is nothing to join.
-    fn wait_for(&self, what: &str, script: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        script: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let v = self.js(script);
@@ -140,13 +145,13 @@ impl Browser {
             .to_owned()
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let el = self.element(css);
         self.cmd("POST", &format!("/element/{el}/click"), Some(&json!({})));
     }
 
     /// Clears a field and types `text` into it, key by key.
-    fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let el = self.element(css);
         self.cmd("POST", &format!("/element/{el}/clear"), Some(&json!({})));
         self.cmd(
@@ -156,7 +161,16 @@ impl Browser {
         );
     }
 
-    fn screenshot(&self, name: &str) {
+    /// Sets the window's size (the page's width is what layouts respond to).
+    pub(crate) fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(&json!({"width": width, "height": height})),
+        );
+    }
+
+    pub(crate) fn screenshot(&self, name: &str) {
         let Some(dir) = std::env::var_os("PIPE_UI_SCREENSHOTS") else {
             return;
         };

@@ -202,6 +202,33 @@ pub fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
     }
 }
 
+/// Makes the child `command` starts die with this thread (Linux: `PR_SET_PDEATHSIG`,
+/// SIGKILL), so a `kill -9` of pipe leaves no child behind. The signal comes when the
+/// *thread* that spawned the child ends, so spawn from a thread that lives as long as the
+/// child should (e.g. the one that waits for it). Elsewhere this does nothing.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: prctl and getppid are async-signal-safe; prctl only asks the kernel to
+        // SIGKILL the child when the thread that started it ends. It reaches this child
+        // only. If pipe died before prctl, the signal will never come, so the child gives
+        // up at once.
+        unsafe {
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// Ends the process with `code` at once: flushes Rust's stdout and stderr, then `_exit`,
 /// so no C exit handler or library destructor runs.
 ///

@@ -298,6 +298,141 @@ async function dataPage() {
   list();
 }
 
+// ---- models -------------------------------------------------------------------------
+function adapterLabel(a) {
+  return `${a.path} (${a.base_model || "?"}${a.method ? ", " + a.method : ""}${a.rank ? " r" + a.rank : ""})`;
+}
+async function modelsPage() {
+  main.innerHTML = `<h1>Models</h1><p class="hint">Adapters trained by this workspace's runs, newest first.</p><div id="models"><p>Loading…</p></div>`;
+  try {
+    const {adapters} = await api("/api/models");
+    const box = document.getElementById("models");
+    if (!adapters.length) { box.innerHTML = `<p class="muted">No trained adapters yet: run a pipeline with a train stage.</p>`; return; }
+    box.innerHTML = `<table id="models-table"><thead><tr><th>adapter</th><th>base model</th><th>method</th><th>metrics</th><th>run</th><th></th></tr></thead><tbody>
+      ${adapters.map(a => `<tr data-adapter="${esc(a.path)}"><td><code>${esc(a.path)}</code><div class="hint">${esc(a.stage)} · ${(a.bytes / 1048576).toFixed(1)} MiB</div></td>
+        <td>${esc(a.base_model || "–")}</td><td>${esc(a.method || "–")}${a.rank ? " · rank " + esc(a.rank) : ""}</td>
+        <td>${Object.entries(a.metrics).filter(([k]) => /loss|match|accuracy/.test(k)).slice(0, 4).map(([k, v]) => `${esc(k)} <b>${num(v)}</b>`).join("<br>") || "–"}</td>
+        <td><a href="#/run/${esc(a.run)}"><code>${esc(a.run)}</code></a><div class="hint">${esc(a.pipeline)}</div></td>
+        <td class="actions"><a href="#/play/${encodeURIComponent(a.path)}">Try in playground</a></td></tr>`).join("")}</tbody></table>`;
+  } catch (e) { document.getElementById("models").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+}
+
+// ---- playground ---------------------------------------------------------------------
+// Reads the server-sent events of a POST answer (EventSource only does GET).
+async function postStream(url, body, onEvent, signal) {
+  const r = await fetch(url, {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify(body), signal});
+  if (!r.ok) {
+    const e = await r.json().catch(() => ({error: `${r.status} ${r.statusText}`}));
+    throw new Error(e.error || `${r.status}`);
+  }
+  const reader = r.body.getReader(), dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, {stream: true});
+    let at;
+    while ((at = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, at);
+      buf = buf.slice(at + 2);
+      let name = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trimStart();
+      }
+      if (data) onEvent(name, JSON.parse(data));
+    }
+  }
+}
+async function playPage(pick) {
+  main.innerHTML = `<h1>Playground</h1>
+    <p class="hint">One prompt, answered by the base model and by a trained adapter side by side, through <code>pipe serve</code> (started on first use, one model in memory, stopped when idle or when a training needs the accelerator).</p>
+    <div class="bar"><label for="pg-adapter">Adapter</label><select id="pg-adapter"></select><span class="muted" id="pg-base"></span></div>
+    <div id="pg-slot"></div>
+    <textarea id="pg-prompt" rows="3" placeholder="Ask something…">What is the past tense of the verb 'walk'? Answer with one word.</textarea>
+    <div class="sampling">
+      <label>temperature <input id="pg-temperature" value="0" inputmode="decimal"></label>
+      <label>top_p <input id="pg-top_p" value="1" inputmode="decimal"></label>
+      <label>max tokens <input id="pg-max_tokens" value="64" inputmode="numeric"></label>
+      <label>seed <input id="pg-seed" value="" placeholder="random" inputmode="numeric"></label>
+      <label class="wide">system <input id="pg-system" value="" placeholder="optional system message"></label>
+    </div>
+    <div class="bar"><button class="primary" id="pg-go">Generate</button><span class="muted" id="pg-state"></span></div>
+    <div class="answers">
+      <section><h2>Base <span class="muted" id="pg-base-name"></span></h2><pre class="answer" id="pg-out-base"></pre><div class="hint" id="pg-meta-base"></div></section>
+      <section><h2>Adapter <span class="muted" id="pg-adapter-name"></span></h2><pre class="answer" id="pg-out-adapter"></pre><div class="hint" id="pg-meta-adapter"></div></section>
+    </div>`;
+  const select = document.getElementById("pg-adapter");
+  let adapters = [];
+  try {
+    adapters = (await api("/api/models")).adapters;
+    const st = await api("/api/playground");
+    if (st.mlx_slot) document.getElementById("pg-slot").innerHTML = `<div class="error">The accelerator is busy (${esc(st.mlx_slot)}): answers wait until it ends.</div>`;
+  } catch (e) { document.getElementById("pg-slot").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+  if (!adapters.length) {
+    select.innerHTML = `<option value="">no trained adapters yet</option>`;
+    document.getElementById("pg-go").disabled = true;
+    return;
+  }
+  select.innerHTML = adapters.map(a => `<option value="${esc(a.path)}" ${a.path === pick ? "selected" : ""}>${esc(adapterLabel(a))}</option>`).join("");
+  const current = () => adapters.find(a => a.path === select.value);
+  const showNames = () => {
+    const a = current();
+    document.getElementById("pg-base").textContent = `base: ${a.base_model || "?"}`;
+    document.getElementById("pg-base-name").textContent = a.base_model || "";
+    document.getElementById("pg-adapter-name").textContent = a.path;
+  };
+  select.onchange = showNames;
+  showNames();
+  const go = document.getElementById("pg-go");
+  go.onclick = async () => {
+    const a = current();
+    const settings = {prompt: document.getElementById("pg-prompt").value};
+    const system = document.getElementById("pg-system").value;
+    if (system) settings.system = system;
+    for (const [k, parse] of [["temperature", Number], ["top_p", Number], ["max_tokens", Number], ["seed", Number]]) {
+      const v = document.getElementById(`pg-${k}`).value.trim();
+      if (v !== "") settings[k] = parse(v);
+    }
+    const abort = new AbortController();
+    cleanup.push(() => abort.abort());
+    go.disabled = true;
+    const stateEl = document.getElementById("pg-state");
+    stateEl.textContent = "starting the model server (the first answer loads the model)…";
+    const one = async (which, body) => {
+      const out = document.getElementById(`pg-out-${which}`), meta = document.getElementById(`pg-meta-${which}`);
+      out.textContent = ""; meta.textContent = ""; out.dataset.pieces = "0"; out.dataset.done = ""; out.classList.remove("failed");
+      const t0 = performance.now();
+      try {
+        await postStream("/api/playground/generate", body, (name, d) => {
+          if (name === "delta") {
+            out.textContent += d.text;
+            out.dataset.pieces = String(Number(out.dataset.pieces) + 1);
+            stateEl.textContent = "generating…";
+          } else if (name === "done") {
+            const u = d.usage || {};
+            meta.textContent = `${u.completion_tokens ?? "?"} tokens · ${((performance.now() - t0) / 1000).toFixed(1)} s · ${d.finish_reason || ""}`;
+            out.dataset.done = "1";
+          } else if (name === "error") {
+            throw new Error(d.error);
+          }
+        }, abort.signal);
+      } catch (e) {
+        if (e.name === "AbortError") return;
+        out.classList.add("failed");
+        out.textContent = e.message;
+        out.dataset.done = "error";
+      }
+    };
+    await Promise.all([
+      one("base", {model: a.base_model, ...settings}),
+      one("adapter", {adapter: a.path, ...settings}),
+    ]);
+    stateEl.textContent = "";
+    go.disabled = false;
+  };
+}
+
 // ---- routing ------------------------------------------------------------------------
 function route() {
   cleanup.forEach(f => f());
@@ -307,6 +442,8 @@ function route() {
   else if (parts[0] === "compare" && parts[1]) comparePage(decodeURIComponent(parts[1]));
   else if (parts[0] === "new") newPage();
   else if (parts[0] === "data") dataPage();
+  else if (parts[0] === "models") modelsPage();
+  else if (parts[0] === "play") playPage(parts[1] ? decodeURIComponent(parts[1]) : null);
   else runsPage(parts[0] === "runs" && parts[1] ? Number(parts[1]) : 1);
 }
 window.addEventListener("hashchange", route);

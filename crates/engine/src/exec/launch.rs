@@ -89,24 +89,9 @@ pub fn configure_child(
     {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
-        #[cfg(target_os = "linux")]
-        {
-            let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-            // SAFETY: prctl and getppid are async-signal-safe; prctl only asks the kernel
-            // to SIGKILL the child when the thread that started it ends. It reaches this
-            // child only: what the command starts itself is ended by the next run
-            // (`groups::reap`). If pipe died before prctl, the signal will never come,
-            // so the child gives up at once.
-            unsafe {
-                command.pre_exec(move || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    if libc::getppid() != parent {
-                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                    }
-                    Ok(())
-                });
-            }
-        }
+        // Only the direct child: what the command starts itself is ended by the next
+        // run (`groups::reap`).
+        crate::process::die_with_parent(command);
     }
     Ok(())
 }

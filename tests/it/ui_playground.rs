@@ -1,0 +1,235 @@
+//! The playground of `pipe ui` with the real SmolLM2 and an adapter a real `pipe run`
+//! trained (the quickstart up to its train stage, with the serve tests' settings, enough
+//! to answer "walked"): in headless Chromium, one prompt streams the base's and the
+//! adapter's answers side by side; over HTTP, the model server (`pipe serve`) is started
+//! on demand, refuses what the history does not list, gives way to a run holding the
+//! `mlx` slot, stops when idle, and ends with `pipe ui`.
+
+use crate::support::Ws;
+use crate::ui::Ui;
+use crate::ui_browser::Browser;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+const ADAPTER: &str = "runs/quickstart/lora";
+const PROMPT: &str = "What is the past tense of the verb 'walk'? Answer with one word.";
+
+/// One trained workspace for the module's tests, one test at a time (each starts models).
+fn trained() -> MutexGuard<'static, Ws> {
+    static WS: OnceLock<Mutex<Ws>> = OnceLock::new();
+    WS.get_or_init(|| {
+        let ws = Ws::new();
+        let quickstart = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/quickstart.yaml"
+        ))
+        .unwrap();
+        // The quickstart's stages up to train: what the playground needs is the adapter.
+        let upto_train = &quickstart[..quickstart.find("  evaluate:").unwrap()];
+        ws.file("quick.yaml", upto_train);
+        ws.run_ok(&[
+            "quick.yaml",
+            "--set",
+            "train.iters=30",
+            "--set",
+            "train.lr=1e-3",
+        ]);
+        Mutex::new(ws)
+    })
+    .lock()
+    .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `POST /api/playground/generate`: its status and, on 200, the events `(name, data)`.
+fn generate(ui: &Ui, body: &Value, origin: Option<&str>) -> (u16, Vec<(String, Value)>) {
+    let mut req = ui
+        .agent
+        .post(format!("{}/api/playground/generate", ui.base))
+        .header("Content-Type", "application/json");
+    if let Some(o) = origin {
+        req = req.header("Origin", o);
+    }
+    let mut r = req.send(body.to_string()).unwrap();
+    let status = r.status().as_u16();
+    if status != 200 {
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        return (
+            status,
+            vec![("error".into(), serde_json::from_str(&text).unwrap())],
+        );
+    }
+    let mut events = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(r.into_body().into_reader()).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_owned();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            events.push((name.clone(), serde_json::from_str(d).unwrap()));
+        }
+    }
+    (status, events)
+}
+
+fn text(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect()
+}
+
+/// The model server's pid, from `GET /api/playground`.
+fn server_pid(ui: &Ui) -> Option<u64> {
+    let (_, v) = ui.get("/api/playground");
+    v["server"]["pid"].as_u64()
+}
+
+fn wait_until(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !pred() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn gone(pid: u64) -> bool {
+    // A zombie is gone for our purpose: it holds no model.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+    })
+}
+
+#[test]
+fn playground_streams_base_and_adapter_side_by_side_in_the_browser() {
+    let ws = trained();
+    let ui = Ui::start(&ws, &[]);
+    let browser = Browser::start();
+    browser.resize(1440, 1000);
+    browser.open(&format!("{}/#/models", ui.base));
+    browser.wait_for(
+        "the adapter on the models page",
+        "return document.querySelector('#models-table tr[data-adapter]')?.dataset.adapter || null",
+        |v| v == ADAPTER,
+    );
+    browser.screenshot("models-1440");
+    browser.click("#models-table tr[data-adapter] td.actions a");
+    browser.wait_for(
+        "the playground with the adapter picked",
+        "return document.getElementById('pg-adapter')?.value || null",
+        |v| v == ADAPTER,
+    );
+    browser.type_into("#pg-prompt", PROMPT);
+    browser.type_into("#pg-max_tokens", "24");
+    browser.click("#pg-go");
+    let done = "const b = document.getElementById('pg-out-base'), a = document.getElementById('pg-out-adapter');
+         return b.dataset.done && a.dataset.done ? [b.dataset.done, a.dataset.done, b.textContent, a.textContent,
+           Number(b.dataset.pieces), Number(a.dataset.pieces)] : null;";
+    let v = browser.wait_for("both answers", done, |v| v.is_array());
+    assert_eq!((&v[0], &v[1]), (&json!("1"), &json!("1")), "{v}");
+    let (base, adapter) = (v[2].as_str().unwrap(), v[3].as_str().unwrap());
+    // The adapter learned the one-word answer; the base answers in a sentence.
+    assert_eq!(adapter.trim().to_lowercase(), "walked", "{v}");
+    assert_ne!(base.trim().to_lowercase(), "walked", "{v}");
+    // Each answer arrived in pieces, appended as the server generated them.
+    assert!(v[4].as_u64().unwrap() >= 3, "{v}");
+    assert!(v[5].as_u64().unwrap() >= 1, "{v}");
+    let meta = browser.js("return document.getElementById('pg-meta-adapter').textContent");
+    assert!(meta.as_str().unwrap().contains("tokens"), "{meta}");
+    browser.screenshot("playground-1440");
+    browser.resize(1024, 900);
+    browser.screenshot("playground-1024");
+    browser.open(&format!("{}/#/models", ui.base));
+    browser.wait_for(
+        "the models page",
+        "return document.querySelector('#models-table tr[data-adapter]') ? true : null",
+        |v| v == true,
+    );
+    browser.screenshot("models-1024");
+}
+
+#[test]
+fn playground_server_follows_the_history_the_mlx_slot_idle_and_the_ui() {
+    let ws = trained();
+    let ui = Ui::start(&ws, &["--model-idle-secs", "2"]);
+    let origin = Some(ui.base.as_str());
+    // Nothing from the browser becomes a path: unlisted adapters and bases are refused,
+    // before any model starts; and like every change, a request needs the page's Origin.
+    let (status, e) = generate(&ui, &json!({"adapter": "../etc", "prompt": "x"}), origin);
+    assert_eq!(status, 400, "{e:?}");
+    assert!(
+        e[0].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a trained adapter"),
+        "{e:?}"
+    );
+    let (status, _) = generate(&ui, &json!({"model": "/tmp/m", "prompt": "x"}), origin);
+    assert_eq!(status, 400);
+    let (status, _) = generate(&ui, &json!({"adapter": ADAPTER, "prompt": "x"}), None);
+    assert_eq!(status, 403);
+    assert_eq!(server_pid(&ui), None);
+
+    // Started on demand; the adapter answers, streamed.
+    let ask = json!({"adapter": ADAPTER, "prompt": PROMPT, "temperature": 0, "max_tokens": 12});
+    let (status, events) = generate(&ui, &ask, origin);
+    assert_eq!(status, 200, "{events:?}");
+    assert_eq!(text(&events).trim(), "walked", "{events:?}");
+    let (name, done) = events.last().unwrap();
+    assert_eq!(name, "done");
+    assert!(done["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    // Unused for the idle time, it stops.
+    let pid = server_pid(&ui).expect("a model server after an answer");
+    wait_until("the idle server to stop", Duration::from_secs(60), || {
+        gone(pid)
+    });
+    assert_eq!(server_pid(&ui), None);
+    drop(ui);
+
+    // A run whose stage holds the mlx slot: a running server stops, none starts. (A UI
+    // that does not idle out, so only the run can stop it.)
+    let ui = Ui::start(&ws, &[]);
+    let origin = Some(ui.base.as_str());
+    let (status, _) = generate(&ui, &ask, origin);
+    assert_eq!(status, 200);
+    let pid = server_pid(&ui).unwrap();
+    let gated = crate::ui::GATED.replace(
+        "    outs: [m.json]\n",
+        "    outs: [m.json]\n    resources: {mlx: 1}\n",
+    );
+    let rows: String = (1..=30)
+        .map(|i| format!("{{\"prompt\": \"p{i}\", \"completion\": \"c{i}\"}}\n"))
+        .collect();
+    ws.file("gated.yaml", &gated)
+        .file("data/train.jsonl", &rows);
+    let mut run = crate::ui::cli_run(&ws, &[]);
+    wait_until("the server to give way", Duration::from_secs(60), || {
+        gone(pid)
+    });
+    let (status, e) = generate(&ui, &ask, origin);
+    assert_eq!(status, 409, "{e:?}");
+    let message = e[0].1["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("stage `work` holds the mlx slot"),
+        "{message}"
+    );
+    let (_, st) = ui.get("/api/playground");
+    assert!(st["mlx_slot"].as_str().unwrap().contains("work"), "{st}");
+    for i in 1..=3 {
+        ws.file(&format!("gate{i}"), "");
+    }
+    assert!(run.wait().unwrap().success());
+
+    // Free again: it starts; `pipe ui` ending (SIGINT) stops it.
+    let (status, _) = generate(&ui, &ask, origin);
+    assert_eq!(status, 200);
+    let pid = server_pid(&ui).unwrap();
+    pipe_engine::process::signal(ui.child.id(), pipe_engine::process::Signal::Interrupt).unwrap();
+    wait_until(
+        "the server to end with pipe ui",
+        Duration::from_secs(60),
+        || gone(pid),
+    );
+}
