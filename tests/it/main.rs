@@ -41,6 +41,7 @@ mod tokenize;
 mod tracking;
 mod tracking_s3;
 mod train;
+mod train_faults;
 mod tune;
 mod tune_model;
 mod tune_regret;

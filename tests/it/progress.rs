@@ -5,15 +5,20 @@
 
 use crate::support::Ws;
 
-/// A command that reports four steps, half a second apart (the scheduler polls every
-/// 200 ms, so each is seen).
+/// A command that reports four steps, each only once `pipe run` has shown the one before:
+/// it waits (30 s at most) for that step's `stage-progress` line in the run's event stream
+/// (`runs/history/<id>/events.jsonl`), so the test depends on no poll interval. A rerun
+/// finds the first run's stream there and does not wait.
 const PIPELINE: &str = r#"
 stages:
   work:
     cmd: >-
       for i in 1 2 3 4; do
       printf '{"step":%s,"total":4,"loss":1.5,"tokens_per_second":20}' $i > "$PIPE_PROGRESS.tmp" &&
-      mv "$PIPE_PROGRESS.tmp" "$PIPE_PROGRESS"; sleep 0.5; done; echo done > out.txt
+      mv "$PIPE_PROGRESS.tmp" "$PIPE_PROGRESS";
+      n=0; until grep -qs "\"step\":$i[,}]" runs/history/*/events.jsonl; do
+      n=$((n+1)); [ $n -lt 3000 ] || { echo "step $i never shown" >&2; exit 3; }; sleep 0.01; done;
+      done; echo done > out.txt
     outs: [out.txt]
 "#;
 

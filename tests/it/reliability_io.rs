@@ -1,5 +1,6 @@
 //! I/O faults and concurrency (issue #18, items 2 and 3): a disk that fills up while a
-//! stage's out is stored in the cache, and several `pipe run` at once on one workspace.
+//! stage's out is stored in the cache, a read-only cache folder, and several `pipe run` at
+//! once on one workspace.
 //! Each must end with one clear message, a valid cache and lock file, and a next run that
 //! completes.
 
@@ -159,4 +160,114 @@ stages:
     assert_eq!(ws.read("c.out"), "x\nx\nx\n");
     let verify = pipe(ws.dir.path(), &["cache", "verify"]);
     assert!(verify.status.success());
+}
+
+/// `dir` bind-mounted read-only onto itself for the test (needs root), unmounted on drop.
+struct ReadOnly<'a>(&'a Path);
+
+impl<'a> ReadOnly<'a> {
+    fn mount(dir: &'a Path) -> Option<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: a read-only bind mount needs root");
+            return None;
+        }
+        let run = |args: &[&str]| Command::new("mount").args(args).arg(dir).status().unwrap();
+        // `mount --bind DIR DIR`, then a read-only remount of that bind.
+        let bound = Command::new("mount")
+            .arg("--bind")
+            .arg(dir)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            bound.success(),
+            "mount --bind failed although running as root"
+        );
+        assert!(run(&["-o", "remount,bind,ro"]).success());
+        Some(Self(dir))
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+/// A read-only cache folder (as root, permissions do not stop writes, so it is a read-only
+/// bind mount): `pipe run` ends with one message giving the cause, `pipe status` still
+/// answers, the cache verifies, and once writable the next run finishes. Found: the lock
+/// error dropped its cause ("cannot lock …/run.lock" and nothing else), and `pipe status`
+/// failed because it could not save its stat cache.
+#[test]
+fn a_read_only_cache_folder_gives_one_clear_message_and_keeps_the_cache_valid() {
+    let ws = Ws::new();
+    ws.pipeline(
+        "stages:\n  a:\n    cmd: echo $V > a.out\n    outs: [a.out]\n  b:\n    cmd: cat a.out > b.out\n    deps: [a.out]\n    outs: [b.out]\n",
+    );
+    let root = ws.dir.path();
+    let first = pipe_command(root)
+        .arg("run")
+        .env("V", "1")
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let lock_before = ws.read("pipe.lock");
+    ws.file("a.out", "edited by hand\n");
+    let cache = ws.path("cache");
+    {
+        let Some(_ro) = ReadOnly::mount(&cache) else {
+            return;
+        };
+        let out = pipe_command(root)
+            .arg("run")
+            .env("V", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("cannot lock") && err.contains("Read-only file system"),
+            "{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
+        let status = pipe(root, &["status"]);
+        let serr = String::from_utf8_lossy(&status.stderr);
+        assert!(
+            !serr.contains("error"),
+            "status on a read-only cache: {serr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&status.stdout).contains('b'),
+            "{}",
+            String::from_utf8_lossy(&status.stdout)
+        );
+        let verify = pipe(root, &["cache", "verify"]);
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+    assert_eq!(
+        ws.read("pipe.lock"),
+        lock_before,
+        "the lock file is untouched"
+    );
+    let again = pipe_command(root)
+        .arg("run")
+        .env("V", "1")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(ws.read("b.out"), "1\n");
 }

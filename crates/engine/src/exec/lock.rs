@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    /// I/O on the lock file failed.
-    #[error("cannot lock {path}")]
+    /// I/O on the lock file failed (a read-only cache folder, say). The OS error is part
+    /// of the message rather than a source: `pipe run`, `gc` and `data checkout` print
+    /// this error alone, and the cause is what the user needs.
+    #[error("cannot lock {path}: {error}")]
     Io {
         /// The lock file.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Another run held the lock for longer than `--wait-timeout`.
     #[error("another pipe run{} holds {path}; gave up after {waited_s}s (--wait-timeout)", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
@@ -63,9 +64,9 @@ pub fn acquire(
     mut on_wait: impl FnMut(Option<u32>),
 ) -> Result<WorkspaceLock, LockError> {
     let path = root.join("cache").join("run.lock");
-    let io = |source| LockError::Io {
+    let io = |error| LockError::Io {
         path: path.clone(),
-        source,
+        error,
     };
     fs_err::create_dir_all(path.parent().expect("has parent")).map_err(io)?;
     let mut file = std::fs::OpenOptions::new()

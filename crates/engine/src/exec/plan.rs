@@ -211,7 +211,9 @@ pub fn status(
             reasons: c.reasons,
         });
     }
-    store.save_stat()?;
+    // The stat cache only saves rehashing next time: a workspace whose cache folder is
+    // read-only (a colleague's results, a read-only mount) can still be inspected.
+    let _ = store.save_stat();
     Ok(out)
 }
 

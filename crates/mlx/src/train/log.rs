@@ -26,6 +26,29 @@ impl StepLog {
         })
     }
 
+    /// Opens the log of a run that starts at step `start` (0: a fresh run, which truncates
+    /// it). A resumed run keeps the records up to its checkpoint's step and drops later
+    /// ones (steps a killed or diverged run took after its last checkpoint, which the
+    /// resumed run takes again), so the log reads as one uninterrupted run. The kept part
+    /// is rewritten atomically; a torn last line goes with it.
+    pub fn open_at(path: &Path, start: u64) -> std::io::Result<Self> {
+        if start == 0 {
+            return Self::open(path, false);
+        }
+        let kept: Vec<StepRecord> = match read_step_log(path) {
+            Ok(records) => records.into_iter().filter(|r| r.step <= start).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut text = Vec::new();
+        for record in &kept {
+            serde_json::to_writer(&mut text, record)?;
+            text.push(b'\n');
+        }
+        pipe_engine::atomic_write::write_atomic(path, &text)?;
+        Self::open(path, true)
+    }
+
     /// Writes one record and flushes it.
     pub fn write(&mut self, record: &StepRecord) -> std::io::Result<()> {
         serde_json::to_writer(&mut self.file, record)?;
@@ -80,5 +103,29 @@ mod tests {
             vec![record(9)],
             "no append: truncated"
         );
+    }
+
+    #[test]
+    fn a_resumed_log_drops_the_steps_after_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        let mut log = StepLog::open_at(&path, 0).unwrap();
+        for step in 1..=5 {
+            log.write(&record(step)).unwrap();
+        }
+        drop(log);
+        // Resumed from the checkpoint of step 3: steps 4 and 5 are taken again.
+        let mut log = StepLog::open_at(&path, 3).unwrap();
+        log.write(&record(4)).unwrap();
+        drop(log);
+        let steps: Vec<u64> = read_step_log(&path)
+            .unwrap()
+            .iter()
+            .map(|r| r.step)
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+        let fresh = dir.path().join("missing.jsonl");
+        drop(StepLog::open_at(&fresh, 7).unwrap());
+        assert_eq!(read_step_log(&fresh).unwrap(), []);
     }
 }

@@ -143,3 +143,11 @@ fn zero_sizes_are_refused() {
         assert_eq!(err(with).path, vec![key.to_owned()]);
     }
 }
+
+#[test]
+fn a_memory_budget_needs_a_split_that_follows_it() {
+    let e = err(json!({"model": "m", "train_data": "d", "out_dir": "o", "memory_budget_mb": 64}));
+    assert_eq!(e.path, vec!["memory_budget_mb"]);
+    assert!(e.message.contains("add `micro_batch: auto`"), "{e}");
+    TrainWith::parse(&json!({"model": "m", "train_data": "d", "out_dir": "o", "micro_batch": "auto", "memory_budget_mb": 64})).unwrap();
+}

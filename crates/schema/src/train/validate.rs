@@ -130,6 +130,17 @@ impl TrainOptionsAuto {
         if self.memory_budget_mb == Some(0) {
             return Err(FieldError::at("memory_budget_mb", "must be positive"));
         }
+        // The budget steers the memory probe only; with a fixed split nothing would honour
+        // it, and a run the user capped would use what it needs without a word.
+        if self.memory_budget_mb.is_some()
+            && !self.batch_size.is_auto()
+            && self.micro_batch != Some(Auto::Auto)
+        {
+            return Err(FieldError::at(
+                "memory_budget_mb",
+                "is the budget of `micro_batch: auto` (or `batch_size: auto`), which this job does not use; add `micro_batch: auto` so the split is chosen to fit it, or remove it",
+            ));
+        }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(FieldError::at(
                 "learning_rate",

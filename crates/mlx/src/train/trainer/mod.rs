@@ -225,6 +225,8 @@ pub fn train(
     lora::set_training(model, false);
     run.acts.persist();
     model.grad_checkpoint = false;
+    // The run ended well: the last checkpoint stands without a next step to vouch for it.
+    checkpoint::confirm(&run.checkpoint_dir)?;
     run.summary(stopped)
 }
 
@@ -273,6 +275,11 @@ struct Run<'a> {
     checkpoint_dir: PathBuf,
     /// The first step to run (after a resumed checkpoint's).
     start: u64,
+    /// The step of the last checkpoint whose next step passed the divergence guard (or
+    /// the one resumed from).
+    good_checkpoint: Option<u64>,
+    /// The step of a checkpoint saved but not yet vouched for by a good next step.
+    pending_checkpoint: Option<u64>,
     trainable_parameters: usize,
     totals: Totals,
 }
@@ -319,6 +326,7 @@ impl<'a> Run<'a> {
         let mut optimizer = AdamW::new(config.optimizer);
         let mut early = EarlyStopping::new(config.patience, 0.0);
         let mut start = 0;
+        let good_checkpoint = resumed.as_ref().map(|s| s.step);
         if let Some(state) = resumed {
             optimizer = checkpoint::restore(model, &config, &checkpoint_dir)?;
             start = state.step;
@@ -326,8 +334,9 @@ impl<'a> Run<'a> {
                 early.observe(step, loss);
             }
         }
-        let log = StepLog::open(&out_dir.join("train_log.jsonl"), start > 0)?;
-        let guard = DivergenceGuard::new(config.divergence_factor, 10);
+        let log = StepLog::open_at(&out_dir.join("train_log.jsonl"), start)?;
+        let guard = DivergenceGuard::new(config.divergence_factor, 10)
+            .with_vocab(usize::try_from(model.config.vocab_size).unwrap_or(0));
         let trainable_parameters = model
             .trainable_parameters()
             .flatten()
@@ -361,6 +370,8 @@ impl<'a> Run<'a> {
             out_dir,
             checkpoint_dir,
             start,
+            good_checkpoint,
+            pending_checkpoint: None,
             trainable_parameters,
             totals: Totals {
                 trained: 0,
@@ -401,11 +412,12 @@ impl<'a> Run<'a> {
         self.totals.processed += positions as u64;
         self.totals.last_loss = applied.loss;
         let done = step + 1;
-        if let Err(divergence) = self.guard.observe(done, applied.loss) {
-            bail!(
-                "{divergence}; the last good checkpoint is in {}",
-                self.checkpoint_dir.display()
-            );
+        if let Err(divergence) = self.guard.observe(done, applied.loss, applied.grad_norm) {
+            return Err(self.diverged(divergence));
+        }
+        if let Some(saved) = self.pending_checkpoint.take() {
+            checkpoint::confirm(&self.checkpoint_dir)?;
+            self.good_checkpoint = Some(saved);
         }
         let validate = (self.config.valid_every > 0
             && done.is_multiple_of(self.config.valid_every))
@@ -433,6 +445,30 @@ impl<'a> Run<'a> {
         observer(&record);
         self.save(model, spec, done, validate, verdict)?;
         Ok(verdict)
+    }
+
+    /// The error for a divergence: this step's update is saved nowhere, a checkpoint whose
+    /// weights gave this step's bad loss is dropped for the one before it, and the message
+    /// says where training can continue from.
+    fn diverged(&mut self, divergence: super::guard::Divergence) -> anyhow::Error {
+        if self.pending_checkpoint.take().is_some()
+            && let Err(e) = checkpoint::roll_back(&self.checkpoint_dir)
+        {
+            return anyhow::anyhow!(
+                "{divergence}; and the checkpoint saved before it could not be dropped: {e:#}"
+            );
+        }
+        match self.good_checkpoint {
+            Some(step) => anyhow::anyhow!(
+                "{divergence} (now {:e}); the last good checkpoint (step {step}) is kept in {}: lower it and continue from there with `pipe train --config FILE --resume`, or start over",
+                self.config.learning_rate,
+                self.checkpoint_dir.display()
+            ),
+            None => anyhow::anyhow!(
+                "{divergence} (now {:e}); this run kept no checkpoint (none was saved before the loss went bad; `save_every` saves more often): lower it and start over",
+                self.config.learning_rate
+            ),
+        }
     }
 
     /// The validation loss after step `done` (dropout off), and early stopping's verdict.
@@ -473,8 +509,10 @@ impl<'a> Run<'a> {
                 best_valid: self.early.best(),
                 config: self.user_config.clone(),
                 batch: Some(self.plan.clone()),
+                files: Default::default(),
             };
             checkpoint::save(model, &self.optimizer, &self.checkpoint_dir, &state)?;
+            self.pending_checkpoint = Some(done);
         }
         Ok(())
     }
