@@ -136,8 +136,21 @@ pub fn pull(printer: &Printer, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+/// "3 objects (1.2 MiB)": what a transfer moved.
+fn moved(o: &remote::Counts) -> String {
+    format!(
+        "{} object{} ({:.1} MiB)",
+        o.copied,
+        if o.copied == 1 { "" } else { "s" },
+        o.bytes as f64 / (1u64 << 20) as f64
+    )
+}
+
+/// One status line per stage (or data version) of a transfer.
+fn print_stages(printer: &Printer, stages: &[remote::StageTransfer]) {
+    for s in stages {
+        printer.status(&format!("{}: {}", s.stage, s.state));
+    }
 }
 
 /// Prints a push report (also `pipe data push`'s).
@@ -145,17 +158,12 @@ pub fn print_push(printer: &Printer, report: &PushReport, json: bool) -> anyhow:
     if json {
         return printer.json(report);
     }
-    for s in &report.stages {
-        printer.status(&format!("{}: {}", s.stage, s.state));
-    }
-    let o = &report.objects;
+    print_stages(printer, &report.stages);
     printer.result(&format!(
-        "pushed {} object{} ({}) to {}; {} already there",
-        o.copied,
-        if o.copied == 1 { "" } else { "s" },
-        mib(o.bytes),
+        "pushed {} to {}; {} already there",
+        moved(&report.objects),
         report.remote,
-        o.present
+        report.objects.present
     ));
     Ok(())
 }
@@ -165,22 +173,16 @@ pub fn print_pull(printer: &Printer, report: &PullReport, json: bool) -> anyhow:
     if json {
         return printer.json(report);
     }
-    for s in &report.stages {
-        printer.status(&format!("{}: {}", s.stage, s.state));
-    }
-    let o = &report.objects;
+    print_stages(printer, &report.stages);
+    let restored = match report.restored.is_empty() {
+        true => String::new(),
+        false => format!("; restored {}", report.restored.join(", ")),
+    };
     printer.result(&format!(
-        "pulled {} object{} ({}) from {}, each checked against its hash; {} already here{}",
-        o.copied,
-        if o.copied == 1 { "" } else { "s" },
-        mib(o.bytes),
+        "pulled {} from {}, each checked against its hash; {} already here{restored}",
+        moved(&report.objects),
         report.remote,
-        o.present,
-        if report.restored.is_empty() {
-            String::new()
-        } else {
-            format!("; restored {}", report.restored.join(", "))
-        }
+        report.objects.present
     ));
     Ok(())
 }
