@@ -71,12 +71,31 @@ fn workspace() -> MutexGuard<'static, Ws> {
 
 /// `pipe run` of the pipeline with `settings` and the deploy's mode and server.
 fn run(ws: &Ws, settings: &[&str], mode: &str, server: &str) -> crate::support::Run {
+    let r = run_env(ws, settings, mode, server, &[]);
+    assert_eq!(r.code, 0, "pipe run failed: {}\n{:#?}", r.stderr, r.events);
+    r
+}
+
+/// [`run`] with `env` added, successful or not.
+fn run_env(
+    ws: &Ws,
+    settings: &[&str],
+    mode: &str,
+    server: &str,
+    env: &[(&str, &str)],
+) -> crate::support::Run {
     let mode = format!("deploy.mode={mode}");
     let server = format!("deploy.server={server}");
     let mut args = vec![PIPELINE];
     args.extend(settings);
     args.extend(["--set", &mode, "--set", &server]);
-    ws.run_ok(&args)
+    ws.run_env(&args, env)
+}
+
+/// What the deploy stage of `run` wrote to its log.
+fn deploy_log(ws: &Ws, run: &crate::support::Run) -> String {
+    let log = run.event("stage-start", "deploy")["log"].as_str().unwrap();
+    std::fs::read_to_string(ws.dir.path().join(log)).unwrap()
 }
 
 /// What the last deploy wrote in `deploy.json`.
@@ -89,17 +108,28 @@ fn version(ws: &Ws) -> String {
 }
 
 fn client(args: &[&str]) -> std::process::Output {
+    client_with_key(args, None)
+}
+
+/// The client script, sending `api_key` when given.
+fn client_with_key(args: &[&str], api_key: Option<&str>) -> std::process::Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/deploy_client.py");
-    Command::new(openai_python())
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap()
+    let mut command = Command::new(openai_python());
+    command.arg(script).args(args).env_remove("PIPE_API_KEY");
+    if let Some(key) = api_key {
+        command.env("PIPE_API_KEY", key);
+    }
+    command.output().unwrap()
 }
 
 /// `assistant` on the server at `url` is answered by `version`.
 fn assert_answers(url: &str, version: &str) {
-    let out = client(&["answers", url, "assistant", version]);
+    assert_answers_with_key(url, version, None);
+}
+
+/// [`assert_answers`] on a server that wants `api_key`.
+fn assert_answers_with_key(url: &str, version: &str, api_key: Option<&str>) {
+    let out = client_with_key(&["answers", url, "assistant", version], api_key);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -241,4 +271,86 @@ fn deploy_routes_a_running_server_and_swaps_without_a_failed_request() {
         "{log}"
     );
     assert_answers(&server.url, &b);
+}
+
+#[test]
+fn deploy_sends_the_api_key_falls_back_to_the_file_and_refuses_another_base() {
+    let ws = workspace();
+    // `auto` with nothing listening: the serving file only, and the log says why.
+    let alone = run(&ws, &ADAPTER_A, "auto", "http://127.0.0.1:9");
+    assert_eq!(deployed(&ws)["deployed_to"], "file");
+    let log = deploy_log(&ws, &alone);
+    assert!(
+        log.contains("no pipe serve answers at http://127.0.0.1:9")
+            && log.contains("wrote the serving file instead"),
+        "{log}"
+    );
+    let a = version(&ws);
+    let adapter_config = ws.read(&format!("{OUT}/adapters/{a}/adapter_config.json"));
+    assert!(
+        adapter_config.contains("\"base_model\""),
+        "{adapter_config}"
+    );
+
+    // A server that wants an API key: `auto` does not hide a refusal behind the file,
+    // and the message says which variable to set.
+    let key = "deploy-test-key";
+    let guarded = serve(&ws, &["--api-key", key]);
+    let refused = run_env(&ws, &ADAPTER_A, "auto", &guarded.url, &[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    let log = deploy_log(&ws, &refused);
+    assert!(
+        log.contains("(401)") && log.contains("set PIPE_API_KEY"),
+        "{log}"
+    );
+    let sent = run_env(
+        &ws,
+        &ADAPTER_A,
+        "auto",
+        &guarded.url,
+        &[("PIPE_API_KEY", key)],
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(deployed(&ws)["deployed_to"], "server");
+    assert_answers_with_key(&guarded.url, &a, Some(key));
+    drop(guarded);
+
+    // A server whose base is not the one the adapter was trained on (here: the base with
+    // this very adapter already fused in) refuses it, and the route stays as it was.
+    let fused = ws.dir.path().join("fused-a.gguf");
+    let export = ws
+        .pipe()
+        .args([
+            "export",
+            "gguf",
+            "--adapter",
+            "runs/quickstart/lora",
+            "--type",
+            "f16",
+            "--out",
+        ])
+        .arg(&fused)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let other = serve(&ws, &["--model", fused.to_str().unwrap()]);
+    let wrong = run_env(&ws, &ADAPTER_A, "server", &other.url, &[]);
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    let log = deploy_log(&ws, &wrong);
+    assert!(
+        log.contains("was trained on `smollm2-135m-instruct`")
+            && log.contains("`assistant` is still not served"),
+        "{log}"
+    );
+    let listed = client(&["adapters", &other.url]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "[]",
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
 }

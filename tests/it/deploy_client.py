@@ -10,6 +10,7 @@ Usage:
       `model` of every answer, in order, and every failure.
   deploy_client.py adapters URL
       Prints the names of the loaded adapters (the admin route), as JSON.
+PIPE_API_KEY, when set, is sent as the bearer token.
 Exit status 0 means the checks passed (or the loop ran); AssertionError says what was seen.
 """
 
@@ -23,8 +24,12 @@ import openai
 QUESTION = "What is the past tense of the verb '{}'? Answer with one word."
 
 
+# A server started with --api-key wants it on every request, admin routes included.
+API_KEY = os.environ.get("PIPE_API_KEY") or "unused"
+
+
 def client(url):
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0, timeout=600)
 
 
 def ask(c, model, verb, max_tokens=24):
@@ -64,7 +69,10 @@ def loop(url, name, ready, until):
 
 
 def adapters(url):
-    with urllib.request.urlopen(url + "/admin/adapters", timeout=60) as r:
+    request = urllib.request.Request(
+        url + "/admin/adapters", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
         print(json.dumps([a["name"] for a in json.loads(r.read())["adapters"]]))
 
 

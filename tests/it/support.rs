@@ -102,8 +102,14 @@ impl Ws {
 
     /// `pipe run --json <args>`, parsed.
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// [`Ws::run`] with environment variables added.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = self
             .pipe()
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--json")
             .args(args)

@@ -10,6 +10,7 @@
 
 pub mod gguf;
 pub mod hf;
+pub mod identity;
 
 use crate::chat::ChatTemplate;
 use crate::linear::{Linear, QuantSpec};
@@ -164,11 +165,17 @@ pub struct LoadedModel {
 pub fn load(spec: &str, options: LoadOptions) -> Result<LoadedModel, LoadError> {
     crate::exit_guard::install();
     let path = resolve(spec)?;
-    if path.is_dir() {
+    let mut loaded = if path.is_dir() {
         hf::load_dir(&path, options)
     } else {
         gguf::load_file(&path, options)
-    }
+    }?;
+    let base = identity::BaseModel::of(&path, spec).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    loaded.model.base = Some(base);
+    Ok(loaded)
 }
 
 /// Turns a model argument into a path: an existing path, a known id (fetched), or an

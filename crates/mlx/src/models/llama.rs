@@ -258,6 +258,10 @@ pub struct Llama {
     /// Gradient checkpointing: each block's activations are recomputed in the backward
     /// pass instead of being kept from the forward (training sets this; see `checkpoint`).
     pub grad_checkpoint: bool,
+    /// The base weights this model was loaded from, which adapters trained on it record
+    /// and are checked against ([`crate::load::identity`]); `None` for models built in
+    /// memory or changed by fusing.
+    pub base: Option<crate::load::identity::BaseModel>,
 }
 
 /// The weights of one block, by role, for [`Llama::new`].
@@ -333,6 +337,7 @@ impl Llama {
             lm_head,
             config,
             grad_checkpoint: false,
+            base: None,
         }
     }
 

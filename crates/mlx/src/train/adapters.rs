@@ -14,6 +14,7 @@
 use super::lora::{AdapterSpec, Method, attach, block_linears};
 use super::safetensors;
 use crate::linear::Linear;
+use crate::load::identity::{self, BaseModel};
 use crate::models::llama::Llama;
 use anyhow::{Context, bail};
 use mlx_rs::Array;
@@ -32,6 +33,9 @@ pub struct MlxLmAdapterConfig {
     pub num_layers: i32,
     /// The adapter's shape.
     pub lora_parameters: MlxLmLoraParameters,
+    /// The base weights it was trained on (pipe's field; mlx-lm ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<BaseModel>,
 }
 
 /// `lora_parameters` in mlx-lm's config.
@@ -97,6 +101,7 @@ pub fn save_mlx_lm(
                 .map(|t| module_path(t).to_owned())
                 .collect(),
         },
+        base_model: model.base.clone(),
     };
     let tensors = adapter_tensors(model);
     safetensors::write(&dir.join("adapters.safetensors"), &tensors, &HashMap::new())?;
@@ -107,6 +112,7 @@ pub fn save_mlx_lm(
 /// model's own (then there is no adapter spec).
 pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<Option<AdapterSpec>> {
     let config: MlxLmAdapterConfig = read_json(&dir.join("adapter_config.json"))?;
+    identity::check(dir, config.base_model.as_ref(), model.base.as_ref())?;
     let targets = config
         .lora_parameters
         .keys
@@ -183,6 +189,7 @@ pub fn save_full(model: &Llama, dir: &Path) -> anyhow::Result<()> {
             dropout: 0.0,
             keys: Vec::new(),
         },
+        base_model: model.base.clone(),
     };
     Ok(write_json(&dir.join("adapter_config.json"), &config)?)
 }
@@ -253,6 +260,9 @@ pub struct PeftConfig {
     /// Always `none`.
     #[serde(default)]
     pub bias: String,
+    /// The base model as it was named for training (PEFT's own field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model_name_or_path: Option<String>,
 }
 
 const PEFT_PREFIX: &str = "base_model.model.";
@@ -286,6 +296,7 @@ pub fn save_peft(model: &Llama, spec: &AdapterSpec, dir: &Path) -> anyhow::Resul
         layers_to_transform: (first > 0).then(|| (first..n).collect()),
         use_dora: spec.dora,
         bias: "none".into(),
+        base_model_name_or_path: model.base.as_ref().map(|b| b.source.clone()),
     };
     safetensors::write(
         &dir.join("adapter_model.safetensors"),
@@ -366,6 +377,9 @@ pub fn fuse(model: &mut Llama) -> Result<(), mlx_rs::error::Exception> {
             *linear = Linear::plain(fused, bias);
         }
     }
+    // These are no longer the weights that were loaded: an adapter trained on them would
+    // not belong to the file they came from.
+    model.base = None;
     Ok(())
 }
 
@@ -440,6 +454,38 @@ mod tests {
             let got = fresh.forward_tokens(&tokens(), None, None).unwrap();
             assert_eq!(max_abs_diff(&expected, &got), 0.0, "dora={dora}");
         }
+    }
+
+    #[test]
+    fn an_adapter_records_its_base_and_refuses_another() {
+        let base = |h: &str| BaseModel {
+            source: format!("model-{h}"),
+            blake3: h.repeat(64),
+        };
+        let (mut model, spec) = adapted(false);
+        model.base = Some(base("a"));
+        let dir = tempfile::tempdir().unwrap();
+        save_mlx_lm(&model, &spec, Method::Lora, dir.path()).unwrap();
+        save_peft(&model, &spec, &dir.path().join("peft")).unwrap();
+        let peft: PeftConfig = read_json(&dir.path().join("peft/adapter_config.json")).unwrap();
+        assert_eq!(peft.base_model_name_or_path.as_deref(), Some("model-a"));
+
+        let mut same = tiny_random(4, 40, 3, false).unwrap();
+        same.base = Some(base("a"));
+        assert!(load_mlx_lm(&mut same, dir.path()).is_ok());
+        // Built in memory (no file to know it by): nothing to compare with.
+        let mut unknown = tiny_random(4, 40, 3, false).unwrap();
+        assert!(load_mlx_lm(&mut unknown, dir.path()).is_ok());
+        let mut other = tiny_random(4, 40, 3, false).unwrap();
+        other.base = Some(base("b"));
+        let message = format!("{:#}", load_mlx_lm(&mut other, dir.path()).unwrap_err());
+        assert!(
+            message.contains("trained on `model-a`") && message.contains("`model-b`"),
+            "{message}"
+        );
+        // Fused weights are no longer the file's: they carry no base.
+        fuse(&mut same).unwrap();
+        assert_eq!(same.base, None);
     }
 
     #[test]
