@@ -27,6 +27,16 @@ pub struct ChatTemplate {
 /// ChatML, the template of SmolLM2 and Qwen2 (used in tests and as a reference).
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// The most template instructions one render may run. A model's template is untrusted
+/// input: without a bound, `{% for a in range(100000) %}{% for b in range(100000) %}`
+/// hangs the stage that renders it. Real templates on a thousand-message conversation
+/// run well under a million; a render of this many takes a few seconds here.
+pub const RENDER_FUEL: u64 = 50_000_000;
+
+/// The most bytes one render may write, for the same reason: a loop that prints a
+/// 100 MB string (minijinja's own cap on one string) would otherwise fill memory.
+pub const RENDER_MAX_BYTES: usize = 64 << 20;
+
 /// Why a template could not be compiled or rendered.
 #[derive(Debug, thiserror::Error)]
 #[error("chat template: {0:#}")]
@@ -38,6 +48,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -64,12 +75,47 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         let template = self.env.get_template("chat")?;
-        Ok(template.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-        })?)
+        let mut out = CappedOutput(Vec::new());
+        template
+            .render_to_write(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => self.bos_token,
+                    eos_token => self.eos_token,
+                },
+                &mut out,
+            )
+            .map_err(|e| match e.kind() {
+                ErrorKind::WriteFailure => Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("the rendered text passed {RENDER_MAX_BYTES} bytes"),
+                ),
+                _ => e,
+            })?;
+        String::from_utf8(out.0).map_err(|_| {
+            ChatError(Error::new(
+                ErrorKind::InvalidOperation,
+                "the rendered text is not UTF-8",
+            ))
+        })
+    }
+}
+
+/// A render target that refuses to grow past [`RENDER_MAX_BYTES`].
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > RENDER_MAX_BYTES {
+            return Err(std::io::Error::other("render output limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -107,6 +153,36 @@ mod tests {
                 Err(e) => assert!(!e.to_string().contains("SECRET"), "{e}"),
             }
         }
+    }
+
+    /// A model's template that would loop for hours, or print gigabytes, fails with a
+    /// message instead, and a real template on a long conversation still renders.
+    #[test]
+    fn a_runaway_template_is_stopped() {
+        let endless =
+            "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}";
+        let huge = "{% for a in range(100000) %}{{ 'x' * 10000000 }}{% endfor %}";
+        for source in [endless, huge] {
+            let started = std::time::Instant::now();
+            let e = ChatTemplate::new(source, "", "")
+                .unwrap()
+                .render(&convo(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("out of fuel") || e.contains("passed 67108864 bytes"),
+                "{source}: {e}"
+            );
+            eprintln!("{source}: stopped after {:?}: {e}", started.elapsed());
+        }
+        let long: Vec<Message> = (0..1000)
+            .map(|i| Message::new(Role::User, format!("message {i}")))
+            .collect();
+        let text = ChatTemplate::new(SMOLLM2, "", "")
+            .unwrap()
+            .render(&long, true)
+            .unwrap();
+        assert!(text.contains("message 999"));
     }
 
     fn convo() -> Vec<Message> {
