@@ -77,7 +77,7 @@ impl ChatTemplate {
         let template = self.env.get_template("chat")?;
         let mut out = CappedOutput(Vec::new());
         template
-            .render_to_write(
+            .render_captured_to(
                 context! {
                     messages => messages,
                     add_generation_prompt => add_generation_prompt,
