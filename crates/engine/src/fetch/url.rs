@@ -72,7 +72,7 @@ pub fn fetch_url(cache_dir: &Path, url: &str, pin: &Pin, name: &str) -> anyhow::
     if matches_pin(&dest, pin)? {
         return Ok(dest);
     }
-    download(url, pin, &dest)?;
+    download_to(url, pin, &dest)?;
     Ok(dest)
 }
 
@@ -99,7 +99,8 @@ fn matches_pin(path: &Path, pin: &Pin) -> anyhow::Result<bool> {
     Ok(hasher.hex() == pin.hex())
 }
 
-fn download(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
+/// Downloads `url` into `dest` (atomically, only if it matches `pin`).
+pub(crate) fn download_to(url: &str, pin: &Pin, dest: &Path) -> anyhow::Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_per_read(Some(Duration::from_secs(60)))

@@ -1,0 +1,100 @@
+//! Datasets built from a package's file rather than shipped as one.
+//!
+//! The build is a pure function of the (sha256-pinned) package, and its output is pinned
+//! too, so a derived dataset is as reproducible as a shipped one.
+
+use anyhow::bail;
+use serde::Serialize;
+
+/// A BIG-bench-style task: what the ingest kind's `task.json` reader takes.
+#[derive(Serialize)]
+struct Task {
+    name: &'static str,
+    description: &'static str,
+    examples: Vec<Example>,
+}
+
+#[derive(Serialize)]
+struct Example {
+    input: String,
+    target: String,
+}
+
+/// `count` nouns and their plurals from an AGID inflection table, as task.json bytes.
+///
+/// The table's noun rows read `lemma,N,plural` (alternatives `a/b`). Only plain lowercase
+/// words with a single plural that differs from the word are kept, so every example has one
+/// right answer. They are picked by the blake3 of the word (spread over the alphabet, the
+/// same on every machine) and listed alphabetically.
+pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
+    let plain = |w: &str| (3..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
+    let mut nouns: Vec<(&str, &str)> = table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',');
+            let (lemma, tag, plural) = (fields.next()?, fields.next()?, fields.next()?);
+            (tag == "N" && fields.next().is_none() && plain(lemma) && plain(plural))
+                .then_some((lemma, plural))
+        })
+        .filter(|(lemma, plural)| lemma != plural)
+        .collect();
+    if nouns.len() < count {
+        bail!(
+            "the inflection table has {} plain nouns, fewer than the {count} asked for",
+            nouns.len()
+        );
+    }
+    nouns.sort_by_cached_key(|(lemma, _)| *blake3::hash(lemma.as_bytes()).as_bytes());
+    nouns.truncate(count);
+    nouns.sort_unstable();
+    let task = Task {
+        name: "agid_plural",
+        description: "English nouns and their plurals, from the AGID inflection table",
+        examples: nouns
+            .into_iter()
+            .map(|(input, target)| Example {
+                input: input.to_owned(),
+                target: target.to_owned(),
+            })
+            .collect(),
+    };
+    Ok(serde_json::to_vec_pretty(&task)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+aardwolf,N,aardwolves
+abacus,N,abacuses/abaci
+abandon,V,abandoned,<>,abandoning,abandons
+sheep,N,sheep
+mouse,N,mice
+Paris,N,Parises
+child,N,children
+walk,N,walks
+";
+
+    #[test]
+    fn keeps_plain_nouns_with_one_plural_that_differs() {
+        let bytes = noun_plurals(TABLE, 4).unwrap();
+        let task: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let pairs: Vec<(String, String)> = task["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["input"].to_string(), e["target"].to_string()))
+            .collect();
+        let inputs: Vec<&str> = pairs.iter().map(|(i, _)| i.trim_matches('"')).collect();
+        assert_eq!(inputs, ["aardwolf", "child", "mouse", "walk"]);
+    }
+
+    #[test]
+    fn the_pick_is_a_fixed_subset_and_too_few_nouns_is_an_error() {
+        let three = noun_plurals(TABLE, 3).unwrap();
+        assert_eq!(three, noun_plurals(TABLE, 3).unwrap());
+        let err = noun_plurals(TABLE, 5).unwrap_err();
+        assert!(err.to_string().contains("fewer than the 5"), "{err}");
+    }
+}
