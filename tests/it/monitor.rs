@@ -91,16 +91,21 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
     ] {
         shipped(&ws, f);
     }
+    // The nightly pipeline notifies on failure and regression (`notify.webhook_env`).
+    let webhook = crate::notify::Receiver::start(&ws);
     let pipe = |args: &[&str]| {
         let out = ws
             .pipe()
             .env("MLFLOW_TRACKING_URI", &server.uri)
+            .env("SLACK_WEBHOOK_URL", webhook.url("/hooks/nightly"))
             .args(args)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "pipe {args:?}: {stderr}");
-        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        // With --json the failing stage's message is an event on stdout.
+        assert!(out.status.success(), "pipe {args:?}: {stderr}\n{stdout}");
+        (stdout, stderr)
     };
     // Small but real trainings: 30 steps for the champion; the retraining runs
     // pipelines/retrain.yaml's own recipe (60 steps) on twice the data.
@@ -166,15 +171,30 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
         champion.version
     );
 
+    // Quiet nights send nothing.
+    assert_eq!(webhook.received(), Vec::<Value>::new());
+
     // Night 3: the data drifted to another mapping.
     night(&[
         "--set",
-        "source=bigbench-plural",
+        "source=agid-plural",
         "--set",
         "prompt=What is the plural of the noun '{{ input }}'? Answer with one word.",
     ]);
     let m = monitor_json(&ws);
     assert_eq!(m["decision"]["decision"], "fired", "{m:#}");
+    // One regression notice reached the webhook, naming the monitor stage.
+    let sent = webhook.received();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["path"], "/hooks/nightly");
+    assert_eq!(sent[0]["body"]["event"], "regression", "{sent:#?}");
+    assert!(
+        sent[0]["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("found a regression in `monitor`"),
+        "{sent:#?}"
+    );
     assert!(m["judgement"]["regressed"].as_bool().unwrap(), "{m:#}");
     let promotion = &m["promotion"];
     assert_eq!(promotion["retrain"]["exit_code"], 0, "{m:#}");

@@ -32,14 +32,14 @@ server.serve_forever()
 "#;
 
 /// The receiving server; stopped on drop.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
 }
 
 impl Receiver {
-    fn start(ws: &Ws) -> Self {
+    pub(crate) fn start(ws: &Ws) -> Self {
         let log = ws.path("received.jsonl");
         let mut child = Command::new("python3")
             .arg("-c")
@@ -56,13 +56,13 @@ impl Receiver {
         Self { child, port, log }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
     /// Every POST received so far (each was written before it was answered, and pipe waits
     /// for the answer, so a finished run's POST is here).
-    fn received(&self) -> Vec<Value> {
+    pub(crate) fn received(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
