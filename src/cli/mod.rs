@@ -42,6 +42,7 @@ mod schema;
 pub mod serve;
 mod show;
 mod status;
+pub mod tokens;
 mod tracking;
 pub mod train;
 mod ui;
@@ -140,6 +141,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Serve the web UI: watch, start, stop and compare runs, upload data, download adapters.
     Ui(ui::Args),
+    /// Show a data file as a model sees it: token counts, lengths and templated examples.
+    Tokens(tokens::Args),
 }
 
 /// The `pipe` binary: parses the process arguments, runs an engine command or hands an MLX
@@ -195,6 +198,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         | Command::Fuse(_)
         | Command::Export(_)
         | Command::Train(_)
-        | Command::Eval(_) => handoff::exec_mlx(),
+        | Command::Eval(_)
+        | Command::Tokens(_) => handoff::exec_mlx(),
     }
 }

@@ -4,8 +4,10 @@
 //! report it, by line. A file with bad rows is not kept. Statistics are the ingest stage's:
 //! examples per format and a length histogram in characters.
 //!
-//! Token counts need the model's tokenizer, which lives with MLX in `pipe-mlx`; the
-//! tokenize stage reports them when the pipeline runs.
+//! Token counts need the model's tokenizer, which lives with MLX in `pipe-mlx`:
+//! `POST /api/datasets/tokens` runs `pipe tokens --json` on an upload, with a known model
+//! (never a path from the browser), for the counts, lengths against `max_seq_len` and the
+//! first examples rendered through the model's chat template.
 
 use super::AppState;
 use super::routes::error;
@@ -68,6 +70,76 @@ pub async fn upload(
         Ok(Ok((true, v))) => Json(v).into_response(),
         Ok(Ok((false, v))) => (StatusCode::UNPROCESSABLE_ENTITY, Json(v)).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `POST /api/datasets/tokens` body.
+#[derive(Debug, Deserialize)]
+pub struct TokensRequest {
+    /// An uploaded dataset's file name.
+    pub name: String,
+    /// A known model id (`pipe model list`).
+    pub model: String,
+    /// The training's sequence length.
+    #[serde(default)]
+    pub max_seq_len: Option<usize>,
+}
+
+/// `POST /api/datasets/tokens`: `pipe tokens --json` of an upload.
+pub async fn tokens(
+    State(state): State<Arc<AppState>>,
+    Json(req): Json<TokensRequest>,
+) -> Response {
+    let name = match safe_name(&req.name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let path = state.root.join(DIR).join(&name);
+    if !path.is_file() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no uploaded dataset `{name}`"),
+        );
+    }
+    let Some(model) = pipe_engine::fetch::find(&req.model) else {
+        let known: Vec<&str> = pipe_engine::fetch::KNOWN_MODELS
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "`{}` is not a known model (known: {})",
+                req.model,
+                known.join(", ")
+            ),
+        );
+    };
+    let max_seq_len = req.max_seq_len.unwrap_or(2048).to_string();
+    let root = state.root.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe()?)
+            .args(["tokens", "--json", "--preview", "3", "--model", model.id])
+            .args(["--max-seq-len", &max_seq_len])
+            .arg(&path)
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await;
+    match ran {
+        Ok(Ok(out)) if out.status.success() => {
+            match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                Ok(v) => Json(v).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        Ok(Ok(out)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -137,7 +209,11 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     files.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
-    Json(json!({ "datasets": files })).into_response()
+    let models: Vec<&str> = pipe_engine::fetch::KNOWN_MODELS
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    Json(json!({ "datasets": files, "models": models })).into_response()
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! lists are served, and only when they still resolve inside the workspace (no `..`, no
 //! link out of it), so the route cannot be used to read anything else. A folder comes as a
 //! `.tar.gz` of its files, named after it (an adapter unpacks to the mlx-lm layout `pipe
-//! train` wrote: `adapters.safetensors`, `adapter_config.json`).
+//! train` wrote: `adapters.safetensors`, `adapter_config.json`, with PEFT's layout in
+//! `peft/`). A path inside an artifact folder is served too, so `lora/peft` downloads the
+//! PEFT layout alone, as `lora-peft.tar.gz`.
 
 use super::routes::{error, load_run};
 use super::{AppState, security};
@@ -30,11 +32,20 @@ pub async fn artifact(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let listed = record
-        .stages
-        .iter()
-        .flat_map(|s| &s.artifacts)
-        .any(|a| a.path.trim_end_matches('/') == q.path.trim_end_matches('/'));
+    let wanted = q.path.trim_end_matches('/');
+    // An artifact, or a file or folder inside one (an adapter's `peft/` layout).
+    let listed = record.stages.iter().flat_map(|s| &s.artifacts).any(|a| {
+        let a = a.path.trim_end_matches('/');
+        wanted == a
+            || wanted
+                .strip_prefix(a)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| {
+                    !rest
+                        .split('/')
+                        .any(|c| c.is_empty() || c == ".." || c == ".")
+                })
+    });
     if !listed {
         return error(
             StatusCode::NOT_FOUND,
@@ -45,10 +56,24 @@ pub async fn artifact(
         Ok(p) => p,
         Err(e) => return error(StatusCode::FORBIDDEN, &e),
     };
-    let name = real.file_name().map_or_else(
-        || "artifact".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    // `runs/x/lora/peft` downloads as `lora-peft`: the folder alone would not say whose.
+    let mut parts = wanted.rsplit('/');
+    let last = parts.next().unwrap_or("artifact");
+    let shown = match parts.next() {
+        Some(parent) if last == "peft" => format!("{parent}-{last}"),
+        _ => last.to_owned(),
+    };
+    let safe: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = safe.clone();
     let packed = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
         if real.is_dir() {
             Ok((tar_gz(&real, &name)?, true))
@@ -62,21 +87,6 @@ pub async fn artifact(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let safe: String = q
-        .path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("artifact")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
     let (file, kind) = if is_dir {
         (format!("{safe}.tar.gz"), "application/gzip")
     } else {

@@ -94,7 +94,7 @@ pub struct Field {
 }
 
 /// The pipeline file `rel` names, confined to the workspace and a YAML file.
-fn pipeline_path(state: &AppState, rel: &str) -> Result<PathBuf, ApiError> {
+pub fn pipeline_path(state: &AppState, rel: &str) -> Result<PathBuf, ApiError> {
     let path =
         security::confine(&state.root, rel).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     if !matches!(

@@ -16,7 +16,7 @@
 //! One file per concern: [`routes`] (the JSON API), [`live`] (server-sent events),
 //! [`launch`] (pipelines, the form, starting and stopping runs), [`datasets`] (uploads),
 //! [`download`] (artifacts), [`models`] (trained adapters), [`playground`] (base and
-//! adapter answering side by side through `pipe serve`), [`logs`] (log tails), [`series`] (chart data), [`security`] (loopback, token,
+//! adapter answering side by side through `pipe serve`), [`logs`] (log tails), [`series`] (chart data), [`workspace`] (stage states on the DAG), [`security`] (loopback, token,
 //! Origin checks) and [`assets`].
 
 pub mod assets;
@@ -30,6 +30,7 @@ pub mod playground;
 pub mod routes;
 pub mod security;
 pub mod series;
+pub mod workspace;
 
 use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};

@@ -41,6 +41,8 @@ pub struct Adapter {
     pub ended: String,
     /// Size of the folder when recorded.
     pub bytes: u64,
+    /// Whether the folder holds PEFT's layout too (`peft/`, LoRA and DoRA adapters).
+    pub peft: bool,
 }
 
 /// Every adapter of the workspace's history whose folder still exists, newest first.
@@ -61,7 +63,9 @@ pub fn adapters(root: &std::path::Path) -> Vec<Adapter> {
                 if !root.join(&path).is_dir() || !seen.insert(path.clone()) {
                     continue;
                 }
+                let peft = root.join(&path).join("peft/adapter_config.json").is_file();
                 out.push(Adapter {
+                    peft,
                     path,
                     run: record.id.clone(),
                     stage: stage.name.clone(),

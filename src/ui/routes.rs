@@ -12,8 +12,10 @@
 //! | `POST /api/runs/{id}/stop` | SIGINT to the run's `pipe run` |
 //! | `GET /api/compare?ids=A,B` | runs side by side: params, metrics, curves |
 //! | `GET /api/pipelines`, `GET /api/pipelines/form?file=F` | pipelines; one's start form |
+//! | `GET /api/workspace?file=F` | a pipeline's stages on its DAG, each up to date, stale (and why), running or failed |
 //! | `POST /api/runs` | validate a form and start `pipe run` detached |
 //! | `GET /api/datasets`, `POST /api/datasets?name=N` | uploaded datasets; upload and validate one |
+//! | `POST /api/datasets/tokens` | an upload through a known model's chat template and tokenizer (`pipe tokens`) |
 //! | `GET /api/models` | trained adapters of the history, with base model and metrics |
 //! | `GET /api/playground`, `POST /api/playground/generate` | the model server's state; one answer, streamed |
 //!
@@ -21,7 +23,9 @@
 //! command line would print.
 
 use super::series::{self, Curve};
-use super::{AppState, assets, datasets, download, launch, live, models, playground, security};
+use super::{
+    AppState, assets, datasets, download, launch, live, models, playground, security, workspace,
+};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -53,7 +57,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/compare", get(compare))
         .route("/api/pipelines", get(launch::pipelines))
         .route("/api/pipelines/form", get(launch::form))
+        .route("/api/workspace", get(workspace::pipeline))
         .route("/api/datasets", get(datasets::list).post(datasets::upload))
+        .route("/api/datasets/tokens", post(datasets::tokens))
         .route("/api/models", get(models::list))
         .route("/api/playground", get(playground::status))
         .route("/api/playground/generate", post(playground::generate))

@@ -169,3 +169,83 @@ fn tokens_and_data_files_together_are_refused_at_load() {
 fn model() -> String {
     std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into())
 }
+
+/// `pipe tokens` counts what the tokenize stage counts, from JSONL or CSV, and shows the
+/// examples through the chat template as the model reads them.
+#[test]
+fn pipe_tokens_reports_the_tokenize_stage_counts_and_the_templated_text() {
+    let ws = Ws::new();
+    let verbs = ["walk", "jump", "sing", "go", "write", "bring"];
+    let past = ["walked", "jumped", "sang", "went", "wrote", "brought"];
+    let mut jsonl = String::new();
+    let mut csv = String::from("prompt,completion\n");
+    for (v, p) in verbs.iter().zip(past) {
+        let prompt = format!("What is the past tense of '{v}'?");
+        jsonl.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"prompt": prompt, "completion": p})
+        ));
+        csv.push_str(&format!("\"{prompt}\",{p}\n"));
+    }
+    ws.file("data/train.jsonl", &jsonl).file("upload.csv", &csv);
+    ws.pipeline(
+        "name: tok\nstages:\n  tokenize:\n    kind: tokenize\n    with:\n      model: smollm2-135m-instruct\n      data: data\n      splits: [train]\n      max_seq_len: 24\n      out: tokens\n",
+    );
+    ws.run_ok(&[]);
+    let metrics: serde_json::Value = serde_json::from_str(&ws.read("tokens/metrics.json")).unwrap();
+    let stage_stats = &metrics["train"];
+    assert_eq!(stage_stats["examples"], 6, "{metrics}");
+
+    let tokens = |file: &str| -> serde_json::Value {
+        let out = ws
+            .pipe()
+            .args([
+                "tokens",
+                file,
+                "--json",
+                "--max-seq-len",
+                "24",
+                "--preview",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let from_jsonl = tokens("data/train.jsonl");
+    assert_eq!(&from_jsonl["stats"], stage_stats);
+    assert!(
+        stage_stats["truncated"].as_u64().unwrap() > 0,
+        "{stage_stats}"
+    );
+    let from_csv = tokens("upload.csv");
+    assert_eq!(from_csv["stats"], from_jsonl["stats"]);
+    assert_eq!(from_csv["preview"], from_jsonl["preview"]);
+    let histogram_total: u64 = from_jsonl["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(histogram_total, 6);
+    let first = &from_jsonl["preview"][0];
+    assert_eq!(
+        first["text"],
+        // SmolLM2's template adds its default system message: what the preview is for.
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nWhat is the past tense of 'walk'?<|im_end|>\n\
+         <|im_start|>assistant\nwalked<|im_end|>\n"
+    );
+    assert_eq!(from_jsonl["preview"].as_array().unwrap().len(), 2);
+
+    // A missing file: one line that says so.
+    let out = ws.pipe().args(["tokens", "nope.jsonl"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.jsonl does not exist"), "{err}");
+}

@@ -5,7 +5,8 @@
 //! checked by the ingest reader; the security rules (Host, token, Origin, paths, size).
 
 use crate::support::Ws;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -578,4 +579,161 @@ fn security_host_origin_token_and_paths() {
         200
     );
     assert_eq!(call(no_redirect.get(url("/?token=wrong"))), 401);
+}
+
+/// Two stages, one reading the other's out; `count` fails when `in.txt` says `bad`.
+const CHAIN: &str = r#"name: chain
+stages:
+  prep:
+    cmd: mkdir -p out && cp in.txt out/a.txt
+    deps: [in.txt]
+    outs: [out/a.txt]
+  count:
+    cmd: wc -c < out/a.txt > out/n.txt && ! grep -q bad out/a.txt
+    deps: [out/a.txt]
+    outs: [out/n.txt]
+"#;
+
+/// One stage on the workspace page: `(state, why, needs, depth)`.
+type StageState = (String, String, Value, u64);
+
+/// The stages of `file` on the workspace page, by name.
+fn stage_states(ui: &Ui, file: &str) -> (Value, BTreeMap<String, StageState>) {
+    let (status, v) = ui.get(&format!("/api/workspace?file={file}"));
+    assert_eq!(status, 200, "{v}");
+    let stages = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["stage"].as_str().unwrap().to_owned();
+            let state = s["state"].as_str().unwrap().to_owned();
+            let why = s["why"].as_str().unwrap().to_owned();
+            (
+                name,
+                (state, why, s["needs"].clone(), s["depth"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    (v, stages)
+}
+
+#[test]
+fn the_workspace_shows_each_stage_on_the_dag_up_to_date_stale_running_or_failed() {
+    let ws = gated_ws();
+    ws.file("chain.yaml", CHAIN).file("in.txt", "hello\n");
+    let ui = Ui::start(&ws, &[]);
+    let state = |file: &str, stage: &str| stage_states(&ui, file).1[stage].clone();
+
+    // Never run: both stale, `count` one column right of `prep`, which it reads.
+    let (v, stages) = stage_states(&ui, "chain.yaml");
+    assert_eq!(v["pipeline"], "chain");
+    assert!(v["latest"].is_null(), "{v}");
+    assert_eq!(stages["prep"].0, "stale", "{v}");
+    assert_eq!((stages["prep"].2.clone(), stages["prep"].3), (json!([]), 0));
+    assert_eq!(
+        (stages["count"].2.clone(), stages["count"].3),
+        (json!(["prep"]), 1)
+    );
+
+    // After a run: up to date, and the latest run is linked.
+    let ok = ws.pipe().args(["run", "chain.yaml"]).output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (v, stages) = stage_states(&ui, "chain.yaml");
+    assert_eq!(v["latest"]["status"], "succeeded", "{v}");
+    assert!(stages.values().all(|s| s.0 == "up-to-date"), "{v}");
+
+    // An edited input: prep is stale because of it, count because of prep.
+    ws.file("in.txt", "bad\n");
+    let (prep, count) = (state("chain.yaml", "prep"), state("chain.yaml", "count"));
+    assert_eq!(prep.0, "stale");
+    assert!(prep.1.contains("in.txt"), "{prep:?}");
+    assert_eq!(count.0, "stale");
+    assert!(count.1.contains("prep"), "{count:?}");
+
+    // A run that fails in count: prep is up to date again, count failed, with the error.
+    let failed = ws.pipe().args(["run", "chain.yaml"]).output().unwrap();
+    assert!(!failed.status.success());
+    let (v, stages) = stage_states(&ui, "chain.yaml");
+    assert_eq!(v["latest"]["status"], "failed", "{v}");
+    assert_eq!(stages["prep"].0, "up-to-date", "{v}");
+    assert_eq!(stages["count"].0, "failed", "{v}");
+    assert!(stages["count"].1.contains("exited with status 1"), "{v}");
+
+    // A run in progress: the stage it is executing reads running.
+    let mut run = cli_run(&ws, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state("gated.yaml", "work").0 != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            state("gated.yaml", "work")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 1..=3 {
+        ws.file(&format!("gate{i}"), "");
+    }
+    assert!(run.wait().unwrap().success());
+    assert_eq!(state("gated.yaml", "work").0, "up-to-date");
+
+    // A file outside the workspace or not a pipeline is refused, as for the form.
+    let (status, v) = ui.get("/api/workspace?file=../etc/passwd");
+    assert_eq!(status, 400, "{v}");
+}
+
+/// The datasets page's token counts: `pipe tokens` on an upload, with a known model only.
+#[test]
+fn an_upload_is_counted_in_tokens_through_the_models_chat_template() {
+    let ws = Ws::new();
+    ws.file(
+        "data/uploads/verbs.csv",
+        "prompt,completion\nWhat is the past tense of 'walk'?,walked\nAnd of 'go'?,went\n",
+    );
+    let ui = Ui::start(&ws, &[]);
+    let (status, list) = ui.get("/api/datasets");
+    assert_eq!(status, 200);
+    assert_eq!(list["models"], json!(["smollm2-135m-instruct"]));
+    let ask = |body: Value| ui.post("/api/datasets/tokens", &body);
+
+    let (status, v) =
+        ask(json!({"name": "verbs.csv", "model": "smollm2-135m-instruct", "max_seq_len": 8}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["stats"]["examples"], 2, "{v}");
+    assert_eq!(v["stats"]["truncated"], 2, "{v}");
+    assert_eq!(v["stats"]["max_seq_len"], 8, "{v}");
+    assert!(v["stats"]["tokens"].as_u64().unwrap() > 10, "{v}");
+    let text = v["preview"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("<|im_start|>user\nWhat is the past tense of 'walk'?<|im_end|>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<|im_start|>assistant\nwalked<|im_end|>"),
+        "{text}"
+    );
+
+    // Only known models and uploaded files; never a path.
+    let (status, v) = ask(json!({"name": "verbs.csv", "model": "/etc/passwd"}));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not a known model"),
+        "{v}"
+    );
+    let (status, _) = ask(json!({"name": "../../gated.yaml", "model": "smollm2-135m-instruct"}));
+    assert_eq!(status, 400);
+    let (status, _) = ask(json!({"name": "other.csv", "model": "smollm2-135m-instruct"}));
+    assert_eq!(status, 404);
+    // Like every change-making request, it needs the page's Origin.
+    let r = ui
+        .agent
+        .post(format!("{}/api/datasets/tokens", ui.base))
+        .header("Content-Type", "application/json")
+        .send(json!({"name": "verbs.csv", "model": "smollm2-135m-instruct"}).to_string())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
 }

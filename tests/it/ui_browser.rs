@@ -161,6 +161,16 @@ impl Browser {
         );
     }
 
+    /// Types `text` into a field without clearing it first (a file input takes a path).
+    pub(crate) fn send_keys(&self, css: &str, text: &str) {
+        let el = self.element(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(&json!({ "text": text })),
+        );
+    }
+
     /// Sets the window's size (the page's width is what layouts respond to).
     pub(crate) fn resize(&self, width: u32, height: u32) {
         self.cmd(
@@ -338,4 +348,122 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
     .unwrap();
     assert_eq!(newest["id"], started.as_str());
     assert_eq!(newest["sets"], json!(["valid=0.2"]));
+
+    // Rerun: the same pipeline with the same --set, as a new run.
+    browser.click("#rerun");
+    let rerun = browser.wait_for(
+        "the rerun's page",
+        &format!(
+            "return location.hash.startsWith('#/run/') && location.hash.slice(6) !== '{started}' ? location.hash.slice(6) : null"
+        ),
+        Value::is_string,
+    );
+    browser.wait_for(
+        "the rerun to finish",
+        "return document.querySelector('#run-status')?.textContent || null",
+        |v| v == "succeeded",
+    );
+    let list = ws.pipe().args(["runs", "list", "--json"]).output().unwrap();
+    let newest: Value = serde_json::from_str(
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(newest["id"], rerun);
+    assert_eq!(newest["sets"], json!(["valid=0.2"]));
+
+    // Rerun with changes: the form, already holding the run's --set.
+    browser.click("#rerun-edit");
+    browser.wait_for(
+        "the form holding the run's value",
+        "const f = document.getElementById('field-valid'); return f ? f.value : null;",
+        |v| v == "0.2",
+    );
+    assert_eq!(
+        browser.js("return document.getElementById('pipeline').value"),
+        "gated.yaml"
+    );
+
+    // The workspace: each stage of gated.yaml on its DAG after those runs. `valid` is back
+    // to the file's value there, so ingest is stale, but restorable: the first run made
+    // its outs with that value and the run cache has them.
+    browser.open(&format!("{}/#/", ui.base));
+    let states = browser.wait_for(
+        "gated.yaml's stages",
+        "const c = document.querySelector(\".pipeline[data-file='gated.yaml']\");
+         return c ? [...c.querySelectorAll('g.node')].map(n => n.dataset.stage + '=' + n.dataset.state).join(' ') : null;",
+        Value::is_string,
+    );
+    assert_eq!(states, "ingest=restorable work=up-to-date", "{states}");
+    let why = browser.js(
+        "return document.querySelector(\".pipeline[data-file='gated.yaml'] ul.why\").textContent",
+    );
+    assert!(
+        why.as_str()
+            .unwrap()
+            .contains("ingest restorable definition changed"),
+        "{why}"
+    );
+    browser.screenshot("workspace-desktop");
+    browser.resize(1024, 800);
+    browser.screenshot("workspace-laptop");
+    browser.resize(1280, 900);
+
+    // Datasets: a file with a bad row is refused with the line; a good one is kept, then
+    // counted in tokens through SmolLM2's chat template.
+    browser.open(&format!("{}/#/data", ui.base));
+    browser.wait_for(
+        "the upload field",
+        "return document.getElementById('upload') ? true : null",
+        |v| v == true,
+    );
+    ws.file(
+        "mine/bad.jsonl",
+        "{\"prompt\": \"walk\", \"completion\": \"walked\"}\n{\"prompt\": \"go\"}\n",
+    );
+    browser.send_keys("#upload", &ws.path("mine/bad.jsonl").display().to_string());
+    let errors = browser.wait_for(
+        "the upload's errors",
+        "return document.getElementById('upload-errors')?.textContent || null",
+        Value::is_string,
+    );
+    assert!(
+        errors
+            .as_str()
+            .unwrap()
+            .contains("data/uploads/bad.jsonl:2: missing field `completion`"),
+        "{errors}"
+    );
+    ws.file(
+        "mine/verbs.csv",
+        "prompt,completion\nwalk,walked\ngo,went\nsing,sang\n",
+    );
+    browser.send_keys("#upload", &ws.path("mine/verbs.csv").display().to_string());
+    let ok = browser.wait_for(
+        "the upload's statistics",
+        "return document.getElementById('upload-ok')?.textContent || null",
+        Value::is_string,
+    );
+    assert!(ok.as_str().unwrap().contains("3 examples"), "{ok}");
+    browser.click("#tok-go");
+    let counted = browser.wait_for(
+        "the token counts",
+        "return document.getElementById('tokens-ok')?.textContent || document.getElementById('tokens-error')?.textContent || null",
+        Value::is_string,
+    );
+    assert!(
+        counted.as_str().unwrap().contains("3 examples"),
+        "{counted}"
+    );
+    let shown = browser.js("return document.querySelector('pre.template').textContent");
+    assert!(
+        shown
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>user\nwalk<|im_end|>\n<|im_start|>assistant\nwalked<|im_end|>"),
+        "{shown}"
+    );
+    browser.screenshot("datasets-desktop");
 }

@@ -150,6 +150,108 @@ fn playground_streams_base_and_adapter_side_by_side_in_the_browser() {
     browser.screenshot("models-1024");
 }
 
+/// The files of a `.tar.gz` answer, by path.
+fn untar(ui: &Ui, url: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let r = ui.agent.get(format!("{}{url}", ui.base)).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{url}");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(r.into_body().into_reader()));
+    tar.entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|e| e.header().entry_type().is_file())
+        .map(|mut e| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            (e.path().unwrap().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_models_page_downloads_the_adapter_in_the_mlx_lm_and_peft_layouts() {
+    let ws = trained();
+    let ui = Ui::start(&ws, &[]);
+    let (status, models) = ui.get("/api/models");
+    assert_eq!(status, 200);
+    let adapter = &models["adapters"][0];
+    assert_eq!(adapter["path"], ADAPTER, "{models}");
+    assert_eq!(adapter["peft"], true, "{models}");
+    let run = adapter["run"].as_str().unwrap();
+
+    // mlx-lm's layout: the folder as train wrote it, byte for byte, and one that loads:
+    // `pipe generate` answers with the downloaded copy as it does with the original.
+    let files = untar(&ui, &format!("/api/runs/{run}/download?path={ADAPTER}"));
+    for name in ["adapters.safetensors", "adapter_config.json"] {
+        assert_eq!(
+            files[&format!("lora/{name}")],
+            std::fs::read(ws.dir.path().join(ADAPTER).join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let config: Value = serde_json::from_slice(&files["lora/adapter_config.json"]).unwrap();
+    assert_eq!(config["fine_tune_type"], "lora", "{config}");
+    let copy = tempfile::tempdir().unwrap();
+    for (name, bytes) in &files {
+        let path = copy.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let request = json!({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "a", "max_tokens": 4, "temperature": 0,
+                 "messages": [{"role": "user", "content": PROMPT}]}});
+    std::fs::write(copy.path().join("in.jsonl"), format!("{request}\n")).unwrap();
+    let answer = |adapter: &std::path::Path| {
+        let out_file = copy.path().join("out.jsonl");
+        let _ = std::fs::remove_file(&out_file);
+        let out = ws
+            .pipe()
+            .args(["generate", "--batch"])
+            .arg(copy.path().join("in.jsonl"))
+            .arg("--out")
+            .arg(&out_file)
+            .arg("--adapter")
+            .arg(format!("a={}", adapter.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value =
+            serde_json::from_str(std::fs::read_to_string(&out_file).unwrap().trim()).unwrap();
+        line["response"]["body"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned()
+    };
+    assert_eq!(
+        answer(&copy.path().join("lora")),
+        answer(&ws.dir.path().join(ADAPTER))
+    );
+
+    // PEFT's layout alone, named after the adapter.
+    let peft = untar(
+        &ui,
+        &format!("/api/runs/{run}/download?path={ADAPTER}/peft"),
+    );
+    let names: Vec<&String> = peft.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "lora-peft/adapter_config.json",
+            "lora-peft/adapter_model.safetensors"
+        ]
+    );
+    let config: Value = serde_json::from_slice(&peft["lora-peft/adapter_config.json"]).unwrap();
+    assert_eq!(config["peft_type"], "LORA", "{config}");
+    // A path that climbs out of the artifact is not one of its files.
+    let (status, _) = ui.get(&format!(
+        "/api/runs/{run}/download?path={ADAPTER}/../../quick.yaml"
+    ));
+    assert_eq!(status, 404);
+}
+
 #[test]
 fn playground_server_follows_the_history_the_mlx_slot_idle_and_the_ui() {
     let ws = trained();

@@ -1,5 +1,5 @@
 //! `pipe-mlx`: the commands of `pipe` that use MLX (train, generate, eval, bench, doctor,
-//! fuse, export, and the built-in stages). `pipe` hands them over with their arguments unchanged;
+//! fuse, export, tokens, and the built-in stages). `pipe` hands them over with their arguments unchanged;
 //! running `pipe-mlx` directly is the same as running `pipe`. Arguments are defined once,
 //! in the `pipe` library ([`pipe::cli`]); this binary adds what runs them.
 
@@ -12,6 +12,7 @@ mod generate;
 mod generate_batch;
 mod run_stage;
 mod serve;
+mod tokens;
 mod train;
 
 use pipe::cli::{self, Command};
@@ -53,6 +54,7 @@ fn main() {
         Command::RunStage(args) => run_stage::run(&printer, args),
         Command::Bench(cmd) => bench::run(&printer, cmd),
         Command::Eval(args) => eval::run(&printer, args),
+        Command::Tokens(args) => tokens::run(&printer, args),
         engine => cli::run_engine(&printer, engine),
     };
     let code = cli::report(&printer, result);

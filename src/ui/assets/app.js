@@ -74,8 +74,81 @@ function drawChart(svg, curves, xLabel, yLabel) {
 }
 
 // ---- runs list ----------------------------------------------------------------------
+// ---- pipelines on their DAG ----------------------------------------------------------
+const NODE_W = 150, NODE_H = 40, GAP_X = 46, GAP_Y = 12;
+// Draws a pipeline's stages as columns by depth, edges from each stage to those it needs.
+function drawDag(view) {
+  const cols = new Map();
+  for (const s of view.stages) { if (!cols.has(s.depth)) cols.set(s.depth, []); cols.get(s.depth).push(s); }
+  const at = new Map();
+  for (const [d, list] of cols) list.forEach((s, row) => at.set(s.stage, {x: 8 + d * (NODE_W + GAP_X), y: 8 + row * (NODE_H + GAP_Y)}));
+  const width = 16 + Math.max(...[...cols.keys()].map(d => (d + 1) * (NODE_W + GAP_X) - GAP_X), NODE_W);
+  const height = 16 + Math.max(...[...cols.values()].map(l => l.length * (NODE_H + GAP_Y) - GAP_Y), NODE_H);
+  const edges = view.stages.flatMap(s => s.needs.filter(n => at.has(n)).map(n => {
+    const a = at.get(n), b = at.get(s.stage), x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
+    return `<path class="edge" d="M${x1},${y1} C${x1 + GAP_X / 2},${y1} ${x2 - GAP_X / 2},${y2} ${x2},${y2}"/>`;
+  }));
+  const nodes = view.stages.map(s => {
+    const p = at.get(s.stage);
+    return `<g class="node ${esc(s.state)}" data-stage="${esc(s.stage)}" data-state="${esc(s.state)}"><title>${esc(s.stage)}: ${esc(s.state)}${s.why ? " (" + esc(s.why) + ")" : ""}</title>
+      <rect x="${p.x}" y="${p.y}" width="${NODE_W}" height="${NODE_H}" rx="6"/>
+      <text x="${p.x + 10}" y="${p.y + 16}" class="name">${esc(s.stage.length > 20 ? s.stage.slice(0, 19) + "…" : s.stage)}</text>
+      <text x="${p.x + 10}" y="${p.y + 31}" class="kind">${esc(s.kind)} · ${esc(s.state)}</text></g>`;
+  });
+  return `<svg class="dag" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${edges.join("")}${nodes.join("")}</svg>`;
+}
+function pipelineCard(v) {
+  const notes = v.stages.filter(s => s.why).map(s => `<li data-stage="${esc(s.stage)}"><b>${esc(s.stage)}</b> ${status(s.state)} ${esc(s.why)}</li>`).join("");
+  const counts = {};
+  for (const s of v.stages) counts[s.state] = (counts[s.state] || 0) + 1;
+  return `<div class="card pipeline" data-file="${esc(v.file)}">
+    <div class="bar"><b>${esc(v.pipeline)}</b><code class="muted">${esc(v.file)}</code>
+    <span class="muted">${Object.entries(counts).map(([k, n]) => `${n} ${esc(k)}`).join(", ")}</span>
+    ${v.latest ? `<span>latest <a href="#/run/${esc(v.latest.id)}"><code>${esc(v.latest.id)}</code></a> ${status(v.latest.status)}</span>` : `<span class="muted">never run</span>`}
+    <span class="spacer"></span><button class="run-pipeline">Run</button><a href="#/new/${encodeURIComponent(v.file)}">Run with changes…</a></div>
+    <div class="dag-box">${drawDag(v)}</div>${notes ? `<ul class="why">${notes}</ul>` : ""}<div class="card-error"></div></div>`;
+}
+// Starts `file` with `sets` ({param: yaml text}) as `pipe run --set` would, and opens the run.
+async function startRun(file, sets, errorBox) {
+  errorBox.innerHTML = "";
+  try {
+    const started = await api("/api/runs", {method: "POST", headers: {"content-type": "application/json"},
+      body: JSON.stringify({pipeline: file, sets})});
+    location.hash = started.run ? `#/run/${started.run}` : "#/";
+  } catch (e) { errorBox.innerHTML = `<div class="error start-error">${esc(e.message)}</div>`; }
+}
+// `--set` strings of a run record ("a.b=1") as the start request's map.
+function setsOf(list) {
+  const out = {};
+  for (const s of list || []) { const i = s.indexOf("="); if (i > 0) out[s.slice(0, i)] = s.slice(i + 1); }
+  return out;
+}
+async function pipelinesSection(box) {
+  let files;
+  try { files = (await api("/api/pipelines")).pipelines.map(p => p.file); }
+  catch (e) { box.innerHTML = `<div class="error">${esc(e.message)}</div>`; return () => {}; }
+  if (!files.length) { box.innerHTML = `<p class="muted">No pipeline files in this workspace yet.</p>`; return () => {}; }
+  box.innerHTML = files.map(f => `<div class="slot" data-file="${esc(f)}"><p class="muted">${esc(f)}…</p></div>`).join("");
+  const load = async file => {
+    const slot = [...box.querySelectorAll(".slot")].find(el => el.dataset.file === file);
+    if (!slot) return;
+    try {
+      const v = await api(`/api/workspace?file=${encodeURIComponent(file)}`);
+      slot.innerHTML = pipelineCard(v);
+      slot.querySelector(".run-pipeline").onclick = () => startRun(file, {}, slot.querySelector(".card-error"));
+    } catch (e) {
+      slot.innerHTML = `<div class="card pipeline" data-file="${esc(file)}"><div class="bar"><code>${esc(file)}</code></div><div class="error">${esc(e.message)}</div></div>`;
+    }
+  };
+  const all = () => files.forEach(load);
+  all();
+  return all;
+}
+
 function runsPage(page) {
-  main.innerHTML = `<h1>Runs</h1>
+  main.innerHTML = `<h1>Pipelines</h1><p class="hint">Each stage as <code>pipe status</code> sees it, with the latest run's running and failed stages.</p>
+    <div id="pipelines"><p>Loading…</p></div>
+    <h1>Runs</h1>
     <div class="bar"><button id="compare" disabled>Compare selected</button>
     <span class="muted" id="runs-total"></span></div>
     <table id="runs"><thead><tr><th></th><th>run</th><th>pipeline</th><th>status</th><th>started</th><th>stages</th><th>--set</th></tr></thead><tbody></tbody></table>
@@ -83,8 +156,12 @@ function runsPage(page) {
   const picked = new Set();
   const compare = document.getElementById("compare");
   compare.onclick = () => { location.hash = `#/compare/${[...picked].join(",")}`; };
+  let reloadPipelines = null, pending = null;
+  pipelinesSection(document.getElementById("pipelines")).then(f => { reloadPipelines = f; });
   live(`/api/runs/stream?page=${page}`, {
     runs: ev => {
+      // A run started, settled a stage or ended: stage states may have moved.
+      if (reloadPipelines && !pending) pending = setTimeout(() => { pending = null; reloadPipelines(); }, 300);
       const data = JSON.parse(ev.data);
       document.getElementById("runs-total").textContent = `${data.total} runs`;
       const body = document.querySelector("#runs tbody");
@@ -129,7 +206,8 @@ function runPage(id) {
     main.innerHTML = `<h1>${esc(r.pipeline)} <span id="run-status">${status(r.status)}</span></h1>
       <div class="bar"><code>${esc(r.id)}</code><span class="muted">${esc(r.pipeline_file)} · started ${esc(r.started)}${r.ended ? " · ended " + esc(r.ended) : ""}</span>
       ${r.sets.length ? `<code>--set ${esc(r.sets.join(" --set "))}</code>` : ""}
-      ${r.status === "running" ? `<button class="danger" id="stop">Stop</button>` : ""}</div>
+      ${r.status === "running" ? `<button class="danger" id="stop">Stop</button>` :
+        `<button id="rerun">Rerun</button><a id="rerun-edit" href="#/new/${encodeURIComponent(r.pipeline_file)}/${encodeURIComponent(JSON.stringify(setsOf(r.sets)))}">Rerun with changes…</a>`}</div>
       <div id="stop-error"></div>
       <div id="progress" class="muted">${progress}</div>
       <h2>Loss</h2><svg id="loss-chart" class="chart"></svg><div class="legend"></div>
@@ -148,6 +226,8 @@ function runPage(id) {
       const text = await resp.text();
       document.getElementById("log").textContent = resp.ok ? text : (JSON.parse(text).error || text);
     };
+    const rerun = document.getElementById("rerun");
+    if (rerun) rerun.onclick = () => startRun(r.pipeline_file, setsOf(r.sets), document.getElementById("stop-error"));
     const stop = document.getElementById("stop");
     if (stop) stop.onclick = async () => {
       stop.disabled = true;
@@ -233,7 +313,7 @@ function hintFor(f) {
   const used = f.used_by.length ? ` · feeds ${f.used_by.map(esc).join(", ")}` : "";
   return `<div class="hint">${esc(bits.join(", "))}${used}${s.description ? `<br>${esc(s.description)}` : ""}</div>`;
 }
-async function newPage() {
+async function newPage(file, presets) {
   main.innerHTML = `<h1>New run</h1><div class="bar"><label for="pipeline">Pipeline</label>
     <select id="pipeline"><option value="">…</option></select></div><div id="form"></div>`;
   const select = document.getElementById("pipeline");
@@ -242,9 +322,12 @@ async function newPage() {
     select.innerHTML = `<option value="">choose a pipeline</option>` + pipelines.map(p =>
       `<option value="${esc(p.file)}">${esc(p.file)}${p.name ? " (" + esc(p.name) + ")" : ""}</option>`).join("");
   } catch (e) { document.getElementById("form").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
-  select.onchange = () => showForm(select.value);
+  select.onchange = () => showForm(select.value, {});
+  if (file) { select.value = file; showForm(file, presets || {}); }
 }
-async function showForm(file) {
+// `presets` ({param: yaml text}) start the form changed from the file's values, as a rerun
+// of a run with `--set` needs.
+async function showForm(file, presets) {
   const box = document.getElementById("form");
   if (!file) { box.innerHTML = ""; return; }
   try {
@@ -253,6 +336,7 @@ async function showForm(file) {
       `<label for="${esc("field-" + f.param)}">${esc(f.param)}</label><div>${inputFor(f)}${hintFor(f)}</div>`).join("")}</div>` :
       `<p class="muted">This pipeline has no params.</p>`}
       <div class="bar"><button class="primary" id="start">Start run</button></div><div id="form-error"></div>`;
+    for (const el of box.querySelectorAll("[data-param]")) if (el.dataset.param in presets) el.value = presets[el.dataset.param];
     document.getElementById("start").onclick = async () => {
       const sets = {};
       for (const el of box.querySelectorAll("[data-param]")) if (el.value !== el.dataset.initial) sets[el.dataset.param] = el.value;
@@ -272,11 +356,36 @@ async function dataPage() {
   main.innerHTML = `<h1>Datasets</h1>
     <p class="hint">JSONL, JSON, CSV or TSV in the chat, completions or text format; checked by the ingest stage's reader and stored under <code>data/uploads/</code>.</p>
     <div class="bar"><input type="file" id="upload" accept=".jsonl,.json,.csv,.tsv"></div>
-    <div id="upload-result"></div><h2>Uploaded</h2><table id="datasets"><tbody></tbody></table>`;
+    <div id="upload-result"></div><h2>Uploaded</h2><table id="datasets"><tbody></tbody></table>
+    <h2>Tokens</h2><p class="hint">An upload through a model's chat template and tokenizer, as the tokenize and train stages see it.</p>
+    <div class="bar"><select id="tok-file"></select><select id="tok-model"></select>
+    <label>max_seq_len <input id="tok-len" value="2048" size="6" inputmode="numeric"></label><button id="tok-go">Count tokens</button></div>
+    <div id="tokens"></div>`;
   const list = async () => {
-    const {datasets} = await api("/api/datasets");
+    const {datasets, models} = await api("/api/datasets");
     document.querySelector("#datasets tbody").innerHTML = datasets.map(d =>
       `<tr><td><code>${esc(d.file)}</code></td><td class="num">${d.bytes} B</td></tr>`).join("") || `<tr><td class="muted">none yet</td></tr>`;
+    const pick = document.getElementById("tok-file"), keep = pick.value;
+    pick.innerHTML = datasets.map(d => { const name = d.file.split("/").pop(); return `<option value="${esc(name)}">${esc(name)}</option>`; }).join("");
+    if (keep) pick.value = keep;
+    document.getElementById("tok-model").innerHTML = models.map(m => `<option>${esc(m)}</option>`).join("");
+  };
+  document.getElementById("tok-go").onclick = async () => {
+    const out = document.getElementById("tokens"), go = document.getElementById("tok-go");
+    out.innerHTML = `<p class="muted">Tokenizing…</p>`;
+    go.disabled = true;
+    try {
+      const t = await api("/api/datasets/tokens", {method: "POST", headers: {"content-type": "application/json"},
+        body: JSON.stringify({name: document.getElementById("tok-file").value, model: document.getElementById("tok-model").value,
+          max_seq_len: Number(document.getElementById("tok-len").value)})});
+      const s = t.stats;
+      out.innerHTML = `<div class="ok" id="tokens-ok">${s.examples} examples, <b>${s.tokens}</b> tokens (${s.loss_tokens} carry loss);
+          length ${s.min_len}–${s.max_len}, mean ${num(s.mean_len)}, p95 ${s.p95_len};
+          <b id="tokens-truncated">${s.truncated}</b> over max_seq_len ${s.max_seq_len}${t.chat_template ? "" : " · no chat template"}</div>
+        <h2>Length histogram (tokens)</h2><table id="tokens-histogram">${t.histogram.map(([lo, n]) => `<tr><td class="num">≥ ${lo}</td><td class="num">${n}</td></tr>`).join("")}</table>
+        <h2>As the model sees them</h2>${t.preview.map(p => `<pre class="preview template">${esc(p.text)}</pre><div class="hint">${p.tokens} tokens, ${p.loss_tokens} carry loss</div>`).join("")}`;
+    } catch (e) { out.innerHTML = `<div class="error" id="tokens-error">${esc(e.message)}</div>`; }
+    go.disabled = false;
   };
   document.getElementById("upload").onchange = async ev => {
     const file = ev.target.files[0];
@@ -286,6 +395,8 @@ async function dataPage() {
     const v = await r.json().catch(() => ({errors: [`${r.status} ${r.statusText}`]}));
     if (v.error) v.errors = [v.error];
     if (v.kept) {
+      await list();
+      document.getElementById("tok-file").value = v.file.split("/").pop();
       const st = v.stats;
       out.innerHTML = `<div class="ok" id="upload-ok"><b>${esc(v.file)}</b>: ${st.examples} examples (${Object.entries(st.formats).map(([k, n]) => `${n} ${esc(k)}`).join(", ")}); length ${st.chars.min}–${st.chars.max} characters, mean ${st.chars.mean}</div>
         <h2>Length histogram (characters)</h2><table>${st.chars.buckets.map(([lo, n]) => `<tr><td class="num">≥ ${lo}</td><td class="num">${n}</td></tr>`).join("")}</table>
@@ -302,6 +413,9 @@ async function dataPage() {
 function adapterLabel(a) {
   return `${a.path} (${a.base_model || "?"}${a.method ? ", " + a.method : ""}${a.rank ? " r" + a.rank : ""})`;
 }
+function downloadUrl(run, path) {
+  return `/api/runs/${encodeURIComponent(run)}/download?path=${encodeURIComponent(path)}`;
+}
 async function modelsPage() {
   main.innerHTML = `<h1>Models</h1><p class="hint">Adapters trained by this workspace's runs, newest first.</p><div id="models"><p>Loading…</p></div>`;
   try {
@@ -313,7 +427,9 @@ async function modelsPage() {
         <td>${esc(a.base_model || "–")}</td><td>${esc(a.method || "–")}${a.rank ? " · rank " + esc(a.rank) : ""}</td>
         <td>${Object.entries(a.metrics).filter(([k]) => /loss|match|accuracy/.test(k)).slice(0, 4).map(([k, v]) => `${esc(k)} <b>${num(v)}</b>`).join("<br>") || "–"}</td>
         <td><a href="#/run/${esc(a.run)}"><code>${esc(a.run)}</code></a><div class="hint">${esc(a.pipeline)}</div></td>
-        <td class="actions"><a href="#/play/${encodeURIComponent(a.path)}">Try in playground</a></td></tr>`).join("")}</tbody></table>`;
+        <td class="actions"><a href="#/play/${encodeURIComponent(a.path)}">Try in playground</a>
+          <br><a class="download mlx-lm" href="${downloadUrl(a.run, a.path)}">Download (mlx-lm)</a>
+          ${a.peft ? `<br><a class="download peft" href="${downloadUrl(a.run, a.path + "/peft")}">Download (PEFT)</a>` : ""}</td></tr>`).join("")}</tbody></table>`;
   } catch (e) { document.getElementById("models").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
 }
 
@@ -440,7 +556,11 @@ function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   if (parts[0] === "run" && parts[1]) runPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "compare" && parts[1]) comparePage(decodeURIComponent(parts[1]));
-  else if (parts[0] === "new") newPage();
+  else if (parts[0] === "new") {
+    let presets = {};
+    try { presets = parts[2] ? JSON.parse(decodeURIComponent(parts[2])) : {}; } catch (e) { /* a hand-edited link: no presets */ }
+    newPage(parts[1] ? decodeURIComponent(parts[1]) : null, presets);
+  }
   else if (parts[0] === "data") dataPage();
   else if (parts[0] === "models") modelsPage();
   else if (parts[0] === "play") playPage(parts[1] ? decodeURIComponent(parts[1]) : null);

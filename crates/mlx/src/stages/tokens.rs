@@ -214,5 +214,33 @@ mod tests {
             let back = decode(&encode(&examples), Path::new("x.tokens")).unwrap();
             prop_assert_eq!(back, examples);
         }
+
+        /// Whatever the bytes, reading answers (an error for a damaged file), never panics
+        /// or allocates what the header claims before checking it against the file size.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes, Path::new("x.tokens"));
+        }
+
+        /// A real file cut short anywhere, or with any one byte changed, is refused or read;
+        /// a cut file is always refused.
+        #[test]
+        fn damaged_real_files_never_panic(
+            rows in proptest::collection::vec(proptest::collection::vec(any::<u32>(), 0..12), 1..6),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let examples: Vec<TokenizedExample> = rows
+                .iter()
+                .map(|ids| TokenizedExample { loss_mask: vec![true; ids.len()], ids: ids.clone() })
+                .collect();
+            let good = encode(&examples);
+            let at = cut.index(good.len());
+            prop_assert!(decode(&good[..at], Path::new("x.tokens")).is_err());
+            let mut changed = good.clone();
+            changed[flip.index(good.len())] = byte;
+            let _ = decode(&changed, Path::new("x.tokens"));
+        }
     }
 }
