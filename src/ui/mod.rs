@@ -15,7 +15,7 @@
 //!
 //! One file per concern: [`routes`] (the JSON API), [`live`] (server-sent events),
 //! [`launch`] (pipelines, the form, starting and stopping runs), [`datasets`] (uploads),
-//! [`download`] (artifacts), [`models`] (trained adapters), [`playground`] (base and
+//! [`download`] (artifacts), [`models`] (trained adapters), [`monitors`] (monitor histories), [`playground`] (base and
 //! adapter answering side by side through `pipe serve`), [`logs`] (log tails), [`series`] (chart data), [`workspace`] (stage states on the DAG), [`security`] (loopback, token,
 //! Origin checks) and [`assets`].
 
@@ -26,6 +26,7 @@ pub mod launch;
 pub mod live;
 pub mod logs;
 pub mod models;
+pub mod monitors;
 pub mod playground;
 pub mod routes;
 pub mod security;

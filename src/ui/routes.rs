@@ -17,6 +17,7 @@
 //! | `GET /api/datasets`, `POST /api/datasets?name=N` | uploaded datasets; upload and validate one |
 //! | `POST /api/datasets/tokens` | an upload through a known model's chat template and tokenizer (`pipe tokens`) |
 //! | `GET /api/models` | trained adapters of the history, with base model and metrics |
+//! | `GET /api/monitors` | every monitor history: accuracy per evaluation, regressions, the latest decision |
 //! | `GET /api/playground`, `POST /api/playground/generate` | the model server's state; one answer, streamed |
 //!
 //! Errors are JSON `{"error": "..."}` with a 4xx status; the message is the one the
@@ -24,7 +25,8 @@
 
 use super::series::{self, Curve};
 use super::{
-    AppState, assets, datasets, download, launch, live, models, playground, security, workspace,
+    AppState, assets, datasets, download, launch, live, models, monitors, playground, security,
+    workspace,
 };
 use axum::Json;
 use axum::Router;
@@ -61,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/datasets", get(datasets::list).post(datasets::upload))
         .route("/api/datasets/tokens", post(datasets::tokens))
         .route("/api/models", get(models::list))
+        .route("/api/monitors", get(monitors::list))
         .route("/api/playground", get(playground::status))
         .route("/api/playground/generate", post(playground::generate))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page") })

@@ -177,3 +177,66 @@ fn gc_deletes_base_model_scores_unused_for_too_long() {
     assert_eq!(done["eval_base"], dry["eval_base"]);
     assert!(!unused.exists() && read.exists() && recent.exists());
 }
+
+/// `pipe gc` while a run is in its middle: gc waits for the run (it says so), and when
+/// both are done the run's outs are all in the cache: the next run runs nothing, and a
+/// deleted out comes back from the cache.
+#[test]
+fn gc_during_a_run_waits_for_it_and_keeps_what_it_made() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let ws = Ws::new();
+    ws.file("in.txt", "v1\n").pipeline(
+        "stages:\n  first:\n    cmd: mkdir -p out && cat in.txt > out/a.txt\n    deps: [in.txt]\n    outs: [out/a.txt]\n  second:\n    cmd: touch started && while [ ! -e gate ]; do sleep 0.05; done && cat out/a.txt out/a.txt > b.txt\n    deps: [out/a.txt]\n    outs: [b.txt]\n",
+    );
+    let pipe = || {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"));
+        c.current_dir(ws.dir.path()).env("NO_COLOR", "1");
+        c
+    };
+    let mut run = pipe()
+        .args(["run", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !ws.exists("started") {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut gc = pipe()
+        .args(["gc", "--keep-runs", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waiting = String::new();
+    BufReader::new(gc.stderr.take().unwrap())
+        .read_line(&mut waiting)
+        .unwrap();
+    assert!(
+        waiting.contains(&format!(
+            "waiting for a pipe run (pid {}) to finish",
+            run.id()
+        )),
+        "{waiting}"
+    );
+    assert!(
+        gc.try_wait().unwrap().is_none(),
+        "gc went ahead during the run"
+    );
+    ws.file("gate", "");
+    assert!(run.wait().unwrap().success());
+    let gc = gc.wait_with_output().unwrap();
+    assert!(gc.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(report["objects_removed"], 0, "{report}");
+
+    assert!(ws.run_ok(&[]).ran().is_empty());
+    std::fs::remove_file(ws.path("b.txt")).unwrap();
+    std::fs::remove_file(ws.path("out/a.txt")).unwrap();
+    let again = ws.run_ok(&[]);
+    assert!(again.ran().is_empty(), "{:?}", again.ran());
+    assert_eq!(again.restored().len(), 2);
+    assert_eq!(ws.read("b.txt"), "v1\nv1\n");
+}

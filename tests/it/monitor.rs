@@ -223,4 +223,37 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
         "no monitoring section"
     );
     assert!(report.contains("Promoted the retrained candidate"));
+
+    // The UI's monitors page: the same history, charted, tonight's decision beside it.
+    let ui = crate::ui::Ui::start(&ws, &[]);
+    let (status, v) = ui.get("/api/monitors");
+    assert_eq!(status, 200, "{v}");
+    let monitors = v["monitors"].as_array().unwrap();
+    assert_eq!(monitors.len(), 1, "{v:#}");
+    let m = &monitors[0];
+    assert_eq!(m["history"], "monitor/nightly.jsonl");
+    assert_eq!(
+        (m["pipeline"].as_str(), m["stage"].as_str()),
+        (Some("nightly"), Some("monitor"))
+    );
+    assert_eq!(m["decision"], "fired", "{m:#}");
+    let points = m["points"].as_array().unwrap();
+    assert_eq!(points.len(), history_lines(&ws), "{m:#}");
+    assert!(
+        points.last().unwrap()["regressed"].as_bool().unwrap(),
+        "{m:#}"
+    );
+    assert!(
+        points.last().unwrap()["accuracy"].as_f64().unwrap() < baseline,
+        "{m:#}"
+    );
+    let browser = crate::ui_browser::Browser::start();
+    browser.open(&format!("{}/#/monitors", ui.base));
+    let drawn = browser.wait_for(
+        "the monitor chart",
+        "const s = document.getElementById('monitor-chart-0'); return s ? s.dataset.points || null : null;",
+        Value::is_string,
+    );
+    assert_eq!(drawn, points.len().to_string());
+    browser.screenshot("monitors-desktop");
 }

@@ -271,3 +271,74 @@ fn a_read_only_cache_folder_gives_one_clear_message_and_keeps_the_cache_valid() 
     );
     assert_eq!(ws.read("b.out"), "1\n");
 }
+
+/// Files of a dep folder deleted and written again while pipe hashes it (a sync tool or
+/// an editor at work): every `pipe run` ends with success or one clear message naming the
+/// file, never a panic; the cache verifies; and once the folder holds still, the next run
+/// finishes and its out matches the folder.
+#[test]
+fn dep_files_vanishing_while_they_are_hashed_give_a_clear_error_or_a_good_run() {
+    let ws = Ws::new();
+    let root = ws.dir.path().to_owned();
+    for i in 0..400 {
+        ws.file(&format!("docs/{i:03}.txt"), &"x".repeat(4096 + i));
+    }
+    ws.pipeline(
+        "stages:\n  count:\n    cmd: ls docs | wc -l > n.txt\n    deps: [docs]\n    outs: [n.txt]\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, docs) = (stop.clone(), root.join("docs"));
+        std::thread::spawn(move || {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let file = docs.join(format!("{:03}.txt", round % 400));
+                let _ = std::fs::remove_file(&file);
+                let _ = std::fs::write(&file, "y".repeat(4096 + round % 997));
+                round += 1;
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..15 {
+        let out = pipe(&root, &["run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "exit {:?}: {stderr}",
+            out.status.code()
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if out.status.code() == Some(1) {
+            assert!(
+                stderr.contains("docs/"),
+                "the message names the file: {stderr}"
+            );
+            assert!(
+                stderr.contains("deleted or replaced while pipe read it"),
+                "and says what happened: {stderr}"
+            );
+        }
+        outcomes.push(out.status.code());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    eprintln!("exit codes while the folder changed: {outcomes:?}");
+
+    let verify = pipe(&root, &["cache", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let run = pipe(&root, &["run"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(ws.read("n.txt").trim(), "400");
+    let status = pipe(&root, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["stages"][0]["state"], "up-to-date", "{v}");
+}

@@ -433,6 +433,32 @@ async function modelsPage() {
   } catch (e) { document.getElementById("models").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
 }
 
+// ---- monitors -----------------------------------------------------------------------
+async function monitorsPage() {
+  main.innerHTML = `<h1>Monitors</h1><p class="hint">Each monitor stage's history: accuracy per evaluation, one line per model; the nightly report has the same chart.</p><div id="monitors"><p>Loading…</p></div>`;
+  const box = document.getElementById("monitors");
+  try {
+    const {monitors} = await api("/api/monitors");
+    if (!monitors.length) { box.innerHTML = `<p class="muted">No monitor stage has run in this workspace yet (see <code>pipelines/nightly.yaml</code>).</p>`; return; }
+    box.innerHTML = monitors.map((m, i) => `<div class="card monitor" data-history="${esc(m.history)}">
+      <div class="bar"><b>${esc(m.pipeline)}</b> · ${esc(m.stage)} <code class="muted">${esc(m.history)}</code>
+        ${m.decision ? status(m.decision) : ""}<span class="muted">${m.points.length} evaluations · last run <a href="#/run/${esc(m.run)}"><code>${esc(m.run)}</code></a></span></div>
+      ${m.error ? `<div class="error">${esc(m.error)}</div>` : `<svg id="monitor-chart-${i}" class="chart"></svg><div class="legend"></div>
+      <table class="monitor-points"><thead><tr><th>#</th><th>when</th><th>model</th><th class="num">accuracy</th><th class="num">examples</th><th>regressed</th></tr></thead><tbody>
+      ${m.points.map((p, j) => ({p, j})).reverse().slice(0, 50).map(({p, j}) => `<tr class="${p.regressed ? "differs" : ""}"><td>${j + 1}</td><td>${esc(p.at)}</td>
+        <td>${esc(p.model)}<div class="hint">${esc(p.model_hash)}</div></td><td class="num">${num(p.accuracy)}</td><td class="num">${p.examples}</td><td>${p.regressed ? "yes" : "no"}</td></tr>`).join("")}</tbody></table>`}</div>`).join("");
+    monitors.forEach((m, i) => {
+      if (m.error) return;
+      const byModel = new Map();
+      m.points.forEach((p, j) => {
+        if (!byModel.has(p.model_hash)) byModel.set(p.model_hash, {label: `model ${p.model_hash}`, points: []});
+        byModel.get(p.model_hash).points.push([j + 1, p.accuracy]);
+      });
+      drawChart(document.getElementById(`monitor-chart-${i}`), [...byModel.values()], "evaluation", "accuracy");
+    });
+  } catch (e) { box.innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+}
+
 // ---- playground ---------------------------------------------------------------------
 // Reads the server-sent events of a POST answer (EventSource only does GET).
 async function postStream(url, body, onEvent, signal) {
@@ -563,6 +589,7 @@ function route() {
   }
   else if (parts[0] === "data") dataPage();
   else if (parts[0] === "models") modelsPage();
+  else if (parts[0] === "monitors") monitorsPage();
   else if (parts[0] === "play") playPage(parts[1] ? decodeURIComponent(parts[1]) : null);
   else runsPage(parts[0] === "runs" && parts[1] ? Number(parts[1]) : 1);
 }

@@ -325,7 +325,7 @@ impl<'a, 'e> Coordinator<'a, 'e> {
                     Ok(c) => c,
                     Err(e) => {
                         // An unreadable dep fails this stage, not the whole run.
-                        self.fail(i, format!("cannot hash its deps: {e}"), None, 0);
+                        self.fail(i, unreadable_deps(&e), None, 0);
                         return Ok(None);
                     }
                 }
@@ -498,4 +498,27 @@ fn demand(stage: &Stage, caps: &BTreeMap<String, u64>) -> BTreeMap<String, u64> 
         *v = (*v).min(capacity(caps, k));
     }
     d
+}
+
+/// The message of a stage whose deps could not be hashed: the error with its causes, and
+/// for a file that was there when the folder was listed and gone when it was read, what
+/// that means.
+fn unreadable_deps(e: &ExecError) -> String {
+    let mut message = format!("cannot hash its deps: {e}");
+    let mut vanished = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        vanished |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+        source = cause.source();
+    }
+    if vanished {
+        message.push_str(
+            "\n  hint: the file was deleted or replaced while pipe read it (another program is \
+             writing there); run again once it holds still",
+        );
+    }
+    message
 }
