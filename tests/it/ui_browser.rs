@@ -241,6 +241,17 @@ fn base64_decode(s: &str) -> Vec<u8> {
 const CHART_POINTS: &str =
     "const s = document.getElementById('loss-chart'); return s ? s.dataset.points || null : null;";
 
+/// The newest run of `pipe runs list --json`.
+fn newest_run(ws: &Ws) -> Value {
+    let list = ws.pipe().args(["runs", "list", "--json"]).output().unwrap();
+    let first = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .unwrap();
+    serde_json::from_str(&first).unwrap()
+}
+
 #[test]
 fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
     let ws: Ws = gated_ws();
@@ -338,14 +349,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         "return document.querySelector('#run-status')?.textContent || null",
         |v| v == "succeeded",
     );
-    let list = ws.pipe().args(["runs", "list", "--json"]).output().unwrap();
-    let newest: Value = serde_json::from_str(
-        String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let newest = newest_run(&ws);
     assert_eq!(newest["id"], started.as_str());
     assert_eq!(newest["sets"], json!(["valid=0.2"]));
 
@@ -363,14 +367,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         "return document.querySelector('#run-status')?.textContent || null",
         |v| v == "succeeded",
     );
-    let list = ws.pipe().args(["runs", "list", "--json"]).output().unwrap();
-    let newest: Value = serde_json::from_str(
-        String::from_utf8_lossy(&list.stdout)
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let newest = newest_run(&ws);
     assert_eq!(newest["id"], rerun);
     assert_eq!(newest["sets"], json!(["valid=0.2"]));
 
