@@ -73,46 +73,113 @@ pub async fn artifact(
             }
         })
         .collect();
-    let name = safe.clone();
-    let packed = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
-        if real.is_dir() {
-            Ok((tar_gz(&real, &name)?, true))
-        } else {
-            Ok((std::fs::read(&real)?, false))
+    send(real, safe).await
+}
+
+/// The file or folder `real` as an attachment named `name` (a folder as `name.tar.gz`),
+/// streamed: a fused model is hundreds of megabytes, so nothing is held in memory whole.
+/// What fails before the first byte is an error answer; a read failing later cuts the
+/// transfer short, which the client sees as an incomplete download, not as a good file.
+pub async fn send(real: std::path::PathBuf, name: String) -> Response {
+    let opened = tokio::task::spawn_blocking({
+        let real = real.clone();
+        move || -> std::io::Result<Option<(std::fs::File, u64)>> {
+            if std::fs::metadata(&real)?.is_dir() {
+                return Ok(None);
+            }
+            let file = std::fs::File::open(&real)?;
+            let len = file.metadata()?.len();
+            Ok(Some((file, len)))
         }
     })
     .await;
-    let (bytes, is_dir) = match packed {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    let opened = match opened {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return error(StatusCode::NOT_FOUND, &format!("{name}: {e}"));
+        }
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{name}: {e}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let (file, kind) = if is_dir {
-        (format!("{safe}.tar.gz"), "application/gzip")
-    } else {
-        (safe, "application/octet-stream")
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let (file_name, kind, len) = match &opened {
+        None => (format!("{name}.tar.gz"), "application/gzip", None),
+        Some((_, len)) => (name.clone(), "application/octet-stream", Some(*len)),
     };
-    (
-        [
-            (header::CONTENT_TYPE, kind.to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file}\""),
-            ),
-        ],
-        bytes,
-    )
-        .into_response()
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let written = match opened {
+            None => tar_gz(&real, &name, &mut out),
+            Some((mut file, _)) => std::io::copy(&mut file, &mut out).map(drop),
+        }
+        .and_then(|()| std::io::Write::flush(&mut out));
+        if let Err(e) = written {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let mut headers = vec![
+        (header::CONTENT_TYPE, kind.to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ),
+    ];
+    if let Some(len) = len {
+        headers.push((header::CONTENT_LENGTH, len.to_string()));
+    }
+    let mut response = body.into_response();
+    for (k, v) in headers {
+        if let Ok(v) = v.parse() {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    response
+}
+
+/// Bytes per chunk sent to the client.
+const CHUNK: usize = 256 * 1024;
+
+/// Hands what is written to the response body in chunks; fails once the client has gone,
+/// which stops the packing.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
 }
 
 /// The folder `dir` as a gzipped tar whose entries sit under `name/`. Links are stored as
 /// links, never followed, so nothing outside the folder is packed.
-fn tar_gz(dir: &std::path::Path, name: &str) -> std::io::Result<Vec<u8>> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+fn tar_gz(dir: &std::path::Path, name: &str, out: impl std::io::Write) -> std::io::Result<()> {
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
     tar.append_dir_all(name, dir)?;
-    tar.into_inner()?.finish()
+    tar.into_inner()?.finish()?.flush()
 }
 
 #[cfg(test)]
@@ -126,7 +193,8 @@ mod tests {
         std::fs::write(adapter.join("sub/w.bin"), [1u8, 2, 3]).unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc/passwd", adapter.join("out")).unwrap();
-        let bytes = super::tar_gz(&adapter, "lora").unwrap();
+        let mut bytes = Vec::new();
+        super::tar_gz(&adapter, "lora", &mut bytes).unwrap();
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
         let mut files: Vec<(String, u64, bool)> = archive
             .entries()

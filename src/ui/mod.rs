@@ -15,13 +15,14 @@
 //!
 //! One file per concern: [`routes`] (the JSON API), [`live`] (server-sent events),
 //! [`launch`] (pipelines, the form, starting and stopping runs), [`datasets`] (uploads),
-//! [`download`] (artifacts), [`models`] (trained adapters), [`monitors`] (monitor histories), [`playground`] (base and
+//! [`download`] (artifacts), [`models`] (trained adapters), [`exports`] (fused and GGUF builds of them), [`monitors`] (monitor histories), [`playground`] (base and
 //! adapter answering side by side through `pipe serve`), [`logs`] (log tails), [`series`] (chart data), [`workspace`] (stage states on the DAG), [`security`] (loopback, token,
 //! Origin checks) and [`assets`].
 
 pub mod assets;
 pub mod datasets;
 pub mod download;
+pub mod exports;
 pub mod launch;
 pub mod live;
 pub mod logs;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// The playground's model server, started on demand.
     pub playground: playground::Playground,
+    /// Fused and GGUF exports being built.
+    pub builds: exports::Builds,
 }
 
 /// Serves until SIGINT/SIGTERM; `ready` is called once with the URL to open.
@@ -98,6 +101,7 @@ pub fn serve(options: Options, ready: impl FnOnce(&str)) -> anyhow::Result<()> {
             pipe_exe: std::env::current_exe().context("cannot find the pipe executable")?,
             max_upload_bytes: options.max_upload_bytes,
             playground: playground::Playground::new(options.model_idle),
+            builds: exports::Builds::default(),
         });
         let shown = if addr.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port())

@@ -90,10 +90,27 @@ pub fn find(root: &std::path::Path, path: &str) -> Option<Adapter> {
     adapters(root).into_iter().find(|a| a.path == path)
 }
 
+/// An adapter as the models page lists it: with the state of its fused and GGUF exports.
+#[derive(Debug, Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    adapter: Adapter,
+    exports: BTreeMap<super::exports::Format, super::exports::ExportState>,
+}
+
 /// `GET /api/models`.
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    let root = state.root.clone();
-    match tokio::task::spawn_blocking(move || adapters(&root)).await {
+    let listing = state.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        adapters(&listing.root)
+            .into_iter()
+            .map(|adapter| Listed {
+                exports: listing.builds.states(&listing.root, &adapter),
+                adapter,
+            })
+            .collect::<Vec<_>>()
+    });
+    match listed.await {
         Ok(list) => Json(serde_json::json!({ "adapters": list })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

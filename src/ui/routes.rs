@@ -16,7 +16,8 @@
 //! | `POST /api/runs` | validate a form and start `pipe run` detached |
 //! | `GET /api/datasets`, `POST /api/datasets?name=N` | uploaded datasets; upload and validate one |
 //! | `POST /api/datasets/tokens` | an upload through a known model's chat template and tokenizer (`pipe tokens`) |
-//! | `GET /api/models` | trained adapters of the history, with base model and metrics |
+//! | `GET /api/models` | trained adapters of the history, with base model, metrics and exports |
+//! | `POST /api/models/export`, `GET /api/models/download?path=P&format=F` | build an adapter's fused model or GGUF file; download it |
 //! | `GET /api/monitors` | every monitor history: accuracy per evaluation, regressions, the latest decision |
 //! | `GET /api/playground`, `POST /api/playground/generate` | the model server's state; one answer, streamed |
 //!
@@ -25,8 +26,8 @@
 
 use super::series::{self, Curve};
 use super::{
-    AppState, assets, datasets, download, launch, live, models, monitors, playground, security,
-    workspace,
+    AppState, assets, datasets, download, exports, launch, live, models, monitors, playground,
+    security, workspace,
 };
 use axum::Json;
 use axum::Router;
@@ -63,6 +64,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/datasets", get(datasets::list).post(datasets::upload))
         .route("/api/datasets/tokens", post(datasets::tokens))
         .route("/api/models", get(models::list))
+        .route("/api/models/export", post(exports::start))
+        .route("/api/models/download", get(exports::download))
         .route("/api/monitors", get(monitors::list))
         .route("/api/playground", get(playground::status))
         .route("/api/playground/generate", post(playground::generate))

@@ -255,5 +255,5 @@ fn the_nightly_loop_fires_on_drift_retrains_and_promotes() {
         Value::is_string,
     );
     assert_eq!(drawn, points.len().to_string());
-    browser.screenshot("monitors-desktop");
+    browser.screenshots("monitors");
 }

@@ -122,7 +122,18 @@ impl Browser {
         script: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_for_within(what, Duration::from_secs(60), script, pred)
+    }
+
+    /// [`Browser::wait_for`] for work that takes longer than a minute on a loaded machine.
+    pub(crate) fn wait_for_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        script: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let v = self.js(script);
             if pred(&v) {
@@ -178,6 +189,20 @@ impl Browser {
             "/window/rect",
             Some(&json!({"width": width, "height": height})),
         );
+    }
+
+    /// The page at a desktop and a laptop width (`NAME-desktop.png`, `NAME-laptop.png`)
+    /// when screenshots are asked for (`PIPE_UI_SCREENSHOTS=DIR`); the window is then
+    /// back at its starting size.
+    pub(crate) fn screenshots(&self, name: &str) {
+        if std::env::var_os("PIPE_UI_SCREENSHOTS").is_none() {
+            return;
+        }
+        for (width, height, label) in [(1440, 900, "desktop"), (1024, 768, "laptop")] {
+            self.resize(width, height);
+            self.screenshot(&format!("{name}-{label}"));
+        }
+        self.resize(1280, 900);
     }
 
     pub(crate) fn screenshot(&self, name: &str) {
@@ -273,7 +298,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         Value::is_string,
     );
     let id = id.as_str().unwrap().to_owned();
-    browser.screenshot("runs-desktop");
+    browser.screenshots("runs");
 
     // Its page: the chart gains a point per step, as the run reports them.
     browser.click(&format!("#runs tr[data-run='{id}'] a"));
@@ -282,7 +307,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
             v.as_str() == Some(&step.to_string())
         });
         if step == 2 {
-            browser.screenshot("run-live-desktop");
+            browser.screenshots("run-live");
         }
         ws.file(&format!("gate{step}"), "");
     }
@@ -316,7 +341,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         hint.as_str().unwrap().contains("ingest.with.split.valid"),
         "{hint}"
     );
-    browser.screenshot("new-run-desktop");
+    browser.screenshots("new-run");
 
     // A bad value: pipe run's message, on the page.
     browser.type_into("#field-valid", "abc");
@@ -332,7 +357,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         "{error}"
     );
     assert!(error.contains("gated.yaml:11:15"), "{error}");
-    browser.screenshot("new-run-error-desktop");
+    browser.screenshots("new-run-error");
 
     // A good one starts a run (the gates are open now) and the page follows it.
     browser.type_into("#field-valid", "0.2");
@@ -383,6 +408,31 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
         "gated.yaml"
     );
 
+    // The CLI run and the form's, compared: the param the form changed is the row that
+    // differs.
+    browser.open(&format!("{}/#/", ui.base));
+    browser.wait_for(
+        "both runs in the list",
+        &format!(
+            "return document.querySelector(\"#runs input[value='{id}']\") && document.querySelector(\"#runs input[value='{started}']\") ? true : null"
+        ),
+        |v| v == true,
+    );
+    browser.click(&format!("#runs input[value='{id}']"));
+    browser.click(&format!("#runs input[value='{started}']"));
+    browser.click("#compare");
+    let differs = browser.wait_for(
+        "the comparison",
+        "const t = document.getElementById('compare-params');
+         return t ? [...t.querySelectorAll('tr.differs td:first-child')].map(td => td.textContent).join(' ') : null;",
+        Value::is_string,
+    );
+    assert!(
+        differs.as_str().unwrap().contains("valid"),
+        "rows that differ: {differs}"
+    );
+    browser.screenshots("compare");
+
     // The workspace: each stage of gated.yaml on its DAG after those runs. `valid` is back
     // to the file's value there, so ingest is stale, but restorable: the first run made
     // its outs with that value and the run cache has them.
@@ -403,10 +453,7 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
             .contains("ingest restorable definition changed"),
         "{why}"
     );
-    browser.screenshot("workspace-desktop");
-    browser.resize(1024, 800);
-    browser.screenshot("workspace-laptop");
-    browser.resize(1280, 900);
+    browser.screenshots("workspace");
 
     // Datasets: a file with a bad row is refused with the line; a good one is kept, then
     // counted in tokens through SmolLM2's chat template.
@@ -462,5 +509,5 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
             .contains("<|im_start|>user\nwalk<|im_end|>\n<|im_start|>assistant\nwalked<|im_end|>"),
         "{shown}"
     );
-    browser.screenshot("datasets-desktop");
+    browser.screenshots("datasets");
 }

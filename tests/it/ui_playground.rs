@@ -114,7 +114,7 @@ fn playground_streams_base_and_adapter_side_by_side_in_the_browser() {
         "return document.querySelector('#models-table tr[data-adapter]')?.dataset.adapter || null",
         |v| v == ADAPTER,
     );
-    browser.screenshot("models-1440");
+    browser.screenshots("models");
     browser.click("#models-table tr[data-adapter] td.actions a");
     browser.wait_for(
         "the playground with the adapter picked",
@@ -138,16 +138,7 @@ fn playground_streams_base_and_adapter_side_by_side_in_the_browser() {
     assert!(v[5].as_u64().unwrap() >= 1, "{v}");
     let meta = browser.js("return document.getElementById('pg-meta-adapter').textContent");
     assert!(meta.as_str().unwrap().contains("tokens"), "{meta}");
-    browser.screenshot("playground-1440");
-    browser.resize(1024, 900);
-    browser.screenshot("playground-1024");
-    browser.open(&format!("{}/#/models", ui.base));
-    browser.wait_for(
-        "the models page",
-        "return document.querySelector('#models-table tr[data-adapter]') ? true : null",
-        |v| v == true,
-    );
-    browser.screenshot("models-1024");
+    browser.screenshots("playground");
 }
 
 /// The files of a `.tar.gz` answer, by path.
@@ -196,34 +187,9 @@ fn the_models_page_downloads_the_adapter_in_the_mlx_lm_and_peft_layouts() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
     }
-    let request = json!({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
-        "body": {"model": "a", "max_tokens": 4, "temperature": 0,
-                 "messages": [{"role": "user", "content": PROMPT}]}});
-    std::fs::write(copy.path().join("in.jsonl"), format!("{request}\n")).unwrap();
     let answer = |adapter: &std::path::Path| {
-        let out_file = copy.path().join("out.jsonl");
-        let _ = std::fs::remove_file(&out_file);
-        let out = ws
-            .pipe()
-            .args(["generate", "--batch"])
-            .arg(copy.path().join("in.jsonl"))
-            .arg("--out")
-            .arg(&out_file)
-            .arg("--adapter")
-            .arg(format!("a={}", adapter.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line: Value =
-            serde_json::from_str(std::fs::read_to_string(&out_file).unwrap().trim()).unwrap();
-        line["response"]["body"]["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{line}"))
-            .to_owned()
+        let named = format!("a={}", adapter.display());
+        batch_answer(&ws, "a", &["--adapter".as_ref(), named.as_ref()])
     };
     assert_eq!(
         answer(&copy.path().join("lora")),
@@ -249,6 +215,171 @@ fn the_models_page_downloads_the_adapter_in_the_mlx_lm_and_peft_layouts() {
     let (status, _) = ui.get(&format!(
         "/api/runs/{run}/download?path={ADAPTER}/../../quick.yaml"
     ));
+    assert_eq!(status, 404);
+}
+
+/// `pipe generate --batch`'s greedy answer to [`PROMPT`] from the model named `name`
+/// (`base`, or an adapter `args` names).
+fn batch_answer(ws: &Ws, name: &str, args: &[&std::ffi::OsStr]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let request = json!({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": name, "max_tokens": 4, "temperature": 0,
+                 "messages": [{"role": "user", "content": PROMPT}]}});
+    std::fs::write(dir.path().join("in.jsonl"), format!("{request}\n")).unwrap();
+    let out_file = dir.path().join("out.jsonl");
+    let out = ws
+        .pipe()
+        .args(["generate", "--batch"])
+        .arg(dir.path().join("in.jsonl"))
+        .arg("--out")
+        .arg(&out_file)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(&out_file).unwrap().trim()).unwrap();
+    line["response"]["body"]["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned()
+}
+
+/// The models page builds what is not a stage output on request: the GGUF file (from
+/// the browser: button, "building", then a download link) and the fused model (over the
+/// API). The GGUF is the file `pipe export gguf` writes for the adapter, byte for byte;
+/// the fused folder, unpacked anywhere, answers as the adapter does.
+#[test]
+fn the_models_page_builds_and_downloads_the_fused_model_and_the_gguf_file() {
+    let ws = trained();
+    let ui = Ui::start(&ws, &[]);
+    let (_, models) = ui.get("/api/models");
+    let adapter = &models["adapters"][0];
+    assert_eq!(adapter["path"], ADAPTER, "{models}");
+    assert_eq!(adapter["exports"]["gguf"]["state"], "missing", "{models}");
+    assert_eq!(adapter["exports"]["fused"]["state"], "missing", "{models}");
+    let (status, _) = ui.get(&format!("/api/models/download?path={ADAPTER}&format=gguf"));
+    assert_eq!(status, 404, "nothing to download before a build");
+
+    let browser = Browser::start();
+    browser.resize(1440, 1000);
+    browser.open(&format!("{}/#/models", ui.base));
+    browser.wait_for(
+        "the build button",
+        "return document.querySelector('#models-table button.build.gguf') ? true : null",
+        |v| v == true,
+    );
+    browser.click("#models-table button.build.gguf");
+    let link = browser.wait_for_within(
+        "the GGUF download link",
+        Duration::from_secs(600),
+        "return document.querySelector('#models-table a.download.gguf')?.getAttribute('href')
+           || document.querySelector('#models-table .error')?.textContent || null",
+        |v| v.is_string(),
+    );
+    let link = link.as_str().unwrap();
+    assert!(link.starts_with("/api/models/download?"), "{link}");
+    browser.screenshots("models-exports");
+    let r = ui.agent.get(format!("{}{link}", ui.base)).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.contains("lora.q8_0.gguf"), "{disposition}");
+    let downloaded = r
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let cli_file = cli.path().join("cli.gguf");
+    ws.pipe()
+        .args([
+            "export",
+            "gguf",
+            "--type",
+            "q8_0",
+            "--adapter",
+            ADAPTER,
+            "--out",
+        ])
+        .arg(&cli_file)
+        .assert()
+        .success();
+    let expected = std::fs::read(&cli_file).unwrap();
+    assert_eq!(&downloaded[..4], b"GGUF");
+    assert!(
+        downloaded == expected,
+        "the UI's GGUF differs from `pipe export gguf`'s"
+    );
+
+    // The fused model, over the API: 202 while it builds, then ready and downloadable.
+    let (status, state) = ui.post(
+        "/api/models/export",
+        &json!({"path": ADAPTER, "format": "fused"}),
+    );
+    assert_eq!(
+        (status, &state["state"]),
+        (202, &json!("building")),
+        "{state}"
+    );
+    let (status, refused) = ui.post(
+        "/api/models/export",
+        &json!({"path": ADAPTER, "format": "gguf"}),
+    );
+    assert_eq!(
+        status, 200,
+        "a built export is answered as ready: {refused}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let fused = loop {
+        let (_, models) = ui.get("/api/models");
+        let state = models["adapters"][0]["exports"]["fused"].clone();
+        if state["state"] != "building" {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "fused export still building");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(fused["state"], "ready", "{fused}");
+    let files = untar(
+        &ui,
+        &format!("/api/models/download?path={ADAPTER}&format=fused"),
+    );
+    let unpacked = tempfile::tempdir().unwrap();
+    for (name, bytes) in &files {
+        assert!(name.starts_with("lora-fused/"), "{name}");
+        let path = unpacked.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert!(
+        files.contains_key("lora-fused/config.json"),
+        "{:?}",
+        files.keys()
+    );
+    let fused_dir = unpacked.path().join("lora-fused");
+    let with_adapter = batch_answer(
+        &ws,
+        "a",
+        &["--adapter".as_ref(), format!("a={ADAPTER}").as_ref()],
+    );
+    assert_eq!(with_adapter.trim().to_lowercase(), "walked");
+    assert_eq!(
+        batch_answer(&ws, "base", &["--model".as_ref(), fused_dir.as_os_str()]),
+        with_adapter
+    );
+    // Nothing outside the history's adapters is built or served.
+    let (status, _) = ui.post(
+        "/api/models/export",
+        &json!({"path": "quick.yaml", "format": "fused"}),
+    );
     assert_eq!(status, 404);
 }
 

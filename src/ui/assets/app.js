@@ -429,8 +429,30 @@ async function modelsPage() {
         <td><a href="#/run/${esc(a.run)}"><code>${esc(a.run)}</code></a><div class="hint">${esc(a.pipeline)}</div></td>
         <td class="actions"><a href="#/play/${encodeURIComponent(a.path)}">Try in playground</a>
           <br><a class="download mlx-lm" href="${downloadUrl(a.run, a.path)}">Download (mlx-lm)</a>
-          ${a.peft ? `<br><a class="download peft" href="${downloadUrl(a.run, a.path + "/peft")}">Download (PEFT)</a>` : ""}</td></tr>`).join("")}</tbody></table>`;
+          ${a.peft ? `<br><a class="download peft" href="${downloadUrl(a.run, a.path + "/peft")}">Download (PEFT)</a>` : ""}
+          ${EXPORTS.map(([f, what]) => exportCell(a, f, what)).join("")}</td></tr>`).join("")}</tbody></table>`;
+    box.querySelectorAll("button.build").forEach(b => b.onclick = async () => {
+      b.disabled = true;
+      try { await api("/api/models/export", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({path: b.dataset.path, format: b.dataset.format})}); }
+      catch (e) { b.insertAdjacentHTML("afterend", `<div class="error">${esc(e.message)}</div>`); return; }
+      modelsPage();
+    });
+    // A build takes a minute or so: look again until none is left building.
+    if (adapters.some(a => Object.values(a.exports || {}).some(x => x.state === "building"))) {
+      const timer = setTimeout(() => { if (location.hash.startsWith("#/models")) modelsPage(); }, 2000);
+      cleanup.push(() => clearTimeout(timer));
+    }
   } catch (e) { document.getElementById("models").innerHTML = `<div class="error">${esc(e.message)}</div>`; }
+}
+const EXPORTS = [["fused", "fused model (float32, Hugging Face)"], ["gguf", "GGUF (q8_0, llama.cpp)"]];
+function exportCell(a, format, what) {
+  const x = (a.exports || {})[format] || {state: "missing"};
+  const url = `/api/models/download?path=${encodeURIComponent(a.path)}&format=${format}`;
+  const button = label => `<br><button class="build ${format}" data-path="${esc(a.path)}" data-format="${format}">${label}</button>`;
+  if (x.state === "ready") return `<br><a class="download ${format}" href="${url}">Download ${what}</a> <span class="hint">${(x.bytes / 1048576).toFixed(0)} MiB</span>`;
+  if (x.state === "building") return `<br><span class="building ${format}">Building ${what}…</span>`;
+  if (x.state === "failed") return `${button("Build " + what + " again")}<div class="error">${esc(x.error)}</div>`;
+  return button("Build " + what);
 }
 
 // ---- monitors -----------------------------------------------------------------------

@@ -72,8 +72,8 @@ mod runs;
 mod stat;
 mod walk;
 
-pub use hash::hash_file;
 pub use hash::{DIR_SUFFIX, hash_bytes, is_dir_hash};
+pub use hash::{hash_file, update_from_file};
 pub use objects::{GcReport, StoreUsage, VerifyReport};
 pub use runs::RunEntry;
 

@@ -54,10 +54,10 @@ fn weights_hash(path: &Path) -> std::io::Result<String> {
             let file = path.join(&name);
             hasher.update(name.as_bytes());
             hasher.update(&std::fs::metadata(&file)?.len().to_le_bytes());
-            hasher.update_mmap_rayon(&file)?;
+            pipe_engine::cache::update_from_file(&mut hasher, &file)?;
         }
     } else {
-        hasher.update_mmap_rayon(path)?;
+        pipe_engine::cache::update_from_file(&mut hasher, path)?;
     }
     Ok(hasher.finalize().to_hex().to_string())
 }
