@@ -366,8 +366,10 @@ async function dataPage() {
     document.querySelector("#datasets tbody").innerHTML = datasets.map(d =>
       `<tr><td><code>${esc(d.file)}</code></td><td class="num">${d.bytes} B</td></tr>`).join("") || `<tr><td class="muted">none yet</td></tr>`;
     const pick = document.getElementById("tok-file"), keep = pick.value;
-    pick.innerHTML = datasets.map(d => { const name = d.file.split("/").pop(); return `<option value="${esc(name)}">${esc(name)}</option>`; }).join("");
+    pick.innerHTML = datasets.map(d => { const name = d.file.split("/").pop(); return `<option value="${esc(name)}">${esc(name)}</option>`; }).join("")
+      || `<option value="">upload a dataset first</option>`;
     if (keep) pick.value = keep;
+    document.getElementById("tok-go").disabled = !datasets.length;
     document.getElementById("tok-model").innerHTML = models.map(m => `<option>${esc(m)}</option>`).join("");
   };
   document.getElementById("tok-go").onclick = async () => {
