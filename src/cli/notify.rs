@@ -1,35 +1,55 @@
-//! After `pipe run`: the pipeline's `notify:` webhook, when the outcome calls for it. A
+//! After `pipe run`: the pipeline's `notify:` webhook (and a schedule's), when the outcome calls for it. A
 //! webhook that is down or refuses is a warning; it never changes the run's exit code.
 
 use super::output::Printer;
 use pipe_engine::history::record::RunRecord;
 use pipe_engine::notify;
+use pipe_engine::schedule;
 use pipe_engine::spec::Pipeline;
+use pipe_schema::notify::NotifyConfig;
 
-/// Sends the notification the run's outcome calls for, if any.
+/// Sends the notifications the run's outcome calls for, if any: to the pipeline's
+/// `notify:` and, in a scheduled run, to the schedule's (`pipe schedule add --notify-*`),
+/// each by its own `on:` list; a URL both name gets one POST.
 pub(super) fn after_run(printer: &Printer, pipeline: &Pipeline, record: Option<&RunRecord>) {
-    let Some(config) = &pipeline.notify else {
+    let mut receivers: Vec<NotifyConfig> = pipeline.notify.iter().cloned().collect();
+    if let Ok(text) = std::env::var(schedule::NOTIFY_ENV) {
+        match serde_json::from_str::<NotifyConfig>(&text) {
+            Ok(config) => receivers.push(config),
+            Err(e) => printer.warn(&format!(
+                "the schedule's notify settings ({}) do not parse: {e}",
+                schedule::NOTIFY_ENV
+            )),
+        }
+    }
+    if receivers.is_empty() {
         return;
-    };
+    }
     let Some(record) = record else {
         printer.warn("no notification sent: the run history could not be written, and the message is made from it");
         return;
     };
-    let Some(event) = notify::event(config, record.status, &record.stages) else {
-        return;
-    };
-    let schedule = std::env::var("PIPE_SCHEDULE").ok();
-    let body = notify::body(event, record, schedule.as_deref());
-    let sent = notify::url(config).and_then(|url| {
-        notify::send(&url, &body)?;
-        Ok(url)
-    });
-    match sent {
-        Ok(url) => printer.status(&format!(
-            "notified {} ({})",
-            notify::redact(&url),
-            event.as_str()
-        )),
-        Err(e) => printer.warn(&format!("notification ({}) not sent: {e}", event.as_str())),
+    let schedule_name = std::env::var("PIPE_SCHEDULE").ok();
+    let mut sent_to = Vec::new();
+    for config in &receivers {
+        let Some(event) = notify::event(config, record.status, &record.stages) else {
+            continue;
+        };
+        let body = notify::body(event, record, schedule_name.as_deref());
+        let sent = notify::url(config).and_then(|url| {
+            if !sent_to.contains(&url) {
+                notify::send(&url, &body)?;
+                sent_to.push(url.clone());
+            }
+            Ok(url)
+        });
+        match sent {
+            Ok(url) => printer.status(&format!(
+                "notified {} ({})",
+                notify::redact(&url),
+                event.as_str()
+            )),
+            Err(e) => printer.warn(&format!("notification ({}) not sent: {e}", event.as_str())),
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub enum Command {
     /// Run a pipeline on a schedule (a crontab entry on Linux, a LaunchAgent on macOS).
     #[command(
-        after_help = "The entry calls `pipe schedule run NAME` in the workspace, with this binary's absolute path and the environment captured now (PATH, HOME, LANG, TZ, PIPE_CACHE_DIR, XDG_CACHE_HOME, PIPE_PYTHON, MLFLOW_TRACKING_URI, OPENBLAS_NUM_THREADS; never credentials). A run that finds another one going in the workspace is skipped (exit 75). Output is appended to runs/schedules/NAME/log, rotated at 4 MiB.\n\nExamples:\n  pipe schedule add pipelines/quickstart.yaml --daily 02:30\n  pipe schedule add pipe.yaml --cron '0 */6 * * 1-5' --name six-hourly --set train.steps=200\n  pipe schedule status"
+        after_help = "The entry calls `pipe schedule run NAME` in the workspace, with this binary's absolute path and the environment captured now (PATH, HOME, LANG, TZ, PIPE_CACHE_DIR, XDG_CACHE_HOME, PIPE_PYTHON, MLFLOW_TRACKING_URI, OPENBLAS_NUM_THREADS; never credentials). A run that finds another one going in the workspace is skipped (exit 75). Output is appended to runs/schedules/NAME/log, rotated at 4 MiB.\n\nExamples:\n  pipe schedule add pipelines/quickstart.yaml --daily 02:30\n  pipe schedule add pipe.yaml --cron '0 */6 * * 1-5' --name six-hourly --set train.steps=200\n  pipe schedule add pipelines/nightly.yaml --daily 02:30 --notify-webhook-env ONCALL_WEBHOOK --notify-on failure,regression\n  pipe schedule status"
     )]
     Add(AddArgs),
     /// List the installed schedules.
@@ -56,6 +56,18 @@ pub struct AddArgs {
     /// The schedule's name (default: the pipeline's name); unique among your schedules.
     #[arg(long)]
     name: Option<String>,
+    /// POST this schedule's outcomes to the webhook URL held by this environment variable
+    /// (as `notify.webhook_env`; give the variable to the scheduler, e.g. a line in
+    /// `crontab -e`), besides the pipeline's own `notify:`.
+    #[arg(long, value_name = "VAR", conflicts_with = "notify_webhook")]
+    notify_webhook_env: Option<String>,
+    /// POST this schedule's outcomes to this webhook URL (kept in the workspace's
+    /// `runs/schedules/`, never in the crontab or plist).
+    #[arg(long, value_name = "URL")]
+    notify_webhook: Option<String>,
+    /// The outcomes that notify, comma-separated: failure, regression, success.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "failure,regression", value_parser = parse_notify_on)]
+    notify_on: Vec<pipe_schema::notify::NotifyOn>,
     /// Print the schedule as one JSON object.
     #[arg(long)]
     json: bool,
@@ -119,6 +131,33 @@ fn next_time(cron: &str) -> Option<(i64, String)> {
     Some((t, schedule::cron::local_time(t).to_string()))
 }
 
+fn parse_notify_on(s: &str) -> Result<pipe_schema::notify::NotifyOn, String> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_owned()))
+        .map_err(|_| format!("`{s}` is not an outcome: use failure, regression or success"))
+}
+
+/// `--notify-webhook(-env)` and `--notify-on` as a `notify:` mapping, checked as the
+/// pipeline's would be.
+fn notify_config(args: &AddArgs) -> anyhow::Result<Option<pipe_schema::notify::NotifyConfig>> {
+    if args.notify_webhook.is_none() && args.notify_webhook_env.is_none() {
+        return Ok(None);
+    }
+    let config = pipe_schema::notify::NotifyConfig {
+        webhook: args.notify_webhook.clone(),
+        webhook_env: args.notify_webhook_env.clone(),
+        on: args.notify_on.clone(),
+    };
+    config.check().map_err(|(key, message)| {
+        let flag = match key {
+            "webhook" => "--notify-webhook",
+            "webhook_env" => "--notify-webhook-env",
+            _ => "--notify-on",
+        };
+        UsageError(format!("{flag}: {message}"))
+    })?;
+    Ok(Some(config))
+}
+
 fn add(printer: &Printer, args: AddArgs) -> anyhow::Result<()> {
     let expr = match (&args.daily, &args.cron) {
         (Some(d), _) => CronExpr::daily(d),
@@ -164,6 +203,7 @@ fn add(printer: &Printer, args: AddArgs) -> anyhow::Result<()> {
         pipe,
         root: root.clone(),
         env: schedule::capture_env(),
+        notify: notify_config(&args)?,
     };
     schedule::write(&def).map_err(|e| anyhow::anyhow!("cannot save the schedule: {e}"))?;
     scheduler.install(&def)?;
@@ -191,6 +231,8 @@ struct Row {
     pipeline: Option<String>,
     sets: Vec<String>,
     env: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify: Option<pipe_schema::notify::NotifyConfig>,
     log: PathBuf,
     next: Option<String>,
     next_unix: Option<i64>,
@@ -208,6 +250,11 @@ impl Row {
             pipeline: Some(def.pipeline.clone()),
             sets: def.sets.clone(),
             env: def.env.clone(),
+            // Shown, so the secret part of a literal URL is left out.
+            notify: def.notify.clone().map(|mut n| {
+                n.webhook = n.webhook.as_deref().map(pipe_engine::notify::redact);
+                n
+            }),
             log: schedule::log_path(&def.root, &def.name),
             next_unix: next.as_ref().map(|n| n.0),
             next: next.map(|n| n.1),
@@ -233,6 +280,7 @@ fn rows() -> anyhow::Result<Vec<Row>> {
                 pipeline: None,
                 sets: vec![],
                 env: Default::default(),
+                notify: None,
                 next_unix: next.as_ref().map(|n| n.0),
                 next: next.map(|n| n.1),
                 last: None,
@@ -356,11 +404,15 @@ fn run_now(printer: &Printer, args: &RunArgs) -> anyhow::Result<()> {
         .current_dir(&root)
         .envs(&def.env)
         .env("PIPE_SCHEDULE", &def.name)
+        .env_remove(schedule::NOTIFY_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
     for s in &def.sets {
         cmd.arg("--set").arg(s);
+    }
+    if let Some(notify) = &def.notify {
+        cmd.env(schedule::NOTIFY_ENV, serde_json::to_string(notify)?);
     }
     let status = cmd
         .status()

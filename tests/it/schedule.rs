@@ -2,7 +2,8 @@
 //! `tools/test-deps.sh`, started here when it is not running): a schedule set for the next
 //! minute really runs a pipeline and `status` reports it; a run while another holds the
 //! workspace is skipped with exit 75 and says so; `remove` leaves the crontab exactly as it
-//! was; bad expressions are refused without touching it.
+//! was; bad expressions are refused without touching it; a schedule's own webhook hears
+//! its runs' outcomes (a real local HTTP server).
 //!
 //! The tests edit the crontab of the user running them, inside pipe's marked block only,
 //! and restore it; they take one lock so they never edit it at the same time.
@@ -409,5 +410,128 @@ fn bad_schedules_are_refused_and_leave_the_crontab_alone() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = ws
+        .pipe()
+        .args(["schedule", "add", "pipe.yaml", "--daily", "02:30"])
+        .args([
+            "--notify-webhook-env",
+            "HOOK",
+            "--notify-on",
+            "failure,sometimes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`sometimes` is not an outcome"), "{err}");
+    let out = ws
+        .pipe()
+        .args(["schedule", "add", "pipe.yaml", "--daily", "02:30"])
+        .args(["--notify-webhook", "hooks.example.com/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--notify-webhook: `hooks.example.com/x` is not an http(s) URL"),
+        "{err}"
+    );
+    assert_eq!(crontab(), before);
+}
+
+/// `pipe schedule add --notify-webhook-env VAR --notify-on ...`: the schedule's runs
+/// notify that webhook by its own list, on top of the pipeline (which has no `notify:`
+/// here), and the variable comes from the scheduler's environment at run time.
+#[test]
+fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
+    let _one = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let before = crontab();
+    let _restore = Restore(before.clone());
+    let ws = Ws::new();
+    let receiver = crate::notify::Receiver::start(&ws);
+    let stage = |cmd: &str| {
+        format!("name: nightly\nstages:\n  work:\n    cmd: {cmd}\n    outs: [out.txt]\n")
+    };
+    ws.pipeline(&stage("exit 3"));
+    let name = format!("it-notify-{}", std::process::id());
+    let add = ws
+        .pipe()
+        .args([
+            "schedule",
+            "add",
+            "pipe.yaml",
+            "--daily",
+            "03:19",
+            "--name",
+            &name,
+        ])
+        .args([
+            "--notify-webhook-env",
+            "IT_HOOK",
+            "--notify-on",
+            "failure,success",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let list = json(
+        &ws.pipe()
+            .args(["schedule", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["notify"]["webhook_env"], "IT_HOOK", "{row}");
+    assert_eq!(
+        row["notify"]["on"],
+        serde_json::json!(["failure", "success"])
+    );
+
+    let run = |expect: i32| {
+        let out = ws
+            .pipe()
+            .args(["schedule", "run", &name])
+            .env("IT_HOOK", receiver.url("/hook"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(expect), "{out:?}");
+    };
+    run(1);
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["path"], "/hook");
+    let body = &got[0]["body"];
+    assert_eq!(body["event"], "failure", "{body}");
+    assert_eq!(body["schedule"], name.as_str());
+    assert_eq!(body["failed"], serde_json::json!(["work"]));
+
+    ws.pipeline(&stage("echo ok > out.txt"));
+    run(0);
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1]["body"]["event"], "success", "{got:?}");
+    let log = ws.read(&format!("runs/schedules/{name}/log"));
+    assert!(log.contains("notified http://127.0.0.1:"), "{log}");
+
+    // A plain `pipe run` of the same pipeline is not the schedule's: nobody is told.
+    ws.pipe().arg("run").assert().success();
+    assert_eq!(receiver.received().len(), 2);
+
+    let rm = ws
+        .pipe()
+        .args(["schedule", "remove", &name])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
     assert_eq!(crontab(), before);
 }

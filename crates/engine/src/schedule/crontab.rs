@@ -288,6 +288,7 @@ mod tests {
             pipe: "/usr/local/bin/pipe".into(),
             root: root.into(),
             env: Default::default(),
+            notify: None,
         }
     }
 

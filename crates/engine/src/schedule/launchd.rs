@@ -264,6 +264,7 @@ mod tests {
                 ("PIPE_CACHE_DIR".into(), "/Users/me/cache".into()),
                 ("MLFLOW_TRACKING_URI".into(), "http://mlflow:5000".into()),
             ]),
+            notify: None,
         }
     }
 

@@ -67,7 +67,14 @@ pub struct Schedule {
     /// The environment the run gets ([`CAPTURED_ENV`] as it was at `add`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Who hears about this schedule's runs, besides the pipeline's own `notify:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<pipe_schema::notify::NotifyConfig>,
 }
+
+/// The variable through which `pipe schedule run` hands the schedule's `notify` to the
+/// `pipe run` it starts (JSON).
+pub const NOTIFY_ENV: &str = "PIPE_SCHEDULE_NOTIFY";
 
 /// The outcome of a schedule's last run, as `pipe schedule run` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,6 +317,7 @@ mod tests {
             pipe: "/usr/bin/pipe".into(),
             root: root.clone(),
             env: BTreeMap::new(),
+            notify: None,
         };
         write(&def("nightly", "a.yaml", &[])).unwrap();
         write(&def("long", "a.yaml", &["steps=9"])).unwrap();
