@@ -330,3 +330,54 @@ fn smollm2_gguf_logits_match_llama_cpp() {
 /// pipe multiplies by float activations. Measured: the rounding moves a position's logits
 /// together by up to 0.9 and apart by up to 0.47.
 const LLAMA_CPP_TOLERANCE: f32 = 0.75;
+
+/// The real GGUF with its header damaged as a bad download or disk would: a tensor count,
+/// a metadata count or a key length that lies made MLX's parser read past its buffer and
+/// die of SIGSEGV; a file cut short was MLX's message with C++ source paths. Each is now
+/// one message naming the field, and exit 1.
+#[test]
+fn a_damaged_smollm2_gguf_is_one_message_not_a_crash() {
+    let good = std::fs::read(smollm2_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lie = |at: usize, value: u64| {
+        let mut bytes = good.clone();
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        bytes
+    };
+    let cases = [
+        (
+            "tensors",
+            lie(8, 1 << 40),
+            "1099511627776 tensors, more than its",
+        ),
+        (
+            "metadata",
+            lie(16, 1 << 40),
+            "1099511627776 metadata entries",
+        ),
+        (
+            "key",
+            lie(24, 1 << 50),
+            "metadata key 0 needs 1125899906842624 bytes",
+        ),
+        (
+            "cut",
+            good[..good.len() / 2].to_vec(),
+            "extends past the end of the file",
+        ),
+    ];
+    for (name, bytes, says) in cases {
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+            .args(["generate", "--max-tokens", "1", "-p", "hi", "-m"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(err.contains("corrupt file"), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+    }
+}

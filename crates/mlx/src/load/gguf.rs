@@ -31,6 +31,12 @@ pub fn load_file(path: &Path, options: LoadOptions) -> Result<LoadedModel, LoadE
             path.display()
         )));
     }
+    // MLX's parser trusts the header's counts and lengths (a lying one crashes it), so the
+    // header is walked in Rust first.
+    super::gguf_header::check(path).map_err(|message| LoadError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })?;
     let gguf = GgufFile::load(path).map_err(|e| LoadError::Parse {
         path: path.to_path_buf(),
         // MLX's reader fails here both on non-GGUF files and on tensor types it does not

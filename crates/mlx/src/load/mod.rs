@@ -9,6 +9,7 @@
 //! `load_safetensors` silently ignores both kinds).
 
 pub mod gguf;
+pub mod gguf_header;
 pub mod hf;
 pub mod identity;
 

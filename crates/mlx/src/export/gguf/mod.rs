@@ -267,6 +267,7 @@ pub fn source_context_length(path: &Path) -> Option<u32> {
             .as_u64()
             .and_then(|v| u32::try_from(v).ok());
     }
+    crate::load::gguf_header::check(path).ok()?;
     let gguf = mlx_rs::io::GgufFile::load(path).ok()?;
     let arch = gguf.get_metadata_string("general.architecture").ok()??;
     let value = gguf
