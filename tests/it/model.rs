@@ -381,3 +381,59 @@ fn a_damaged_smollm2_gguf_is_one_message_not_a_crash() {
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
     }
 }
+
+/// An adapter whose safetensors header lies about a shape: MLX multiplied it in 64 bits,
+/// overflowed to 0 bytes and accepted it (the tensor came back with a negative shape). It
+/// is now refused by name before MLX reads the file, as are a cut file and a wrong length.
+#[test]
+fn an_adapter_with_a_lying_safetensors_header_is_refused_by_tensor_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("lora");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let config = serde_json::json!({"fine_tune_type": "lora", "num_layers": 1,
+        "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0, "keys": ["self_attn.q_proj"]}});
+    std::fs::write(adapter.join("adapter_config.json"), config.to_string()).unwrap();
+    let file = |header: serde_json::Value, data: usize| {
+        let h = header.to_string();
+        let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(h.as_bytes());
+        bytes.extend(vec![0u8; data]);
+        bytes
+    };
+    let name = "model.layers.29.self_attn.q_proj.lora_a";
+    let overflow = serde_json::json!({"__metadata__": null,
+        name: {"dtype": "F32", "shape": [2147483648u64, 2147483648u64], "data_offsets": [0, 0]}});
+    let honest = serde_json::json!({"__metadata__": null,
+        name: {"dtype": "F32", "shape": [576, 8], "data_offsets": [0, 18432]}});
+    let cut = file(honest.clone(), 18432)[..100].to_vec();
+    let cases = [
+        (file(overflow, 0), "has dimension 2147483648"),
+        (file(honest, 1000), "claims bytes 0..18432 of 1000"),
+        (cut, "the header length says"),
+    ];
+    let batch = dir.path().join("in.jsonl");
+    let request = serde_json::json!({"custom_id": "1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "a", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}});
+    std::fs::write(&batch, format!("{request}\n")).unwrap();
+    for (bytes, says) in cases {
+        std::fs::write(adapter.join("adapters.safetensors"), bytes).unwrap();
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+            .args(["generate", "--batch"])
+            .arg(&batch)
+            .arg("--out")
+            .arg(dir.path().join("out.jsonl"))
+            .arg("--adapter")
+            .arg(format!("a={}", adapter.display()))
+            .arg("-m")
+            .arg(smollm2_path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{says}: {err}");
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(
+            err.contains(name) || says.contains("header length"),
+            "{err}"
+        );
+    }
+}

@@ -381,7 +381,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+        // 2,000 cases in CI (a fraction of a second); `PROPTEST_CASES=N` for a long run.
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+        ))]
 
         /// Any bytes: an answer, never a panic.
         #[test]

@@ -92,7 +92,7 @@ pub fn load_dir(dir: &Path, options: LoadOptions) -> Result<LoadedModel, LoadErr
     })?;
     let mut tensors: HashMap<String, Array> = HashMap::new();
     for file in weight_files(dir)? {
-        let part = Array::load_safetensors(&file).map_err(|e| LoadError::Parse {
+        let part = super::safetensors_header::load(&file).map_err(|e| LoadError::Parse {
             path: file.clone(),
             message: format!("cannot read safetensors: {e}"),
         })?;

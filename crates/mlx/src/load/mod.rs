@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod gguf_header;
 pub mod hf;
 pub mod identity;
+pub mod safetensors_header;
 
 use crate::chat::ChatTemplate;
 use crate::linear::{Linear, QuantSpec};

@@ -137,7 +137,7 @@ pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<Option<Adapt
     if config.fine_tune_type == "full" {
         // mlx-lm's layout for full fine-tunes: every trained weight, under its own name.
         let path = dir.join("adapters.safetensors");
-        let tensors = Array::load_safetensors(&path)
+        let tensors = crate::load::safetensors_header::load(&path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         let mut params = model.parameters_mut().flatten();
         let mut problems = Vec::new();
@@ -164,7 +164,7 @@ pub fn load_mlx_lm(model: &mut Llama, dir: &Path) -> anyhow::Result<Option<Adapt
     }
     attach(model, &spec, 0)?;
     let path = dir.join("adapters.safetensors");
-    let tensors = Array::load_safetensors(&path)
+    let tensors = crate::load::safetensors_header::load(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     assign(model, tensors, &path, |k| k.to_owned())?;
     Ok(Some(spec))
@@ -340,7 +340,7 @@ pub fn load_peft(model: &mut Llama, dir: &Path) -> anyhow::Result<AdapterSpec> {
     };
     attach(model, &spec, 0)?;
     let path = dir.join("adapter_model.safetensors");
-    let tensors = Array::load_safetensors(&path)
+    let tensors = crate::load::safetensors_header::load(&path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     // PEFT's A and B are transposed relative to ours.
     let tensors = tensors

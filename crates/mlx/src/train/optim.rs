@@ -126,7 +126,7 @@ impl AdamW {
 
     /// Loads state saved by [`AdamW::save`]; the hyperparameters stay as configured now.
     pub fn load(config: AdamWConfig, path: &Path) -> anyhow::Result<Self> {
-        let (arrays, metadata) = Array::load_safetensors_with_metadata(path)
+        let (arrays, metadata) = crate::load::safetensors_header::load_with_metadata(path)
             .map_err(|e| anyhow::anyhow!("cannot read optimizer state {}: {e}", path.display()))?;
         let bad = |message: String| StateError {
             path: path.to_owned(),

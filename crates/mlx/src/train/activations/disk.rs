@@ -34,7 +34,7 @@ impl ActivationCache<'_> {
         if let Err(why) = pipe_engine::cache::activations::check(file) {
             return self.discard(file, &why);
         }
-        let loaded = match Array::load_safetensors(file) {
+        let loaded = match crate::load::safetensors_header::load(file) {
             Ok(loaded) => loaded,
             Err(e) => return self.discard(file, &format!("MLX cannot read it: {e}")),
         };

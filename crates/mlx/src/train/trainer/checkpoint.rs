@@ -27,7 +27,6 @@ use crate::train::lora::{AdapterSpec, Method};
 use crate::train::micro::BatchPlan;
 use crate::train::optim::AdamW;
 use anyhow::Context;
-use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -223,7 +222,7 @@ fn save_trainables(model: &Llama, path: &Path) -> anyhow::Result<()> {
 }
 
 fn load_trainables(model: &mut Llama, path: &Path) -> anyhow::Result<()> {
-    let saved = Array::load_safetensors(path)
+    let saved = crate::load::safetensors_header::load(path)
         .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
     let mut params = model.parameters_mut().flatten();
     for (name, value) in saved {
