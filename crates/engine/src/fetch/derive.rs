@@ -61,6 +61,52 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&task)?)
 }
 
+/// Countries and their capitals from one JSON file per country (`(file name, text)`), as
+/// task.json bytes.
+///
+/// Kept: a `name` and a single string `capital`, both plain ASCII (letters, spaces, `.`,
+/// `-`, `'`), so each answer is typed one way; a country listed twice keeps its first file
+/// (by file name). Listed by country name.
+pub fn country_capitals(files: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Country {
+        name: Option<String>,
+        capital: Option<serde_json::Value>,
+    }
+    let plain = |w: &str| {
+        !w.trim().is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphabetic() || " .-'".contains(c))
+    };
+    let mut sorted: Vec<&(String, String)> = files.iter().collect();
+    sorted.sort();
+    let mut pairs = std::collections::BTreeMap::new();
+    for (file, text) in sorted {
+        let country: Country = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{file} is not a country file: {e}"))?;
+        let (Some(name), Some(serde_json::Value::String(capital))) =
+            (country.name, country.capital)
+        else {
+            continue;
+        };
+        if plain(&name) && plain(&capital) {
+            pairs.entry(name).or_insert(capital);
+        }
+    }
+    if pairs.is_empty() {
+        bail!("no country file names a capital in plain letters");
+    }
+    let task = Task {
+        name: "country_capitals",
+        description: "Countries and their capitals, from the countryinfo package",
+        examples: pairs
+            .into_iter()
+            .map(|(input, target)| Example { input, target })
+            .collect(),
+    };
+    Ok(serde_json::to_vec_pretty(&task)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +134,38 @@ walk,N,walks
             .collect();
         let inputs: Vec<&str> = pairs.iter().map(|(i, _)| i.trim_matches('"')).collect();
         assert_eq!(inputs, ["aardwolf", "child", "mouse", "walk"]);
+    }
+
+    #[test]
+    fn capitals_keep_one_plain_answer_per_country() {
+        let file =
+            |name: &str, body: &str| (format!("countryinfo/data/{name}.json"), body.to_owned());
+        let files = [
+            file("peru", r#"{"name": "Peru", "capital": "Lima", "area": 1}"#),
+            file("brazil", r#"{"name": "Brazil", "capital": "Brasília"}"#),
+            file(
+                "vatican",
+                r#"{"name": "Vatican City", "capital": ["Vatican City"]}"#,
+            ),
+            file("antarctica", r#"{"name": "Antarctica", "capital": null}"#),
+            file(
+                "usa",
+                r#"{"name": "United States", "capital": "Washington D.C."}"#,
+            ),
+            file("peru2", r#"{"name": "Peru", "capital": "Cusco"}"#),
+        ];
+        let task: serde_json::Value =
+            serde_json::from_slice(&country_capitals(&files).unwrap()).unwrap();
+        assert_eq!(
+            task["examples"],
+            serde_json::json!([
+                {"input": "Peru", "target": "Lima"},
+                {"input": "United States", "target": "Washington D.C."},
+            ])
+        );
+        let bad = [file("x", "not json")];
+        let err = country_capitals(&bad).unwrap_err().to_string();
+        assert!(err.contains("x.json is not a country file"), "{err}");
     }
 
     #[test]

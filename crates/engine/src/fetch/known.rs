@@ -22,6 +22,10 @@ pub enum Content {
         /// How many examples.
         count: usize,
     },
+    /// A BIG-bench-style `task.json` of countries and their capitals, from one JSON file per
+    /// country under the member folder (`name` and `capital` keys): only countries with one
+    /// capital written in plain ASCII, so every example has one answer typed one way.
+    CountryCapitals,
 }
 
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
@@ -60,7 +64,7 @@ impl Artifact {
     pub fn file_name(&self) -> &'static str {
         match self.content {
             Content::Member => self.member.rsplit('/').next().unwrap_or(self.member),
-            Content::NounPlurals { .. } => "task.json",
+            Content::NounPlurals { .. } | Content::CountryCapitals => "task.json",
         }
     }
 }
@@ -133,6 +137,21 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         content: Content::NounPlurals { count: 1_700 },
         sha256: "e8aa61e66c4b5a69b09642876b3566fc9dded2410b711cc76d62362012911526",
         size: 115_106,
+        mirror: None,
+    },
+    Artifact {
+        // A knowledge task beside the two word mappings: the recipe table's third task.
+        id: "countryinfo-capitals",
+        description: "Countries → capitals, 219 pairs from countryinfo 1.0.1's country files, MIT",
+        category: "datasets",
+        requirement: "countryinfo==1.0.1",
+        package: Package::Wheel,
+        archive: "countryinfo-1.0.1-py3-none-any.whl",
+        archive_sha256: "b02f6f534f0a3b9cdc73fba7e08f247e39826acfa54bf080f8e4eba812066350",
+        member: "countryinfo/data/",
+        content: Content::CountryCapitals,
+        sha256: "298f0b045cf207ee033fe15c25799e0a9053df1a6bf659f5b9e1aaecfa591145",
+        size: 15_124,
         mirror: None,
     },
 ];
