@@ -95,10 +95,31 @@ impl Browser {
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let v = send(&self.agent, method, &url, body);
+        let v = self.try_cmd(method, path, body);
         assert!(v.get("error").is_none(), "{method} {path}: {v}");
         v
+    }
+
+    fn try_cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        send(&self.agent, method, &url, body)
+    }
+
+    /// Finds `css` and runs `act` on it. The page re-renders lists from live events, so an
+    /// element found a moment ago may be gone by the time it is used: then it is found again,
+    /// as a user's second look would.
+    fn on_element(&self, css: &str, act: impl Fn(&str) -> Value) {
+        for _ in 0..20 {
+            let v = act(&self.element(css));
+            match v.get("error").and_then(Value::as_str) {
+                None => return,
+                Some("stale element reference") => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(_) => panic!("{css}: {v}"),
+            }
+        }
+        panic!("{css}: still stale after 20 tries");
     }
 
     pub(crate) fn open(&self, url: &str) {
@@ -157,29 +178,35 @@ impl Browser {
     }
 
     pub(crate) fn click(&self, css: &str) {
-        let el = self.element(css);
-        self.cmd("POST", &format!("/element/{el}/click"), Some(&json!({})));
+        self.on_element(css, |el| {
+            self.try_cmd("POST", &format!("/element/{el}/click"), Some(&json!({})))
+        });
     }
 
     /// Clears a field and types `text` into it, key by key.
     pub(crate) fn type_into(&self, css: &str, text: &str) {
-        let el = self.element(css);
-        self.cmd("POST", &format!("/element/{el}/clear"), Some(&json!({})));
-        self.cmd(
-            "POST",
-            &format!("/element/{el}/value"),
-            Some(&json!({ "text": text })),
-        );
+        self.on_element(css, |el| {
+            let cleared = self.try_cmd("POST", &format!("/element/{el}/clear"), Some(&json!({})));
+            if cleared.get("error").is_some() {
+                return cleared;
+            }
+            self.try_cmd(
+                "POST",
+                &format!("/element/{el}/value"),
+                Some(&json!({ "text": text })),
+            )
+        });
     }
 
     /// Types `text` into a field without clearing it first (a file input takes a path).
     pub(crate) fn send_keys(&self, css: &str, text: &str) {
-        let el = self.element(css);
-        self.cmd(
-            "POST",
-            &format!("/element/{el}/value"),
-            Some(&json!({ "text": text })),
-        );
+        self.on_element(css, |el| {
+            self.try_cmd(
+                "POST",
+                &format!("/element/{el}/value"),
+                Some(&json!({ "text": text })),
+            )
+        });
     }
 
     /// Sets the window's size (the page's width is what layouts respond to).
