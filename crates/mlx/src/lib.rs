@@ -18,6 +18,7 @@ pub mod linear;
 mod linux_shim;
 pub mod load;
 pub mod models;
+pub mod openblas;
 pub mod runtime;
 pub mod serve;
 pub mod stages;

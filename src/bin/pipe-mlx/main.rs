@@ -18,6 +18,10 @@ mod train;
 use pipe::cli::{self, Command};
 
 fn main() {
+    // Before anything else: OpenBLAS has already chosen its kernels, and may run again
+    // with better ones (crates/mlx/src/openblas.rs).
+    #[cfg(target_os = "linux")]
+    pipe_mlx_core::openblas::reexec_with_kernels();
     // `pipe` asks which build this is before handing a command over (src/cli/handoff.rs).
     if std::env::args_os()
         .nth(1)
