@@ -18,6 +18,9 @@ struct Task {
 struct Example {
     input: String,
     target: String,
+    /// BIG-bench's free-text category (`regular`, `irregular`), where the task has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'static str>,
 }
 
 /// `count` nouns and their plurals from an AGID inflection table, as task.json bytes.
@@ -55,10 +58,76 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             .map(|(input, target)| Example {
                 input: input.to_owned(),
                 target: target.to_owned(),
+                comment: None,
             })
             .collect(),
     };
     Ok(serde_json::to_vec_pretty(&task)?)
+}
+
+/// `count` verbs and their past tense from an AGID inflection table, as task.json bytes,
+/// each with BIG-bench's `regular` / `irregular` comment.
+///
+/// The table's verb rows read `lemma,V,past,participle,ing,third` (alternatives `a/b`).
+/// Kept, as for [`noun_plurals`] (but from two letters: `go`, `be`): plain lowercase words
+/// with a single past form, so every
+/// example has one right answer (`dream` → `dreamed/dreamt` is left out); picked by the
+/// blake3 of the word and listed alphabetically.
+pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
+    let plain = |w: &str| (2..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
+    let mut verbs: Vec<(&str, &str)> = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let [lemma, "V", past, _, _, _] = fields[..] else {
+                return None;
+            };
+            (plain(lemma) && plain(past)).then_some((lemma, past))
+        })
+        .collect();
+    if verbs.len() < count {
+        bail!(
+            "the inflection table has {} plain verbs, fewer than the {count} asked for",
+            verbs.len()
+        );
+    }
+    verbs.sort_by_cached_key(|(lemma, _)| *blake3::hash(lemma.as_bytes()).as_bytes());
+    verbs.truncate(count);
+    verbs.sort_unstable();
+    let task = Task {
+        name: "agid_past_tense",
+        description: "English verbs and their past tense, from the AGID inflection table",
+        examples: verbs
+            .into_iter()
+            .map(|(input, target)| Example {
+                input: input.to_owned(),
+                target: target.to_owned(),
+                comment: Some(if is_regular_past(input, target) {
+                    "regular"
+                } else {
+                    "irregular"
+                }),
+            })
+            .collect(),
+    };
+    Ok(serde_json::to_vec_pretty(&task)?)
+}
+
+/// Whether `past` follows the spelling rules of the regular past: `-ed`, `-d` after `e`,
+/// `-ied` for a consonant and `y`, a doubled final consonant (`stop` → `stopped`), or `-ked`
+/// after `c` (`panic` → `panicked`).
+fn is_regular_past(verb: &str, past: &str) -> bool {
+    let Some(stem) = past.strip_suffix("ed") else {
+        return false;
+    };
+    let last = verb.chars().last();
+    stem == verb
+        || past.strip_suffix('d') == Some(verb) && last == Some('e')
+        || verb.strip_suffix('y').is_some_and(|v| {
+            stem.strip_suffix('i') == Some(v) && !v.ends_with(['a', 'e', 'o', 'u'])
+        })
+        || last.is_some_and(|c| stem.strip_prefix(verb) == Some(&c.to_string()))
+        || last == Some('c') && stem.strip_prefix(verb) == Some("k")
 }
 
 /// Countries and their capitals from one JSON file per country (`(file name, text)`), as
@@ -101,7 +170,11 @@ pub fn country_capitals(files: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
         description: "Countries and their capitals, from the countryinfo package",
         examples: pairs
             .into_iter()
-            .map(|(input, target)| Example { input, target })
+            .map(|(input, target)| Example {
+                input,
+                target,
+                comment: None,
+            })
             .collect(),
     };
     Ok(serde_json::to_vec_pretty(&task)?)
@@ -166,6 +239,47 @@ walk,N,walks
         let bad = [file("x", "not json")];
         let err = country_capitals(&bad).unwrap_err().to_string();
         assert!(err.contains("x.json is not a country file"), "{err}");
+    }
+
+    #[test]
+    fn past_tense_keeps_one_plain_form_and_names_it_regular_or_irregular() {
+        let table = "\
+walk,V,walked,<>,walking,walks
+go,V,went,gone,going,goes
+dream,V,dreamed/dreamt,<>,dreaming,dreams
+stop,V,stopped,<>,stopping,stops
+bake,V,baked,<>,baking,bakes
+carry,V,carried,<>,carrying,carries
+panic,V,panicked,<>,panicking,panics
+Oust,V,ousted,<>,ousting,ousts
+cut,V,cut,<>,cutting,cuts
+table,N,tables
+";
+        let task: serde_json::Value =
+            serde_json::from_slice(&verb_past_tense(table, 7).unwrap()).unwrap();
+        let got: Vec<String> = task["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {} {}", e["input"], e["target"], e["comment"]).replace('"', ""))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "bake baked regular",
+                "carry carried regular",
+                "cut cut irregular",
+                "go went irregular",
+                "panic panicked regular",
+                "stop stopped regular",
+                "walk walked regular",
+            ]
+        );
+        let err = verb_past_tense(table, 8).unwrap_err();
+        assert!(
+            err.to_string().contains("7 plain verbs, fewer than the 8"),
+            "{err}"
+        );
     }
 
     #[test]

