@@ -51,6 +51,35 @@ fn status_lists_stale_stages_with_reasons() {
 }
 
 #[test]
+fn an_edited_stage_says_which_part_of_its_definition_changed() {
+    let ws = chain();
+    ws.run_ok(&[]);
+    let yaml = ws.read("pipe.yaml");
+    ws.file(
+        "pipe.yaml",
+        &yaml
+            .replace("cat in.txt > mid.txt", "cat in.txt in.txt > mid.txt")
+            .replace("metrics: [score.json]", "outs: [score.json]"),
+    );
+    let out = ws.pipe().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prep: stale: definition changed: `cmd`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("score: stale: definition changed: `metrics`, `outs`"),
+        "{text}"
+    );
+    let json = ws.pipe().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["stages"][0]["reasons"][0],
+        serde_json::json!({"reason": "definition-changed", "parts": ["cmd"]})
+    );
+}
+
+#[test]
 fn dag_renders_text_dot_and_mermaid() {
     let ws = chain();
     let text = ws.pipe().arg("dag").output().unwrap();

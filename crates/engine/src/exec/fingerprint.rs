@@ -54,6 +54,42 @@ pub fn definition_hash(stage: &Stage) -> String {
     })
 }
 
+/// A short hash of each part of the stage's definition, by name: `kind`, `cmd`, `deps`,
+/// `outs`, `metrics`, `params` (the keys read), and each leaf of `with` by its dotted path
+/// (`with.split.valid`). Kept in the lock entry so that a changed definition can say which
+/// part changed; the fingerprint uses [`definition_hash`] alone.
+pub fn definition_parts(stage: &Stage) -> BTreeMap<String, String> {
+    let mut parts = BTreeMap::new();
+    parts.insert("kind".to_owned(), short(&stage.kind.name()));
+    parts.insert("cmd".to_owned(), short(&stage.cmd.as_ref()));
+    parts.insert("deps".to_owned(), short(&stage.deps));
+    parts.insert("outs".to_owned(), short(&stage.outs));
+    parts.insert("metrics".to_owned(), short(&stage.metrics));
+    let keys: Vec<&str> = stage.params.keys().map(String::as_str).collect();
+    parts.insert("params".to_owned(), short(&keys));
+    flatten_into(&mut parts, "with".to_owned(), &stage.config);
+    parts
+}
+
+fn flatten_into(parts: &mut BTreeMap<String, String>, path: String, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                flatten_into(parts, format!("{path}.{key}"), inner);
+            }
+        }
+        Value::Null if path == "with" => {}
+        leaf => {
+            parts.insert(path, short(leaf));
+        }
+    }
+}
+
+/// A 64-bit prefix of [`hash_json`]: enough to tell a part's versions apart.
+fn short<T: Serialize + ?Sized>(value: &T) -> String {
+    hash_json(&value)[..16].to_owned()
+}
+
 /// The stage's fingerprint given its definition hash and its deps' content hashes.
 pub fn fingerprint(stage: &Stage, definition: &str, deps: &BTreeMap<String, String>) -> String {
     hash_json(&StageKey {

@@ -57,6 +57,10 @@ pub struct LockEntry {
     pub impl_version: u32,
     /// Hash of the definition (cmd, `with`, paths).
     pub definition: String,
+    /// A short hash of each part of the definition ([`super::fingerprint::definition_parts`]),
+    /// so a changed definition names what changed; absent in older lock files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub definition_parts: BTreeMap<String, String>,
     /// Dep path -> content hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deps: BTreeMap<String, String>,

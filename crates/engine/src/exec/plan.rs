@@ -4,7 +4,7 @@
 //! out still has the hash recorded there. The reasons are found by comparing the parts of
 //! the key one by one with the lock entry, so `pipe status` can say *what* changed.
 
-use super::fingerprint::{definition_hash, fingerprint};
+use super::fingerprint::{definition_hash, definition_parts, fingerprint};
 use super::lockfile::{LockEntry, LockFile};
 use super::{DirtyReason, ExecError};
 use crate::cache::Store;
@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Check {
     /// Hash of the definition.
     pub definition: String,
+    /// Short hashes of the definition's parts, for the lock entry.
+    pub definition_parts: BTreeMap<String, String>,
     /// Dep path -> content hash now (missing deps are absent).
     pub deps: BTreeMap<String, String>,
     /// Deps that do not exist.
@@ -39,6 +41,7 @@ pub fn check(
     changed_by: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Check, ExecError> {
     let definition = definition_hash(stage);
+    let parts = definition_parts(stage);
     let mut deps = BTreeMap::new();
     let mut missing_deps = Vec::new();
     for dep in &stage.deps {
@@ -65,7 +68,9 @@ pub fn check(
                 reasons.push(DirtyReason::ImplVersionChanged);
             }
             if e.definition != definition {
-                reasons.push(DirtyReason::DefinitionChanged);
+                reasons.push(DirtyReason::DefinitionChanged {
+                    parts: changed_parts(&e.definition_parts, &parts),
+                });
             }
             let keys: BTreeSet<&String> = e.params.keys().chain(stage.params.keys()).collect();
             for k in keys {
@@ -93,7 +98,7 @@ pub fn check(
                 }
             }
             if reasons.len() == before {
-                reasons.push(DirtyReason::DefinitionChanged);
+                reasons.push(DirtyReason::DefinitionChanged { parts: Vec::new() });
             }
         }
         Some(e) => {
@@ -110,11 +115,26 @@ pub fn check(
     }
     Ok(Check {
         definition,
+        definition_parts: parts,
         deps,
         missing_deps,
         fingerprint: fp,
         reasons,
     })
+}
+
+/// The parts whose hash differs between the lock entry and now; none when the entry
+/// predates recorded parts.
+fn changed_parts(then: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    if then.is_empty() {
+        return Vec::new();
+    }
+    let names: BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| then.get(*name) != now.get(*name))
+        .cloned()
+        .collect()
 }
 
 /// The outs a run-cache hit (or the lock entry itself) would restore for `check`, if every
@@ -241,6 +261,7 @@ mod tests {
             kind: "cmd".into(),
             impl_version: stage.kind.impl_version(),
             definition: c.definition,
+            definition_parts: c.definition_parts,
             deps: c.deps,
             params: stage.params.clone(),
             outs: [("out".to_owned(), store.hash_path("out").unwrap().unwrap())].into(),
@@ -270,7 +291,32 @@ mod tests {
 
         let mut edited = s.clone();
         edited.cmd = Some(Cmd::Shell("cat in in > out".into()));
-        assert_eq!(reasons(&edited, &entry), [DirtyReason::DefinitionChanged]);
+        assert_eq!(
+            reasons(&edited, &entry),
+            [DirtyReason::DefinitionChanged {
+                parts: vec!["cmd".into()]
+            }]
+        );
+        let mut configured = s.clone();
+        configured.config = serde_json::json!({"split": {"valid": 0.2, "seed": 0}});
+        let mut reconfigured = configured.clone();
+        reconfigured.config["split"]["valid"] = serde_json::json!(0.3);
+        let configured_entry = ran(&store, &configured);
+        let why = reasons(&reconfigured, &configured_entry);
+        assert_eq!(
+            why,
+            [DirtyReason::DefinitionChanged {
+                parts: vec!["with.split.valid".into()]
+            }]
+        );
+        assert_eq!(why[0].to_string(), "definition changed: `with.split.valid`");
+        // A lock file from before parts were recorded still says the definition changed.
+        let mut older = entry.clone();
+        older.definition_parts.clear();
+        assert_eq!(
+            reasons(&edited, &older),
+            [DirtyReason::DefinitionChanged { parts: vec![] }]
+        );
 
         let mut p = s.clone();
         p.params.insert("lr".into(), serde_json::json!(0.2));

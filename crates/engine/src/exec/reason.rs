@@ -26,7 +26,12 @@ pub enum DirtyReason {
         new: Value,
     },
     /// The stage's definition (cmd, `with`, paths) changed.
-    DefinitionChanged,
+    DefinitionChanged {
+        /// The parts that changed (`cmd`, `with.split.valid`), where the lock entry says;
+        /// empty for a lock file written before parts were recorded.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<String>,
+    },
     /// pipe's implementation of the stage kind changed.
     ImplVersionChanged,
     /// An out is missing.
@@ -58,7 +63,17 @@ impl fmt::Display for DirtyReason {
             DirtyReason::ParamChanged { name, old, new } => {
                 write!(f, "param `{name}` changed: {old} -> {new}")
             }
-            DirtyReason::DefinitionChanged => write!(f, "definition changed"),
+            DirtyReason::DefinitionChanged { parts } => {
+                write!(f, "definition changed")?;
+                let named: Vec<String> = parts.iter().take(3).map(|p| format!("`{p}`")).collect();
+                if !named.is_empty() {
+                    write!(f, ": {}", named.join(", "))?;
+                }
+                if parts.len() > named.len() {
+                    write!(f, " and {} more", parts.len() - named.len())?;
+                }
+                Ok(())
+            }
             DirtyReason::ImplVersionChanged => write!(f, "implementation of its kind changed"),
             DirtyReason::OutMissing { path } => write!(f, "out `{path}` is missing"),
             DirtyReason::OutModified { path } => write!(f, "out `{path}` was modified"),

@@ -473,6 +473,7 @@ fn lock_entry(stage: &Stage, check: &Check, outs: BTreeMap<String, String>) -> L
         kind: stage.kind.name().to_owned(),
         impl_version: stage.kind.impl_version(),
         definition: check.definition.clone(),
+        definition_parts: check.definition_parts.clone(),
         deps: check.deps.clone(),
         params: stage.params.clone(),
         outs,
