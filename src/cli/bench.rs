@@ -14,7 +14,7 @@ pub enum Command {
         after_help = "Examples:\n  pipe bench generate\n  pipe bench generate --weights quantized --json"
     )]
     Generate(GenerateArgs),
-    /// Time the reference fine-tuning workload (SmolLM2, BIG-bench past tense, LoRA).
+    /// Time the reference fine-tuning workload (SmolLM2, past tense of English verbs, LoRA).
     #[command(
         after_help = "Examples:\n  pipe bench train\n  pipe bench train --iters 20 --json\n  pipe bench train --epochs 3 --examples 512 --activation-cache"
     )]

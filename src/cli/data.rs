@@ -15,7 +15,7 @@ pub enum Command {
     /// Download a known dataset into the user cache (a no-op when it is already there) and
     /// print its path.
     #[command(
-        after_help = "Examples:\n  pipe data fetch bigbench-past-tense\n  cp \"$(pipe data fetch bigbench-past-tense)\" data/raw/"
+        after_help = "Examples:\n  pipe data fetch agid-past-tense\n  cp \"$(pipe data fetch agid-past-tense)\" data/raw/"
     )]
     Fetch {
         /// The dataset id (see `pipe data list`).

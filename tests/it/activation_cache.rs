@@ -18,8 +18,8 @@ const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer w
 #[test]
 fn cached_block_inputs_are_exact_on_smollm2() {
     let cache_dir = pipe_engine::dirs::user_cache_dir().unwrap();
-    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let task = pipe_engine::fetch::fetch(&cache_dir, dataset).expect("fetch BIG-bench past tense");
+    let dataset = pipe_engine::fetch::find_dataset("agid-past-tense").unwrap();
+    let task = pipe_engine::fetch::fetch(&cache_dir, dataset).expect("fetch the past-tense task");
     let examples = read_bigbench_task(task.path(), PROMPT).unwrap();
     let split = SplitSpec::default();
     let rows: Vec<&Example> = examples

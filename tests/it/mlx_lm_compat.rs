@@ -65,8 +65,8 @@ print(json.dumps({"text": text}))
 
 fn past_tense_rows() -> Vec<Example> {
     let cache = pipe_engine::dirs::user_cache_dir().unwrap();
-    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
+    let dataset = pipe_engine::fetch::find_dataset("agid-past-tense").unwrap();
+    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch the past-tense task");
     let examples = read_bigbench_task(
         path.path(),
         "What is the past tense of the verb '{{ input }}'? Answer with one word.",

@@ -1,5 +1,5 @@
 //! Confidence and error analysis (issue #20) through `pipe run` on the real model and data:
-//! ingest keeps BIG-bench's `comment` as each row's category, evaluate writes every
+//! ingest keeps the task's `comment` (regular or irregular) as each row's category, evaluate writes every
 //! accuracy with its 95% interval and the per-example results, compare tests two LoRA
 //! ranks on the same examples and applies the fallback to the cheaper one, and the report
 //! draws error bars and shows the categories, the wrong answers and the disagreements.
@@ -12,7 +12,7 @@ name: quality
 stages:
   fetch:
     cmd: >-
-      mkdir -p raw && cp "$(pipe data fetch bigbench-past-tense)" raw/past_tense.json
+      mkdir -p raw && cp "$(pipe data fetch agid-past-tense)" raw/past_tense.json
     outs: [raw/past_tense.json]
   ingest:
     kind: ingest
@@ -98,7 +98,7 @@ fn accuracies_carry_intervals_and_the_report_shows_the_errors() {
             .is_superset(&set(&["ingest", "compare", "report"]))
     );
 
-    // Ingest keeps BIG-bench's comment as the category.
+    // Ingest keeps the task's comment as the category.
     let test_rows = ws.read("data/test.jsonl");
     assert!(
         test_rows.lines().all(|l| l.contains(r#""category":""#)),

@@ -10,7 +10,7 @@ const PIPELINE: &str = r#"
 name: tok
 stages:
   fetch:
-    cmd: mkdir -p raw && cp "$(pipe data fetch bigbench-past-tense)" raw/past_tense.json
+    cmd: mkdir -p raw && cp "$(pipe data fetch agid-past-tense)" raw/past_tense.json
     outs: [raw/past_tense.json]
   ingest:
     kind: ingest

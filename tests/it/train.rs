@@ -1,4 +1,4 @@
-//! Fine-tuning the real SmolLM2-135M-Instruct on a real task (BIG-bench past tense):
+//! Fine-tuning the real SmolLM2-135M-Instruct on a real task (the past tense of English verbs):
 //! LoRA must lower validation loss and lift held-out exact match far above the base model.
 //! For reference, mlx-lm goes from 0.00 to about 0.78 first-word exact match in 40
 //! iterations of batch 8 on this task.
@@ -15,8 +15,8 @@ const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer w
 
 fn past_tense() -> Vec<Example> {
     let cache = pipe_engine::dirs::user_cache_dir().unwrap();
-    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").unwrap();
-    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch BIG-bench past tense");
+    let dataset = pipe_engine::fetch::find_dataset("agid-past-tense").unwrap();
+    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch the past-tense task");
     read_bigbench_task(path.path(), PROMPT).unwrap()
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 const INGEST: &str = r#"
   fetch:
-    cmd: mkdir -p raw && cp "$(pipe data fetch bigbench-past-tense)" raw/past_tense.json
+    cmd: mkdir -p raw && cp "$(pipe data fetch agid-past-tense)" raw/past_tense.json
     outs: [raw/past_tense.json]
   ingest:
     kind: ingest

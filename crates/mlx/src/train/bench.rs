@@ -1,5 +1,6 @@
 //! The reference training workload, timed: SmolLM2-135M in float32 (or its 4-bit GGUF
-//! weights as a QLoRA base), BIG-bench past tense
+//! weights as a QLoRA base), the past tense of English verbs (`agid-past-tense`; BIG-bench's
+//! task of the same shape until its sdist left PyPI)
 //! as completions through the chat template (prompt masked), batch 8, LoRA rank 8 on the
 //! last 16 blocks, learning rate 1e-4, 40 steps; the same workload `../shared/bench/`
 //! runs for mlx-lm and PyTorch+PEFT.
@@ -124,7 +125,7 @@ const PROMPT: &str = "What is the past tense of the verb '{{ input }}'? Answer w
 pub fn run(options: &TrainBenchOptions) -> anyhow::Result<TrainBenchReport> {
     let peak = crate::bench::matmul_gflops(1024, 5)?.gflops;
     let cache = pipe_engine::dirs::user_cache_dir()?;
-    let dataset = pipe_engine::fetch::find_dataset("bigbench-past-tense").expect("known dataset");
+    let dataset = pipe_engine::fetch::find_dataset("agid-past-tense").expect("known dataset");
     let task = pipe_engine::fetch::fetch(&cache, dataset)?;
     let examples = read_bigbench_task(task.path(), PROMPT)?;
     let split = SplitSpec::default();
