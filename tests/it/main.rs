@@ -5,6 +5,7 @@
 mod activation_cache;
 mod airflow;
 mod batch_auto;
+mod choices;
 mod compare;
 mod data_version;
 mod deploy;

@@ -33,7 +33,7 @@ fn smollm2_spec() -> String {
 use crate::python::run;
 
 /// The interpreter of a virtual environment with mlx and mlx-lm 0.32.2.
-fn mlx_lm_python() -> PathBuf {
+pub fn mlx_lm_python() -> PathBuf {
     // mlx-cpu is MLX's Linux CPU backend; on macOS the `mlx` wheel carries Metal.
     let cpu = format!("mlx-cpu=={MLX_VERSION}");
     let extra: &[&str] = if cfg!(target_os = "linux") {

@@ -90,6 +90,11 @@ pub enum Example {
         /// BIG-bench's `comment`, e.g. `regular` or `irregular` verbs).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         category: Option<String>,
+        /// For multiple-choice scoring: the answers a model picks among by likelihood
+        /// (`completion` is one of them; BIG-bench's `target_scores`). Empty for an
+        /// open answer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        choices: Vec<String>,
     },
     /// Plain text.
     Text {
@@ -115,6 +120,14 @@ impl Example {
                 category.as_deref()
             }
             Example::Text { .. } => None,
+        }
+    }
+
+    /// The answers a multiple-choice example picks among (empty for an open answer).
+    pub fn choices(&self) -> &[String] {
+        match self {
+            Example::Completion { choices, .. } => choices,
+            Example::Chat { .. } | Example::Text { .. } => &[],
         }
     }
 

@@ -86,6 +86,12 @@ pub enum RowErrorKind {
         /// Field names looked for.
         text: String,
     },
+    /// A multiple-choice row whose answer is none of its choices.
+    #[error("the answer {answer:?} is not one of `choices`: list it there, spelt the same")]
+    AnswerNotAChoice {
+        /// The row's answer.
+        answer: String,
+    },
     /// A CSV record could not be read.
     #[error("invalid CSV: {message}")]
     BadCsv {
@@ -271,6 +277,7 @@ fn parse_row(
             prompt: string_field(object, &fields.prompt, format, true)?,
             completion: string_field(object, &fields.completion, format, false)?,
             category: category_field(object, &fields.category)?,
+            choices: choices_field(object)?,
         },
         Format::Chat => {
             let list = object
@@ -306,6 +313,18 @@ fn parse_row(
             }
         }
     };
+    if let Example::Completion {
+        completion,
+        choices,
+        ..
+    } = &example
+        && !choices.is_empty()
+        && !choices.contains(completion)
+    {
+        return Err(RowErrorKind::AnswerNotAChoice {
+            answer: completion.clone(),
+        });
+    }
     if let Some(max) = options.max_chars {
         let chars = example.char_len();
         if chars > max {
@@ -314,6 +333,37 @@ fn parse_row(
     }
     Ok(example)
 }
+
+/// A multiple-choice row's `choices`: at least two distinct non-empty strings.
+fn choices_field(
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>, RowErrorKind> {
+    let wrong = || RowErrorKind::WrongType {
+        field: CHOICES.to_owned(),
+        expected: "a list of at least two different, non-empty strings",
+    };
+    let list = match object.get(CHOICES) {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => return Err(wrong()),
+    };
+    let mut choices = Vec::with_capacity(list.len());
+    for item in list {
+        match item.as_str() {
+            Some(s) if !s.trim().is_empty() && !choices.iter().any(|c: &String| c == s) => {
+                choices.push(s.to_owned())
+            }
+            _ => return Err(wrong()),
+        }
+    }
+    if choices.len() < 2 {
+        return Err(wrong());
+    }
+    Ok(choices)
+}
+
+/// The field of a multiple-choice row that lists its answers.
+const CHOICES: &str = "choices";
 
 /// The optional category: a string, or absent (an empty one counts as absent).
 fn category_field(
@@ -438,6 +488,42 @@ mod tests {
     }
 
     #[test]
+    fn multiple_choice_rows_keep_their_choices_and_must_list_their_answer() {
+        let (rows, _) = read(
+            "mc.jsonl",
+            r#"{"prompt":"go?","completion":"went","choices":["goed","went"]}"#,
+            &ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(rows[0].1.choices(), ["goed", "went"]);
+        let e = first_error(
+            "mc.jsonl",
+            "{\"prompt\":\"p\",\"completion\":\"ok\"}\n{\"prompt\":\"go?\",\"completion\":\"gone\",\"choices\":[\"goed\",\"went\"]}\n",
+        );
+        assert_eq!(e.line, 2);
+        assert_eq!(
+            e.kind,
+            RowErrorKind::AnswerNotAChoice {
+                answer: "gone".into()
+            }
+        );
+        for choices in [
+            r#""went""#,
+            r#"["went"]"#,
+            r#"["went","went"]"#,
+            r#"["went",""]"#,
+            r#"["went",3]"#,
+        ] {
+            let row = format!(r#"{{"prompt":"go?","completion":"went","choices":{choices}}}"#);
+            let e = first_error("mc.jsonl", &row);
+            assert!(
+                matches!(&e.kind, RowErrorKind::WrongType { field, .. } if field == "choices"),
+                "{choices}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn over_long_rows_are_errors() {
         let options = ReadOptions {
             max_chars: Some(5),
@@ -491,6 +577,7 @@ mod tests {
                 prompt: "What, then?".into(),
                 completion: "yes".into(),
                 category: None,
+                choices: Vec::new(),
             }
         );
         let (rows, _) = read("qa.tsv", "question\tanswer\nq\ta\n", &options).unwrap();

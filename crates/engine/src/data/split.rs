@@ -100,11 +100,13 @@ mod tests {
                 prompt: format!("q{i}"),
                 completion: "x".into(),
                 category: None,
+                choices: Vec::new(),
             };
             let b = Example::Completion {
                 prompt: format!("q{i}"),
                 completion: "y".into(),
                 category: None,
+                choices: Vec::new(),
             };
             assert_eq!(assign_split(&a, &spec), assign_split(&b, &spec));
         }

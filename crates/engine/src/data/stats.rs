@@ -97,6 +97,7 @@ mod tests {
                 prompt: "p".into(),
                 completion: "cc".into(),
                 category: None,
+                choices: Vec::new(),
             },
         ];
         let s = DatasetStats::of(rows.iter());

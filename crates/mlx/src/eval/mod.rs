@@ -10,7 +10,10 @@
 //! Accuracy greedily generates an answer per example and compares it with the reference
 //! after [`normalize`]: Unicode lower-casing, punctuation removed, whitespace collapsed to
 //! single spaces and trimmed. `exact` needs equal normalized strings; `contains` needs the
-//! normalized reference inside the normalized answer.
+//! normalized reference inside the normalized answer. A multiple-choice example (one with
+//! `choices`) is answered with its most likely choice instead ([`choices`]).
+
+pub mod choices;
 
 use crate::chat::ChatTemplate;
 use crate::generate::{self, GenerateError, GenerateOptions};
@@ -247,7 +250,8 @@ impl Accuracy {
     }
 }
 
-/// Greedy answers to prompt/completion or chat examples, scored against the reference.
+/// Answers to prompt/completion or chat examples (greedy, or the most likely choice of a
+/// multiple-choice one), scored against the reference.
 pub fn accuracy(
     model: &mut Llama,
     tok: &Tokenizer,
@@ -260,7 +264,10 @@ pub fn accuracy(
         max_tokens,
         ..Default::default()
     };
-    let mut pending: Vec<(Vec<u32>, String)> = Vec::with_capacity(examples.len());
+    // Answers in example order: multiple-choice ones now, generated ones below.
+    let mut answers: Vec<Option<String>> = Vec::with_capacity(examples.len());
+    let mut references: Vec<String> = Vec::with_capacity(examples.len());
+    let mut pending: Vec<(usize, Vec<u32>)> = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
         let reference = match e {
             Example::Completion { completion, .. } => completion.clone(),
@@ -275,20 +282,31 @@ pub fn accuracy(
                 });
             }
         };
-        let (prompt, _) = example_ids(e, tok, template, i)?;
-        pending.push((prompt, reference));
+        references.push(reference);
+        if e.choices().is_empty() {
+            let (prompt, _) = example_ids(e, tok, template, i)?;
+            pending.push((i, prompt));
+            answers.push(None);
+        } else {
+            let scores = choices::score_choices(model, tok, template, e, i)?;
+            answers.push(choices::most_likely(&scores).map(|s| s.choice.clone()));
+        }
     }
     // Greedy answers in padded batches (batched equals unbatched: tested in `generate`);
     // each decoding step then reads the weights once for the whole batch.
     for chunk in pending.chunks(ACCURACY_BATCH) {
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(p, _)| p.clone()).collect();
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.clone()).collect();
         let (generations, _) = generate::generate_batch(model, tok, &prompts, &options)?;
-        for (g, (_, reference)) in generations.into_iter().zip(chunk) {
-            acc.total += 1;
-            acc.exact += usize::from(exact_match(&g.text, reference));
-            acc.contains += usize::from(contains_match(&g.text, reference));
-            acc.answers.push((g.text, reference.clone()));
+        for (g, (i, _)) in generations.into_iter().zip(chunk) {
+            answers[*i] = Some(g.text);
         }
+    }
+    for (answer, reference) in answers.into_iter().zip(references) {
+        let answer = answer.unwrap_or_default();
+        acc.total += 1;
+        acc.exact += usize::from(exact_match(&answer, &reference));
+        acc.contains += usize::from(contains_match(&answer, &reference));
+        acc.answers.push((answer, reference));
     }
     Ok(acc)
 }

@@ -135,6 +135,7 @@ mod tests {
             prompt: format!("Past tense of {word}?"),
             completion: format!("{word}ed"),
             category: None,
+            choices: Vec::new(),
         }]
     }
 
@@ -181,6 +182,7 @@ mod tests {
                 prompt: "a".into(),
                 completion: "b".into(),
                 category: None,
+                choices: Vec::new(),
             },
             Example::Text { text: "t".into() },
         ];

@@ -20,6 +20,10 @@
 //! a category (`category` in the data, BIG-bench's `comment`) add exact match per
 //! category (`categories`).
 //!
+//! A multiple-choice row (`choices` in the data, or BIG-bench's `target_scores`) is not
+//! generated: its answer is the choice the model finds most likely as the reply
+//! ([`crate::eval::choices`]), scored like any other answer.
+//!
 //! The base model's scores are kept across runs by [`base_scores`].
 
 pub mod base_scores;
