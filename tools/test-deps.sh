@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite starts for real (no mocks): Chromium and its
-# WebDriver for the browser tests, and cron for the scheduler tests. Idempotent: a second run
+# WebDriver for the browser tests, cron for the scheduler tests, and Slurm with munge for
+# the Slurm executor's tests (which start their own private daemons). Idempotent: a second run
 # checks and exits. Python tools (MLflow, Airflow, the openai client) are installed by the
 # tests themselves into virtual environments in the user cache.
 #
@@ -17,6 +18,8 @@ declare -A wanted=(
   [chromium]=/usr/bin/chromium
   [chromium-driver]=/usr/bin/chromedriver
   [cron]=/usr/sbin/cron
+  [slurm-wlm]=/usr/sbin/slurmd
+  [munge]=/usr/sbin/munged
 )
 
 # In containers there is no login session, so cron's PAM stack fails at pam_loginuid
@@ -42,7 +45,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   fix_cron_pam
-  echo "pipe test deps: chromium, chromedriver and cron are present"
+  echo "pipe test deps: chromium, chromedriver, cron, slurm and munge are present"
   exit 0
 fi
 

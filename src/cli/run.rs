@@ -20,7 +20,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Arguments of `pipe run`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n  pipe run pipe.yaml --pull --push      # share outs through the remote cache\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 75 skipped (--skip-if-running and another run holds the workspace), 130 interrupted."
+    after_help = "Examples:\n  pipe run pipelines/examples/cmd-basics.yaml\n  pipe run pipe.yaml --set train.lr=3e-4\n  pipe run pipe.yaml -s train --downstream --dry-run\n  pipe run pipe.yaml --quiet            # for cron\n  pipe run pipe.yaml --pull --push      # share outs through the remote cache\n  pipe run pipe.yaml --executor slurm --sbatch=--partition=gpu   # each stage a Slurm job\n\nExit status: 0 success or nothing to do, 1 a stage failed, 2 invalid pipeline or usage, 75 skipped (--skip-if-running and another run holds the workspace), 130 interrupted."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -63,9 +63,28 @@ pub struct Args {
     push: bool,
     #[command(flatten)]
     remote: super::remote::RemoteArgs,
+    /// Where stages run: `local` (processes on this machine) or `slurm` (each stage that
+    /// must run becomes a batch job, submitted with sbatch once its upstream is done; the
+    /// workspace must be on a filesystem the nodes share).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+    executor: ExecutorKind,
+    /// With --executor slurm: an sbatch option for every job, after the ones pipe derives
+    /// from the stage (repeatable), e.g. --sbatch=--partition=gpu --sbatch=--time=2:00:00.
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    sbatch: Vec<String>,
+}
+
+/// `--executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
+    if !args.sbatch.is_empty() && args.executor != ExecutorKind::Slurm {
+        return Err(super::UsageError("--sbatch needs --executor slurm".into()).into());
+    }
     let (pipeline, dag) = args.ws.load()?;
     let selected = select(&pipeline, &dag, &args.stages, args.downstream)?;
     let store = Store::open(&pipeline.root);
@@ -141,15 +160,26 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         )?)),
         false => None,
     };
+    let executor = match args.executor {
+        ExecutorKind::Local => exec::Executor::Local,
+        ExecutorKind::Slurm => exec::Executor::Slurm(exec::SlurmOptions {
+            sbatch_args: args.sbatch.clone(),
+            ..Default::default()
+        }),
+    };
+    // Local stages share this machine's cores; Slurm jobs, the cluster's.
+    let default_jobs = match args.executor {
+        ExecutorKind::Local => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ExecutorKind::Slurm => usize::MAX,
+    };
     let options = RunOptions {
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: args.jobs.unwrap_or(default_jobs),
         force: args.force,
         selected,
         keep_going: args.keep_going,
         capacity,
         remote: remote.clone().filter(|_| args.pull),
+        executor,
     };
     let started = Instant::now();
     let target = pipe_engine::tracking::sync::target(&pipeline.name, pipeline.tracking.as_ref());

@@ -35,6 +35,7 @@ mod schedule;
 mod schema;
 mod serve;
 mod serve_batch;
+mod slurm;
 mod sources;
 mod startup;
 mod support;

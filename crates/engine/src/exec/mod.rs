@@ -25,11 +25,13 @@ pub mod plan;
 pub mod progress;
 mod reason;
 pub mod scheduler;
+pub mod slurm;
 pub mod worker;
 
 pub use events::Event;
 pub use reason::{DirtyReason, describe};
 pub use scheduler::{RunOptions, Summary, run};
+pub use slurm::{Executor, SlurmOptions};
 
 /// Why the executor could not do its job (as opposed to a stage failing, which is an
 /// event).

@@ -15,14 +15,13 @@ use super::events::{Event, utc_now};
 use super::lockfile::{LockEntry, LockFile};
 use super::plan::{self, Check};
 use super::progress::{self, Progress};
-use super::worker::{self, Finished, log_paths, signal_all, write_record};
+use super::worker::{self, Finished, Running, log_paths, write_record};
 use crate::cache::Store;
 use crate::dag::{Dag, Edge};
 use crate::process::Signal;
 use crate::spec::{Pipeline, Stage};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -43,6 +42,9 @@ pub struct RunOptions {
     /// Before running a stage the local cache cannot restore, look for its outs on this
     /// remote (`--pull`).
     pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
+    /// Where stages run: here, or as Slurm jobs (placed by the cluster, so resource
+    /// capacities do not hold them back; `jobs` still caps how many are queued).
+    pub executor: super::Executor,
 }
 
 /// Counts of what a run did.
@@ -72,7 +74,7 @@ pub fn run(
     emit: &mut dyn FnMut(&Event),
 ) -> Result<Summary, ExecError> {
     let mut c = Coordinator::new(pipeline, dag, store, opts, emit)?;
-    let pids: Mutex<HashMap<usize, u32>> = Mutex::new(HashMap::new());
+    let running = Running::default();
     let (tx, rx) = mpsc::channel::<Finished>();
     let mut killed_at: Option<Instant> = None;
     let mut last_poll = Instant::now();
@@ -82,19 +84,20 @@ pub fn run(
             if interrupted.load(Ordering::SeqCst) && !c.summary.interrupted {
                 c.summary.interrupted = true;
                 c.stopping = true;
-                signal_all(&pids, Signal::Interrupt);
+                running.signal_all(Signal::Interrupt);
                 killed_at = Some(Instant::now());
             }
             if killed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
-                signal_all(&pids, Signal::Kill);
+                running.signal_all(Signal::Kill);
                 killed_at = None;
             }
             while let Some((i, log)) = c.next_to_start()? {
-                let (tx, pids) = (tx.clone(), &pids);
+                let (tx, running) = (tx.clone(), &running);
                 let stage = &pipeline.stages[i];
                 scope.spawn(move || {
                     let t = Instant::now();
-                    let result = worker::execute(pipeline, store, stage, i, &log, pids);
+                    let result =
+                        worker::execute(pipeline, store, stage, i, &log, &opts.executor, running);
                     let _ = tx.send(Finished {
                         idx: i,
                         result,
@@ -264,7 +267,9 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             let fits = demand.iter().all(|(k, v)| {
                 self.used.get(k).copied().unwrap_or(0) + v <= capacity(&self.opts.capacity, k)
             });
-            if self.running >= self.opts.jobs.max(1) || !fits {
+            // The cluster places Slurm jobs by what they ask for (`sbatch_options`).
+            let here = matches!(self.opts.executor, super::Executor::Local);
+            if self.running >= self.opts.jobs.max(1) || (here && !fits) {
                 self.checks[i] = Some(check);
                 continue;
             }

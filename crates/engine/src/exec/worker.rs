@@ -4,6 +4,7 @@
 //! message; they never touch the lock file or print anything.
 
 use super::ExecError;
+use super::slurm::Executor;
 use crate::cache::Store;
 use crate::process::Signal;
 use crate::spec::{Pipeline, Stage};
@@ -76,47 +77,64 @@ pub(crate) fn prepare_outs(
     Ok(())
 }
 
-/// Worker: runs the stage's command, then stores its outs.
+/// What is running, so that an interrupt reaches it: the process groups of local
+/// commands and the ids of Slurm jobs, by stage index.
+#[derive(Default)]
+pub(crate) struct Running {
+    pids: Mutex<HashMap<usize, u32>>,
+    jobs: Mutex<HashMap<usize, String>>,
+}
+
+impl Running {
+    /// Signals every running command's process group (each was spawned with
+    /// `process_group(0)`) and cancels every Slurm job (Slurm sends the job SIGTERM, then
+    /// SIGKILL after its `KillWait`). A command that has just ended is no error.
+    pub(crate) fn signal_all(&self, signal: Signal) {
+        for &pid in self.pids.lock().expect("pids").values() {
+            let _ = crate::process::signal_group(pid, signal);
+        }
+        for job in self.jobs.lock().expect("jobs").values() {
+            super::slurm::cancel(job);
+        }
+    }
+}
+
+/// Worker: runs the stage's command (here, or as a Slurm job), then stores its outs.
 pub(crate) fn execute(
     pipeline: &Pipeline,
     store: &Store,
     stage: &Stage,
     idx: usize,
     log: &std::path::Path,
-    pids: &Mutex<HashMap<usize, u32>>,
+    executor: &Executor,
+    running: &Running,
 ) -> Result<BTreeMap<String, String>, String> {
     let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
     let mut command = super::launch::stage_command(stage, &pipeline.root, file.file())
         .map_err(|e| format!("cannot prepare the command: {e}"))?;
     command.env(super::progress::ENV, super::progress::path_for(log));
-    let outs: Vec<String> = stage.all_outs().cloned().collect();
-    let (mut child, registration) = super::launch::spawn_registered(
-        &mut command,
-        &pipeline.root,
-        &format!("stage `{}`", stage.name),
-        &outs,
-    )
-    .map_err(|e| format!("cannot start the command: {e}"))?;
-    pids.lock().expect("pids").insert(idx, child.id());
-    // A stage is its command: whatever it left running in its group (a `&` job, a
-    // grandchild of a killed shell) would go on writing outs that are about to be stored,
-    // or removed as partial. The group dies with the command.
-    let status = crate::process::wait_and_end_group(&mut child);
-    pids.lock().expect("pids").remove(&idx);
-    drop(registration);
-    let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
-    if !status.success() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::ExitStatusExt;
-            if let Some(sig) = status.signal() {
-                return Err(format!("killed by signal {sig}"));
-            }
+    match executor {
+        Executor::Local => run_here(&mut command, pipeline, stage, idx, running)?,
+        Executor::Slurm(slurm) => {
+            let options =
+                super::slurm::sbatch_options(stage, &pipeline.root, log, &slurm.sbatch_args);
+            let root = &pipeline.root;
+            let result = super::slurm::run_job(&command, root, &options, slurm.poll, |job| {
+                use std::io::Write;
+                let _ = writeln!(
+                    file.file(),
+                    "pipe: stage `{}` is Slurm job {job}",
+                    stage.name
+                );
+                running
+                    .jobs
+                    .lock()
+                    .expect("jobs")
+                    .insert(idx, job.to_owned());
+            });
+            running.jobs.lock().expect("jobs").remove(&idx);
+            result?;
         }
-        return Err(format!(
-            "exited with status {}",
-            status.code().unwrap_or(-1)
-        ));
     }
     let mut outs = BTreeMap::new();
     for out in stage.all_outs() {
@@ -140,12 +158,44 @@ pub(crate) fn execute(
     Ok(outs)
 }
 
-/// Signals every running command's process group (each was spawned with
-/// `process_group(0)`). A command that has just ended is no error.
-pub(crate) fn signal_all(pids: &Mutex<HashMap<usize, u32>>, signal: Signal) {
-    for &pid in pids.lock().expect("pids").values() {
-        let _ = crate::process::signal_group(pid, signal);
+/// Runs `command` as a child process of this one and waits for it and its group.
+fn run_here(
+    command: &mut std::process::Command,
+    pipeline: &Pipeline,
+    stage: &Stage,
+    idx: usize,
+    running: &Running,
+) -> Result<(), String> {
+    let outs: Vec<String> = stage.all_outs().cloned().collect();
+    let (mut child, registration) = super::launch::spawn_registered(
+        command,
+        &pipeline.root,
+        &format!("stage `{}`", stage.name),
+        &outs,
+    )
+    .map_err(|e| format!("cannot start the command: {e}"))?;
+    running.pids.lock().expect("pids").insert(idx, child.id());
+    // A stage is its command: whatever it left running in its group (a `&` job, a
+    // grandchild of a killed shell) would go on writing outs that are about to be stored,
+    // or removed as partial. The group dies with the command.
+    let status = crate::process::wait_and_end_group(&mut child);
+    running.pids.lock().expect("pids").remove(&idx);
+    drop(registration);
+    let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
+    if !status.success() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(sig) = status.signal() {
+                return Err(format!("killed by signal {sig}"));
+            }
+        }
+        return Err(format!(
+            "exited with status {}",
+            status.code().unwrap_or(-1)
+        ));
     }
+    Ok(())
 }
 
 pub(crate) fn write_record(
