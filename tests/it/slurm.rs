@@ -283,6 +283,26 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
             .contains("is Slurm job"),
         "the stage log names its job"
     );
+    // The same stage run locally in another workspace writes byte-identical outs.
+    let local = Ws::new();
+    local.file("raw/qa.jsonl", &rows()).pipeline(PIPELINE);
+    local.run_ok(&["-s", "ingest"]);
+    let files = |ws: &Ws| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = walkdir::WalkDir::new(ws.path("data"))
+            .into_iter()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let rel = e.path().strip_prefix(ws.dir.path()).unwrap();
+                (rel.display().to_string(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let (on_slurm, here) = (files(&ws), files(&local));
+    assert!(!on_slurm.is_empty());
+    assert!(on_slurm == here, "Slurm and local ingest outs differ");
 
     // The lock file is a local run's: a local run finds everything up to date, and the
     // run history has the Slurm run with each stage.
