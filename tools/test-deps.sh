@@ -55,6 +55,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own daemons (cron, a private Slurm cluster). Packages must not start
+# the system's: slurmctld has no config yet, and a failed start fails the install. Docker
+# images already carry this policy; elsewhere it is set for the install only.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "pipe test deps: installed ${missing[*]}"
