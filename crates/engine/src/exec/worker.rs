@@ -115,26 +115,7 @@ pub(crate) fn execute(
     command.env(super::progress::ENV, super::progress::path_for(log));
     match executor {
         Executor::Local => run_here(&mut command, pipeline, stage, idx, running)?,
-        Executor::Slurm(slurm) => {
-            let options =
-                super::slurm::sbatch_options(stage, &pipeline.root, log, &slurm.sbatch_args);
-            let root = &pipeline.root;
-            let result = super::slurm::run_job(&command, root, &options, slurm.poll, |job| {
-                use std::io::Write;
-                let _ = writeln!(
-                    file.file(),
-                    "pipe: stage `{}` is Slurm job {job}",
-                    stage.name
-                );
-                running
-                    .jobs
-                    .lock()
-                    .expect("jobs")
-                    .insert(idx, job.to_owned());
-            });
-            running.jobs.lock().expect("jobs").remove(&idx);
-            result?;
-        }
+        Executor::Slurm(slurm) => on_slurm(&command, pipeline, stage, idx, log, slurm, running)?,
     }
     let mut outs = BTreeMap::new();
     for out in stage.all_outs() {
@@ -156,6 +137,30 @@ pub(crate) fn execute(
         }
     }
     Ok(outs)
+}
+
+/// Runs `command` as a Slurm job and waits for it; the job id goes into the stage's `log`
+/// and into `running`, so an interrupt cancels the job.
+fn on_slurm(
+    command: &std::process::Command,
+    pipeline: &Pipeline,
+    stage: &Stage,
+    idx: usize,
+    log: &std::path::Path,
+    slurm: &super::slurm::SlurmOptions,
+    running: &Running,
+) -> Result<(), String> {
+    let options = super::slurm::sbatch_options(stage, &pipeline.root, log, &slurm.sbatch_args);
+    let result = super::slurm::run_job(command, &pipeline.root, &options, slurm.poll, |job| {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
+            let _ = writeln!(file, "pipe: stage `{}` is Slurm job {job}", stage.name);
+        }
+        let mut jobs = running.jobs.lock().expect("jobs");
+        jobs.insert(idx, job.to_owned());
+    });
+    running.jobs.lock().expect("jobs").remove(&idx);
+    result
 }
 
 /// Runs `command` as a child process of this one and waits for it and its group.
