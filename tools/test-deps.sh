@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite starts for real (no mocks): Chromium and its
-# WebDriver for the browser tests, cron for the scheduler tests, and Slurm with munge for
-# the Slurm executor's tests (which start their own private daemons). Idempotent: a second run
+# WebDriver for the browser tests, cron for the scheduler tests, Slurm with munge for
+# the Slurm executor's tests (which start their own private daemons), and a desktop for
+# the desktop-notification test (Xvfb, a session bus, dunst and notify-send). Idempotent: a second run
 # checks and exits. Python tools (MLflow, Airflow, the openai client) are installed by the
 # tests themselves into virtual environments in the user cache.
 #
@@ -20,6 +21,10 @@ declare -A wanted=(
   [cron]=/usr/sbin/cron
   [slurm-wlm]=/usr/sbin/slurmd
   [munge]=/usr/sbin/munged
+  [xvfb]=/usr/bin/Xvfb
+  [dbus]=/usr/bin/dbus-daemon
+  [dunst]=/usr/bin/dunst
+  [libnotify-bin]=/usr/bin/notify-send
 )
 
 # In containers there is no login session, so cron's PAM stack fails at pam_loginuid
@@ -45,7 +50,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   fix_cron_pam
-  echo "pipe test deps: chromium, chromedriver, cron, slurm and munge are present"
+  echo "pipe test deps: chromium, chromedriver, cron, slurm, munge, xvfb, dbus, dunst and notify-send are present"
   exit 0
 fi
 

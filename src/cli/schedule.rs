@@ -65,6 +65,10 @@ pub struct AddArgs {
     /// `runs/schedules/`, never in the crontab or plist).
     #[arg(long, value_name = "URL")]
     notify_webhook: Option<String>,
+    /// Show this schedule's outcomes as desktop notifications on this machine (macOS
+    /// Notification Center; on Linux, `notify-send` to the session captured at `add`).
+    #[arg(long)]
+    notify_desktop: bool,
     /// The outcomes that notify, comma-separated: failure, regression, success.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "failure,regression", value_parser = parse_notify_on)]
     notify_on: Vec<pipe_schema::notify::NotifyOn>,
@@ -136,15 +140,16 @@ fn parse_notify_on(s: &str) -> Result<pipe_schema::notify::NotifyOn, String> {
         .map_err(|_| format!("`{s}` is not an outcome: use failure, regression or success"))
 }
 
-/// `--notify-webhook(-env)` and `--notify-on` as a `notify:` mapping, checked as the
+/// `--notify-webhook(-env)`, `--notify-desktop` and `--notify-on` as a `notify:` mapping, checked as the
 /// pipeline's would be.
 fn notify_config(args: &AddArgs) -> anyhow::Result<Option<pipe_schema::notify::NotifyConfig>> {
-    if args.notify_webhook.is_none() && args.notify_webhook_env.is_none() {
+    if args.notify_webhook.is_none() && args.notify_webhook_env.is_none() && !args.notify_desktop {
         return Ok(None);
     }
     let config = pipe_schema::notify::NotifyConfig {
         webhook: args.notify_webhook.clone(),
         webhook_env: args.notify_webhook_env.clone(),
+        desktop: args.notify_desktop,
         on: args.notify_on.clone(),
     };
     config.check().map_err(|(key, message)| {
@@ -252,7 +257,10 @@ impl Row {
             env: def.env.clone(),
             // Shown, so the secret part of a literal URL is left out.
             notify: def.notify.clone().map(|mut n| {
-                n.webhook = n.webhook.as_deref().map(pipe_engine::notify::redact);
+                n.webhook = n
+                    .webhook
+                    .as_deref()
+                    .map(pipe_engine::notify::webhook::redact);
                 n
             }),
             log: schedule::log_path(&def.root, &def.name),

@@ -2,6 +2,8 @@
 //! failed run, a regression and a success each POST one Slack-compatible JSON body; the
 //! default list stays quiet on success; a dead or refusing webhook, or a missing URL
 //! variable, is a warning and never changes the run's exit code; bad settings exit 2.
+//! `desktop: true` against a real notification server (dunst on Xvfb, with its own session
+//! bus), and without any desktop session, where it is a warning.
 
 use crate::support::Ws;
 use serde_json::Value;
@@ -285,4 +287,188 @@ fn bad_notify_settings_are_located_and_exit_2() {
     let out = ws.pipe().arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
+}
+
+/// A desktop session of its own: an X server (Xvfb), a session bus and dunst, a real
+/// freedesktop notification server that keeps what it showed in a history. Stopped on drop.
+pub(crate) struct Desktop {
+    children: Vec<Child>,
+    pub(crate) bus: String,
+    display: String,
+}
+
+impl Desktop {
+    pub(crate) fn start() -> Self {
+        let need = |program: &str| {
+            Command::new(program).arg("--version").output().unwrap_or_else(|e| {
+                panic!("`{program}`: {e}; run tools/test-deps.sh (it installs xvfb, dunst, dbus and libnotify-bin)")
+            })
+        };
+        need("dunst");
+        need("notify-send");
+        let mut children = Vec::new();
+        // Xvfb picks a free display and writes its number once it accepts clients.
+        let mut xvfb = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb; run tools/test-deps.sh");
+        let display = format!(":{}", first_line(xvfb.stdout.take().unwrap()));
+        children.push(xvfb);
+        // The bus may start dunst itself (D-Bus activation, on the first call to the name):
+        // that one must find the X server too.
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .env("DISPLAY", &display)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let address = first_line(bus.stdout.take().unwrap());
+        children.push(bus);
+        let dunst = Command::new("dunst")
+            .args(["-config", "/dev/null"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("DISPLAY", &display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dunst");
+        children.push(dunst);
+        let desktop = Self {
+            children,
+            bus: address,
+            display,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !desktop.dunstctl(&["count"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dunst did not take the bus name"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        desktop
+    }
+
+    fn dunstctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("dunstctl")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .env("DISPLAY", &self.display)
+            .output()
+            .unwrap()
+    }
+
+    /// (application, title, body) of every notification shown so far, oldest first.
+    pub(crate) fn shown(&self) -> Vec<(String, String, String)> {
+        // dunst's history holds the notifications closed; close the ones on screen.
+        assert!(self.dunstctl(&["close-all"]).status.success());
+        let out = self.dunstctl(&["history"]);
+        let history: Value = serde_json::from_slice(&out.stdout).expect("dunstctl history is JSON");
+        let field = |n: &Value, k: &str| n[k]["data"].as_str().unwrap().to_owned();
+        let mut shown: Vec<_> = history["data"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["id"]["data"].as_i64().unwrap(),
+                    field(n, "appname"),
+                    field(n, "summary"),
+                    field(n, "body"),
+                )
+            })
+            .collect();
+        shown.sort();
+        shown.into_iter().map(|(_, a, s, b)| (a, s, b)).collect()
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn first_line(out: impl std::io::Read) -> String {
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    line.trim().to_owned()
+}
+
+#[test]
+fn desktop_notifications_reach_a_real_notification_server_and_never_fail_a_run() {
+    let ws = Ws::new();
+    let desktop = Desktop::start();
+    let on_desktop = |cmd: &mut assert_cmd::Command| {
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", &desktop.bus)
+            .env("DISPLAY", &desktop.display);
+    };
+
+    // A failed stage: one notification, the run still exits 1.
+    ws.pipeline(&pipeline("  desktop: true", FAILS));
+    let mut run = ws.pipe();
+    run.arg("run");
+    on_desktop(&mut run);
+    let out = run.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("notified the desktop (failure)"), "{err}");
+    let shown = desktop.shown();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let (app, title, body) = &shown[0];
+    assert_eq!((app.as_str(), title.as_str()), ("pipe", "pipe: nightly"));
+    assert!(
+        body.starts_with("failed: stage watch failed (run "),
+        "{body}"
+    );
+    assert!(body.contains("pipe runs show "), "{body}");
+
+    // With a webhook too, each hears once; a schedule's name is in the text.
+    let hook = Receiver::start(&ws);
+    ws.pipeline(&pipeline(
+        &format!(
+            "  webhook: {}\n  desktop: true\n  on: [success]",
+            hook.url("/h")
+        ),
+        HEALTHY,
+    ));
+    let mut run = ws.pipe();
+    run.args(["run"]).env("PIPE_SCHEDULE", "nightly-2am");
+    on_desktop(&mut run);
+    let out = run.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hook.received().len(), 1);
+    let shown = desktop.shown();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(shown[1].2.starts_with("succeeded ("), "{shown:?}");
+    assert!(shown[1].2.contains("schedule nightly-2am"), "{shown:?}");
+
+    // No desktop session (a server, or cron without the bus address): a warning that says
+    // why, and the outcome is the run's own.
+    ws.pipeline(&pipeline("  desktop: true", FAILS));
+    let out = ws
+        .pipe()
+        .arg("run")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("DISPLAY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("desktop notification (failure) not shown"),
+        "{err}"
+    );
+    assert!(err.contains("no DBUS_SESSION_BUS_ADDRESS"), "{err}");
+    assert_eq!(desktop.shown().len(), 2);
 }

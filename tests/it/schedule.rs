@@ -439,9 +439,10 @@ fn bad_schedules_are_refused_and_leave_the_crontab_alone() {
     assert_eq!(crontab(), before);
 }
 
-/// `pipe schedule add --notify-webhook-env VAR --notify-on ...`: the schedule's runs
-/// notify that webhook by its own list, on top of the pipeline (which has no `notify:`
-/// here), and the variable comes from the scheduler's environment at run time.
+/// `pipe schedule add --notify-webhook-env VAR --notify-desktop --notify-on ...`: the
+/// schedule's runs notify that webhook and the desktop by its own list, on top of the
+/// pipeline (which has no `notify:` here); the webhook variable comes from the scheduler's
+/// environment at run time, the desktop's session bus from the one captured at `add`.
 #[test]
 fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
     let _one = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,6 +450,7 @@ fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
     let _restore = Restore(before.clone());
     let ws = Ws::new();
     let receiver = crate::notify::Receiver::start(&ws);
+    let desktop = crate::notify::Desktop::start();
     let stage = |cmd: &str| {
         format!("name: nightly\nstages:\n  work:\n    cmd: {cmd}\n    outs: [out.txt]\n")
     };
@@ -468,9 +470,11 @@ fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
         .args([
             "--notify-webhook-env",
             "IT_HOOK",
+            "--notify-desktop",
             "--notify-on",
             "failure,success",
         ])
+        .env("DBUS_SESSION_BUS_ADDRESS", &desktop.bus)
         .output()
         .unwrap();
     assert!(
@@ -492,6 +496,7 @@ fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
         .unwrap()
         .clone();
     assert_eq!(row["notify"]["webhook_env"], "IT_HOOK", "{row}");
+    assert_eq!(row["notify"]["desktop"], true, "{row}");
     assert_eq!(
         row["notify"]["on"],
         serde_json::json!(["failure", "success"])
@@ -502,6 +507,7 @@ fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
             .pipe()
             .args(["schedule", "run", &name])
             .env("IT_HOOK", receiver.url("/hook"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(expect), "{out:?}");
@@ -514,12 +520,20 @@ fn a_schedule_notifies_its_own_webhook_by_its_own_outcomes() {
     assert_eq!(body["event"], "failure", "{body}");
     assert_eq!(body["schedule"], name.as_str());
     assert_eq!(body["failed"], serde_json::json!(["work"]));
+    let shown = desktop.shown();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(
+        shown[0].2.starts_with("failed: stage work failed")
+            && shown[0].2.contains(&format!("schedule {name}")),
+        "{shown:?}"
+    );
 
     ws.pipeline(&stage("echo ok > out.txt"));
     run(0);
     let got = receiver.received();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1]["body"]["event"], "success", "{got:?}");
+    assert_eq!(desktop.shown().len(), 2);
     let log = ws.read(&format!("runs/schedules/{name}/log"));
     assert!(log.contains("notified http://127.0.0.1:"), "{log}");
 

@@ -3,11 +3,14 @@
 //! ```yaml
 //! notify:
 //!   webhook_env: SLACK_WEBHOOK_URL      # or `webhook: https://hooks.slack.com/services/...`
+//!   desktop: true                       # and/or a notification on this machine's desktop
 //!   on: [failure, regression, success]  # default: [failure, regression]
 //! ```
 //!
 //! The webhook gets one JSON POST per run at most, with Slack's `text` field (so a Slack or
 //! Mattermost incoming webhook shows it as is) and the facts as fields for other receivers.
+//! The desktop notification goes to macOS's Notification Center, or to the freedesktop
+//! notification service on Linux.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,10 @@ pub struct NotifyConfig {
     /// keeps them out of the pipeline file).
     #[serde(default)]
     pub webhook_env: Option<String>,
+    /// Also show a desktop notification on the machine that ran the pipeline (macOS
+    /// Notification Center; on Linux, the desktop's notification service via `notify-send`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub desktop: bool,
     /// The outcomes that send a notification (default: `[failure, regression]`).
     #[serde(default = "default_on")]
     pub on: Vec<NotifyOn>,
@@ -62,10 +69,11 @@ impl NotifyConfig {
     /// The first problem, with the key it concerns.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         match (&self.webhook, &self.webhook_env) {
+            (None, None) if self.desktop => {}
             (None, None) => {
                 return Err((
                     "",
-                    "give `webhook: URL` or `webhook_env: VARIABLE` (the variable holding the URL)"
+                    "give `webhook: URL`, `webhook_env: VARIABLE` (the variable holding the URL) or `desktop: true`"
                         .into(),
                 ));
             }
@@ -122,11 +130,16 @@ mod tests {
         let n = parse(serde_json::json!({"webhook_env": "HOOK", "on": ["success"]}));
         assert_eq!(n.on, [NotifyOn::Success]);
         assert!(n.check().is_ok());
+        let n = parse(serde_json::json!({"desktop": true}));
+        assert!(n.desktop && n.webhook.is_none());
+        assert!(n.check().is_ok());
     }
 
     #[test]
     fn refuses_what_cannot_work() {
         assert_eq!(parse(serde_json::json!({})).check().unwrap_err().0, "");
+        let off = parse(serde_json::json!({"desktop": false}));
+        assert_eq!(off.check().unwrap_err().0, "");
         let n = parse(serde_json::json!({"webhook": "hooks.slack.com/x"}));
         assert_eq!(n.check().unwrap_err().0, "webhook");
         let n = parse(serde_json::json!({"webhook": "http://x", "on": []}));

@@ -41,6 +41,10 @@ pub const CAPTURED_ENV: &[&str] = &[
     "PIPE_PYTHON",
     "MLFLOW_TRACKING_URI",
     "OPENBLAS_NUM_THREADS",
+    // The user's session bus (`unix:path=/run/user/UID/bus` on systemd desktops), which
+    // cron does not give its jobs: without it `notify: {desktop: true}` cannot reach the
+    // Linux desktop. launchd agents run in the GUI session and need nothing.
+    "DBUS_SESSION_BUS_ADDRESS",
 ];
 
 /// How big a schedule's log may grow before it is rotated (`log` → `log.1` → … `log.3`).

@@ -1,19 +1,19 @@
-//! Telling someone how an unattended run went (`notify:`): one JSON POST to a webhook per
-//! run at most, on the outcomes the pipeline asks for.
+//! Telling someone how an unattended run went (`notify:`), on the outcomes the pipeline
+//! asks for: a webhook ([`webhook`]) and a desktop notification on the machine that ran it
+//! ([`desktop`]), each at most once per run.
 //!
-//! The body carries Slack's `text` (Slack and Mattermost incoming webhooks show it as is)
-//! and the facts as fields for other receivers: `event`, `pipeline`, `run`, `status`,
-//! `failed` and `regressed` stage names, `schedule` (from `PIPE_SCHEDULE`, set by
-//! `pipe schedule run`) and `host`. Sending never fails or slows a run for long: a dead or
-//! refusing webhook is a warning, after at most [`TIMEOUT`].
+//! The webhook body carries Slack's `text` (Slack and Mattermost incoming webhooks show it
+//! as is) and the facts as fields for other receivers: `event`, `pipeline`, `run`,
+//! `status`, `failed` and `regressed` stage names, `schedule` (from `PIPE_SCHEDULE`, set by
+//! `pipe schedule run`) and `host`. Neither way of telling ever fails a run: the caller
+//! reports an error as a warning.
+
+pub mod desktop;
+pub mod webhook;
 
 use crate::history::record::{RunRecord, RunStatus, StageRecord, StageStatus};
 use pipe_schema::notify::{NotifyConfig, NotifyOn};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-/// The longest a webhook may take to answer.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The metric a stage reports as `true` (1) when it found a regression.
 pub const REGRESSION_METRIC: &str = "regression";
@@ -41,16 +41,10 @@ pub fn event(config: &NotifyConfig, status: RunStatus, stages: &[StageRecord]) -
     }
 }
 
-/// The JSON body for a run.
-pub fn body(event: NotifyOn, record: &RunRecord, schedule: Option<&str>) -> Value {
-    let failed: Vec<&str> = record
-        .stages
-        .iter()
-        .filter(|s| s.status == StageStatus::Failed)
-        .map(|s| s.name.as_str())
-        .collect();
-    let regressed = regressed(&record.stages);
-    let host = hostname();
+/// What happened, in a few words, with stage names in backticks: "failed: stage `watch`
+/// failed", "found a regression in `monitor`", "succeeded (2 ran, 1 cached)".
+pub fn headline(event: NotifyOn, record: &RunRecord) -> String {
+    let failed = failed(record);
     let quoted = |names: &[&str]| {
         names
             .iter()
@@ -58,12 +52,53 @@ pub fn body(event: NotifyOn, record: &RunRecord, schedule: Option<&str>) -> Valu
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let what = match event {
+    match event {
         NotifyOn::Failure if failed.is_empty() => "failed".to_owned(),
         NotifyOn::Failure => format!("failed: stage {} failed", quoted(&failed)),
-        NotifyOn::Regression => format!("found a regression in {}", quoted(&regressed)),
+        NotifyOn::Regression => format!(
+            "found a regression in {}",
+            quoted(&regressed(&record.stages))
+        ),
         NotifyOn::Success => format!("succeeded ({})", record.stage_counts()),
-    };
+    }
+}
+
+fn failed(record: &RunRecord) -> Vec<&str> {
+    record
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Failed)
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// The desktop notification for a run: the pipeline as its title, and what happened with
+/// the command that shows the run (desktops show no Markdown, so no backticks).
+pub fn desktop_message(
+    event: NotifyOn,
+    record: &RunRecord,
+    schedule: Option<&str>,
+) -> desktop::Notification {
+    let by = schedule
+        .map(|s| format!(", schedule {s}"))
+        .unwrap_or_default();
+    desktop::Notification {
+        title: format!("pipe: {}", record.pipeline),
+        message: format!(
+            "{} (run {}{by}; pipe runs show {})",
+            headline(event, record).replace('`', ""),
+            record.id,
+            record.id
+        ),
+    }
+}
+
+/// The JSON body for a run.
+pub fn body(event: NotifyOn, record: &RunRecord, schedule: Option<&str>) -> Value {
+    let failed = failed(record);
+    let regressed = regressed(&record.stages);
+    let host = hostname();
+    let what = headline(event, record);
     let by = schedule
         .map(|s| format!(", schedule `{s}`"))
         .unwrap_or_default();
@@ -86,48 +121,6 @@ pub fn body(event: NotifyOn, record: &RunRecord, schedule: Option<&str>) -> Valu
     })
 }
 
-/// The webhook URL: written in the pipeline, or read from the variable it names.
-pub fn url(config: &NotifyConfig) -> Result<String, String> {
-    if let Some(url) = &config.webhook {
-        return Ok(url.clone());
-    }
-    let var = config.webhook_env.as_deref().unwrap_or_default();
-    let url = std::env::var(var)
-        .map_err(|_| format!("`notify.webhook_env`: the environment variable {var} is not set"))?;
-    pipe_schema::notify::check_url(&url).map_err(|e| format!("{var}: {e}"))?;
-    Ok(url)
-}
-
-/// The URL without its path and query, which for Slack hold the secret.
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = host.rsplit('@').next().unwrap_or_default();
-    format!("{scheme}://{host}/…")
-}
-
-/// POSTs `body` to `url`; any answer but 2xx, or none within [`TIMEOUT`], is an error.
-pub fn send(url: &str, body: &Value) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(5)))
-        .timeout_global(Some(TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let shown = redact(url);
-    let response = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .send(body.to_string().as_bytes())
-        .map_err(|e| format!("webhook {shown}: {e}"))?;
-    let status = response.status().as_u16();
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("webhook {shown} answered HTTP {status}"))
-    }
-}
-
 /// This machine's name, for "which machine ran it".
 fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -148,6 +141,7 @@ mod tests {
         NotifyConfig {
             webhook: Some("http://127.0.0.1:9/hook".into()),
             webhook_env: None,
+            desktop: false,
             on: on.to_vec(),
         }
     }
@@ -161,14 +155,5 @@ mod tests {
         assert_eq!(event(&all, RunStatus::Interrupted, &[]), None);
         let default = config(&[Failure, Regression]);
         assert_eq!(event(&default, RunStatus::Succeeded, &[]), None);
-    }
-
-    #[test]
-    fn redaction_hides_the_secret_path() {
-        assert_eq!(
-            redact("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/…"
-        );
-        assert_eq!(redact("http://user:pw@host:8080/x?y"), "http://host:8080/…");
     }
 }
