@@ -321,9 +321,8 @@ fn checkout(
         .into());
     }
     // A run reading the folder while it is swapped would see a mix of versions.
-    let _lock = lock::acquire(&root, None, |pid| {
-        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        printer.status(&format!("waiting for a pipe run{who} to finish..."));
+    let _lock = lock::acquire(&root, None, |holder| {
+        printer.status(&format!("waiting for {holder} to finish..."));
     })
     .map_err(|e| Failure(format!("{e:#}")))?;
     version::checkout(&store, &record, &dest)?;

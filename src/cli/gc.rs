@@ -52,9 +52,8 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         None => std::env::current_dir()?,
     };
     // gc must not delete objects a running `pipe run` is about to reference.
-    let _lock = lock::acquire(&root, None, |pid| {
-        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        printer.status(&format!("waiting for a pipe run{who} to finish..."));
+    let _lock = lock::acquire(&root, None, |holder| {
+        printer.status(&format!("waiting for {holder} to finish..."));
     })
     .map_err(|e| Failure(format!("{e:#}")))?;
     let store = Store::open(&root);

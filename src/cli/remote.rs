@@ -78,9 +78,8 @@ pub const PUSH_HELP: &str = "Uploads every object the pipeline's lock file names
 pub const PULL_HELP: &str = "Downloads what the pipeline's lock file names (commit the lock file, as with dvc.lock),\nchecks every object against its hash, records the run-cache entries and restores outs that\nare missing from the workspace (existing files are never overwritten). A corrupt remote\nobject is refused (exit 1).\n\nWithout a lock file, `pipe run --pull` does the same stage by stage: each stage whose outs\nare on the remote is restored instead of run.\n\nExamples:\n  pipe pull pipelines/quickstart.yaml && pipe run pipelines/quickstart.yaml\n  pipe run pipelines/quickstart.yaml --pull";
 
 fn lock_workspace(printer: &Printer, root: &Path) -> anyhow::Result<lock::WorkspaceLock> {
-    lock::acquire(root, None, |pid| {
-        let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        printer.status(&format!("waiting for a pipe run{who} to finish..."));
+    lock::acquire(root, None, |holder| {
+        printer.status(&format!("waiting for {holder} to finish..."));
     })
     .map_err(|e| Failure(format!("{e:#}")).into())
 }

@@ -112,19 +112,17 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         true => Some(Duration::ZERO),
         false => args.wait_timeout.map(Duration::from_secs),
     };
-    let _lock = lock::acquire(&pipeline.root, timeout, |pid| {
+    let _lock = lock::acquire(&pipeline.root, timeout, |holder| {
         if !args.skip_if_running {
-            let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             printer.status(&format!(
-                "waiting for another pipe run{who} in this workspace to finish..."
+                "waiting for {holder} in this workspace to finish..."
             ));
         }
     })
     .map_err(|e| match e {
-        lock::LockError::Timeout { pid, .. } if args.skip_if_running => {
+        lock::LockError::Timeout { holder, .. } if args.skip_if_running => {
             anyhow::Error::from(Busy(format!(
-                "skipped: another pipe run{} is running in this workspace (--skip-if-running)",
-                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                "skipped: {holder} is running in this workspace (--skip-if-running)"
             )))
         }
         e => Failure(format!("{e:#}")).into(),

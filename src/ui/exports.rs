@@ -7,7 +7,9 @@
 //! export, and the export of its older weights is deleted when that one is built. A
 //! build waits for nothing: while a run holds the `mlx` slot it is refused (a training's
 //! speed and memory were measured without a second model beside it), and one build
-//! runs at a time.
+//! runs at a time. A build holds the workspace lock, as a run does, so a run started
+//! meanwhile (from the UI, the CLI or a schedule) waits for it instead of retraining the
+//! adapter folder while the build reads it.
 
 use super::AppState;
 use super::models::{self, Adapter};
@@ -16,10 +18,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use pipe_engine::exec::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Where exports live, relative to the workspace.
 pub const DIR: &str = "runs/exports";
@@ -290,6 +294,23 @@ pub async fn start(State(state): State<Arc<AppState>>, Json(req): Json<ExportReq
             &format!("{holder} holds the accelerator; build the export when it has finished"),
         );
     }
+    let what = format!(
+        "pipe ui, building the {} export of {}",
+        label(req.format),
+        adapter.path
+    );
+    let workspace = match lock::acquire_as(&root, Some(Duration::ZERO), Some(&what), |_| {}) {
+        Ok(held) => held,
+        Err(lock::LockError::Timeout { holder, .. }) => {
+            return error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "{holder} is going in this workspace; build the export when it has finished"
+                ),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
     if let Err(e) = state.builds.claim(&adapter, req.format) {
         return error(StatusCode::CONFLICT, &e);
     }
@@ -297,6 +318,7 @@ pub async fn start(State(state): State<Arc<AppState>>, Json(req): Json<ExportReq
     tokio::task::spawn_blocking(move || {
         let result = build(&worker.pipe_exe, &worker.root, &adapter, req.format);
         worker.builds.settle(&adapter, req.format, result);
+        drop(workspace);
     });
     (StatusCode::ACCEPTED, Json(ExportState::Building)).into_response()
 }

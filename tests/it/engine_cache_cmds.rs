@@ -216,7 +216,7 @@ fn gc_during_a_run_waits_for_it_and_keeps_what_it_made() {
         .unwrap();
     assert!(
         waiting.contains(&format!(
-            "waiting for a pipe run (pid {}) to finish",
+            "waiting for another pipe run (pid {}) to finish",
             run.id()
         )),
         "{waiting}"

@@ -337,6 +337,38 @@ fn the_models_page_builds_and_downloads_the_fused_model_and_the_gguf_file() {
         status, 200,
         "a built export is answered as ready: {refused}"
     );
+    // A run started meanwhile (the same pipeline: retraining would rewrite the adapter
+    // folder the build reads) waits for the build, as for another run.
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+        .args([
+            "run",
+            "quick.yaml",
+            "--set",
+            "train.iters=30",
+            "--set",
+            "train.lr=1e-3",
+        ])
+        .current_dir(ws.dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run_err = BufReader::new(run.stderr.take().unwrap());
+    let mut first = String::new();
+    run_err.read_line(&mut first).unwrap();
+    assert!(
+        first.contains(&format!(
+            "waiting for pipe ui, building the fused export of {ADAPTER} (pid "
+        )),
+        "{first}"
+    );
+    assert!(run.wait().unwrap().success());
+    let (_, models) = ui.get("/api/models");
+    assert_ne!(
+        models["adapters"][0]["exports"]["fused"]["state"], "building",
+        "the run went on while the export was being built"
+    );
     let deadline = Instant::now() + Duration::from_secs(600);
     let fused = loop {
         let (_, models) = ui.get("/api/models");
