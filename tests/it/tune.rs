@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 /// A quadratic bowl with its minimum at x = 0.3, n = 7, kind = b. Every call appends a
 /// line to calls.log (so tests count real runs); with STEPS set it reports a decreasing
-/// intermediate value per step, sleeping between steps so the pruner can watch it.
+/// intermediate value per step, then sleeps SLEEP seconds, or with WAIT_JUDGED waits until
+/// pipe has judged that report (the `judged` file), so the pruning rule sees every report
+/// while the trial runs, however fast or slow the machine.
 /// Over the space, `kind` explains most of the variance (its offset 3 has variance 2,
 /// against 0.31 for the `n` term and 0.02 for the `x` term), so it is the most important.
 const OBJECTIVE: &str = r#"
@@ -23,6 +25,11 @@ for s in range(1, steps + 1):
     with open(os.path.join(os.environ["PIPE_TRIAL_DIR"], "intermediate.jsonl"), "a") as f:
         f.write(json.dumps({"step": s, "value": value + 1.0 / s}) + "\n")
     time.sleep(float(os.environ.get("SLEEP", "0")))
+    judged = os.path.join(os.environ["PIPE_TRIAL_DIR"], "judged")
+    deadline = time.time() + 120
+    while os.environ.get("WAIT_JUDGED") and int(open(judged).read() if os.path.exists(judged) else 0) < s:
+        assert time.time() < deadline, "pipe never judged step %d" % s
+        time.sleep(0.001)
 assert sys.argv[1] == str(p["n"]), sys.argv
 json.dump({"loss": value, "peak_memory_bytes": 1234}, open(os.path.join(os.environ["PIPE_TRIAL_DIR"], "metrics.json"), "w"))
 "#;
@@ -202,14 +209,14 @@ fn an_interrupted_tune_reuses_the_trials_that_finished() {
     assert_eq!(calls(&ws), before + (8 - reused));
 }
 
-/// Runs the pipeline with command trials that report `steps` intermediate values, `sleep`
-/// seconds apart (so the pruning rule sees them while the trial runs), and expects success.
-fn run_reporting_trials(ws: &Ws, steps: &str, sleep: &str) {
+/// Runs the pipeline with command trials that report `steps` intermediate values, each
+/// waiting for pipe's verdict on it before the next, and expects success.
+fn run_reporting_trials(ws: &Ws, steps: &str) {
     let out = ws
         .pipe()
         .args(["run", "--json"])
         .env("STEPS", steps)
-        .env("SLEEP", sleep)
+        .env("WAIT_JUDGED", "1")
         .output()
         .unwrap();
     assert_eq!(
@@ -225,7 +232,7 @@ fn the_median_rule_prunes_trials_from_their_intermediate_values() {
     let ws = Ws::new();
     ws.file("objective.py", OBJECTIVE)
         .pipeline(&pipeline("      prune: {min_trials: 2, warmup_steps: 2}\n"));
-    run_reporting_trials(&ws, "6", "0.25");
+    run_reporting_trials(&ws, "6");
     let t = trials(&ws);
     let pruned: Vec<&Value> = t.iter().filter(|t| t["status"] == "pruned").collect();
     assert!(!pruned.is_empty(), "nothing pruned: {t:#?}");
@@ -257,7 +264,7 @@ fn successive_halving_prunes_at_the_rungs_and_records_why() {
     ws.file("objective.py", OBJECTIVE).pipeline(&pipeline(
         "      prune: {rule: halving, min_resource: 1, eta: 2}\n",
     ));
-    run_reporting_trials(&ws, "4", "0.2");
+    run_reporting_trials(&ws, "4");
     let t = trials(&ws);
     // The first trial has nothing to lose to at any rung.
     assert_eq!(t[0]["status"], "complete", "{:#}", t[0]);

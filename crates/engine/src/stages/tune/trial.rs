@@ -4,7 +4,10 @@
 //! A command trial runs in the workspace root with:
 //! - `PIPE_TRIAL_DIR`: its own folder (absolute), where it writes `metrics.json` (the
 //!   objective is read from it) and may append `{"step": N, "value": X}` lines to
-//!   `intermediate.jsonl` for pruning;
+//!   `intermediate.jsonl` for pruning. Once the pruning rule has judged the first N
+//!   reports and let the trial go on, pipe writes N to `judged` there: a trial may wait
+//!   for it before spending more (Optuna's `should_prune`); one that is pruned is stopped
+//!   instead;
 //! - `PIPE_TRIAL_PARAMS`: `params.json` in that folder, the trial's parameters nested by
 //!   their dotted names; `PIPE_TRIAL_INDEX`, and `PIPE_TRIAL_ITERS` when the budget sets
 //!   per-trial iterations;
@@ -245,6 +248,7 @@ pub fn run(
             }
             let watch = staging.join("intermediate.jsonl");
             let judge = pruning.map(|p| (p, job.index));
+            let judge = judge.map(|(p, i)| (p, i, Some(staging.join("judged"))));
             let (status, reports) = watch_child(command, root, &log, &watch, judge, children);
             let metrics = read_json(&staging.join("metrics.json"));
             finish(status, reports, metrics.ok(), &staging, &log)
@@ -256,7 +260,7 @@ pub fn run(
             train["out_dir"] = Value::from(train_dir.to_string_lossy().into_owned());
             let command = run_stage_command(Kind::TRAIN, root, &train)?;
             let watch = root.join(&train_dir).join("train_log.jsonl");
-            let judge = pruning.map(|p| (p, job.index));
+            let judge = pruning.map(|p| (p, job.index, None));
             let (status, reports) = watch_child(command, root, &log, &watch, judge, children);
             let train_metrics = read_json(&root.join(&train_dir).join("metrics.json"));
             match (status, train_metrics) {
@@ -322,13 +326,14 @@ enum ChildEnd {
 /// or `valid_loss`) from every 2 ms at first up to every 200 ms, and asking the pruning
 /// rule about each new report, in order, for trial `judge.1`. Every judged report is
 /// shared with the other trials at once; a pruned trial's reports end at the one that
-/// stopped it.
+/// stopped it. A trial allowed to go on is told how many reports were judged through the
+/// file `judge.2`, if given.
 fn watch_child(
     mut command: Command,
     root: &Path,
     log: &fs_err::File,
     watch: &Path,
-    judge: Option<(&Pruning<'_>, usize)>,
+    judge: Option<(&Pruning<'_>, usize, Option<PathBuf>)>,
     children: &Children,
 ) -> (ChildEnd, Vec<(u64, f64)>) {
     let mut reports = Vec::new();
@@ -355,9 +360,10 @@ fn watch_child(
         if let Err(e) = status {
             break ChildEnd::NotStarted(format!("cannot wait for the trial: {e}"));
         }
-        if let Some((p, index)) = judge
+        if let Some((p, index, ack)) = &judge
             && judged < reports.len()
         {
+            let index = *index;
             let peers: Vec<Peer> = {
                 let all = p.peers.lock().expect("peers");
                 all.iter()
@@ -383,6 +389,16 @@ fn watch_child(
                 let _ = child.wait();
                 break ChildEnd::Pruned(reason);
             }
+            if let Some(ack) = ack {
+                // Renamed into place, so a trial never reads half a number. Not synced:
+                // it matters only while this process and the trial live.
+                let tmp = ack.with_extension("tmp");
+                if std::fs::write(&tmp, judged.to_string()).is_ok() {
+                    let _ = std::fs::rename(&tmp, ack);
+                }
+            }
+            // A trial that waits for the verdict should not wait out a long interval.
+            interval = Duration::from_millis(1);
         }
         std::thread::sleep(interval);
         interval = (interval * 2).min(Duration::from_millis(200));
