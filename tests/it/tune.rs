@@ -209,6 +209,41 @@ fn an_interrupted_tune_reuses_the_trials_that_finished() {
     assert_eq!(calls(&ws), before + (8 - reused));
 }
 
+/// Two tune stages whose trials have the same definition (a copy of the search with
+/// another `out`), run at the same time: each trial runs once, in one of them, and the
+/// other waits for it and takes its result; both studies end the same.
+#[test]
+fn two_tune_stages_running_at_once_share_their_trials() {
+    let ws = Ws::new();
+    let one = pipeline("");
+    let search = &one[one.find("  search:").unwrap()..one.find("  use_best:").unwrap()];
+    let twin = search
+        .replace("  search:", "  twin:")
+        .replace("out: tune/bowl", "out: tune/twin");
+    ws.file("objective.py", OBJECTIVE)
+        .pipeline(&format!("params:\n  n_trials: 8\nstages:\n{search}{twin}"));
+    // Each trial takes a moment, so the two stages are mostly at the same trial together.
+    let run = ws.run_env(&["-j", "2"], &[("SLEEP", "0.05"), ("STEPS", "1")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.ran().contains("search") && run.ran().contains("twin"));
+    assert_eq!(calls(&ws), 8, "a trial ran twice");
+    let read = |dir: &str| -> Vec<Value> {
+        ws.read(&format!("tune/{dir}/trials.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (a, b) = (read("bowl"), read("twin"));
+    assert_eq!((a.len(), b.len()), (8, 8));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x["params"], &x["value"]), (&y["params"], &y["value"]));
+        assert_eq!(x["status"], "complete", "{x}");
+        // Ran by exactly one of the two stages.
+        assert_ne!(x["reused"], y["reused"], "{x}\n{y}");
+    }
+    ws.pipe().args(["cache", "verify"]).assert().success();
+}
+
 /// Runs the pipeline with command trials that report `steps` intermediate values, each
 /// waiting for pipe's verdict on it before the next, and expects success.
 fn run_reporting_trials(ws: &Ws, steps: &str) {

@@ -321,17 +321,17 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
             let Some((point, origin, key)) = running.remove(&index) else {
                 continue;
             };
-            match result.and_then(|(dir, outcome)| {
+            match result.and_then(|finished| {
                 store.record(&study, &key, &origin)?;
                 Ok(record_of(
                     &tune,
                     index,
                     &point,
                     &key,
-                    &dir,
-                    outcome,
+                    &finished.dir,
+                    finished.outcome,
                     Some(origin),
-                    false,
+                    finished.reused,
                 ))
             }) {
                 Ok(r) => {

@@ -10,8 +10,15 @@
 //!     log.txt                          its stdout and stderr
 //!     train/, eval.json                train trials: the adapter and the evaluation
 //! cache/tune/v1/trials/.run-<key>-<pid>/   a trial being run (renamed when it finishes)
+//! cache/tune/v1/claims/<trial key>         locked by the process running that trial
 //! cache/tune/v1/studies/<study key>.jsonl  the trial keys of a study, in finishing order
 //! ```
+//!
+//! Tune stages share trials: two stages of a workspace whose trials have the same
+//! definition (a stage and its copy with another `out`, or a larger budget beside a
+//! smaller one) run each trial once. A trial is run under an OS lock on its claim file,
+//! so a second stage that reaches the same trial waits for the first and reads its
+//! result; the OS drops the lock of a killed process, so a claim is never stale.
 //!
 //! The *trial key* is a blake3 hash of everything a trial's result depends on: the trial
 //! definition after the point is applied (the command, or the train and evaluate options),
@@ -82,7 +89,10 @@ impl Store {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(".run-") else {
+            let Some(rest) = name
+                .strip_prefix(".run-")
+                .or_else(|| name.strip_prefix(".old-"))
+            else {
                 continue;
             };
             let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
@@ -92,11 +102,37 @@ impl Store {
         }
     }
 
-    /// Moves a finished staging folder to its final place (replacing an older copy).
+    /// Takes the claim on trial `key`, waiting while another process (or thread) holds
+    /// it; released when the returned file is dropped.
+    pub fn claim(&self, key: &str) -> std::io::Result<std::fs::File> {
+        let dir = self.dir.join("claims");
+        fs_err::create_dir_all(&dir)?;
+        let path = dir.join(key);
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?
+            .into_parts()
+            .0;
+        file.lock()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Moves a finished staging folder to its final place, replacing an older copy (a
+    /// trial that failed before and ran again) only after the new one is complete. The
+    /// caller holds the trial's [`Store::claim`].
     pub fn commit(&self, staging: &Path, key: &str) -> std::io::Result<PathBuf> {
         let target = self.trial_dir(key);
         if target.exists() {
-            fs_err::remove_dir_all(&target)?;
+            // Out of the way by one rename; readers see the old trial or none, never half.
+            let old = self
+                .dir
+                .join("trials")
+                .join(format!(".old-{key}-{}", std::process::id()));
+            fs_err::rename(&target, &old)?;
+            fs_err::remove_dir_all(&old)?;
         }
         // The staging folder's files were each synced as written (crate::atomic_write);
         // sync the folder itself, then the rename, so a journal line written next never

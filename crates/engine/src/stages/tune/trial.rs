@@ -208,16 +208,41 @@ pub fn shell_quote(text: &str) -> String {
     }
 }
 
-/// Runs `job` in a fresh staging folder and moves the folder into the store. Errors are
-/// only those of the tune stage itself (a folder that cannot be written); a trial that
-/// fails is an [`Outcome`] with [`Status::Failed`].
+/// A trial that has finished, here or in another tune stage.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its folder in the store.
+    pub dir: PathBuf,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether another tune stage ran it while this one waited (see [`Store::claim`]).
+    pub reused: bool,
+}
+
+/// Runs `job` in a fresh staging folder and moves the folder into the store, holding the
+/// trial's claim meanwhile: when another tune stage (of this pipeline or another one in the
+/// workspace) is running the same trial, this waits for it and takes its result instead.
+/// Errors are only those of the tune stage itself (a folder that cannot be written); a
+/// trial that fails is an [`Outcome`] with [`Status::Failed`].
 pub fn run(
     root: &Path,
     store: &Store,
     job: &Job,
     pruning: Option<&Pruning<'_>>,
     children: &Children,
-) -> anyhow::Result<(PathBuf, Outcome)> {
+) -> anyhow::Result<Finished> {
+    let _claim = store.claim(&job.key)?;
+    let done = store.trial_dir(&job.key);
+    if let Some(outcome) = std::fs::read_to_string(done.join("trial.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Outcome>(&t).ok())
+    {
+        return Ok(Finished {
+            dir: done,
+            outcome,
+            reused: true,
+        });
+    }
     let staging = store.staging_dir(&job.key)?;
     crate::atomic_write::write_json(&staging.join("params.json"), &job.params)?;
     let started = Instant::now();
@@ -292,7 +317,11 @@ pub fn run(
     crate::atomic_write::write_json(&staging.join("trial.json"), &outcome)?;
     drop(log);
     let dir = store.commit(&staging, &job.key)?;
-    Ok((dir, outcome))
+    Ok(Finished {
+        dir,
+        outcome,
+        reused: false,
+    })
 }
 
 /// The command of a trial's train or evaluate run: `with` is resolved exactly as a stage's
