@@ -283,3 +283,91 @@ fn tune_trials_share_the_disk_layer() {
     assert_eq!(stats[1]["misses"], 0, "{}", stats[1]);
     assert_eq!(stats[1]["disk_hits"], 10, "{}", stats[1]);
 }
+
+/// Two trainings at once in two workspaces whose `activation_cache.dir` is one shared
+/// folder (a team's scratch disk, or two sweeps of one user): both write the same data
+/// set's file. Both finish with the same losses, the folder holds one sealed file and no
+/// temporary one, and a third training reads every state from it.
+#[test]
+fn two_trainings_at_once_share_one_activation_cache_folder() {
+    let shared = tempfile::tempdir().unwrap();
+    let model =
+        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    let workspace = || {
+        let ws = crate::support::Ws::new();
+        tiny_data(&ws);
+        ws.pipeline(&format!(
+            r#"stages:
+  train:
+    kind: train
+    with:
+      model: "{model}"
+      train_data: data/train.jsonl
+      valid_data: data/valid.jsonl
+      out_dir: adapter
+      lora: {{rank: 4, num_layers: 1}}
+      learning_rate: 1.0e-4
+      iters: 4
+      batch_size: 2
+      max_seq_len: 64
+      activation_cache: {{enabled: true, dir: "{}"}}
+"#,
+            shared.path().display()
+        ));
+        ws
+    };
+    let (a, b) = (workspace(), workspace());
+    let start = |ws: &crate::support::Ws| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+            .args(["run", "--quiet"])
+            .current_dir(ws.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (run_a, run_b) = (start(&a), start(&b));
+    for run in [run_a, run_b] {
+        let out = run.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        // Neither saw the other's file half written, nor failed to write its own.
+        assert!(!err.contains("activation cache file"), "{err}");
+    }
+    let losses = |ws: &crate::support::Ws| -> Vec<f64> {
+        ws.read("adapter/train_log.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|s| s["loss"].as_f64())
+            .collect()
+    };
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 4, "{la:?}");
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() < 1e-4, "{la:?} vs {lb:?}");
+    }
+    let names = || -> Vec<String> {
+        std::fs::read_dir(shared.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // The train and valid sets' files; no write left half done.
+    let files = names();
+    assert!(
+        files.iter().all(|n| !n.starts_with('.')),
+        "temporary files left: {files:?}"
+    );
+    assert!(!files.is_empty());
+    for name in &files {
+        pipe_engine::cache::activations::check(&shared.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // A third training finds every state the two wrote.
+    let c = workspace();
+    c.run_ok(&[]);
+    let third = cache_stats(&c, "adapter/metrics.json");
+    assert_eq!(third["misses"], 0, "{third}");
+    assert_eq!(third["disk_loaded"], 6, "{third}");
+    assert_eq!(third["disk_discarded"], 0, "{third}");
+}
