@@ -29,6 +29,8 @@ mod reliability_build_layer;
 mod reliability_io;
 #[cfg(target_os = "linux")]
 mod reliability_kill;
+#[cfg(target_os = "linux")]
+mod reliability_kill_random;
 mod remote;
 mod runs;
 mod schedule;

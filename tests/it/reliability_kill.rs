@@ -59,8 +59,8 @@ stages:
     outs: [join.out]
 "#;
 
-const OUTS: [&str; 4] = ["prep.out", "slow.out", "side.out", "join.out"];
-const STAGES: [&str; 4] = ["prep", "slow", "side", "join"];
+pub(crate) const OUTS: [&str; 4] = ["prep.out", "slow.out", "side.out", "join.out"];
+pub(crate) const STAGES: [&str; 4] = ["prep", "slow", "side", "join"];
 
 /// What the test waits for before the kill.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +125,7 @@ const POINTS: &[Point] = &[
     },
 ];
 
-fn workspace() -> Ws {
+pub(crate) fn workspace() -> Ws {
     let ws = Ws::new();
     ws.file("work.sh", WORK_SH)
         .file("in.txt", "alpha\nbeta\ngamma\ndelta\nepsilon\n")
@@ -134,7 +134,7 @@ fn workspace() -> Ws {
 }
 
 /// Waits for `cond`, failing after a generous deadline (a hung run is a failure).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
@@ -146,7 +146,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Stages with a `stage-finish` event in the workspace's run journal.
-fn finished_in_journal(ws: &Ws) -> BTreeSet<String> {
+pub(crate) fn finished_in_journal(ws: &Ws) -> BTreeSet<String> {
     let text = std::fs::read_to_string(ws.path("cache/v1/journal.jsonl")).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -156,7 +156,7 @@ fn finished_in_journal(ws: &Ws) -> BTreeSet<String> {
 }
 
 /// Live (not zombie) processes carrying this workspace's `PIPE_ROOT`.
-fn processes_of(root: &Path) -> Vec<u32> {
+pub(crate) fn processes_of(root: &Path) -> Vec<u32> {
     let want = std::fs::canonicalize(root).unwrap();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -195,7 +195,7 @@ fn processes_of(root: &Path) -> Vec<u32> {
 }
 
 /// The process group pipe recorded for `stage` (`cache/v1/groups/<pgid>.json`).
-fn stage_process(ws: &Ws, stage: &str) -> Option<u32> {
+pub(crate) fn stage_process(ws: &Ws, stage: &str) -> Option<u32> {
     let dir = ws.path("cache/v1/groups");
     std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
@@ -203,13 +203,25 @@ fn stage_process(ws: &Ws, stage: &str) -> Option<u32> {
     })
 }
 
-fn kill(pid: u32) {
+/// Whether `pid` is a live process (not a zombie).
+pub(crate) fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next();
+    !matches!(state, None | Some("Z" | "X"))
+}
+
+pub(crate) fn kill(pid: u32) {
     // SAFETY: kill(2) on a pid this test started (pipe) or read from pipe's own record.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
 }
 
 /// Every object's blake3 is its name, checked here without pipe's own code.
-fn objects_are_sound(ws: &Ws) -> usize {
+pub(crate) fn objects_are_sound(ws: &Ws) -> usize {
     let objects = ws.path("cache/v1/objects");
     let mut n = 0;
     if !objects.exists() {
@@ -233,7 +245,7 @@ fn objects_are_sound(ws: &Ws) -> usize {
 /// Files the atomic writer leaves when killed (`.NAME.xxxxxx.tmp…`) among the outs: not
 /// in the cache, nor in the run history (a run killed while writing its own record keeps
 /// that hidden file in its folder; the history never rewrites older runs' folders).
-fn temporary_files(ws: &Ws) -> Vec<PathBuf> {
+pub(crate) fn temporary_files(ws: &Ws) -> Vec<PathBuf> {
     walkdir::WalkDir::new(ws.dir.path())
         .min_depth(1)
         .into_iter()
@@ -247,7 +259,7 @@ fn temporary_files(ws: &Ws) -> Vec<PathBuf> {
         .collect()
 }
 
-fn pipe_run(ws: &Ws, gated: bool) -> Command {
+pub(crate) fn pipe_run(ws: &Ws, gated: bool) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("pipe"));
     c.args(["run", "--json", "-j", "2"])
         .current_dir(ws.dir.path())
@@ -260,7 +272,7 @@ fn pipe_run(ws: &Ws, gated: bool) -> Command {
 }
 
 /// The outs of an uninterrupted run.
-fn reference() -> Vec<String> {
+pub(crate) fn reference() -> Vec<String> {
     let ws = workspace();
     let out = pipe_run(&ws, false).output().unwrap();
     assert!(

@@ -163,6 +163,11 @@ impl<'a, 'e> Coordinator<'a, 'e> {
         emit: &'e mut dyn FnMut(&Event),
     ) -> Result<Self, ExecError> {
         let lock_path = pipeline.lock_path();
+        // This run holds the workspace lock and is the lock file's only writer, so a
+        // temporary file of it is what a run killed mid-write left behind.
+        for temp in crate::atomic_write::temporary_files_of(&lock_path) {
+            let _ = std::fs::remove_file(temp);
+        }
         let mut lock = LockFile::load(&lock_path)?;
         // Entries of stages that no longer exist would otherwise live forever.
         let names: BTreeSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
