@@ -158,7 +158,10 @@ fn random_kills_of_a_command_pipeline() {
         let ws = harness::workspace();
         let after = moments.within(span);
         // A third of the kills are of whichever stage's process is running at that moment.
-        let target = (moments.next() % 3 == 0).then_some(&harness::STAGES[..]);
+        let target = moments
+            .next()
+            .is_multiple_of(3)
+            .then_some(&harness::STAGES[..]);
         let what = format!(
             "round {round}: kill at {after:?} of {}",
             if target.is_some() { "a stage" } else { "pipe" }
@@ -313,6 +316,105 @@ fn random_kills_of_a_real_training_pipeline() {
         tally.of_stage,
         tally.finished_before,
         tally.reran,
+        started.elapsed()
+    );
+}
+
+/// `pipe train --config` killed at a random moment, then run again with `--resume`: it
+/// continues from the last checkpoint it kept (or starts over when the kill came before
+/// the first), its step log reads as one run, and its losses are the uninterrupted run's.
+#[test]
+fn random_kills_of_pipe_train_then_resume_continue_the_curve() {
+    let started = Instant::now();
+    let ws_for = || {
+        let ws = training_workspace();
+        let model =
+            std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+        ws.file(
+            "job.yaml",
+            &format!(
+                "model: \"{model}\"\ntrain_data: data/train.jsonl\nvalid_data: data/valid.jsonl\nout_dir: out\nlora: {{rank: 4, num_layers: 2}}\nlearning_rate: 1.0e-4\niters: 8\nsave_every: 2\nbatch_size: 2\nmax_seq_len: 64\n"
+            ),
+        );
+        ws
+    };
+    let train = |ws: &Ws, resume: bool| {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("pipe"));
+        c.args(["train", "--config", "job.yaml"])
+            .current_dir(ws.dir.path())
+            .env("NO_COLOR", "1");
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let losses = |ws: &Ws| -> Vec<(u64, f64)> {
+        pipe_engine::stages::train::read_step_log(&ws.path("out/train_log.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|r| (r.step, r.loss))
+            .collect()
+    };
+    let (expected, span) = {
+        let ws = ws_for();
+        let t = Instant::now();
+        let out = train(&ws, false).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (losses(&ws), t.elapsed().mul_f64(1.1))
+    };
+    assert_eq!(expected.len(), 8);
+    let mut moments = Moments(0x5eed_0003);
+    let mut resumed_from = Vec::new();
+    for round in 0..3 * rounds() {
+        let ws = ws_for();
+        let after = moments.within(span);
+        let mut child = train(&ws, false)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while t.elapsed() < after && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SAFETY: kill(2) on the child this test started (maybe already exited: ESRCH).
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        let kept = std::fs::read_to_string(ws.path("out/checkpoint/state.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| s["step"].as_u64())
+            .unwrap_or(0);
+        let what = format!("round {round}: killed at {after:?}, checkpoint at step {kept}");
+        let out = train(&ws, true).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: --resume failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = losses(&ws);
+        assert_eq!(
+            got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=8).collect::<Vec<_>>(),
+            "{what}: the step log must read as one run"
+        );
+        for ((step, want), (_, have)) in expected.iter().zip(&got) {
+            assert!(
+                (want - have).abs() < 1e-5,
+                "{what}: step {step}: uninterrupted {want}, resumed {have}"
+            );
+        }
+        let temps = harness::temporary_files(&ws);
+        assert!(temps.is_empty(), "{what}: temporary files left: {temps:?}");
+        resumed_from.push(kept);
+    }
+    eprintln!(
+        "random kills of pipe train, then --resume: {} survived, resumed from steps {resumed_from:?}; span {span:?}; {:.0?} in all",
+        resumed_from.len(),
         started.elapsed()
     );
 }
