@@ -96,7 +96,7 @@ fn kill_during(
 
 /// The checks after a kill: lock parses, cache sound, the next run completes without
 /// rerunning what had finished, nothing of the killed run left running, no temporary file.
-fn after_kill(ws: &Ws, next: Command, finished: &BTreeSet<String>, what: &str) -> usize {
+fn after_kill(ws: &Ws, next: Command, finished: &BTreeSet<String>, what: &str) -> BTreeSet<String> {
     if ws.exists("pipe.lock") {
         serde_yaml::from_str::<serde_yaml::Value>(&ws.read("pipe.lock"))
             .unwrap_or_else(|e| panic!("{what}: pipe.lock does not parse: {e}"));
@@ -132,7 +132,7 @@ fn after_kill(ws: &Ws, next: Command, finished: &BTreeSet<String>, what: &str) -
     );
     let temps = harness::temporary_files(ws);
     assert!(temps.is_empty(), "{what}: temporary files left: {temps:?}");
-    ran.len()
+    ran
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn random_kills_of_a_command_pipeline() {
             if target.is_some() { "a stage" } else { "pipe" }
         );
         let (of_stage, finished) = kill_during(&ws, harness::pipe_run(&ws, false), after, target);
-        tally.reran += after_kill(&ws, harness::pipe_run(&ws, false), &finished, &what);
+        tally.reran += after_kill(&ws, harness::pipe_run(&ws, false), &finished, &what).len();
         for (out, want) in harness::OUTS.iter().zip(&reference) {
             assert_eq!(
                 &ws.read(out),
@@ -299,7 +299,7 @@ fn random_kills_of_a_real_training_pipeline() {
                 "{what}: an unfinished training looks done"
             );
         }
-        tally.reran += after_kill(&ws, run_training(&ws), &finished, &what);
+        tally.reran += after_kill(&ws, run_training(&ws), &finished, &what).len();
         for (file, want) in TRAINED.iter().zip(&reference) {
             assert!(
                 std::fs::read(ws.path(file)).unwrap() == *want,
@@ -415,6 +415,118 @@ fn random_kills_of_pipe_train_then_resume_continue_the_curve() {
     eprintln!(
         "random kills of pipe train, then --resume: {} survived, resumed from steps {resumed_from:?}; span {span:?}; {:.0?} in all",
         resumed_from.len(),
+        started.elapsed()
+    );
+}
+
+/// A tune stage with train trials (two SmolLM2 trainings of 4 steps), killed at random
+/// moments: no trial that had finished is lost (the next run reuses every trial the study
+/// journal held at the kill), and the study ends as an uninterrupted one does.
+#[test]
+fn random_kills_of_a_real_tune_stage_lose_no_finished_trial() {
+    let started = Instant::now();
+    let ws_for = || {
+        let ws = training_workspace();
+        let model =
+            std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+        ws.pipeline(&format!(
+            r#"stages:
+  search:
+    kind: tune
+    with:
+      out: search
+      space:
+        learning_rate: {{float: [1.0e-4, 1.0e-3], log: true}}
+      objective: {{metric: train.final_valid_loss, mode: min}}
+      budget: {{n_trials: 2, iters: 4}}
+      trial:
+        train:
+          model: "{model}"
+          train_data: data/train.jsonl
+          valid_data: data/valid.jsonl
+          lora: {{rank: 4, num_layers: 1}}
+          batch_size: 2
+          max_seq_len: 64
+"#
+        ));
+        ws
+    };
+    let study = |ws: &Ws| -> Vec<serde_json::Value> {
+        ws.read("search/trials.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // Trial keys the study journal names: the trials that finished.
+    let journaled = |ws: &Ws| -> BTreeSet<String> {
+        let dir = ws.path("cache/tune/v1/studies");
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .flat_map(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .lines()
+                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                            .filter_map(|v| v["key"].as_str().map(str::to_owned))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (reference, span) = {
+        let ws = ws_for();
+        let t = Instant::now();
+        let out = run_training(&ws).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            (study(&ws), ws.read("search/best.yaml")),
+            t.elapsed().mul_f64(1.1),
+        )
+    };
+    let (reference, best) = reference;
+    assert_eq!(reference.len(), 2);
+    let mut moments = Moments(0x5eed_0004);
+    let (mut kills, mut kept) = (0, 0);
+    for round in 0..2 * rounds() {
+        let ws = ws_for();
+        let after = moments.within(span);
+        let (_, finished) = kill_during(&ws, run_training(&ws), after, None);
+        let done_before = journaled(&ws);
+        let what = format!(
+            "round {round}: kill at {after:?}, {} trials finished",
+            done_before.len()
+        );
+        let ran = after_kill(&ws, run_training(&ws), &finished, &what);
+        let trials = study(&ws);
+        assert_eq!(trials.len(), 2, "{what}");
+        for (t, want) in trials.iter().zip(&reference) {
+            assert_eq!(
+                (&t["params"], &t["value"]),
+                (&want["params"], &want["value"]),
+                "{what}"
+            );
+            let key = t["key"].as_str().unwrap();
+            // A stage whose outs the killed run stored is up to date, not rerun: its
+            // trials are the killed run's own.
+            if ran.contains("search") && done_before.contains(key) {
+                assert_eq!(t["reused"], true, "{what}: finished trial {key} ran again");
+            }
+        }
+        assert_eq!(ws.read("search/best.yaml"), best, "{what}");
+        kills += 1;
+        if ran.contains("search") {
+            kept += done_before.len();
+        }
+    }
+    eprintln!(
+        "random kills of a tune stage with SmolLM2 train trials: {kills} survived, {kept} finished trials reused by the run after a kill; span {span:?}; {:.0?} in all",
         started.elapsed()
     );
 }
