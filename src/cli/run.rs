@@ -358,6 +358,9 @@ fn host(pipeline: &pipe_engine::spec::Pipeline) -> Host {
 
 /// The warning for what a killed run left running, if it left anything.
 fn leftover_message(left: &exec::groups::Leftover) -> Option<String> {
+    if let Some(job) = &left.slurm_job {
+        return slurm_leftover_message(left, job);
+    }
     if left.still_running {
         return Some(format!(
             "processes of {} from a killed run may still be running (process group {}); \
@@ -379,6 +382,38 @@ fn leftover_message(left: &exec::groups::Leftover) -> Option<String> {
     } else {
         message = format!("cleaned up after {message}");
     }
+    if !left.removed.is_empty() {
+        message.push_str(&format!(
+            "; removed {} partial out{}",
+            left.removed.len(),
+            if left.removed.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Some(message)
+}
+
+/// The warning for a Slurm job a killed run left queued or running.
+fn slurm_leftover_message(left: &exec::groups::Leftover, job: &str) -> Option<String> {
+    if left.still_running {
+        return Some(format!(
+            "Slurm job {job} of {} from a killed run may still be running; cancel it with \
+             `scancel {job}`",
+            left.what
+        ));
+    }
+    if left.killed == 0 && left.removed.is_empty() {
+        return None;
+    }
+    let mut message = match left.killed {
+        0 => format!(
+            "cleaned up after Slurm job {job} of {} from a killed run",
+            left.what
+        ),
+        _ => format!(
+            "cancelled Slurm job {job} of {} left running by a killed run",
+            left.what
+        ),
+    };
     if !left.removed.is_empty() {
         message.push_str(&format!(
             "; removed {} partial out{}",

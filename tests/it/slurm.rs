@@ -392,4 +392,71 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
     let state = cluster.job(&running[0]);
     assert!(state.contains("JobState=CANCELLED"), "{state}");
     assert!(!ws.exists("out/right.txt"));
+
+    // `pipe run` killed outright: its job goes on running on the cluster until the next
+    // run, which cancels it, waits for it to end, removes its partial out, and runs the
+    // stage again.
+    ws.pipeline(&PIPELINE.replace(
+        "echo \"right $SLURM_JOB_ID\" > out/right.txt",
+        "echo partial > out/right.txt; echo started > out/started; if [ -e slow ]; then sleep 120; fi; echo \"right $SLURM_JOB_ID\" > out/right.txt",
+    ));
+    let _ = std::fs::remove_file(ws.path("out/started"));
+    ws.file("slow", "");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pipe"))
+        .current_dir(ws.dir.path())
+        .env("SLURM_CONF", &conf)
+        .args(["run", "--json", "--executor", "slurm"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "the sleeping job to start", || {
+        ws.exists("out/started")
+    });
+    let records: Vec<String> = std::fs::read_dir(ws.path("cache/v1/groups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("slurm-"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let job = records[0]
+        .trim_start_matches("slurm-")
+        .trim_end_matches(".json")
+        .to_owned();
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(
+        cluster.job(&job).contains("JobState=RUNNING"),
+        "the killed run's job runs on: {}",
+        cluster.job(&job)
+    );
+    std::fs::remove_file(ws.path("slow")).unwrap();
+    let next = ws.run_env(
+        &["--executor", "slurm"],
+        &[("SLURM_CONF", conf.to_str().unwrap())],
+    );
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(
+        next.stderr.contains(&format!(
+            "cancelled Slurm job {job} of stage `right` left running by a killed run; removed 1 partial out"
+        )),
+        "{}",
+        next.stderr
+    );
+    let state = cluster.job(&job);
+    assert!(state.contains("JobState=CANCELLED"), "{state}");
+    let right = ws.read("out/right.txt");
+    assert!(
+        right.starts_with("right ") && !right.contains(&job),
+        "{right}"
+    );
+    assert!(
+        !ws.path("cache/v1/groups").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("slurm-")),
+        "the record of a finished job is removed"
+    );
 }

@@ -19,6 +19,10 @@
 //! what those start inherit it). Elsewhere there is no such check: a group that still
 //! exists is reported with the command that ends it, not killed.
 //!
+//! Stages run as Slurm jobs (`--executor slurm`) are recorded the same way, as
+//! `slurm-<job id>.json`: a job outlives a killed `pipe run` (the cluster runs it), so the
+//! next run cancels it with `scancel`, waits for it to end, and removes its partial outs.
+//!
 //! Not covered: a process that left its group (`setsid`, a daemon), and a grandchild
 //! started in the microseconds between `spawn` and the record being written.
 
@@ -36,6 +40,9 @@ struct Record {
     what: String,
     /// Workspace-relative outs the command writes.
     outs: Vec<String>,
+    /// The Slurm job the stage runs as, for a record of a job rather than a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slurm_job: Option<String>,
 }
 
 /// A record on disk, removed when dropped (the command has ended).
@@ -64,14 +71,36 @@ pub fn register(
     what: &str,
     outs: &[String],
 ) -> std::io::Result<Registration> {
-    let path = dir(root).join(format!("{pgid}.json"));
     let record = Record {
         pgid,
         owner: std::process::id(),
         what: what.to_owned(),
         outs: outs.to_vec(),
+        slurm_job: None,
     };
-    let bytes = serde_json::to_vec(&record)?;
+    write(root, &format!("{pgid}.json"), &record)
+}
+
+/// Records that Slurm job `job`, just submitted by this process for `what`, writes `outs`.
+pub fn register_slurm_job(
+    root: &Path,
+    job: &str,
+    what: &str,
+    outs: &[String],
+) -> std::io::Result<Registration> {
+    let record = Record {
+        pgid: 0,
+        owner: std::process::id(),
+        what: what.to_owned(),
+        outs: outs.to_vec(),
+        slurm_job: Some(job.to_owned()),
+    };
+    write(root, &format!("slurm-{job}.json"), &record)
+}
+
+fn write(root: &Path, name: &str, record: &Record) -> std::io::Result<Registration> {
+    let path = dir(root).join(name);
+    let bytes = serde_json::to_vec(record)?;
     let mut file = crate::atomic_write::AtomicFile::create(&path)?.without_sync();
     std::io::Write::write_all(&mut file, &bytes)?;
     file.commit()?;
@@ -81,8 +110,10 @@ pub fn register(
 /// What [`reap`] did about one group of a dead run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
-    /// The group.
+    /// The group (0 for a Slurm job).
     pub pgid: u32,
+    /// The Slurm job, when the stage ran as one.
+    pub slurm_job: Option<String>,
     /// What it ran for.
     pub what: String,
     /// Processes of the group that were still running and were killed.
@@ -119,7 +150,10 @@ pub fn reap(store: &crate::cache::Store) -> Vec<Leftover> {
         if crate::process::is_alive(record.owner) {
             continue;
         }
-        let (killed, still_running) = end_group(root, record.pgid);
+        let (killed, still_running) = match &record.slurm_job {
+            Some(job) => super::slurm::cancel_leftover(job),
+            None => end_group(root, record.pgid),
+        };
         let mut removed = Vec::new();
         if !still_running {
             for out in &record.outs {
@@ -137,6 +171,7 @@ pub fn reap(store: &crate::cache::Store) -> Vec<Leftover> {
         }
         found.push(Leftover {
             pgid: record.pgid,
+            slurm_job: record.slurm_job,
             what: record.what,
             killed,
             still_running,
@@ -247,6 +282,7 @@ mod tests {
                 owner: dead_pid(),
                 what: "stage".into(),
                 outs: vec!["out.txt".into()],
+                slurm_job: None,
             },
         );
         let found = reap(&Store::open(root));
@@ -275,6 +311,7 @@ mod tests {
                 owner: std::process::id(),
                 what: "live".into(),
                 outs: vec![],
+                slurm_job: None,
             },
         );
         // A record whose group id now belongs to another workspace's processes.
@@ -285,6 +322,7 @@ mod tests {
                 owner: dead_pid(),
                 what: "reused".into(),
                 outs: vec![],
+                slurm_job: None,
             },
         );
         let found = reap(&Store::open(ws.path()));

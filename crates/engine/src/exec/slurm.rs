@@ -236,6 +236,31 @@ fn state(job: &str) -> Result<JobState, String> {
     JobState::parse(&text).ok_or_else(|| format!("scontrol printed no state for job {job}"))
 }
 
+/// How long a leftover job may take to end once cancelled (its processes get SIGTERM,
+/// then SIGKILL after Slurm's `KillWait`, 30 s by default).
+const LEFTOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// Cancels the job of a killed run, if it is still queued or running, and waits for it to
+/// end: returns (1 if it was cancelled, else 0; whether it may still run). A job Slurm no
+/// longer knows ended long ago; a controller that cannot be asked leaves the answer open.
+pub fn cancel_leftover(job: &str) -> (usize, bool) {
+    match state(job) {
+        Ok(JobState::Active(_)) => {}
+        Ok(_) => return (0, false),
+        Err(e) if e.starts_with("cannot run scontrol") => return (0, true),
+        Err(_) => return (0, false),
+    }
+    cancel(job);
+    let start = std::time::Instant::now();
+    while start.elapsed() < LEFTOVER_WAIT {
+        match state(job) {
+            Ok(JobState::Active(_)) => std::thread::sleep(Duration::from_millis(200)),
+            _ => return (1, false),
+        }
+    }
+    (1, true)
+}
+
 /// Cancels a job; one that has ended is no error.
 pub fn cancel(job: &str) {
     let _ = Command::new("scancel")

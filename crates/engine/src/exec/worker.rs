@@ -151,15 +151,27 @@ fn on_slurm(
     running: &Running,
 ) -> Result<(), String> {
     let options = super::slurm::sbatch_options(stage, &pipeline.root, log, &slurm.sbatch_args);
+    let outs: Vec<String> = stage.all_outs().cloned().collect();
+    // The job outlives this process if it is killed: the record lets the next run cancel
+    // it (`groups::reap`). Removed when the job has ended.
+    let mut registration = None;
     let result = super::slurm::run_job(command, &pipeline.root, &options, slurm.poll, |job| {
         use std::io::Write;
         if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
             let _ = writeln!(file, "pipe: stage `{}` is Slurm job {job}", stage.name);
         }
+        registration = super::groups::register_slurm_job(
+            &pipeline.root,
+            job,
+            &format!("stage `{}`", stage.name),
+            &outs,
+        )
+        .ok();
         let mut jobs = running.jobs.lock().expect("jobs");
         jobs.insert(idx, job.to_owned());
     });
     running.jobs.lock().expect("jobs").remove(&idx);
+    drop(registration);
     result
 }
 
