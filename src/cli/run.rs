@@ -382,14 +382,17 @@ fn leftover_message(left: &exec::groups::Leftover) -> Option<String> {
     } else {
         message = format!("cleaned up after {message}");
     }
-    if !left.removed.is_empty() {
-        message.push_str(&format!(
-            "; removed {} partial out{}",
-            left.removed.len(),
-            if left.removed.len() == 1 { "" } else { "s" }
-        ));
-    }
+    message.push_str(&removed_outs(left));
     Some(message)
+}
+
+/// `; removed N partial outs`, or nothing when none was removed.
+fn removed_outs(left: &exec::groups::Leftover) -> String {
+    match left.removed.len() {
+        0 => String::new(),
+        1 => "; removed 1 partial out".to_owned(),
+        n => format!("; removed {n} partial outs"),
+    }
 }
 
 /// The warning for a Slurm job a killed run left queued or running.
@@ -414,13 +417,7 @@ fn slurm_leftover_message(left: &exec::groups::Leftover, job: &str) -> Option<St
             left.what
         ),
     };
-    if !left.removed.is_empty() {
-        message.push_str(&format!(
-            "; removed {} partial out{}",
-            left.removed.len(),
-            if left.removed.len() == 1 { "" } else { "s" }
-        ));
-    }
+    message.push_str(&removed_outs(left));
     Some(message)
 }
 

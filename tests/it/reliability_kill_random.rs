@@ -189,6 +189,11 @@ fn random_kills_of_a_command_pipeline() {
     );
 }
 
+/// The model the tests train: SmolLM2 by id, or the GGUF `PIPE_SMOLLM2_GGUF` names.
+fn model() -> String {
+    std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into())
+}
+
 /// Four training and two validation rows.
 fn training_workspace() -> Ws {
     let ws = Ws::new();
@@ -203,8 +208,7 @@ fn training_workspace() -> Ws {
         ("call", "called"),
         ("open", "opened"),
     ];
-    let model =
-        std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+    let model = model();
     ws.file(
         "data/train.jsonl",
         &verbs[..4].iter().map(row).collect::<String>(),
@@ -328,8 +332,7 @@ fn random_kills_of_pipe_train_then_resume_continue_the_curve() {
     let started = Instant::now();
     let ws_for = || {
         let ws = training_workspace();
-        let model =
-            std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+        let model = model();
         ws.file(
             "job.yaml",
             &format!(
@@ -427,8 +430,7 @@ fn random_kills_of_a_real_tune_stage_lose_no_finished_trial() {
     let started = Instant::now();
     let ws_for = || {
         let ws = training_workspace();
-        let model =
-            std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into());
+        let model = model();
         ws.pipeline(&format!(
             r#"stages:
   search:
