@@ -9,6 +9,7 @@ mod choices;
 mod compare;
 mod data_version;
 mod deploy;
+mod distributed;
 mod export;
 mod foundation;
 mod fuse;

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// munged, slurmctld and slurmd, killed on drop.
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     daemons: Vec<Child>,
 }
@@ -33,7 +33,7 @@ fn hostname() -> String {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         assert_eq!(
             unsafe { libc::geteuid() },
             0,
@@ -147,7 +147,7 @@ impl Cluster {
     }
 
     /// A Slurm client command aimed at this cluster.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("SLURM_CONF", self.conf());
         c
@@ -163,7 +163,7 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         ["slurmctld.log", "slurmd.log"]
             .iter()
             .map(|f| {

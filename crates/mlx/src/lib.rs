@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod chat;
 pub mod checkpoint;
+pub mod distributed;
 pub mod eval;
 pub mod exit_guard;
 pub mod export;

@@ -20,16 +20,26 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     };
     let spec = parse_job(&args.config, &text)?;
     let spec = with_params_file(&spec, &base).map_err(|e| UsageError(format!("{e:#}")))?;
+    if !pipe_mlx_core::distributed::take_part(spec.options.distributed.ranks as usize)? {
+        // Rank 0 printed the result.
+        return Ok(());
+    }
+    let lead = pipe_mlx_core::distributed::is_lead();
     // The current directory is the workspace, as for `pipe run` and `pipe gc`.
     let workspace = std::env::current_dir()?;
     let total = spec.options.iters;
-    printer.status(&format!(
-        "training {} with {} for {total} steps -> {}",
-        spec.model,
-        spec.options.method,
-        base.join(&spec.out_dir).display()
-    ));
-    let bar = printer.is_interactive().then(|| {
+    let ranks = pipe_mlx_core::distributed::world()
+        .map(|g| format!(" on {} ranks", g.size()))
+        .unwrap_or_default();
+    if lead {
+        printer.status(&format!(
+            "training {} with {} for {total} steps{ranks} -> {}",
+            spec.model,
+            spec.options.method,
+            base.join(&spec.out_dir).display()
+        ));
+    }
+    let bar = (lead && printer.is_interactive()).then(|| {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -58,6 +68,9 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let (job, report) = trained?;
+    if !lead {
+        return Ok(());
+    }
     if args.json {
         return printer.json(&report);
     }

@@ -38,6 +38,9 @@ pub fn run(config: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         workspace: root,
     };
     let spec = with_params_file(&spec, root)?;
+    if !crate::distributed::take_part(spec.options.distributed.ranks as usize)? {
+        return Ok(());
+    }
     let total = spec.options.iters;
     let mut valid_loss = None;
     let (_, report) = train(&spec, places, false, &mut |r| {
@@ -63,6 +66,9 @@ pub fn run(config: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
             );
         }
     })?;
+    if !crate::distributed::is_lead() {
+        return Ok(());
+    }
     eprintln!(
         "trained {} steps: loss {:.4}, valid {:?}, {:.1} trained tok/s, peak memory {:.0} MiB",
         report.summary.steps,
@@ -146,6 +152,9 @@ pub fn train(
         .activation_cache
         .or_dir(pipe_engine::cache::activations::dir(places.workspace));
     let report = run_job_on(&job, data, resume, observer)?;
+    if !crate::distributed::is_lead() {
+        return Ok((job, report));
+    }
     if let Some(choice) = &rank_choice {
         pipe_engine::atomic_write::write_json(&job.out_dir.join(rank_auto::FILE), choice)?;
     }

@@ -149,7 +149,9 @@ pub fn run_job_on(
         .filter(|e| e.len() > job.config.max_seq_len + 1)
         .count();
     let spec = trainer::prepare(&mut loaded.model, &job.config)?;
-    if let Some(hint) = cache_hint(&loaded.model, &job.config, train_set.len()) {
+    if let Some(hint) = cache_hint(&loaded.model, &job.config, train_set.len())
+        && crate::distributed::is_lead()
+    {
         eprintln!("hint: {hint}");
     }
     let pad_id = loaded.tokenizer.pad_id();
@@ -176,7 +178,9 @@ pub fn run_job_on(
         valid_tokens: valid_set.iter().map(|e| e.len() as u64).sum(),
         valid_loss_tokens: valid_set.iter().map(|e| e.loss_tokens() as u64).sum(),
     };
-    pipe_engine::atomic_write::write_json(&job.out_dir.join("metrics.json"), &report)?;
+    if crate::distributed::is_lead() {
+        pipe_engine::atomic_write::write_json(&job.out_dir.join("metrics.json"), &report)?;
+    }
     Ok(report)
 }
 

@@ -28,8 +28,9 @@ mod validate;
 
 pub use job::{JOB_KEYS, TrainInputs, TrainSpec, TrainWith};
 pub use options::{
-    ALL_TARGETS, ActivationCacheConfig, AdamWConfig, DEFAULT_ACTIVATION_DISK_MB, Decay, LoraConfig,
-    LoraOptions, Method, MicroBatch, TrainConfig, TrainOptions, TrainOptionsAuto,
+    ALL_TARGETS, ActivationCacheConfig, AdamWConfig, DEFAULT_ACTIVATION_DISK_MB, Decay,
+    DistributedOptions, LoraConfig, LoraOptions, Method, MicroBatch, TrainConfig, TrainOptions,
+    TrainOptionsAuto,
 };
 pub use step::StepRecord;
 

@@ -120,6 +120,30 @@ impl ActivationCacheConfig {
     }
 }
 
+/// Data-parallel training over MLX distributed, as written under `distributed:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedOptions {
+    /// Processes to start on this machine (joined over loopback by MLX's ring backend);
+    /// each step's `batch_size` rows are split across them. 1: a single process. Under
+    /// `mlx.launch`, `mpirun` or `srun` the launcher's ranks are used instead.
+    pub ranks: u32,
+}
+
+impl Default for DistributedOptions {
+    fn default() -> Self {
+        Self { ranks: 1 }
+    }
+}
+
+impl DistributedOptions {
+    /// A single process (the default; left out of a spec's JSON so that fingerprints of
+    /// jobs written before this option existed do not change).
+    pub fn is_single(&self) -> bool {
+        self.ranks == 1
+    }
+}
+
 /// The LoRA options; `Rank` is `Auto<i32>` as written and `i32` once chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(
@@ -251,6 +275,9 @@ pub struct TrainOptions<Batch, Rank> {
     pub divergence_factor: f64,
     /// Cache the hidden states entering the first trainable block.
     pub activation_cache: ActivationCacheConfig,
+    /// Data-parallel ranks.
+    #[serde(skip_serializing_if = "DistributedOptions::is_single")]
+    pub distributed: DistributedOptions,
 }
 
 /// The options as written: `batch_size` and `lora.rank` may be `auto`.
@@ -288,6 +315,7 @@ impl<Batch: From<usize>, Rank: From<i32>> Default for TrainOptions<Batch, Rank> 
             save_every: 0,
             divergence_factor: 4.0,
             activation_cache: ActivationCacheConfig::default(),
+            distributed: DistributedOptions::default(),
         }
     }
 }
@@ -322,6 +350,7 @@ impl<Batch, Rank> TrainOptions<Batch, Rank> {
             save_every,
             divergence_factor,
             activation_cache,
+            distributed,
         } = self;
         let LoraOptions {
             rank: _,
@@ -365,6 +394,7 @@ impl<Batch, Rank> TrainOptions<Batch, Rank> {
             save_every,
             divergence_factor,
             activation_cache,
+            distributed,
         }
     }
 }

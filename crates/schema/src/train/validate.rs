@@ -82,6 +82,24 @@ impl TrainOptionsAuto {
         if self.iters < 1 {
             return Err(FieldError::at("iters", "must be at least 1"));
         }
+        let ranks = self.distributed.ranks;
+        if ranks == 0 {
+            return Err(FieldError::at(
+                "distributed.ranks",
+                "must be at least 1 (1: a single process)",
+            ));
+        }
+        if let Auto::Value(batch) = self.batch_size
+            && batch > 0
+            && !batch.is_multiple_of(ranks as usize)
+        {
+            return Err(FieldError::at(
+                "distributed.ranks",
+                format!(
+                    "{ranks} ranks cannot split a batch_size of {batch} evenly; use a batch_size that is a multiple of {ranks}"
+                ),
+            ));
+        }
         if self.batch_size == Auto::Value(0) {
             return Err(FieldError::at(
                 "batch_size",

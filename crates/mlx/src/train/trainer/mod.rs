@@ -201,7 +201,7 @@ pub fn train(
     model.grad_checkpoint = config.grad_checkpoint;
     let plan = match resumed.as_ref().and_then(|s| s.batch.clone()) {
         Some(plan) => plan,
-        None => step::plan_batches(model, config, data.train, data.pad_id)?,
+        None => agree_on_plan(step::plan_batches(model, config, data.train, data.pad_id)?)?,
     };
     let mut run = Run::new(
         model,
@@ -225,15 +225,43 @@ pub fn train(
     lora::set_training(model, false);
     run.acts.persist();
     model.grad_checkpoint = false;
-    // The run ended well: the last checkpoint stands without a next step to vouch for it.
-    checkpoint::confirm(&run.checkpoint_dir)?;
+    if run.lead {
+        // The run ended well: the last checkpoint stands without a next step to vouch for it.
+        checkpoint::confirm(&run.checkpoint_dir)?;
+    }
     run.summary(stopped)
+}
+
+/// Over ranks, every rank must split its steps alike: a measured `micro_batch: auto` may
+/// differ between processes, so all take the smallest micro-batch any of them chose.
+fn agree_on_plan(mut plan: BatchPlan) -> anyhow::Result<BatchPlan> {
+    let Some(group) = crate::distributed::world() else {
+        return Ok(plan);
+    };
+    let least = group.all_min(&mlx_rs::Array::from_int(plan.micro_batch as i32))?;
+    least.eval()?;
+    let least = usize::try_from(least.item_exact::<i32>())
+        .unwrap_or(1)
+        .max(1);
+    if least != plan.micro_batch {
+        plan.micro_batch = least;
+        plan.grad_accum = (plan.effective_batch / least) as u32;
+    }
+    Ok(plan)
 }
 
 /// Refuses what cannot train.
 fn check(data: TrainData<'_>, config: &TrainConfig) -> anyhow::Result<()> {
     if data.train.is_empty() {
         bail!("no training examples");
+    }
+    if let Some(group) = crate::distributed::world()
+        && config.activation_cache.enabled
+    {
+        bail!(
+            "the activation cache is per process and cannot serve {} ranks; turn `activation_cache` off for distributed training",
+            group.size()
+        );
     }
     if config.grad_checkpoint && config.method != Method::Full && config.lora.dropout > 0.0 {
         bail!(
@@ -269,8 +297,11 @@ struct Run<'a> {
     optimizer: AdamW,
     early: EarlyStopping,
     guard: DivergenceGuard,
-    log: StepLog,
+    /// The step log; only the lead rank writes one.
+    log: Option<StepLog>,
     acts: ActivationCache<'a>,
+    /// Whether this process writes the outputs (rank 0, or a single process).
+    lead: bool,
     out_dir: &'a Path,
     checkpoint_dir: PathBuf,
     /// The first step to run (after a resumed checkpoint's).
@@ -334,7 +365,11 @@ impl<'a> Run<'a> {
                 early.observe(step, loss);
             }
         }
-        let log = StepLog::open_at(&out_dir.join("train_log.jsonl"), start)?;
+        let lead = crate::distributed::is_lead();
+        let log = match lead {
+            true => Some(StepLog::open_at(&out_dir.join("train_log.jsonl"), start)?),
+            false => None,
+        };
         let guard = DivergenceGuard::new(config.divergence_factor, 10)
             .with_vocab(usize::try_from(model.config.vocab_size).unwrap_or(0));
         let trainable_parameters = model
@@ -367,6 +402,7 @@ impl<'a> Run<'a> {
             guard,
             log,
             acts,
+            lead,
             out_dir,
             checkpoint_dir,
             start,
@@ -416,7 +452,9 @@ impl<'a> Run<'a> {
             return Err(self.diverged(divergence));
         }
         if let Some(saved) = self.pending_checkpoint.take() {
-            checkpoint::confirm(&self.checkpoint_dir)?;
+            if self.lead {
+                checkpoint::confirm(&self.checkpoint_dir)?;
+            }
             self.good_checkpoint = Some(saved);
         }
         let validate = (self.config.valid_every > 0
@@ -441,8 +479,10 @@ impl<'a> Run<'a> {
             valid_loss,
             cached_positions: self.acts.take_step_skipped(),
         };
-        self.log.write(&record)?;
-        observer(&record);
+        if let Some(log) = &mut self.log {
+            log.write(&record)?;
+            observer(&record);
+        }
         self.save(model, spec, done, validate, verdict)?;
         Ok(verdict)
     }
@@ -452,6 +492,7 @@ impl<'a> Run<'a> {
     /// says where training can continue from.
     fn diverged(&mut self, divergence: super::guard::Divergence) -> anyhow::Error {
         if self.pending_checkpoint.take().is_some()
+            && self.lead
             && let Err(e) = checkpoint::roll_back(&self.checkpoint_dir)
         {
             return anyhow::anyhow!(
@@ -497,6 +538,10 @@ impl<'a> Run<'a> {
         validated: bool,
         verdict: Verdict,
     ) -> anyhow::Result<()> {
+        if !self.lead {
+            // The others' weights are the lead's: one writer, no races on the out folder.
+            return Ok(());
+        }
         let config = &self.config;
         let last = self.data.valid.is_empty() && done == config.iters;
         if verdict == Verdict::Improved || last {

@@ -4,6 +4,8 @@
 //! The rows of a step depend only on the seed, the epoch and the step's index, so a resumed
 //! run takes the batches an uninterrupted one would.
 
+use crate::distributed::Group;
+use crate::distributed::reduce::{BUCKET_BYTES, all_sum_gradients};
 use crate::models::llama::Llama;
 use crate::train::activations::{ActivationCache, Set};
 use crate::train::batch::{BatchSpec, TokenizedExample, pad_batch, plan_epoch};
@@ -85,8 +87,9 @@ pub(super) fn accumulate(
     let (examples, spec) = (batches.examples, batches.spec);
     let mut summed: Option<FlattenedModuleParam> = None;
     let (mut loss_sum, mut tokens, mut positions) = (array!(0.0f32), 0usize, 0usize);
+    let world = crate::distributed::world();
     for micro in 0..accum {
-        let picked = batches.rows(step * accum + micro);
+        let picked = rank_share(batches.rows(step * accum + micro), world);
         let rows: Vec<&TokenizedExample> = picked.iter().map(|&i| &examples[i]).collect();
         let padded = pad_batch(&rows, &spec, pad_id);
         let batch = if config.share_prefix {
@@ -116,7 +119,16 @@ pub(super) fn accumulate(
             mlx_rs::transforms::eval(pending)?;
         }
     }
-    let Some(grads) = summed else {
+    if let Some(group) = world {
+        // This rank's rows may all have been empty; it still joins the sums.
+        let grads = match summed {
+            Some(g) => g,
+            None => zero_gradients(model)?,
+        };
+        summed = Some(all_sum_gradients(group, grads, BUCKET_BYTES)?);
+        (loss_sum, tokens, positions) = sum_counts(group, &loss_sum, tokens, positions)?;
+    }
+    let Some(grads) = summed.filter(|_| tokens > 0) else {
         bail!("step {step} had no loss-carrying tokens; are the completions empty?");
     };
     Ok(Accumulated {
@@ -125,6 +137,43 @@ pub(super) fn accumulate(
         tokens,
         positions,
     })
+}
+
+/// This rank's part of a micro-batch's rows: a contiguous share, all of them in a single
+/// process. Token-weighted sums make any split give the same step as one process.
+fn rank_share<'r>(rows: &'r [usize], world: Option<&Group>) -> &'r [usize] {
+    match world {
+        None => rows,
+        Some(g) => {
+            let (n, size, rank) = (rows.len(), g.size(), g.rank());
+            &rows[n * rank / size..n * (rank + 1) / size]
+        }
+    }
+}
+
+/// Zeros shaped like every trainable parameter: the gradient of a rank with no rows.
+fn zero_gradients(model: &Llama) -> Result<FlattenedModuleParam, Exception> {
+    model
+        .trainable_parameters()
+        .flatten()
+        .into_iter()
+        .map(|(k, p)| mlx_rs::ops::zeros_like(p).map(|z| (k, z)))
+        .collect()
+}
+
+/// The step's loss sum, loss tokens and positions summed over every rank.
+fn sum_counts(
+    group: &Group,
+    loss_sum: &Array,
+    tokens: usize,
+    positions: usize,
+) -> anyhow::Result<(Array, usize, usize)> {
+    let counts = Array::from_slice(&[tokens as f32, positions as f32], &[2]);
+    let packed = mlx_rs::ops::concatenate(&[loss_sum.reshape(&[1])?, counts], 0)?;
+    let total = group.all_sum(&packed)?;
+    total.eval()?;
+    let v: &[f32] = total.as_slice();
+    Ok((array!(v[0]), v[1].round() as usize, v[2].round() as usize))
 }
 
 /// The outcome of an applied step.

@@ -36,9 +36,14 @@ pub fn validation_loss_with(
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| (examples[i].len(), i));
     let (mut total, mut tokens) = (0f64, 0usize);
-    for chunk in order
+    let world = crate::distributed::world();
+    // Over ranks, each takes every size-th batch; the sums are added up below.
+    let mine = |i: &usize| world.is_none_or(|g| i % g.size() == g.rank());
+    for (_, chunk) in order
         .chunks(spec.batch_size.max(1))
         .take(max_batches.unwrap_or(usize::MAX))
+        .enumerate()
+        .filter(|(i, _)| mine(i))
     {
         let rows: Vec<&TokenizedExample> = chunk.iter().map(|&i| &examples[i]).collect();
         let padded = pad_batch(&rows, spec, pad_id);
@@ -53,6 +58,15 @@ pub fn validation_loss_with(
         let loss = masked_lm_loss(model, &batch)?;
         total += f64::from(loss.item_exact::<f32>()) * batch.loss_tokens as f64;
         tokens += batch.loss_tokens;
+    }
+    if let Some(group) = world {
+        let sums = group.all_sum(&mlx_rs::Array::from_slice(
+            &[total as f32, tokens as f32],
+            &[2],
+        ))?;
+        sums.eval()?;
+        let v: &[f32] = sums.as_slice();
+        (total, tokens) = (f64::from(v[0]), v[1].round() as usize);
     }
     if tokens == 0 {
         bail!("the validation set has no loss-carrying tokens");
