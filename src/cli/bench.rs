@@ -25,6 +25,30 @@ pub enum Command {
         after_help = "Examples:\n  pipe serve --port 8080 &\n  pipe bench serve --url http://127.0.0.1:8080\n  pipe bench serve --concurrency 1,4,16 --max-tokens 128 --json"
     )]
     Serve(super::bench_serve::ServeArgs),
+    /// All-reduce bandwidth of MLX distributed between local ranks (the gradient exchange
+    /// of data-parallel training).
+    #[command(
+        name = "allreduce",
+        after_help = "Examples:\n  pipe bench allreduce\n  pipe bench allreduce --ranks 2 --mib 64 --rounds 20 --json\n  mlx.launch --hostfile hosts.json -- pipe bench allreduce"
+    )]
+    AllReduce(AllReduceArgs),
+}
+
+/// Arguments of `pipe bench allreduce`.
+#[derive(Debug, clap::Args)]
+pub struct AllReduceArgs {
+    /// Local ranks to start on loopback (ignored under mlx.launch, mpirun or srun).
+    #[arg(long, default_value_t = 2)]
+    pub ranks: usize,
+    /// Size of the float32 array each rank contributes, in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub mib: usize,
+    /// Timed all-reduces (after two untimed ones).
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `pipe bench generate`.
@@ -98,6 +122,10 @@ pub struct TrainArgs {
     /// Memory budget for `--micro-batch auto`, in MiB (default: from the machine's memory).
     #[arg(long)]
     pub memory_budget_mb: Option<u64>,
+    /// Data-parallel ranks started on this machine (each step's rows are split across
+    /// them; tokens/s is then the whole group's).
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

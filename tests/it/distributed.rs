@@ -311,3 +311,120 @@ fn srun_starts_pipe_train_as_two_ranks_on_a_real_slurm_node() {
     assert_same_curve(&curve(&alone, "out"), &curve(&ws, "out"));
     assert_same_adapter(&alone.path("out"), &ws.path("out"));
 }
+
+/// A command trial that sleeps a second, appends `index start end` to `ranks.log` and
+/// scores (x - 0.3)².
+const TRIAL: &str = r#"s=$(date +%s.%N)
+sleep 1
+echo "{\"value\": $(awk -v x=$1 'BEGIN{print (x-0.3)^2}')}" > "$PIPE_TRIAL_DIR/metrics.json"
+echo "$PIPE_TRIAL_INDEX $s $(date +%s.%N)" >> ranks.log
+"#;
+
+fn tune_pipeline(n_trials: usize, ranks: Option<usize>) -> String {
+    let distributed = ranks
+        .map(|n| format!("      distributed: {{ranks: {n}}}\n"))
+        .unwrap_or_default();
+    format!(
+        "stages:\n  search:\n    kind: tune\n    with:\n      out: tune/x\n      space: {{x: {{float: [0.0, 1.0]}}}}\n      objective: {{metric: value, mode: min}}\n      budget: {{n_trials: {n_trials}}}\n{distributed}      trial:\n        cmd: sh trial.sh {{x}}\n        deps: [trial.sh]\n"
+    )
+}
+
+fn trials(ws: &Ws) -> Vec<serde_json::Value> {
+    ws.read("tune/x/trials.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (start, end) of each trial by index, from `ranks.log`.
+fn spans(ws: &Ws) -> std::collections::BTreeMap<usize, (f64, f64)> {
+    ws.read("ranks.log")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].parse().unwrap(),
+                (f[1].parse().unwrap(), f[2].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_tune_stage_on_two_ranks_runs_two_trials_at_once_and_resumes_like_a_local_one() {
+    let ws = Ws::new();
+    ws.file("trial.sh", TRIAL)
+        .pipeline(&tune_pipeline(6, Some(2)));
+    ws.run_ok(&[]);
+    let first = trials(&ws);
+    assert_eq!(first.len(), 6);
+    for (i, t) in first.iter().enumerate() {
+        assert_eq!(t["index"], i, "{t}");
+        assert_eq!(t["status"], "complete", "{t}");
+    }
+    // Each round's two trials ran at the same time, one per rank.
+    let spans = spans(&ws);
+    for round in 0..3 {
+        let (a, b) = (spans[&(2 * round)], spans[&(2 * round + 1)]);
+        assert!(
+            a.0 < b.1 && b.0 < a.1,
+            "trials {} and {} did not overlap: {a:?} {b:?}",
+            2 * round,
+            2 * round + 1
+        );
+    }
+    // Only rank 0 reports: one progress line per trial in the stage's log.
+    let log = ws.read("cache/logs/pipe/search.log");
+    for i in 0..6 {
+        assert_eq!(
+            log.matches(&format!("trial {i} (")).count(),
+            1,
+            "trial {i} reported once:\n{log}"
+        );
+    }
+    let best = first
+        .iter()
+        .map(|t| t["value"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(best < 0.01, "the search closed in on x = 0.3: {best}");
+
+    // The journal rank 0 wrote resumes the study: more trials over ranks, then locally.
+    ws.pipeline(&tune_pipeline(8, Some(2)));
+    ws.run_ok(&[]);
+    let more = trials(&ws);
+    assert_eq!(more.len(), 8);
+    assert!(more[..6].iter().all(|t| t["reused"] == true), "{more:?}");
+    assert_eq!(
+        more[..6].iter().map(|t| &t["key"]).collect::<Vec<_>>(),
+        first.iter().map(|t| &t["key"]).collect::<Vec<_>>()
+    );
+    ws.pipeline(&tune_pipeline(9, None));
+    ws.run_ok(&[]);
+    let local = trials(&ws);
+    assert_eq!(local.len(), 9);
+    assert!(local[..8].iter().all(|t| t["reused"] == true), "{local:?}");
+    assert_eq!(
+        ws.read("ranks.log").lines().count(),
+        9,
+        "no trial ran twice"
+    );
+}
+
+/// The margins of `tune_regret`'s local tests (Branin at 20 trials, Hartmann-6 at 40), with
+/// the GP proposing two points per round.
+#[test]
+fn gp_on_two_ranks_keeps_its_lead_over_random_search_on_branin_and_hartmann6() {
+    use crate::tune_regret::{SEEDS, assert_gp_beats_random, regrets_of};
+    use pipe_engine::tune::benchmarks::{BRANIN, Benchmark, HARTMANN6};
+    let check = |bench: &Benchmark, budget: usize, ratio: f64| {
+        let gp = regrets_of(bench, budget, &["gp"], &SEEDS, "distributed: {ranks: 2}").remove(0);
+        let random = regrets_of(bench, budget, &["random"], &SEEDS, "").remove(0);
+        eprintln!(
+            "{} at {budget} over 2 ranks: GP-EI regrets {gp:?}; random {random:?}",
+            bench.name
+        );
+        assert_gp_beats_random(&format!("{} over 2 ranks", bench.name), (gp, random), ratio);
+    };
+    check(&BRANIN, 20, 0.1);
+    check(&HARTMANN6, 40, 0.5);
+}

@@ -9,7 +9,7 @@ use crate::support::Ws;
 use pipe_engine::tune::benchmarks::{BRANIN, Benchmark, HARTMANN6, ROSENBROCK4, mean, median};
 use serde_json::Value;
 
-const SEEDS: [u64; 3] = [0, 1, 2];
+pub(crate) const SEEDS: [u64; 3] = [0, 1, 2];
 
 /// The three functions, as in `src/tune/benchmarks.rs`, in awk: it starts in about a
 /// millisecond, where a Python interpreter takes tens (hundreds behind a pyenv shim), and
@@ -45,8 +45,15 @@ BEGIN {
 }
 "#;
 
-/// A tune stage for `bench`, expanded over `optimizers` and `seeds`.
-fn stage(bench: &Benchmark, budget: usize, optimizers: &[&str], seeds: &[u64]) -> String {
+/// A tune stage for `bench`, expanded over `optimizers` and `seeds`, with `extra` (a line
+/// of `with:`, or nothing).
+fn stage(
+    bench: &Benchmark,
+    budget: usize,
+    optimizers: &[&str],
+    seeds: &[u64],
+    extra: &str,
+) -> String {
     let space: Vec<String> = bench
         .bounds
         .iter()
@@ -69,6 +76,7 @@ fn stage(bench: &Benchmark, budget: usize, optimizers: &[&str], seeds: &[u64]) -
       budget: {{n_trials: {budget}}}
       seed: "{{{{ matrix.seed }}}}"
       optimizer: "{{{{ matrix.optimizer }}}}"
+      {extra}
       trial:
         cmd: awk -v f={name} {vars} -f objective.awk
         deps: [objective.awk]
@@ -82,16 +90,17 @@ fn stage(bench: &Benchmark, budget: usize, optimizers: &[&str], seeds: &[u64]) -
 /// Runs the pipeline for `bench` with each of `optimizers` ("gp", "random") over `seeds`
 /// and returns the regrets, one list per optimizer with one per seed, after checking every
 /// trial.
-fn regrets_of(
+pub(crate) fn regrets_of(
     bench: &Benchmark,
     budget: usize,
     optimizers: &[&str],
     seeds: &[u64],
+    extra: &str,
 ) -> Vec<Vec<f64>> {
     let ws = Ws::new();
     ws.file("objective.awk", OBJECTIVE).pipeline(&format!(
         "stages:\n{}",
-        stage(bench, budget, optimizers, seeds)
+        stage(bench, budget, optimizers, seeds, extra)
     ));
     let run = ws.run_ok(&[]);
     assert_eq!(
@@ -151,7 +160,7 @@ fn regrets_of(
 
 /// The regrets of (GP-EI, random) over [`SEEDS`].
 fn regrets(bench: &Benchmark, budget: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut both = regrets_of(bench, budget, &["gp", "random"], &SEEDS);
+    let mut both = regrets_of(bench, budget, &["gp", "random"], &SEEDS, "");
     let out = (both.remove(0), both.remove(0));
     eprintln!(
         "{} at {budget}: GP-EI regrets {:?} (mean {:.4}, median {:.4}); random {:?} (mean {:.4}, median {:.4})",
@@ -168,7 +177,7 @@ fn regrets(bench: &Benchmark, budget: usize) -> (Vec<f64>, Vec<f64>) {
 
 /// GP-EI's mean regret over the seeds is below `ratio` times random search's, and it found
 /// the lower value on at least two of the three seeds. All seeded: the same every run.
-fn assert_gp_beats_random(name: &str, (gp, random): (Vec<f64>, Vec<f64>), ratio: f64) {
+pub(crate) fn assert_gp_beats_random(name: &str, (gp, random): (Vec<f64>, Vec<f64>), ratio: f64) {
     let wins = gp.iter().zip(&random).filter(|(g, r)| g < r).count();
     assert!(
         mean(&gp) < ratio * mean(&random),
@@ -200,7 +209,7 @@ fn gp_beats_random_search_on_shifted_rosenbrock_through_command_trials() {
 #[test]
 fn hartmann6_at_30_trials_ends_near_the_minimum_through_command_trials() {
     let seeds: Vec<u64> = (0..10).collect();
-    let gp = regrets_of(&HARTMANN6, 30, &["gp"], &seeds).remove(0);
+    let gp = regrets_of(&HARTMANN6, 30, &["gp"], &seeds, "").remove(0);
     eprintln!(
         "hartmann6 at 30: GP-EI regrets {gp:?} (mean {:.4}, median {:.4})",
         mean(&gp),

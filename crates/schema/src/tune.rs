@@ -207,6 +207,10 @@ pub struct TuneConfig {
     pub prune: Option<PruneConfig>,
     /// What a trial runs.
     pub trial: TrialSpec,
+    /// Ranks that each run one trial at a time, proposed in batches (`ranks: N` starts N
+    /// local processes; under `mlx.launch`, `mpirun` or `srun` the launcher's are used).
+    #[serde(default)]
+    pub distributed: crate::train::DistributedOptions,
 }
 
 fn one() -> usize {

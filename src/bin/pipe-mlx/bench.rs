@@ -3,7 +3,7 @@
 //! train` times the reference fine-tuning workload.
 
 use super::generate::load_model;
-use pipe::cli::bench::{Command, TrainArgs};
+use pipe::cli::bench::{AllReduceArgs, Command, TrainArgs};
 use pipe::cli::output::Printer;
 use pipe_mlx_core::generate::{self, GenerateOptions};
 use pipe_mlx_core::train::bench::{self as train_bench, TrainBenchOptions};
@@ -26,6 +26,7 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
     let args = match command {
         Command::Generate(args) => args,
         Command::Train(args) => return run_train(printer, args),
+        Command::AllReduce(args) => return run_allreduce(printer, args),
         // The load generator needs no MLX; `pipe` runs it (this path is `pipe-mlx` called
         // directly).
         serve @ Command::Serve(_) => {
@@ -81,7 +82,13 @@ pub fn run(printer: &Printer, command: Command) -> anyhow::Result<()> {
 }
 
 fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
-    printer.status("running the reference training workload (this takes a minute or two)");
+    if !pipe_mlx_core::distributed::take_part(args.ranks)? {
+        return Ok(());
+    }
+    let lead = pipe_mlx_core::distributed::is_lead();
+    if lead {
+        printer.status("running the reference training workload (this takes a minute or two)");
+    }
     let report = train_bench::run(&TrainBenchOptions {
         model: args.model,
         iters: args.iters,
@@ -97,6 +104,9 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
         micro_batch: args.micro_batch,
         memory_budget_mb: args.memory_budget_mb,
     })?;
+    if !lead {
+        return Ok(());
+    }
     if args.json {
         return printer.json(&report);
     }
@@ -181,5 +191,67 @@ fn run_train(printer: &Printer, args: TrainArgs) -> anyhow::Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `pipe bench allreduce`: seconds per all-reduce of `--mib` MiB and the bandwidth, as
+/// algorithm bandwidth (bytes / time) and bus bandwidth (NCCL's convention: what each
+/// link carries in a ring, 2(n-1)/n of the bytes), checked for the right sum.
+fn run_allreduce(printer: &Printer, args: AllReduceArgs) -> anyhow::Result<()> {
+    use pipe_mlx_core::distributed;
+    if !distributed::take_part(args.ranks)? {
+        return Ok(());
+    }
+    let Some(group) = distributed::world() else {
+        return Err(pipe::cli::UsageError(
+            "an all-reduce needs at least 2 ranks: --ranks 2, or start it under mlx.launch".into(),
+        )
+        .into());
+    };
+    let n = group.size();
+    let elements = (args.mib << 20) / 4;
+    let value = (group.rank() + 1) as f32;
+    let x = mlx_rs::ops::full::<f32>(&[elements as i32], mlx_rs::array!(value))?;
+    x.eval()?;
+    let mut seconds = Vec::with_capacity(args.rounds);
+    let want = (n * (n + 1) / 2) as f32;
+    for round in 0..args.rounds + 2 {
+        let started = std::time::Instant::now();
+        let summed = group.all_sum(&x)?;
+        summed.eval()?;
+        let took = started.elapsed().as_secs_f64();
+        let last = summed.as_slice::<f32>()[elements - 1];
+        if last != want {
+            anyhow::bail!("all_sum gave {last} where the ranks' values sum to {want}");
+        }
+        if round >= 2 {
+            seconds.push(took);
+        }
+    }
+    if !distributed::is_lead() {
+        return Ok(());
+    }
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let bytes = (elements * 4) as f64;
+    let algorithm_gbps = bytes / median / 1e9;
+    let bus_gbps = algorithm_gbps * 2.0 * (n - 1) as f64 / n as f64;
+    let report = serde_json::json!({
+        "ranks": n,
+        "mib": args.mib,
+        "rounds": args.rounds,
+        "median_seconds": median,
+        "algorithm_gb_per_s": algorithm_gbps,
+        "bus_gb_per_s": bus_gbps,
+    });
+    if args.json {
+        return printer.json(&report);
+    }
+    printer.result(&format!(
+        "all_sum of {} MiB over {n} ranks: {:.1} ms (median of {}), {algorithm_gbps:.2} GB/s algorithm, {bus_gbps:.2} GB/s bus",
+        args.mib,
+        median * 1e3,
+        args.rounds
+    ));
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! `mlx.launch`, by `mpirun` or by `srun`) and is `None` in a single process, so the trainer
 //! needs no extra argument and every single-process caller is unchanged.
 
+mod exchange;
 pub mod group;
 pub mod launch;
 pub mod reduce;

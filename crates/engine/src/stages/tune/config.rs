@@ -59,6 +59,15 @@ impl Tune {
         if config.parallel == 0 {
             return Err("`parallel` must be at least 1".into());
         }
+        if config.distributed.ranks == 0 {
+            return Err("`distributed.ranks` must be at least 1".into());
+        }
+        if config.distributed.ranks > 1 && config.parallel > 1 {
+            return Err(format!(
+                "over ranks each rank runs one trial at a time; set `parallel: 1` (not {}) or leave out `distributed`",
+                config.parallel
+            ));
+        }
         if uses_mlx_config(t) && config.parallel > 1 {
             return Err(format!(
                 "these trials use MLX, which runs one job at a time (the `mlx` slot); set `parallel: 1` (not {})",

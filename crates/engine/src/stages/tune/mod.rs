@@ -30,11 +30,13 @@
 
 mod config;
 mod output;
+mod ranks;
 pub mod store;
 pub mod trial;
 
 pub use config::{Budget, Objective, PruneConfig, TrialSpec, TuneConfig};
 pub use output::{TrialRecord, TuneMetrics};
+pub use ranks::{Exchange, run_ranked};
 
 use crate::tune::prune::Peer;
 use crate::tune::space::{Point, get_dotted, nest};
@@ -162,63 +164,128 @@ fn trial_deps(with: &Value) -> Vec<String> {
     deps
 }
 
+/// A study ready to run: its config, trial store, key, the finished trials of its journal
+/// (up to `n_trials`) and the suggester. Shared by a local run and a run over ranks.
+pub(super) struct Study {
+    tune: Tune,
+    store: Store,
+    key: String,
+    template: Value,
+    records: Vec<TrialRecord>,
+    suggester: Suggester,
+}
+
+impl Study {
+    /// Reads `with`, hashes the trial deps and loads the trials the journal already has.
+    /// `quiet` leaves out the progress lines of the loaded trials.
+    fn open(with: &Value, root: &Path, quiet: bool) -> anyhow::Result<Self> {
+        let config: TuneConfig = super::parse_with(with)?;
+        let tune = Tune::new(config).map_err(|e| anyhow::anyhow!("tune stage `with`: {e}"))?;
+        let store = Store::open(root);
+        store.clear_staging();
+        let cache = crate::cache::Store::open(root);
+        let mut deps = BTreeMap::new();
+        for dep in trial_deps(with) {
+            let hash = cache
+                .hash_path(&dep)
+                .with_context(|| format!("cannot hash trial dep `{dep}`"))?
+                .with_context(|| format!("trial dep `{dep}` does not exist"))?;
+            deps.insert(dep, hash);
+        }
+        let template = serde_json::json!({
+            "impl": TRIAL_VERSION,
+            "trial": tune.config.trial,
+            "iters": tune.config.budget.iters,
+            "deps": deps,
+        });
+        let mut study = serde_json::json!({
+            "template": template,
+            "space": tune.config.space,
+            "objective": tune.config.objective,
+            "seed": tune.config.seed,
+            "initial": tune.initial,
+            "prune": tune.config.prune,
+        });
+        // Random search is another study; a `gp` study keeps the key it had before the
+        // option existed, so its journal is still found.
+        if tune.config.optimizer != Optimizer::Gp {
+            study["optimizer"] = serde_json::json!(tune.config.optimizer);
+        }
+        let key = key_of(&study);
+        let n_trials = tune.config.budget.n_trials;
+        let mut records: Vec<TrialRecord> = Vec::new();
+        for (trial, origin) in store.study_trials(&key) {
+            if records.len() == n_trials {
+                break;
+            }
+            if let Some(mut r) = load_record(&tune, &store, &trial, records.len()) {
+                r.origin = serde_json::from_value(origin).ok();
+                if !quiet {
+                    eprintln!("{}", progress(&tune, &r, &records, n_trials));
+                }
+                records.push(r);
+            }
+        }
+        let suggester = Suggester::new(
+            tune.space.clone(),
+            Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial)
+                .with_optimizer(tune.config.optimizer),
+        );
+        Ok(Self {
+            tune,
+            store,
+            key,
+            template,
+            records,
+            suggester,
+        })
+    }
+}
+
+/// The key of the trial at `point` (its folder in the trial store).
+fn trial_key(tune: &Tune, template: &Value, point: &Point) -> String {
+    key_of(&serde_json::json!({"template": template, "params": tune.flat(point)}))
+}
+
+/// The job of trial `index` at `point`.
+fn job_of(tune: &Tune, index: usize, point: &Point, key: String) -> anyhow::Result<Job> {
+    let plan = tune.plan(point).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Job {
+        index,
+        key,
+        params: {
+            let mut nested = Value::Object(Default::default());
+            nest(&tune.space, point, &mut nested);
+            nested
+        },
+        iters: tune.config.budget.iters,
+        vars: {
+            let mut vars = tune.cmd_vars(point);
+            vars.insert("index".into(), index.to_string());
+            vars
+        },
+        plan,
+    })
+}
+
+/// Forwards an interrupt to the trials' process groups, then ends like a killed stage.
+fn forward_interrupts(children: &Arc<Children>) {
+    let children = Arc::clone(children);
+    let _ = ctrlc::set_handler(move || {
+        trial::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        children.signal_all(crate::process::Signal::Interrupt);
+        std::thread::sleep(Duration::from_millis(200));
+        std::process::exit(130);
+    });
+}
+
 /// Runs a tune stage.
 pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
-    let config: TuneConfig = super::parse_with(with)?;
-    let tune = Tune::new(config).map_err(|e| anyhow::anyhow!("tune stage `with`: {e}"))?;
-    let store = Store::open(root);
-    store.clear_staging();
-    let cache = crate::cache::Store::open(root);
-    let mut deps = BTreeMap::new();
-    for dep in trial_deps(with) {
-        let hash = cache
-            .hash_path(&dep)
-            .with_context(|| format!("cannot hash trial dep `{dep}`"))?
-            .with_context(|| format!("trial dep `{dep}` does not exist"))?;
-        deps.insert(dep, hash);
-    }
-    let template = serde_json::json!({
-        "impl": TRIAL_VERSION,
-        "trial": tune.config.trial,
-        "iters": tune.config.budget.iters,
-        "deps": deps,
-    });
-    let mut study = serde_json::json!({
-        "template": template,
-        "space": tune.config.space,
-        "objective": tune.config.objective,
-        "seed": tune.config.seed,
-        "initial": tune.initial,
-        "prune": tune.config.prune,
-    });
-    // Random search is another study; a `gp` study keeps the key it had before the
-    // option existed, so its journal is still found.
-    if tune.config.optimizer != Optimizer::Gp {
-        study["optimizer"] = serde_json::json!(tune.config.optimizer);
-    }
-    let study = key_of(&study);
-    let trial_key = |point: &Point| {
-        key_of(&serde_json::json!({"template": template, "params": tune.flat(point)}))
-    };
-
+    let mut study = Study::open(with, root, false)?;
     let started = Instant::now();
+    let (tune, store) = (&study.tune, &study.store);
     let n_trials = tune.config.budget.n_trials;
-    let mut records: Vec<TrialRecord> = Vec::new();
-    for (key, origin) in store.study_trials(&study) {
-        if records.len() == n_trials {
-            break;
-        }
-        if let Some(mut r) = load_record(&tune, &store, &key, records.len()) {
-            r.origin = serde_json::from_value(origin).ok();
-            eprintln!("{}", progress(&tune, &r, &records, n_trials));
-            records.push(r);
-        }
-    }
-    let suggester = Suggester::new(
-        tune.space.clone(),
-        Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial)
-            .with_optimizer(tune.config.optimizer),
-    );
+    let records = &mut study.records;
     let peers = Mutex::new(
         records
             .iter()
@@ -226,16 +293,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
             .collect::<BTreeMap<_, _>>(),
     );
     let children = Arc::new(Children::default());
-    {
-        let children = Arc::clone(&children);
-        // Forward an interrupt to the trials' process groups, then end like a killed stage.
-        let _ = ctrlc::set_handler(move || {
-            trial::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-            children.signal_all(crate::process::Signal::Interrupt);
-            std::thread::sleep(Duration::from_millis(200));
-            std::process::exit(130);
-        });
-    }
+    forward_interrupts(&children);
     let deadline = tune
         .config
         .budget
@@ -259,49 +317,34 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                     break;
                 }
                 let observations: Vec<Observation> =
-                    records.iter().map(|r| observation(&tune, r)).collect();
+                    records.iter().map(|r| observation(tune, r)).collect();
                 let pending: Vec<Point> = running.values().map(|r| r.0.clone()).collect();
-                let Some((point, origin)) = suggester.suggest(next, &observations, &pending) else {
+                let Some((point, origin)) = study.suggester.suggest(next, &observations, &pending)
+                else {
                     stopped_by = "exhausted";
                     break;
                 };
-                let key = trial_key(&point);
+                let key = trial_key(tune, &study.template, &point);
                 if store.trial_dir(&key).join("trial.json").is_file()
-                    && let Some(mut r) = load_record(&tune, &store, &key, next)
+                    && let Some(mut r) = load_record(tune, store, &key, next)
                 {
-                    if let Err(e) = store.record(&study, &key, &origin) {
+                    if let Err(e) = store.record(&study.key, &key, &origin) {
                         failure = Some(e.into());
                         break;
                     }
                     r.origin = Some(origin);
                     peers.lock().expect("peers").insert(r.index, peer_of(&r));
-                    eprintln!("{}", progress(&tune, &r, &records, n_trials));
+                    eprintln!("{}", progress(tune, &r, records, n_trials));
                     records.push(r);
                     next += 1;
                     continue;
                 }
-                let plan = match tune.plan(&point) {
-                    Ok(p) => p,
+                let job = match job_of(tune, next, &point, key.clone()) {
+                    Ok(job) => job,
                     Err(e) => {
-                        failure = Some(anyhow::anyhow!(e));
+                        failure = Some(e);
                         break;
                     }
-                };
-                let job = Job {
-                    index: next,
-                    key: key.clone(),
-                    params: {
-                        let mut nested = Value::Object(Default::default());
-                        nest(&tune.space, &point, &mut nested);
-                        nested
-                    },
-                    iters: tune.config.budget.iters,
-                    vars: {
-                        let mut vars = tune.cmd_vars(&point);
-                        vars.insert("index".into(), next.to_string());
-                        vars
-                    },
-                    plan,
                 };
                 running.insert(next, (point, origin, key));
                 let tx = tx.clone();
@@ -322,9 +365,9 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
                 continue;
             };
             match result.and_then(|finished| {
-                store.record(&study, &key, &origin)?;
+                store.record(&study.key, &key, &origin)?;
                 Ok(record_of(
-                    &tune,
+                    tune,
                     index,
                     &point,
                     &key,
@@ -336,7 +379,7 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
             }) {
                 Ok(r) => {
                     peers.lock().expect("peers").insert(r.index, peer_of(&r));
-                    eprintln!("{}", progress(&tune, &r, &records, n_trials));
+                    eprintln!("{}", progress(tune, &r, records, n_trials));
                     records.push(r);
                 }
                 Err(e) => {
@@ -350,9 +393,9 @@ pub fn run(with: &Value, root: &Path) -> anyhow::Result<()> {
     }
     records.sort_by_key(|r| r.index);
     write_outputs(
-        &tune,
+        tune,
         root,
-        &records,
+        records,
         stopped_by,
         started.elapsed().as_secs_f64(),
     )

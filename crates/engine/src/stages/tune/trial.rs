@@ -264,6 +264,7 @@ pub fn run(
                     c
                 }
             };
+            leave_the_group(&mut command);
             command
                 .env("PIPE_TRIAL_DIR", &staging)
                 .env("PIPE_TRIAL_PARAMS", staging.join("params.json"))
@@ -283,7 +284,8 @@ pub fn run(
             let train_dir = rel.join("train");
             let mut train = train.clone();
             train["out_dir"] = Value::from(train_dir.to_string_lossy().into_owned());
-            let command = run_stage_command(Kind::TRAIN, root, &train)?;
+            let mut command = run_stage_command(Kind::TRAIN, root, &train)?;
+            leave_the_group(&mut command);
             let watch = root.join(&train_dir).join("train_log.jsonl");
             let judge = pruning.map(|p| (p, job.index, None));
             let (status, reports) = watch_child(command, root, &log, &watch, judge, children);
@@ -297,7 +299,8 @@ pub fn run(
                         let eval_out = rel.join("eval.json");
                         evaluate["adapter"] = Value::from(train_dir.to_string_lossy().into_owned());
                         evaluate["out"] = Value::from(eval_out.to_string_lossy().into_owned());
-                        let command = run_stage_command(Kind::EVALUATE, root, &evaluate)?;
+                        let mut command = run_stage_command(Kind::EVALUATE, root, &evaluate)?;
+                        leave_the_group(&mut command);
                         status = watch_child(command, root, &log, Path::new(""), None, children).0;
                         if let Ok(report) = read_json(&root.join(&eval_out)) {
                             metrics["eval"] = report;
@@ -322,6 +325,29 @@ pub fn run(
         outcome,
         reused: false,
     })
+}
+
+/// The variables that make a process one rank of a distributed group. A tune stage that
+/// runs over ranks is such a process; its trials are not ranks of its group, so they must
+/// not inherit them (a train trial would try to join the tune's group).
+const RANK_VARIABLES: [&str; 7] = [
+    "MLX_RANK",
+    "MLX_HOSTFILE",
+    "MLX_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_RANK",
+    "PMI_SIZE",
+];
+
+fn leave_the_group(command: &mut Command) {
+    for var in RANK_VARIABLES {
+        command.env_remove(var);
+    }
+    // A Slurm step's task ids would make a train trial think it is one of several tasks.
+    if std::env::var("SLURM_NTASKS").is_ok_and(|n| n != "1") {
+        command.env("SLURM_NTASKS", "1").env("SLURM_PROCID", "0");
+    }
 }
 
 /// The command of a trial's train or evaluate run: `with` is resolved exactly as a stage's
