@@ -428,3 +428,45 @@ fn gp_on_two_ranks_keeps_its_lead_over_random_search_on_branin_and_hartmann6() {
     check(&BRANIN, 20, 0.1);
     check(&HARTMANN6, 40, 0.5);
 }
+
+/// `pipe run --executor slurm`: a train stage with ranks is one job of two tasks, each a
+/// rank started by `srun`, and leaves the adapter one process trains.
+#[test]
+fn a_train_stage_with_ranks_runs_as_one_slurm_job_of_two_tasks() {
+    let alone = workspace(6, "");
+    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let cluster = crate::slurm::Cluster::start();
+    let ws = workspace(6, "");
+    ws.pipeline(&format!(
+        "stages:\n  train:\n    kind: train\n    with:\n{}      out_dir: adapter\n      distributed: {{ranks: 2}}\n",
+        job(6)
+            .lines()
+            .filter(|l| !l.starts_with("out_dir"))
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    ));
+    let conf = cluster.conf();
+    let run = ws.run_env(
+        &["--executor", "slurm"],
+        &[("SLURM_CONF", conf.to_str().unwrap())],
+    );
+    assert_eq!(
+        run.code,
+        0,
+        "{}\n{:#?}\n{}",
+        run.stderr,
+        run.events,
+        cluster.logs()
+    );
+    let log = ws.read("cache/logs/pipe/train.log");
+    let job = log
+        .lines()
+        .find_map(|l| l.strip_prefix("pipe: stage `train` is Slurm job "))
+        .unwrap_or_else(|| panic!("no job id in the log:\n{log}"))
+        .trim()
+        .to_owned();
+    let record = cluster.job_record(&job);
+    assert!(record.contains("NumTasks=2"), "{record}");
+    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "adapter"));
+    assert_same_adapter(&alone.path("out"), &ws.path("adapter"));
+}

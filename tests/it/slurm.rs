@@ -142,7 +142,7 @@ impl Cluster {
         cluster
     }
 
-    fn conf(&self) -> PathBuf {
+    pub(crate) fn conf(&self) -> PathBuf {
         self.dir.path().join("slurm.conf")
     }
 
@@ -154,7 +154,7 @@ impl Cluster {
     }
 
     /// `scontrol show job -o ID`.
-    fn job(&self, id: &str) -> String {
+    pub(crate) fn job_record(&self, id: &str) -> String {
         let out = self
             .command("scontrol")
             .args(["show", "job", "-o", id])
@@ -266,7 +266,7 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
     assert!(join.contains(&format!("left {} 1024", ids[1])), "{join}");
     assert!(
         cluster
-            .job(&ids[1].to_string())
+            .job_record(&ids[1].to_string())
             .contains("MinMemoryNode=1G")
     );
     // The built-in kind ran inside its job and wrote its outs on the shared workspace.
@@ -389,7 +389,7 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let state = cluster.job(&running[0]);
+    let state = cluster.job_record(&running[0]);
     assert!(state.contains("JobState=CANCELLED"), "{state}");
     assert!(!ws.exists("out/right.txt"));
 
@@ -427,9 +427,9 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert!(
-        cluster.job(&job).contains("JobState=RUNNING"),
+        cluster.job_record(&job).contains("JobState=RUNNING"),
         "the killed run's job runs on: {}",
-        cluster.job(&job)
+        cluster.job_record(&job)
     );
     std::fs::remove_file(ws.path("slow")).unwrap();
     let next = ws.run_env(
@@ -444,7 +444,7 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
         "{}",
         next.stderr
     );
-    let state = cluster.job(&job);
+    let state = cluster.job_record(&job);
     assert!(state.contains("JobState=CANCELLED"), "{state}");
     let right = ws.read("out/right.txt");
     assert!(

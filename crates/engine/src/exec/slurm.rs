@@ -57,9 +57,18 @@ const JOB_SCRIPT: &str =
 /// - the `mlx` slot (MLX kinds, or `resources: {mlx: 1}`) → `--exclusive`: one machine has
 ///   one accelerator, so a node runs one MLX stage at a time, as `mlx: 1` does locally;
 /// - `cpus: N` → `--cpus-per-task=N`;
+/// - `distributed: {ranks: N}` (train and tune stages) → `--ntasks=N` on as many nodes as
+///   Slurm chooses (the job runs the stage under `srun`, one rank per task; see
+///   [`ranks_of`]), where other stages get one task on one node;
 ///
 /// then the job name, working directory and log, and last the user's `extra` options.
 pub fn sbatch_options(stage: &Stage, root: &Path, log: &Path, extra: &[String]) -> Vec<String> {
+    let ranks = ranks_of(stage);
+    let tasks = if ranks > 1 {
+        vec![format!("--ntasks={ranks}")]
+    } else {
+        vec!["--nodes=1".to_owned(), "--ntasks=1".to_owned()]
+    };
     let mut args = vec![
         "--parsable".to_owned(),
         format!("--job-name=pipe:{}", stage.name),
@@ -68,9 +77,8 @@ pub fn sbatch_options(stage: &Stage, root: &Path, log: &Path, extra: &[String]) 
         // pipe writes the job id into the log first.
         "--open-mode=append".to_owned(),
         "--export=ALL".to_owned(),
-        "--nodes=1".to_owned(),
-        "--ntasks=1".to_owned(),
     ];
+    args.extend(tasks);
     if let Some(gb) = stage.resources.get("mem_gb") {
         args.push(format!("--mem={gb}G"));
     }
@@ -82,6 +90,47 @@ pub fn sbatch_options(stage: &Stage, root: &Path, log: &Path, extra: &[String]) 
     }
     args.extend(extra.iter().cloned());
     args
+}
+
+/// The ranks a train or tune stage asks for with `distributed: {ranks: N}` (1 otherwise).
+/// A train stage's resolved config keeps its options under `options`; a tune stage's is
+/// its `with:` as written.
+pub fn ranks_of(stage: &Stage) -> u64 {
+    ["/options/distributed/ranks", "/distributed/ranks"]
+        .iter()
+        .find_map(|p| stage.config.pointer(p).and_then(serde_json::Value::as_u64))
+        .unwrap_or(1)
+}
+
+/// The command a job runs for `command`: as it is, or under `srun` for a stage with ranks,
+/// so that each of the job's tasks is one rank (pipe reads its rank from `SLURM_PROCID` and
+/// writes the ring hostfile from the step's nodes). A failed rank ends the step.
+pub fn job_command(command: &Command, ranks: u64) -> Command {
+    if ranks <= 1 {
+        let mut same = Command::new(command.get_program());
+        copy_setup(command, &mut same);
+        return same;
+    }
+    let mut srun = Command::new("srun");
+    srun.arg("--kill-on-bad-exit=1")
+        .arg("--export=ALL")
+        .arg(command.get_program());
+    copy_setup(command, &mut srun);
+    srun
+}
+
+/// Copies `from`'s arguments, environment and directory onto `to`.
+fn copy_setup(from: &Command, to: &mut Command) {
+    to.args(from.get_args());
+    if let Some(dir) = from.get_current_dir() {
+        to.current_dir(dir);
+    }
+    for (key, value) in from.get_envs() {
+        match value {
+            Some(v) => to.env(key, v),
+            None => to.env_remove(key),
+        };
+    }
 }
 
 /// A job's state as `scontrol show job -o` reports it.
@@ -307,6 +356,49 @@ mod tests {
                 .iter()
                 .any(|a| a.starts_with("--mem") || a == "--exclusive")
         );
+    }
+
+    #[test]
+    fn a_stage_with_ranks_asks_for_that_many_tasks_and_runs_under_srun() {
+        let mut train = Stage::bare("train");
+        train.config = serde_json::json!({"options": {"distributed": {"ranks": 3}}});
+        let mut tune = Stage::bare("tune");
+        tune.config = serde_json::json!({"distributed": {"ranks": 2}});
+        assert_eq!((ranks_of(&train), ranks_of(&tune)), (3, 2));
+        assert_eq!(ranks_of(&Stage::bare("plain")), 1);
+        let args = sbatch_options(&train, Path::new("/ws"), Path::new("/l"), &[]);
+        assert!(args.contains(&"--ntasks=3".to_owned()), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--nodes=1" || a == "--ntasks=1"));
+        let plain = sbatch_options(&Stage::bare("a"), Path::new("/ws"), Path::new("/l"), &[]);
+        assert!(
+            plain.contains(&"--ntasks=1".to_owned()) && plain.contains(&"--nodes=1".to_owned())
+        );
+
+        let mut stage_cmd = Command::new("pipe");
+        stage_cmd
+            .args(["__run-stage", "train"])
+            .env("A", "1")
+            .current_dir("/ws");
+        let wrapped = job_command(&stage_cmd, 3);
+        assert_eq!(wrapped.get_program(), "srun");
+        let args: Vec<_> = wrapped.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "--kill-on-bad-exit=1",
+                "--export=ALL",
+                "pipe",
+                "__run-stage",
+                "train"
+            ]
+        );
+        assert_eq!(wrapped.get_current_dir(), Some(Path::new("/ws")));
+        assert!(
+            wrapped
+                .get_envs()
+                .any(|(k, v)| k == "A" && v == Some("1".as_ref()))
+        );
+        assert_eq!(job_command(&stage_cmd, 1).get_program(), "pipe");
     }
 
     #[test]

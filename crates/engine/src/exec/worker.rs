@@ -155,7 +155,8 @@ fn on_slurm(
     // The job outlives this process if it is killed: the record lets the next run cancel
     // it (`groups::reap`). Removed when the job has ended.
     let mut registration = None;
-    let result = super::slurm::run_job(command, &pipeline.root, &options, slurm.poll, |job| {
+    let command = super::slurm::job_command(command, super::slurm::ranks_of(stage));
+    let result = super::slurm::run_job(&command, &pipeline.root, &options, slurm.poll, |job| {
         use std::io::Write;
         if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
             let _ = writeln!(file, "pipe: stage `{}` is Slurm job {job}", stage.name);
