@@ -72,10 +72,10 @@ pub struct Args {
 }
 
 /// The help after `pipe push --help`.
-pub const PUSH_HELP: &str = "Uploads every object the pipeline's lock file names (the outs of its last successful run),\nthen their run-cache entries. Objects are named by their hash, so pushing twice, or from two\nmachines at once, is safe and sends only what the remote lacks.\n\nS3 credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE and\n~/.aws/credentials); a server other than AWS needs AWS_ENDPOINT_URL or `remote: endpoint:`.\n\nExamples:\n  pipe push pipelines/quickstart.yaml\n  pipe push pipe.yaml --remote s3://team-bucket/pipe-cache\n  PIPE_REMOTE=/mnt/share/pipe-cache pipe push pipe.yaml --json";
+pub const PUSH_HELP: &str = "Uploads every object the pipeline's lock file names (the outs of its last successful run),\nthen their run-cache entries, and every finished tune trial and study journal of the workspace\n(a second machine resumes the study without rerunning them). Objects are named by their hash, so pushing twice, or from two\nmachines at once, is safe and sends only what the remote lacks.\n\nS3 credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE and\n~/.aws/credentials); a server other than AWS needs AWS_ENDPOINT_URL or `remote: endpoint:`.\n\nExamples:\n  pipe push pipelines/quickstart.yaml\n  pipe push pipe.yaml --remote s3://team-bucket/pipe-cache\n  PIPE_REMOTE=/mnt/share/pipe-cache pipe push pipe.yaml --json";
 
 /// The help after `pipe pull --help`.
-pub const PULL_HELP: &str = "Downloads what the pipeline's lock file names (commit the lock file, as with dvc.lock),\nchecks every object against its hash, records the run-cache entries and restores outs that\nare missing from the workspace (existing files are never overwritten). A corrupt remote\nobject is refused (exit 1).\n\nWithout a lock file, `pipe run --pull` does the same stage by stage: each stage whose outs\nare on the remote is restored instead of run.\n\nExamples:\n  pipe pull pipelines/quickstart.yaml && pipe run pipelines/quickstart.yaml\n  pipe run pipelines/quickstart.yaml --pull";
+pub const PULL_HELP: &str = "Downloads what the pipeline's lock file names (commit the lock file, as with dvc.lock),\nchecks every object against its hash, records the run-cache entries and restores outs that\nare missing from the workspace (existing files are never overwritten), and the tune trials and\nstudy journals the workspace lacks (a study then resumes from them). A corrupt remote\nobject is refused (exit 1).\n\nWithout a lock file, `pipe run --pull` does the same stage by stage: each stage whose outs\nare on the remote is restored instead of run.\n\nExamples:\n  pipe pull pipelines/quickstart.yaml && pipe run pipelines/quickstart.yaml\n  pipe run pipelines/quickstart.yaml --pull";
 
 fn lock_workspace(printer: &Printer, root: &Path) -> anyhow::Result<lock::WorkspaceLock> {
     lock::acquire(root, None, |holder| {
@@ -85,15 +85,17 @@ fn lock_workspace(printer: &Printer, root: &Path) -> anyhow::Result<lock::Worksp
 }
 
 fn load_lock(path: &Path) -> anyhow::Result<LockFile> {
-    let lock = LockFile::load(path).map_err(|e| Failure(e.to_string()))?;
-    if lock.stages.is_empty() {
-        return Err(Failure(format!(
-            "{} records no finished stage yet\nhint: `pipe run` the pipeline first (or use `pipe run --pull` on a machine without the lock file)",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(lock)
+    LockFile::load(path).map_err(|e| Failure(e.to_string()).into())
+}
+
+/// The error of a push or pull that had nothing to move: no finished stage in the lock
+/// file and no tune trial.
+fn nothing_recorded(path: &Path) -> anyhow::Error {
+    Failure(format!(
+        "{} records no finished stage yet, and there is no tune trial to move\nhint: `pipe run` the pipeline first (or use `pipe run --pull` on a machine without the lock file)",
+        path.display()
+    ))
+    .into()
 }
 
 pub fn push(printer: &Printer, args: Args) -> anyhow::Result<()> {
@@ -104,7 +106,17 @@ pub fn push(printer: &Printer, args: Args) -> anyhow::Result<()> {
     let _guard = lock_workspace(printer, &pipeline.root)?;
     let store = Store::open(&pipeline.root);
     let lock = load_lock(&pipeline.lock_path())?;
-    let report = remote::push_lock(&remote, &store, &lock).map_err(|e| Failure(e.to_string()))?;
+    let mut report = match lock.stages.is_empty() {
+        true => PushReport {
+            remote: remote.location().to_string(),
+            ..Default::default()
+        },
+        false => remote::push_lock(&remote, &store, &lock).map_err(|e| Failure(e.to_string()))?,
+    };
+    remote::push_trials(&remote, &store, &mut report).map_err(|e| Failure(e.to_string()))?;
+    if report.stages.is_empty() {
+        return Err(nothing_recorded(&pipeline.lock_path()));
+    }
     print_push(printer, &report, args.json)
 }
 
@@ -116,7 +128,17 @@ pub fn pull(printer: &Printer, args: Args) -> anyhow::Result<()> {
     let _guard = lock_workspace(printer, &pipeline.root)?;
     let store = Store::open(&pipeline.root);
     let lock = load_lock(&pipeline.lock_path())?;
-    let report = remote::pull_lock(&remote, &store, &lock).map_err(|e| Failure(e.to_string()))?;
+    let mut report = match lock.stages.is_empty() {
+        true => PullReport {
+            remote: remote.location().to_string(),
+            ..Default::default()
+        },
+        false => remote::pull_lock(&remote, &store, &lock).map_err(|e| Failure(e.to_string()))?,
+    };
+    remote::pull_trials(&remote, &store, &mut report).map_err(|e| Failure(e.to_string()))?;
+    if report.stages.is_empty() {
+        return Err(nothing_recorded(&pipeline.lock_path()));
+    }
     print_pull(printer, &report, args.json)?;
     let absent: Vec<&str> = report
         .stages

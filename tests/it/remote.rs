@@ -286,3 +286,84 @@ fn the_quickstart_pushed_to_s3_runs_nothing_on_a_second_machine() {
         );
     }
 }
+
+/// A tune stage of command trials that score (x - 0.3)² and log each trial they run.
+fn tune_machine(remote: &std::path::Path, n_trials: usize) -> Ws {
+    let ws = Ws::new();
+    ws.file(
+        "trial.sh",
+        "echo \"{\\\"value\\\": $(awk -v x=$1 'BEGIN{print (x-0.3)^2}')}\" > \"$PIPE_TRIAL_DIR/metrics.json\"\necho \"$PIPE_TRIAL_INDEX $1\" >> ran.log\n",
+    )
+    .pipeline(&format!(
+        "remote: {}\nstages:\n  search:\n    kind: tune\n    with:\n      out: tune/x\n      space: {{x: {{float: [0.0, 1.0]}}}}\n      objective: {{metric: value, mode: min}}\n      budget: {{n_trials: {n_trials}}}\n      trial:\n        cmd: sh trial.sh {{x}}\n        deps: [trial.sh]\n",
+        remote.display()
+    ));
+    ws
+}
+
+#[test]
+fn tune_trials_pushed_from_one_machine_are_reused_on_another_and_checked() {
+    let share = tempfile::tempdir().unwrap();
+    let remote = share.path().join("pipe-cache");
+    let a = tune_machine(&remote, 4);
+    a.run_ok(&[]);
+    let pushed = json(&a.pipe().args(["push", "--json"]).output().unwrap());
+    let of = |report: &Value, what: &str, state: &str| {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["stage"] == what && s["state"] == state)
+            .count()
+    };
+    assert_eq!(of(&pushed, "tune trial", "pushed"), 4, "{pushed}");
+    assert_eq!(of(&pushed, "tune study", "pushed"), 1, "{pushed}");
+    let again = json(&a.pipe().args(["push", "--json"]).output().unwrap());
+    assert_eq!(of(&again, "tune trial", "pushed"), 0, "{again}");
+    assert_eq!(of(&again, "tune study", "up-to-date"), 1, "{again}");
+
+    // B extends the study to 6 trials: after a pull it runs only the 2 new ones.
+    let b = tune_machine(&remote, 6);
+    let pulled = json(&b.pipe().args(["pull", "--json"]).output().unwrap());
+    assert_eq!(of(&pulled, "tune trial", "pulled"), 4, "{pulled}");
+    assert_eq!(of(&pulled, "tune study", "pulled"), 1, "{pulled}");
+    b.run_ok(&[]);
+    let ran: Vec<String> = b.read("ran.log").lines().map(str::to_owned).collect();
+    assert_eq!(ran.len(), 2, "only the new trials ran on B: {ran:?}");
+    assert!(
+        ran.iter()
+            .all(|l| l.starts_with("4 ") || l.starts_with("5 ")),
+        "{ran:?}"
+    );
+    let trials = |ws: &Ws| -> Vec<Value> {
+        ws.read("tune/x/trials.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (on_a, on_b) = (trials(&a), trials(&b));
+    assert_eq!(on_b.len(), 6);
+    for (x, y) in on_a.iter().zip(&on_b) {
+        assert_eq!((&x["key"], &x["value"]), (&y["key"], &y["value"]));
+        assert_eq!(y["reused"], true, "{y}");
+    }
+
+    // A damaged trial object on the share is refused, and no trial is taken from it.
+    let key = on_a[0]["key"].as_str().unwrap();
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(remote.join(format!("v1/tune/trials/{key}.json"))).unwrap(),
+    )
+    .unwrap();
+    let manifest = &record["dir"].as_str().unwrap()[..64];
+    let object = remote
+        .join("v1/objects")
+        .join(&manifest[..2])
+        .join(&manifest[2..]);
+    std::fs::write(&object, "tampered\n").unwrap();
+    let c = tune_machine(&remote, 4);
+    let out = c.pipe().arg("pull").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(!c.exists(&format!("cache/tune/v1/trials/{key}/trial.json")));
+}

@@ -9,6 +9,8 @@
 //! <remote>/v1/objects/ab/cdef...            content, named by blake3 hex (as cache/v1/objects)
 //! <remote>/v1/runs/<fingerprint>.json       run-cache entries (fingerprint -> outs)
 //! <remote>/v1/data/versions/<id>.json       data versions (`pipe data push`)
+//! <remote>/v1/tune/trials/<key>.json        finished tune trials (see [`trials`])
+//! <remote>/v1/tune/studies/<study>.jsonl    tune study journals
 //! ```
 //!
 //! Why this is safe with many writers and no locks: an object's name is its hash, so two
@@ -26,6 +28,7 @@ pub mod aws;
 mod location;
 mod sync;
 mod transfer;
+mod trials;
 
 pub use location::Location;
 pub use sync::{
@@ -33,6 +36,7 @@ pub use sync::{
     push_versions,
 };
 pub use transfer::Counts;
+pub use trials::{pull_trials, push_trials};
 
 use object_store::ObjectStore;
 use pipe_schema::remote::RemoteSettings;

@@ -47,7 +47,7 @@ pub struct PullReport {
 }
 
 /// Every object the hashes are made of; a directory's manifest must be local.
-fn closure(store: &Store, hashes: &[&String]) -> Result<Vec<String>, RemoteError> {
+pub(super) fn closure(store: &Store, hashes: &[&String]) -> Result<Vec<String>, RemoteError> {
     let mut seen = BTreeSet::new();
     let mut all = Vec::new();
     for hash in hashes {
@@ -99,7 +99,7 @@ pub fn push_lock(
 }
 
 /// Fetches the objects of `hashes` (manifests first, then the files they list).
-fn fetch_hashes(
+pub(super) fn fetch_hashes(
     remote: &Remote,
     store: &Store,
     hashes: &[&String],

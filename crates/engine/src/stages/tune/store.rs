@@ -143,6 +143,59 @@ impl Store {
         Ok(target)
     }
 
+    /// The keys of every finished trial in the store (a folder with its `trial.json`).
+    pub fn finished_trials(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("trials")) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|k| !k.starts_with('.') && self.trial_dir(k).join("trial.json").is_file())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The studies that have a journal, by key.
+    pub fn studies(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("studies")) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".jsonl").map(str::to_owned)
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// A study's journal as written (empty when it has none).
+    pub fn journal_text(&self, study: &str) -> String {
+        std::fs::read_to_string(self.journal(study)).unwrap_or_default()
+    }
+
+    /// Adds the lines of `other` (another machine's journal of `study`) whose trial this
+    /// journal does not list yet, after its own, and writes it atomically. Returns how many
+    /// trials were added.
+    pub fn merge_journal(&self, study: &str, other: &str) -> std::io::Result<usize> {
+        let mine = self.journal_text(study);
+        let merged = merge_journals(&mine, other);
+        if merged.len() == mine.len() {
+            return Ok(0);
+        }
+        let added = merged.lines().count() - mine.lines().count();
+        let path = self.journal(study);
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        crate::atomic_write::write_atomic(&path, merged.as_bytes())?;
+        Ok(added)
+    }
+
     fn journal(&self, study: &str) -> PathBuf {
         self.dir.join("studies").join(format!("{study}.jsonl"))
     }
@@ -193,9 +246,46 @@ impl Store {
     }
 }
 
+/// `mine` followed by the lines of `other` whose trial key `mine` does not have (torn or
+/// unreadable lines of `other` are left out).
+pub fn merge_journals(mine: &str, other: &str) -> String {
+    let key = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_owned))
+    };
+    let known: std::collections::BTreeSet<String> = mine.lines().filter_map(key).collect();
+    let mut merged = mine.to_owned();
+    if !merged.is_empty() && !merged.ends_with('\n') {
+        merged.push('\n');
+    }
+    let mut added = std::collections::BTreeSet::new();
+    for line in other.lines() {
+        if let Some(k) = key(line)
+            && !known.contains(&k)
+            && added.insert(k)
+        {
+            merged.push_str(line);
+            merged.push('\n');
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_journals_keeps_this_order_and_adds_only_trials_it_lacks() {
+        let line = |k: &str| format!("{{\"key\":\"{k}\",\"origin\":{{\"by\":\"random\"}}}}\n");
+        let mine = format!("{}{}", line("a"), line("b"));
+        let other = format!("{}{}{}torn{{\n", line("b"), line("c"), line("c"));
+        let merged = merge_journals(&mine, &other);
+        assert_eq!(merged, format!("{}{}{}", line("a"), line("b"), line("c")));
+        assert_eq!(merge_journals(&merged, &mine), merged, "nothing new");
+        assert_eq!(merge_journals("", &line("x")), line("x"));
+    }
 
     #[test]
     fn journal_keeps_order_and_skips_torn_lines_and_missing_trials() {
