@@ -5,8 +5,9 @@
 //! - `MLX_RANK` (with `MLX_HOSTFILE`): MLX's ring backend, set by `mlx.launch` and by
 //!   pipe's own launcher for `distributed: {ranks: N}`;
 //! - `OMPI_COMM_WORLD_RANK` or `PMI_RANK`: an MPI launcher, MLX's MPI backend;
-//! - `SLURM_PROCID` with `SLURM_NTASKS` > 1 and no `MLX_HOSTFILE`: a Slurm step; pipe writes
-//!   the ring hostfile from the step's nodes (see [`slurm_hostfile`]).
+//! - `SLURM_PROCID` with `SLURM_STEP_NUM_TASKS` > 1: a task of an `srun` step; pipe writes
+//!   the ring hostfile from the step's nodes (see [`slurm_hostfile`]). A batch script's own
+//!   process has no step variables, so a job of several tasks does not make it a rank.
 //!
 //! The logic is a pure function of the variables, tested here on both platforms.
 
@@ -130,9 +131,8 @@ pub fn role(env: &HashMap<String, String>, ranks: usize) -> Result<Role, String>
             }
         }
     }
-    if let (Some(rank), Some(size)) = (number("SLURM_PROCID")?, number("SLURM_NTASKS")?)
+    if let (Some(rank), Some(size)) = (number("SLURM_PROCID")?, number("SLURM_STEP_NUM_TASKS")?)
         && size > 1
-        && env.contains_key("SLURM_STEP_NODELIST")
     {
         return Ok(Role::Rank(Launched {
             rank,
@@ -218,9 +218,12 @@ mod tests {
     fn a_plain_process_trains_alone_or_launches_the_ranks_the_job_asks_for() {
         assert_eq!(role(&env(&[]), 1), Ok(Role::Single));
         assert_eq!(role(&env(&[]), 2), Ok(Role::LaunchLocal { ranks: 2 }));
-        // One Slurm task (a plain sbatch job) is a single process.
+        // One Slurm task (a plain sbatch job) is a single process, and so is the batch
+        // script of a job of several tasks (it has no step variables).
         let one_task = env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]);
         assert_eq!(role(&one_task, 1), Ok(Role::Single));
+        let batch_script = env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]);
+        assert_eq!(role(&batch_script, 1), Ok(Role::Single));
     }
 
     #[test]
@@ -238,6 +241,7 @@ mod tests {
         let srun = env(&[
             ("SLURM_PROCID", "1"),
             ("SLURM_NTASKS", "2"),
+            ("SLURM_STEP_NUM_TASKS", "2"),
             ("SLURM_STEP_NODELIST", "node1"),
             ("SLURM_JOB_ID", "42"),
             ("SLURM_LOCALID", "1"),

@@ -344,10 +344,8 @@ fn leave_the_group(command: &mut Command) {
     for var in RANK_VARIABLES {
         command.env_remove(var);
     }
-    // A Slurm step's task ids would make a train trial think it is one of several tasks.
-    if std::env::var("SLURM_NTASKS").is_ok_and(|n| n != "1") {
-        command.env("SLURM_NTASKS", "1").env("SLURM_PROCID", "0");
-    }
+    // An `srun` step's task variables would make a train trial one of the step's ranks.
+    command.env_remove("SLURM_STEP_NUM_TASKS");
 }
 
 /// The command of a trial's train or evaluate run: `with` is resolved exactly as a stage's
