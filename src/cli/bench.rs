@@ -41,11 +41,11 @@ pub struct AllReduceArgs {
     #[arg(long, default_value_t = 2)]
     pub ranks: usize,
     /// Size of the float32 array each rank contributes, in MiB.
-    #[arg(long, default_value_t = 32)]
-    pub mib: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub mib: u32,
     /// Timed all-reduces (after two untimed ones).
-    #[arg(long, default_value_t = 20)]
-    pub rounds: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -470,3 +470,48 @@ fn a_train_stage_with_ranks_runs_as_one_slurm_job_of_two_tasks() {
     assert_same_curve(&curve(&alone, "out"), &curve(&ws, "adapter"));
     assert_same_adapter(&alone.path("out"), &ws.path("adapter"));
 }
+
+/// A two-rank `pipe train` killed after its first checkpoint, then run again with
+/// `--resume`: both ranks take up rank 0's checkpoint and finish on the curve (and with the
+/// adapter) of one uninterrupted process.
+#[test]
+fn two_ranks_resume_a_killed_run_on_the_curve_of_one_uninterrupted_process() {
+    let alone = workspace(9, "save_every: 3\n");
+    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let ws = workspace(9, "save_every: 3\ndistributed: {ranks: 2}\n");
+    let dir = ws.dir.path().canonicalize().unwrap();
+    let mut child = pipe_train(&ws)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ws.exists("out/checkpoint/state.json") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint was written"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = Instant::now();
+    while !(rank_processes(&dir, 0).is_empty() && rank_processes(&dir, 1).is_empty()) {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "ranks outlived their launcher"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(curve(&ws, "out").len() < 9, "the kill came before the end");
+    output_ok(
+        pipe_train(&ws).arg("--resume"),
+        "pipe train --resume on 2 ranks",
+    );
+    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "out"));
+    assert_same_adapter(&alone.path("out"), &ws.path("out"));
+}

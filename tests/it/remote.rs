@@ -348,6 +348,20 @@ fn tune_trials_pushed_from_one_machine_are_reused_on_another_and_checked() {
         assert_eq!(y["reused"], true, "{y}");
     }
 
+    // B's new trials go up as a second journal snapshot beside A's; a third machine reads
+    // both merged and runs nothing.
+    let from_b = json(&b.pipe().args(["push", "--json"]).output().unwrap());
+    assert_eq!(of(&from_b, "tune trial", "pushed"), 2, "{from_b}");
+    let snapshots = std::fs::read_dir(remote.join("v1/tune/studies"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 2, "no push overwrites another's journal");
+    let d = tune_machine(&remote, 6);
+    d.pipe().arg("pull").assert().success();
+    d.run_ok(&[]);
+    assert!(!d.exists("ran.log"), "D ran a trial: {}", d.read("ran.log"));
+    assert_eq!(trials(&d).len(), 6);
+
     // A damaged trial object on the share is refused, and no trial is taken from it.
     let key = on_a[0]["key"].as_str().unwrap();
     let record: Value = serde_json::from_str(

@@ -209,13 +209,13 @@ fn run_allreduce(printer: &Printer, args: AllReduceArgs) -> anyhow::Result<()> {
         .into());
     };
     let n = group.size();
-    let elements = (args.mib << 20) / 4;
+    let elements = ((args.mib as usize) << 20) / 4;
     let value = (group.rank() + 1) as f32;
     let x = mlx_rs::ops::full::<f32>(&[elements as i32], mlx_rs::array!(value))?;
     x.eval()?;
-    let mut seconds = Vec::with_capacity(args.rounds);
+    let mut seconds = Vec::with_capacity(args.rounds as usize);
     let want = (n * (n + 1) / 2) as f32;
-    for round in 0..args.rounds + 2 {
+    for round in 0..args.rounds as usize + 2 {
         let started = std::time::Instant::now();
         let summed = group.all_sum(&x)?;
         summed.eval()?;

@@ -2,14 +2,16 @@
 //! resumes a study where another left it and never reruns a trial it ran:
 //!
 //! ```text
-//! <remote>/v1/tune/trials/<key>.json       {"dir": "<hash>.dir"}: the trial's folder
-//! <remote>/v1/tune/studies/<study>.jsonl   the study's journal, merged across machines
+//! <remote>/v1/tune/trials/<key>.json                {"dir": "<hash>.dir"}: the trial's folder
+//! <remote>/v1/tune/studies/<study>.<part>.jsonl     journal snapshots, merged on read
 //! ```
 //!
 //! A trial's folder (its `trial.json`, parameters, metrics, log, and a train trial's
 //! adapter) goes up as a directory object like any out, so it is content-addressed and
-//! checked on the way down. Journals merge by trial key: each machine's order is kept and
-//! trials only another machine ran are appended, so concurrent pushes lose no trial.
+//! checked on the way down. A journal goes up as a new snapshot named by its content (the
+//! remote's journal merged with this machine's), never over another one: two machines
+//! pushing at once each add a snapshot, and readers merge every snapshot by trial key, so
+//! no push loses another's trials. Merging keeps the order of what was there first.
 
 use super::sync::{PullReport, PushReport, StageTransfer, closure, fetch_hashes};
 use super::{Remote, RemoteError};
@@ -20,8 +22,42 @@ fn trial_rel(key: &str) -> String {
     format!("tune/trials/{key}.json")
 }
 
-fn study_rel(study: &str) -> String {
-    format!("tune/studies/{study}.jsonl")
+fn snapshot_rel(study: &str, text: &str) -> String {
+    let part = &crate::cache::hash_bytes(text.as_bytes())[..16];
+    format!("tune/studies/{study}.{part}.jsonl")
+}
+
+/// Trial keys and study keys are blake3 hex; a listed name that is not one is no record
+/// of ours (and must never become a path).
+fn is_key(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Every study on the remote with its snapshots' names.
+fn remote_studies(
+    remote: &Remote,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, RemoteError> {
+    let mut studies: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in remote.list_records("tune/studies/")? {
+        if let Some((study, _)) = name.split_once('.')
+            && is_key(study)
+            && name.ends_with(".jsonl")
+        {
+            studies.entry(study.to_owned()).or_default().push(name);
+        }
+    }
+    Ok(studies)
+}
+
+/// A study's journal on the remote: every snapshot merged, in name order.
+fn remote_journal(remote: &Remote, snapshots: &[String]) -> Result<String, RemoteError> {
+    let mut merged = String::new();
+    for name in snapshots {
+        if let Some(bytes) = remote.get_record(&format!("tune/studies/{name}"))? {
+            merged = merge_journals(&merged, &String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(merged)
 }
 
 /// The workspace-relative path of a trial's folder.
@@ -39,7 +75,7 @@ pub fn push_trials(
     let trials = TrialStore::open(store.root());
     let mut pending = Vec::new();
     for key in trials.finished_trials() {
-        if remote.get_record(&trial_rel(&key))?.is_some() {
+        if !is_key(&key) || remote.get_record(&trial_rel(&key))?.is_some() {
             continue;
         }
         if let Some(hash) = store.store_path(&trial_path(&key))? {
@@ -57,18 +93,17 @@ pub fn push_trials(
             state: "pushed",
         });
     }
-    for study in trials.studies() {
+    let on_remote = remote_studies(remote)?;
+    for study in trials.studies().into_iter().filter(|s| is_key(s)) {
         let mine = trials.journal_text(&study);
-        let theirs = remote
-            .get_record(&study_rel(&study))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let snapshots = on_remote.get(&study).map_or(&[][..], Vec::as_slice);
+        let theirs = remote_journal(remote, snapshots)?;
         // The remote's order first: machines that pushed before keep their trial indexes.
         let merged = merge_journals(&theirs, &mine);
         let state = if merged == theirs {
             "up-to-date"
         } else {
-            remote.put_record(&study_rel(&study), merged.into_bytes())?;
+            remote.put_record(&snapshot_rel(&study, &merged), merged.into_bytes())?;
             "pushed"
         };
         report.stages.push(StageTransfer {
@@ -90,7 +125,7 @@ pub fn pull_trials(
     let trials = TrialStore::open(store.root());
     let have: std::collections::BTreeSet<String> = trials.finished_trials().into_iter().collect();
     for name in remote.list_records("tune/trials/")? {
-        let Some(key) = name.strip_suffix(".json") else {
+        let Some(key) = name.strip_suffix(".json").filter(|k| is_key(k)) else {
             continue;
         };
         if have.contains(key) {
@@ -134,23 +169,18 @@ pub fn pull_trials(
             state,
         });
     }
-    for name in remote.list_records("tune/studies/")? {
-        let Some(study) = name.strip_suffix(".jsonl") else {
-            continue;
-        };
-        let Some(theirs) = remote.get_record(&study_rel(study))? else {
-            continue;
-        };
+    for (study, snapshots) in remote_studies(remote)? {
+        let theirs = remote_journal(remote, &snapshots)?;
         let added = trials
-            .merge_journal(study, &String::from_utf8_lossy(&theirs))
+            .merge_journal(&study, &theirs)
             .map_err(|e| RemoteError::BadRecord {
-                key: study_rel(study),
+                key: format!("tune/studies/{study}"),
                 remote: remote.location().to_string(),
                 why: format!("cannot merge it into the local journal: {e}"),
             })?;
         report.stages.push(StageTransfer {
             stage: "tune study".into(),
-            fingerprint: study.to_owned(),
+            fingerprint: study,
             state: if added > 0 { "pulled" } else { "up-to-date" },
         });
     }

@@ -70,8 +70,15 @@ fn wait_all(children: &mut [Child]) -> anyhow::Result<()> {
     loop {
         let mut failed: Vec<(usize, ExitStatus)> = Vec::new();
         for (rank, child) in children.iter_mut().enumerate() {
+            let status = match child.try_wait() {
+                Ok(s) => s,
+                Err(e) => {
+                    stop(children);
+                    bail!("cannot wait for rank {rank}: {e}");
+                }
+            };
             if done[rank].is_none()
-                && let Some(status) = child.try_wait()?
+                && let Some(status) = status
             {
                 done[rank] = Some(status);
                 if !status.success() {
@@ -82,6 +89,17 @@ fn wait_all(children: &mut [Child]) -> anyhow::Result<()> {
         // A rank killed by a signal is the cause; peers that then lost it fail after.
         failed.sort_by_key(|(_, s)| s.code().is_some());
         if let Some((rank, status)) = failed.first() {
+            // The others usually fail at the same step (a divergence, bad data): let them
+            // end on their own, rank 0 finishing its checkpoint rollback, before stopping
+            // whatever is left waiting for the failed rank.
+            let grace = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < grace
+                && children
+                    .iter_mut()
+                    .any(|c| matches!(c.try_wait(), Ok(None)))
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             stop(children);
             bail!(
                 "rank {rank} of {ranks} {}; the other ranks were stopped so none waits for it. {}",

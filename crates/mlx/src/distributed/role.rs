@@ -4,7 +4,7 @@
 //!
 //! - `MLX_RANK` (with `MLX_HOSTFILE`): MLX's ring backend, set by `mlx.launch` and by
 //!   pipe's own launcher for `distributed: {ranks: N}`;
-//! - `OMPI_COMM_WORLD_RANK` or `PMI_RANK`: an MPI launcher, MLX's MPI backend;
+//! - `OMPI_COMM_WORLD_RANK`: OpenMPI's `mpirun`, MLX's MPI backend;
 //! - `SLURM_PROCID` with `SLURM_STEP_NUM_TASKS` > 1: a task of an `srun` step; pipe writes
 //!   the ring hostfile from the step's nodes (see [`slurm_hostfile`]). A batch script's own
 //!   process has no step variables, so a job of several tasks does not make it a rank.
@@ -114,21 +114,18 @@ pub fn role(env: &HashMap<String, String>, ranks: usize) -> Result<Role, String>
             slurm: None,
         }));
     }
-    for (rank_key, size_key) in [
-        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-        ("PMI_RANK", "PMI_SIZE"),
-    ] {
-        if let Some(rank) = number(rank_key)? {
-            let size = number(size_key)?;
-            if size.is_some_and(|n| n > 1) {
-                return Ok(Role::Rank(Launched {
-                    rank,
-                    size,
-                    backend: Backend::Mpi,
-                    launcher: "an MPI launcher",
-                    slurm: None,
-                }));
-            }
+    // OpenMPI's own variables only: `PMI_RANK` is also set by Slurm's pmi2 plugin in every
+    // srun task and by MPICH, neither of which MLX's MPI backend (OpenMPI) joins.
+    if let Some(rank) = number("OMPI_COMM_WORLD_RANK")? {
+        let size = number("OMPI_COMM_WORLD_SIZE")?;
+        if size.is_some_and(|n| n > 1) {
+            return Ok(Role::Rank(Launched {
+                rank,
+                size,
+                backend: Backend::Mpi,
+                launcher: "mpirun (OpenMPI)",
+                slurm: None,
+            }));
         }
     }
     if let (Some(rank), Some(size)) = (number("SLURM_PROCID")?, number("SLURM_STEP_NUM_TASKS")?)
@@ -254,6 +251,21 @@ mod tests {
             l.slurm.as_ref().map(|s| (s.job_id, s.local_id)),
             Some((42, 1))
         );
+    }
+
+    #[test]
+    fn slurm_pmi_variables_do_not_make_an_mpi_rank() {
+        let pmi2_task = env(&[
+            ("PMI_RANK", "1"),
+            ("PMI_SIZE", "2"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_STEP_NUM_TASKS", "2"),
+        ]);
+        let Ok(Role::Rank(l)) = role(&pmi2_task, 1) else {
+            panic!("a Slurm rank")
+        };
+        assert_eq!((l.backend, l.launcher), (Backend::Ring, "srun"));
     }
 
     #[test]

@@ -116,7 +116,9 @@ pub fn train(
         Some(_) => None,
         None => {
             let choice = rank_auto::measure(&probe, data.as_ref().map(|d| d.train.as_slice()))?;
-            eprintln!("rank: auto -> {}: {}", choice.rank, choice.reason);
+            if crate::distributed::is_lead() {
+                eprintln!("rank: auto -> {}: {}", choice.rank, choice.reason);
+            }
             Some(choice)
         }
     };
@@ -136,10 +138,12 @@ pub fn train(
                     .len(),
             };
             let choice = batch_auto::choose(examples);
-            eprintln!(
-                "batch_size: auto -> {}: {}",
-                choice.batch_size, choice.reason
-            );
+            if crate::distributed::is_lead() {
+                eprintln!(
+                    "batch_size: auto -> {}: {}",
+                    choice.batch_size, choice.reason
+                );
+            }
             Some(choice)
         }
     };

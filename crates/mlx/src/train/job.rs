@@ -150,7 +150,7 @@ pub fn run_job_on(
         .count();
     let spec = trainer::prepare(&mut loaded.model, &job.config)?;
     if let Some(hint) = cache_hint(&loaded.model, &job.config, train_set.len())
-        && crate::distributed::is_lead()
+        && crate::distributed::world().is_none()
     {
         eprintln!("hint: {hint}");
     }

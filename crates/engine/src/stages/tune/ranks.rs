@@ -51,14 +51,15 @@ enum Round {
     Stop(String),
 }
 
-/// Every rank's value of `mine`, decoded as `T`.
+/// Every rank's value of `mine`, decoded as `T`. YAML, not JSON: a trial's numbers may
+/// be NaN or infinite (a log-EI of -inf, a non-numeric report), which JSON cannot carry.
 fn gather<T: for<'de> Deserialize<'de>>(
     ex: &dyn Exchange,
     mine: &impl Serialize,
 ) -> anyhow::Result<Vec<T>> {
-    ex.all_gather_bytes(&serde_json::to_vec(mine)?)?
+    ex.all_gather_bytes(serde_yaml::to_string(mine)?.as_bytes())?
         .iter()
-        .map(|b| Ok(serde_json::from_slice(b)?))
+        .map(|b| Ok(serde_yaml::from_slice(b)?))
         .collect()
 }
 

@@ -193,7 +193,7 @@ pub fn train(
     fs_err::create_dir_all(out_dir)?;
     let checkpoint_dir = out_dir.join("checkpoint");
     let resumed = if resume {
-        checkpoint::read_state(&checkpoint_dir)?
+        resume_state(&checkpoint_dir)?
     } else {
         None
     };
@@ -230,6 +230,59 @@ pub fn train(
         checkpoint::confirm(&run.checkpoint_dir)?;
     }
     run.summary(stopped)
+}
+
+/// The checkpoint to resume from. Over ranks, rank 0 reads it first (reading may repair an
+/// interrupted swap), then the others read what it left, and all must see the same step:
+/// ranks that resumed from different places would sum gradients of different weights.
+fn resume_state(dir: &Path) -> anyhow::Result<Option<CheckpointState>> {
+    let Some(group) = crate::distributed::world() else {
+        return checkpoint::read_state(dir);
+    };
+    let lead_read = match group.rank() {
+        0 => Some(checkpoint::read_state(dir)),
+        _ => None,
+    };
+    // Every rank waits here until rank 0 has read (and maybe repaired) the checkpoint;
+    // a failed read still joins, as -2, so that no rank waits for it forever.
+    let step_of = |r: &anyhow::Result<Option<CheckpointState>>| match r {
+        Ok(Some(s)) => s.step as i32,
+        Ok(None) => -1,
+        Err(_) => -2,
+    };
+    let mine = match lead_read {
+        Some(read) => read,
+        None => {
+            let barrier = group.all_sum(&mlx_rs::Array::from_int(0))?;
+            barrier.eval()?;
+            checkpoint::read_state(dir)
+        }
+    };
+    if group.rank() == 0 {
+        let barrier = group.all_sum(&mlx_rs::Array::from_int(0))?;
+        barrier.eval()?;
+    }
+    let steps = group.all_gather(&mlx_rs::Array::from_slice(&[step_of(&mine)], &[1]))?;
+    steps.eval()?;
+    let steps: Vec<i32> = steps.as_slice::<i32>().to_vec();
+    let state = mine?;
+    if steps.iter().any(|&s| s != steps[0]) {
+        let seen: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .map(|(r, s)| match s {
+                -1 => format!("rank {r}: none"),
+                -2 => format!("rank {r}: unreadable"),
+                s => format!("rank {r}: step {s}"),
+            })
+            .collect();
+        bail!(
+            "--resume over ranks needs the checkpoint in {} on a disk every rank shares, and the ranks see different ones ({}); copy rank 0's out folder to the others (or resume on one machine)",
+            dir.display(),
+            seen.join(", ")
+        );
+    }
+    Ok(state)
 }
 
 /// Over ranks, every rank must split its steps alike: a measured `micro_batch: auto` may
@@ -430,7 +483,15 @@ impl<'a> Run<'a> {
     ) -> anyhow::Result<Verdict> {
         let began = Instant::now();
         let config = &self.config;
-        mlx_rs::random::seed(config.seed.wrapping_mul(1_000_003).wrapping_add(step))?;
+        // Each rank draws its own dropout masks (rank 0's are a single process's).
+        let rank = crate::distributed::world().map_or(0, |g| g.rank() as u64);
+        mlx_rs::random::seed(
+            config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(step)
+                .wrapping_add(rank << 32),
+        )?;
         let lr = self.schedule.lr_at(step) as f32;
         let acc = step::accumulate(
             model,
@@ -538,16 +599,18 @@ impl<'a> Run<'a> {
         validated: bool,
         verdict: Verdict,
     ) -> anyhow::Result<()> {
-        if !self.lead {
-            // The others' weights are the lead's: one writer, no races on the out folder.
-            return Ok(());
-        }
         let config = &self.config;
         let last = self.data.valid.is_empty() && done == config.iters;
-        if verdict == Verdict::Improved || last {
+        // The other ranks' weights are the lead's: one writer, no races on the out folder.
+        // They keep the checkpoint bookkeeping, so their messages name the same steps.
+        if (verdict == Verdict::Improved || last) && self.lead {
             checkpoint::save_adapter(model, spec, config.method, self.out_dir)?;
         }
         if (config.save_every > 0 && done.is_multiple_of(config.save_every)) || validated {
+            if !self.lead {
+                self.pending_checkpoint = Some(done);
+                return Ok(());
+            }
             self.acts.persist();
             let state = CheckpointState {
                 step: done,

@@ -168,12 +168,16 @@ fn sum_counts(
     tokens: usize,
     positions: usize,
 ) -> anyhow::Result<(Array, usize, usize)> {
-    let counts = Array::from_slice(&[tokens as f32, positions as f32], &[2]);
-    let packed = mlx_rs::ops::concatenate(&[loss_sum.reshape(&[1])?, counts], 0)?;
-    let total = group.all_sum(&packed)?;
-    total.eval()?;
-    let v: &[f32] = total.as_slice();
-    Ok((array!(v[0]), v[1].round() as usize, v[2].round() as usize))
+    // Counts go as integers: float32 is exact only up to 2^24.
+    let counts = Array::from_slice(&[tokens as i32, positions as i32], &[2]);
+    let (loss, counts) = (group.all_sum(loss_sum)?, group.all_sum(&counts)?);
+    mlx_rs::transforms::eval([&loss, &counts])?;
+    let c: &[i32] = counts.as_slice();
+    Ok((
+        loss,
+        usize::try_from(c[0]).unwrap_or(0),
+        usize::try_from(c[1]).unwrap_or(0),
+    ))
 }
 
 /// The outcome of an applied step.

@@ -60,13 +60,11 @@ pub fn validation_loss_with(
         tokens += batch.loss_tokens;
     }
     if let Some(group) = world {
-        let sums = group.all_sum(&mlx_rs::Array::from_slice(
-            &[total as f32, tokens as f32],
-            &[2],
-        ))?;
-        sums.eval()?;
-        let v: &[f32] = sums.as_slice();
-        (total, tokens) = (f64::from(v[0]), v[1].round() as usize);
+        let loss = group.all_sum(&mlx_rs::Array::from_f32(total as f32))?;
+        let count = group.all_sum(&mlx_rs::Array::from_int(tokens as i32))?;
+        mlx_rs::transforms::eval([&loss, &count])?;
+        total = f64::from(loss.item_exact::<f32>());
+        tokens = usize::try_from(count.item_exact::<i32>()).unwrap_or(0);
     }
     if tokens == 0 {
         bail!("the validation set has no loss-carrying tokens");
