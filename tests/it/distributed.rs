@@ -61,6 +61,31 @@ fn job(iters: u64) -> String {
     )
 }
 
+/// A one-process run of [`workspace`]`(iters, extra)`: what ranks must reproduce.
+fn trained_alone(iters: u64, extra: &str) -> Ws {
+    let alone = workspace(iters, extra);
+    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    alone
+}
+
+/// A pipeline whose train stage is [`job`]`(iters)` on 2 ranks, into `adapter`.
+fn two_rank_stage(iters: u64) -> String {
+    format!(
+        "stages:\n  train:\n    kind: train\n    with:\n{}      out_dir: adapter\n      distributed: {{ranks: 2}}\n",
+        job(iters)
+            .lines()
+            .filter(|l| !l.starts_with("out_dir"))
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    )
+}
+
+/// `ws`'s run in `dir` has the curve and the adapter of `alone`'s (in `out`).
+fn assert_same_training(alone: &Ws, ws: &Ws, dir: &str) {
+    assert_same_curve(&curve(alone, "out"), &curve(ws, dir));
+    assert_same_adapter(&alone.path("out"), &ws.path(dir));
+}
+
 fn pipe_train(ws: &Ws) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("pipe"));
     c.args(["train", "--config", "job.yaml"])
@@ -140,9 +165,7 @@ fn assert_same_adapter(a: &std::path::Path, b: &std::path::Path) {
 #[test]
 fn two_local_ranks_train_the_curve_and_adapter_of_one_process_with_one_writer() {
     // One process.
-    let alone = workspace(6, "");
-    output_ok(&mut pipe_train(&alone), "pipe train alone");
-    let expected = curve(&alone, "out");
+    let alone = trained_alone(6, "");
 
     // `pipe train` with two ranks: one result on stdout, from rank 0.
     let ranks = workspace(6, "distributed: {ranks: 2}\n");
@@ -157,23 +180,14 @@ fn two_local_ranks_train_the_curve_and_adapter_of_one_process_with_one_writer() 
         1,
         "one announcement:\n{stderr}"
     );
-    assert_same_curve(&expected, &curve(&ranks, "out"));
-    assert_same_adapter(&alone.path("out"), &ranks.path("out"));
+    assert_same_training(&alone, &ranks, "out");
 
     // A train stage of `pipe run` with two ranks: the same, through the stage's process.
     let staged = workspace(6, "");
-    staged.pipeline(&format!(
-        "stages:\n  train:\n    kind: train\n    with:\n{}      out_dir: adapter\n      distributed: {{ranks: 2}}\n",
-        job(6)
-            .lines()
-            .filter(|l| !l.starts_with("out_dir"))
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    ));
+    staged.pipeline(&two_rank_stage(6));
     let run = staged.run_ok(&[]);
     assert!(run.ran().contains("train"), "{:?}", run.events);
-    assert_same_curve(&expected, &curve(&staged, "adapter"));
-    assert_same_adapter(&alone.path("out"), &staged.path("adapter"));
+    assert_same_training(&alone, &staged, "adapter");
     let again = staged.run_ok(&[]);
     assert!(again.ran().is_empty(), "a second run is a no-op");
 }
@@ -262,8 +276,7 @@ fn a_rank_that_dies_ends_the_run_at_once_naming_it() {
 
 #[test]
 fn mlx_launch_starts_pipe_train_as_two_ranks_unchanged() {
-    let alone = workspace(6, "");
-    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let alone = trained_alone(6, "");
     let ws = workspace(6, "");
     let python = crate::mlx_lm_compat::mlx_lm_python();
     let pipe = assert_cmd::cargo::cargo_bin("pipe");
@@ -280,14 +293,12 @@ fn mlx_launch_starts_pipe_train_as_two_ranks_unchanged() {
     let out = output_ok(&mut launch, "mlx.launch -n 2 -- pipe train");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("on 2 ranks"), "{stderr}");
-    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "out"));
-    assert_same_adapter(&alone.path("out"), &ws.path("out"));
+    assert_same_training(&alone, &ws, "out");
 }
 
 #[test]
 fn srun_starts_pipe_train_as_two_ranks_on_a_real_slurm_node() {
-    let alone = workspace(6, "");
-    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let alone = trained_alone(6, "");
     let cluster = crate::slurm::Cluster::start();
     let ws = workspace(6, "");
     let pipe = assert_cmd::cargo::cargo_bin("pipe");
@@ -308,8 +319,7 @@ fn srun_starts_pipe_train_as_two_ranks_on_a_real_slurm_node() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("on 2 ranks").count(), 1, "{stderr}");
-    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "out"));
-    assert_same_adapter(&alone.path("out"), &ws.path("out"));
+    assert_same_training(&alone, &ws, "out");
 }
 
 /// A command trial that sleeps a second, appends `index start end` to `ranks.log` and
@@ -433,18 +443,10 @@ fn gp_on_two_ranks_keeps_its_lead_over_random_search_on_branin_and_hartmann6() {
 /// rank started by `srun`, and leaves the adapter one process trains.
 #[test]
 fn a_train_stage_with_ranks_runs_as_one_slurm_job_of_two_tasks() {
-    let alone = workspace(6, "");
-    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let alone = trained_alone(6, "");
     let cluster = crate::slurm::Cluster::start();
     let ws = workspace(6, "");
-    ws.pipeline(&format!(
-        "stages:\n  train:\n    kind: train\n    with:\n{}      out_dir: adapter\n      distributed: {{ranks: 2}}\n",
-        job(6)
-            .lines()
-            .filter(|l| !l.starts_with("out_dir"))
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    ));
+    ws.pipeline(&two_rank_stage(6));
     let conf = cluster.conf();
     let run = ws.run_env(
         &["--executor", "slurm"],
@@ -467,8 +469,7 @@ fn a_train_stage_with_ranks_runs_as_one_slurm_job_of_two_tasks() {
         .to_owned();
     let record = cluster.job_record(&job);
     assert!(record.contains("NumTasks=2"), "{record}");
-    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "adapter"));
-    assert_same_adapter(&alone.path("out"), &ws.path("adapter"));
+    assert_same_training(&alone, &ws, "adapter");
 }
 
 /// A two-rank `pipe train` killed after its first checkpoint, then run again with
@@ -476,8 +477,7 @@ fn a_train_stage_with_ranks_runs_as_one_slurm_job_of_two_tasks() {
 /// adapter) of one uninterrupted process.
 #[test]
 fn two_ranks_resume_a_killed_run_on_the_curve_of_one_uninterrupted_process() {
-    let alone = workspace(9, "save_every: 3\n");
-    output_ok(&mut pipe_train(&alone), "pipe train alone");
+    let alone = trained_alone(9, "save_every: 3\n");
     let ws = workspace(9, "save_every: 3\ndistributed: {ranks: 2}\n");
     let dir = ws.dir.path().canonicalize().unwrap();
     let mut child = pipe_train(&ws)
@@ -512,6 +512,5 @@ fn two_ranks_resume_a_killed_run_on_the_curve_of_one_uninterrupted_process() {
         pipe_train(&ws).arg("--resume"),
         "pipe train --resume on 2 ranks",
     );
-    assert_same_curve(&curve(&alone, "out"), &curve(&ws, "out"));
-    assert_same_adapter(&alone.path("out"), &ws.path("out"));
+    assert_same_training(&alone, &ws, "out");
 }

@@ -24,17 +24,12 @@ fn tune_over_ranks(config: &Value, root: &Path) -> anyhow::Result<()> {
         .pointer("/distributed/ranks")
         .and_then(Value::as_u64)
         .unwrap_or(1);
-    match crate::distributed::role::current(ranks as usize)? {
-        crate::distributed::Role::Single => pipe_engine::stages::tune::run(config, root),
-        _ => {
-            if !crate::distributed::take_part(ranks as usize)? {
-                return Ok(());
-            }
-            match crate::distributed::world() {
-                Some(group) => pipe_engine::stages::tune::run_ranked(config, root, group),
-                None => pipe_engine::stages::tune::run(config, root),
-            }
-        }
+    if !crate::distributed::take_part(ranks as usize)? {
+        return Ok(());
+    }
+    match crate::distributed::world() {
+        Some(group) => pipe_engine::stages::tune::run_ranked(config, root, group),
+        None => pipe_engine::stages::tune::run(config, root),
     }
 }
 
