@@ -41,6 +41,7 @@ mod schedule;
 mod schema;
 pub mod serve;
 mod show;
+pub mod slurm_task;
 mod status;
 pub mod tokens;
 mod tracking;
@@ -100,6 +101,9 @@ pub enum Command {
     /// Run one built-in stage (used by `pipe run`; not for direct use).
     #[command(name = "__run-stage", hide = true)]
     RunStage(run_stage::Args),
+    /// Run one task of a Slurm job array (used by `pipe run --executor slurm`).
+    #[command(name = "__slurm-task", hide = true)]
+    SlurmTask(slurm_task::Args),
     /// Merge an adapter into its base model and save a Hugging Face directory.
     Fuse(fuse::Args),
     /// Write a model or an adapter in another tool's format (GGUF for llama.cpp).
@@ -186,6 +190,7 @@ pub fn run_engine(printer: &Printer, command: Command) -> anyhow::Result<()> {
         Command::Cache(cmd) => cache::run(printer, cmd),
         Command::Schema(args) => schema::run(printer, args),
         Command::Ui(args) => ui::run(printer, args),
+        Command::SlurmTask(args) => slurm_task::run(args),
         // An HTTP load generator: no MLX, so `pipe` runs it itself.
         Command::Bench(bench::Command::Serve(args)) => bench_serve::run(printer, &args),
         // Writes a text file from the pipeline: no MLX.

@@ -460,3 +460,126 @@ fn stages_run_as_slurm_jobs_and_leave_what_a_local_run_leaves() {
         "the record of a finished job is removed"
     );
 }
+
+/// A matrix stage whose expansions read their own input file, and a stage gathering them.
+/// Each expansion records the array job and task it ran as, and the word it was given.
+const MATRIX: &str = r#"stages:
+  shard:
+    matrix:
+      n: [0, 1, 2]
+    cmd: mkdir -p out && { cat in/{{ matrix.n }}.txt; echo "array ${SLURM_ARRAY_JOB_ID:-none} ${SLURM_ARRAY_TASK_ID:-none}"; } > out/{{ matrix.n }}.txt
+    deps: ["in/{{ matrix.n }}.txt"]
+    outs: ["out/{{ matrix.n }}.txt"]
+  gather:
+    cmd: cat out/0.txt out/1.txt out/2.txt > out/all.txt
+    deps: [out/0.txt, out/1.txt, out/2.txt]
+    outs: [out/all.txt]
+"#;
+
+/// The `array JOB TASK` a shard's out records.
+fn array_of(text: &str) -> (String, String) {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("array "))
+        .unwrap_or_else(|| panic!("no array line in {text:?}"));
+    let (job, task) = line.split_once(' ').unwrap();
+    (job.to_owned(), task.to_owned())
+}
+
+#[test]
+fn a_matrix_runs_as_one_job_array_and_only_its_stale_expansions_rerun() {
+    let cluster = Cluster::start();
+    let conf = cluster.conf();
+    let env = [("SLURM_CONF", conf.to_str().unwrap())];
+    let ws = Ws::new();
+    for n in 0..3 {
+        ws.file(&format!("in/{n}.txt"), &format!("input {n}\n"));
+    }
+    ws.pipeline(MATRIX);
+
+    let run = ws.run_env(&["--executor", "slurm"], &env);
+    assert_eq!(
+        run.code,
+        0,
+        "{}\n{:#?}\n{}",
+        run.stderr,
+        run.events,
+        cluster.logs()
+    );
+    assert_eq!(
+        run.ran(),
+        set(&["shard@n=0", "shard@n=1", "shard@n=2", "gather"])
+    );
+    // The three expansions were the three tasks of one array.
+    let shards: Vec<(String, String)> = (0..3)
+        .map(|n| array_of(&ws.read(&format!("out/{n}.txt"))))
+        .collect();
+    let job = &shards[0].0;
+    assert!(job.parse::<u64>().is_ok(), "{shards:?}");
+    assert!(shards.iter().all(|(j, _)| j == job), "{shards:?}");
+    let mut tasks: Vec<&str> = shards.iter().map(|(_, t)| t.as_str()).collect();
+    tasks.sort();
+    assert_eq!(tasks, ["0", "1", "2"]);
+    let record = cluster.job_record(&format!("{job}_0"));
+    assert!(
+        record.contains("JobName=pipe:shard") && record.contains(&format!("ArrayJobId={job}")),
+        "{record}"
+    );
+    // Each stage's own log has its command's output and names its task.
+    let logs = ws.path("cache/logs");
+    let log_of = |stage: &str| -> String {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy() == format!("{stage}.log"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|| panic!("no log of {stage}"))
+    };
+    let one = log_of("shard@n=1");
+    assert!(one.contains(&format!("is Slurm job {job}_")), "{one}");
+    // Outs and the lock file are a local run's: the gathered file holds each input, and a
+    // local run has nothing to do. The task files are gone.
+    let all = ws.read("out/all.txt");
+    for n in 0..3 {
+        assert!(all.contains(&format!("input {n}\n")), "{all}");
+    }
+    assert!(ws.run_ok(&[]).started().is_empty());
+    let arrays = ws.path("cache/slurm/arrays");
+    assert!(
+        !arrays.exists() || arrays.read_dir().unwrap().next().is_none(),
+        "task files left in {arrays:?}"
+    );
+
+    // One changed input reruns its expansion alone, as a plain job.
+    ws.file("in/1.txt", "input 1, edited\n");
+    let again = ws.run_env(&["--executor", "slurm"], &env);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.ran(), set(&["shard@n=1", "gather"]));
+    assert_eq!(array_of(&ws.read("out/1.txt")).0, "none");
+    assert_eq!(array_of(&ws.read("out/0.txt")).0, *job);
+
+    // A task that fails fails its stage alone, with its exit status, and leaves no partial
+    // out; its siblings in the array finish and are recorded (--keep-going).
+    ws.pipeline(&MATRIX.replace(
+        "} > out/{{ matrix.n }}.txt",
+        "} > out/{{ matrix.n }}.txt; if [ {{ matrix.n }} = 2 ]; then exit 3; fi",
+    ));
+    let failed = ws.run_env(&["--executor", "slurm", "--keep-going"], &env);
+    assert_eq!(failed.code, 1, "{:#?}", failed.events);
+    assert_eq!(failed.ran(), set(&["shard@n=0", "shard@n=1"]));
+    assert_eq!(failed.failed(), set(&["shard@n=2"]));
+    let error = failed.event("stage-failed", "shard@n=2")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (array, _) = array_of(&ws.read("out/0.txt"));
+    assert_eq!(error, format!("Slurm job {array}_2 exited with status 3"));
+    assert!(!ws.exists("out/2.txt"), "a partial out survived");
+    assert!(
+        failed
+            .events
+            .iter()
+            .any(|e| e["event"] == "stage-skipped" && e["stage"] == "gather")
+    );
+}

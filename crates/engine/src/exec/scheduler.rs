@@ -91,18 +91,24 @@ pub fn run(
                 running.signal_all(Signal::Kill);
                 killed_at = None;
             }
-            while let Some((i, log)) = c.next_to_start()? {
+            while let Some(launch) = c.next_to_start()? {
                 let (tx, running) = (tx.clone(), &running);
-                let stage = &pipeline.stages[i];
-                scope.spawn(move || {
-                    let t = Instant::now();
-                    let result =
-                        worker::execute(pipeline, store, stage, i, &log, &opts.executor, running);
-                    let _ = tx.send(Finished {
-                        idx: i,
-                        result,
-                        duration: t.elapsed(),
-                    });
+                scope.spawn(move || match (launch.as_slice(), &opts.executor) {
+                    ([(i, log)], executor) => {
+                        let t = Instant::now();
+                        let stage = &pipeline.stages[*i];
+                        let result =
+                            worker::execute(pipeline, store, stage, *i, log, executor, running);
+                        let _ = tx.send(Finished {
+                            idx: *i,
+                            result,
+                            duration: t.elapsed(),
+                        });
+                    }
+                    (siblings, super::Executor::Slurm(slurm)) => {
+                        worker::execute_array(pipeline, store, siblings, slurm, running, &tx)
+                    }
+                    (_, super::Executor::Local) => unreachable!("local stages start one by one"),
                 });
             }
             if c.running == 0 {
@@ -238,30 +244,14 @@ impl<'a, 'e> Coordinator<'a, 'e> {
 
     /// Walks pending stages in order, settling those that need no worker (skipped, frozen,
     /// up to date, restored, failed checks), and returns the first one that must run and
-    /// fits, with its tokens taken and its `stage-start` emitted.
-    fn next_to_start(&mut self) -> Result<Option<(usize, PathBuf)>, ExecError> {
+    /// fits, with its tokens taken and its `stage-start` emitted. On Slurm, a matrix stage
+    /// comes with the siblings that can start with it, to run as one job array.
+    fn next_to_start(&mut self) -> Result<Option<Vec<(usize, PathBuf)>>, ExecError> {
         for &i in self.dag.order() {
             if self.stopping {
                 return Ok(None);
             }
-            if self.state[i] != State::Pending {
-                continue;
-            }
-            let ups: Vec<usize> = self.dag.upstream(i).map(|(u, _)| u).collect();
-            if let Some(&bad) = ups
-                .iter()
-                .find(|&&u| matches!(self.state[u], State::Failed | State::Skipped))
-            {
-                self.state[i] = State::Skipped;
-                self.summary.skipped += 1;
-                let (stage, because) = (self.name(i), self.name(bad));
-                (self.emit)(&Event::StageSkipped { stage, because });
-                continue;
-            }
-            if !ups
-                .iter()
-                .all(|&u| matches!(self.state[u], State::Done { .. }))
-            {
+            if self.state[i] != State::Pending || !self.upstream_done(i) {
                 continue;
             }
             let Some(check) = self.decide(i)? else {
@@ -274,30 +264,100 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             });
             // The cluster places Slurm jobs by what they ask for (`sbatch_options`).
             let here = matches!(self.opts.executor, super::Executor::Local);
-            if self.running >= self.opts.jobs.max(1) || (here && !fits) {
+            if self.slots_full() || (here && !fits) {
                 self.checks[i] = Some(check);
                 continue;
             }
-            for (k, v) in demand {
-                *self.used.entry(k).or_default() += v;
+            let mut launch = vec![(i, self.start(i, check)?)];
+            if let super::Executor::Slurm(slurm) = &self.opts.executor {
+                for j in self.array_siblings(i, &slurm.sbatch_args) {
+                    if self.slots_full() || self.stopping {
+                        break;
+                    }
+                    if let Some(check) = self.decide(j)? {
+                        launch.push((j, self.start(j, check)?));
+                    }
+                }
             }
-            let (log, _) = log_paths(self.pipeline, &stage.name);
-            worker::prepare_outs(self.store, stage, &log)?;
-            let progress_file = progress::path_for(&log);
-            let _ = std::fs::remove_file(&progress_file);
-            self.progress.insert(i, (progress_file, None));
-            self.running += 1;
-            self.state[i] = State::Running;
-            self.started[i] = Some(utc_now());
-            (self.emit)(&Event::StageStart {
-                stage: stage.name.clone(),
-                reasons: check.reasons.clone(),
-                log: log.clone(),
-            });
-            self.checks[i] = Some(check);
-            return Ok(Some((i, log)));
+            return Ok(Some(launch));
         }
         Ok(None)
+    }
+
+    /// Whether `-j` stages are running.
+    fn slots_full(&self) -> bool {
+        self.running >= self.opts.jobs.max(1)
+    }
+
+    /// Settles a pending stage below a failed or skipped one as skipped; whether all of a
+    /// pending stage's upstream stages are done.
+    fn upstream_done(&mut self, i: usize) -> bool {
+        let ups: Vec<usize> = self.dag.upstream(i).map(|(u, _)| u).collect();
+        if let Some(&bad) = ups
+            .iter()
+            .find(|&&u| matches!(self.state[u], State::Failed | State::Skipped))
+        {
+            self.state[i] = State::Skipped;
+            self.summary.skipped += 1;
+            let (stage, because) = (self.name(i), self.name(bad));
+            (self.emit)(&Event::StageSkipped { stage, because });
+            return false;
+        }
+        ups.iter()
+            .all(|&u| matches!(self.state[u], State::Done { .. }))
+    }
+
+    /// The pending expansions of matrix stage `i`'s matrix that are ready too and ask
+    /// Slurm for the same placement, so they can join its job array.
+    fn array_siblings(&mut self, i: usize, extra: &[String]) -> Vec<usize> {
+        let stage = &self.pipeline.stages[i];
+        if stage.matrix.is_empty() {
+            return Vec::new();
+        }
+        let root = &self.pipeline.root;
+        let placement = super::slurm::placement(stage, root, extra);
+        let candidates: Vec<usize> = self
+            .dag
+            .order()
+            .iter()
+            .copied()
+            .filter(|&j| {
+                let other = &self.pipeline.stages[j];
+                j != i
+                    && self.state[j] == State::Pending
+                    && other.base == stage.base
+                    && !other.matrix.is_empty()
+                    && super::slurm::placement(other, root, extra) == placement
+            })
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|&j| self.upstream_done(j))
+            .collect()
+    }
+
+    /// Takes a stage's tokens and starts it: its outs are cleared, its `stage-start`
+    /// emitted; returns its log.
+    fn start(&mut self, i: usize, check: Check) -> Result<PathBuf, ExecError> {
+        let stage = &self.pipeline.stages[i];
+        for (k, v) in demand(stage, &self.opts.capacity) {
+            *self.used.entry(k).or_default() += v;
+        }
+        let (log, _) = log_paths(self.pipeline, &stage.name);
+        worker::prepare_outs(self.store, stage, &log)?;
+        let progress_file = progress::path_for(&log);
+        let _ = std::fs::remove_file(&progress_file);
+        self.progress.insert(i, (progress_file, None));
+        self.running += 1;
+        self.state[i] = State::Running;
+        self.started[i] = Some(utc_now());
+        (self.emit)(&Event::StageStart {
+            stage: stage.name.clone(),
+            reasons: check.reasons.clone(),
+            log: log.clone(),
+        });
+        self.checks[i] = Some(check);
+        Ok(log)
     }
 
     /// For a stage whose upstream is done: settles it without a worker when possible

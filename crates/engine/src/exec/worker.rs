@@ -117,6 +117,11 @@ pub(crate) fn execute(
         Executor::Local => run_here(&mut command, pipeline, stage, idx, running)?,
         Executor::Slurm(slurm) => on_slurm(&command, pipeline, stage, idx, log, slurm, running)?,
     }
+    store_outs(store, stage)
+}
+
+/// Stores the outs of a stage whose command succeeded.
+fn store_outs(store: &Store, stage: &Stage) -> Result<BTreeMap<String, String>, String> {
     let mut outs = BTreeMap::new();
     for out in stage.all_outs() {
         match store.store_path(out) {
@@ -139,6 +144,107 @@ pub(crate) fn execute(
     Ok(outs)
 }
 
+/// Worker for matrix siblings on Slurm: runs the `stages` (index and log) as one job
+/// array ([`super::slurm::array`]) and reports each stage on `done` as its task ends.
+pub(crate) fn execute_array(
+    pipeline: &Pipeline,
+    store: &Store,
+    stages: &[(usize, PathBuf)],
+    slurm: &super::slurm::SlurmOptions,
+    running: &Running,
+    done: &std::sync::mpsc::Sender<Finished>,
+) {
+    use super::slurm::{self, JobState, array};
+    let start = std::time::Instant::now();
+    let report = |idx: usize, result: Result<BTreeMap<String, String>, String>| {
+        let _ = done.send(Finished {
+            idx,
+            result,
+            duration: start.elapsed(),
+        });
+    };
+    let first = &pipeline.stages[stages[0].0];
+    let prepared: Result<Vec<_>, String> = stages
+        .iter()
+        .map(|(idx, log)| {
+            let stage = &pipeline.stages[*idx];
+            let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
+            let mut command = super::launch::stage_command(stage, &pipeline.root, file.file())
+                .map_err(|e| format!("cannot prepare the command: {e}"))?;
+            command.env(super::progress::ENV, super::progress::path_for(log));
+            Ok((
+                slurm::job_command(&command, slurm::ranks_of(stage)),
+                log.clone(),
+            ))
+        })
+        .collect();
+    let placement = slurm::placement(first, &pipeline.root, &slurm.sbatch_args);
+    let submitted =
+        prepared.and_then(|tasks| array::submit(&pipeline.root, &first.base, &tasks, &placement));
+    let array = match submitted {
+        Ok(array) => array,
+        Err(e) => {
+            for (idx, _) in stages {
+                report(*idx, Err(e.clone()));
+            }
+            return;
+        }
+    };
+    // As for a single job: each task's record lets a later run cancel it if this process
+    // is killed, and `running` lets an interrupt cancel it.
+    let mut waiting: Vec<(usize, usize, String, Option<super::groups::Registration>)> = stages
+        .iter()
+        .enumerate()
+        .map(|(task, (idx, log))| {
+            let stage = &pipeline.stages[*idx];
+            let id = array.task(task);
+            note_job(log, &stage.name, &id);
+            let outs: Vec<String> = stage.all_outs().cloned().collect();
+            let what = format!("stage `{}`", stage.name);
+            let registration =
+                super::groups::register_slurm_job(&pipeline.root, &id, &what, &outs).ok();
+            running.jobs.lock().expect("jobs").insert(*idx, id.clone());
+            (task, *idx, id, registration)
+        })
+        .collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::with_capacity(waiting.len());
+        for (task, idx, id, registration) in waiting {
+            let result = match slurm::state(&id) {
+                Ok(JobState::Active(_)) => {
+                    still.push((task, idx, id, registration));
+                    continue;
+                }
+                Ok(JobState::Completed) => store_outs(store, &pipeline.stages[idx]),
+                Ok(ended) => {
+                    let mut error = ended.failure(&id).unwrap_or_default();
+                    if let Some(said) = array.runner_output(task) {
+                        error.push_str(&format!("\n  the task said: {said}"));
+                    }
+                    Err(error)
+                }
+                Err(e) => Err(e),
+            };
+            running.jobs.lock().expect("jobs").remove(&idx);
+            drop(registration);
+            report(idx, result);
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            std::thread::sleep(slurm.poll);
+        }
+    }
+    array.remove();
+}
+
+/// Writes the job id at the head of a stage's log.
+fn note_job(log: &std::path::Path, stage: &str, job: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(file, "pipe: stage `{stage}` is Slurm job {job}");
+    }
+}
+
 /// Runs `command` as a Slurm job and waits for it; the job id goes into the stage's `log`
 /// and into `running`, so an interrupt cancels the job.
 fn on_slurm(
@@ -157,10 +263,7 @@ fn on_slurm(
     let mut registration = None;
     let command = super::slurm::job_command(command, super::slurm::ranks_of(stage));
     let result = super::slurm::run_job(&command, &pipeline.root, &options, slurm.poll, |job| {
-        use std::io::Write;
-        if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
-            let _ = writeln!(file, "pipe: stage `{}` is Slurm job {job}", stage.name);
-        }
+        note_job(log, &stage.name, job);
         registration = super::groups::register_slurm_job(
             &pipeline.root,
             job,

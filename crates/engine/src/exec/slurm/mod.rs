@@ -10,6 +10,9 @@
 //! date, and one whose outs are in the run cache is restored; neither should take a node.
 //! Only pipe knows that, and only once the upstream jobs have ended.
 //!
+//! Matrix expansions that become ready together are submitted as one job array instead
+//! ([`array`]).
+//!
 //! The workspace must be on a filesystem the nodes share (the job runs in it, with
 //! `--chdir`), as it is on every cluster with home or project directories on NFS/Lustre.
 
@@ -17,6 +20,8 @@ use crate::spec::Stage;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+pub mod array;
 
 /// How stages are run.
 #[derive(Debug, Clone, Default)]
@@ -61,24 +66,33 @@ const JOB_SCRIPT: &str =
 ///   Slurm chooses (the job runs the stage under `srun`, one rank per task; see
 ///   [`ranks_of`]), where other stages get one task on one node;
 ///
-/// then the job name, working directory and log, and last the user's `extra` options.
+/// after the job's name and log, and before the user's `extra` options, which come last so
+/// they win.
 pub fn sbatch_options(stage: &Stage, root: &Path, log: &Path, extra: &[String]) -> Vec<String> {
-    let ranks = ranks_of(stage);
-    let tasks = if ranks > 1 {
-        vec![format!("--ntasks={ranks}")]
-    } else {
-        vec!["--nodes=1".to_owned(), "--ntasks=1".to_owned()]
-    };
     let mut args = vec![
         "--parsable".to_owned(),
         format!("--job-name=pipe:{}", stage.name),
-        format!("--chdir={}", root.display()),
         format!("--output={}", log.display()),
         // pipe writes the job id into the log first.
         "--open-mode=append".to_owned(),
+    ];
+    args.extend(placement(stage, root, extra));
+    args
+}
+
+/// What a stage's job asks of the cluster, apart from its name and log (see
+/// [`sbatch_options`]). Matrix siblings with equal placements share one job array.
+pub fn placement(stage: &Stage, root: &Path, extra: &[String]) -> Vec<String> {
+    let ranks = ranks_of(stage);
+    let mut args = vec![
+        format!("--chdir={}", root.display()),
         "--export=ALL".to_owned(),
     ];
-    args.extend(tasks);
+    if ranks > 1 {
+        args.push(format!("--ntasks={ranks}"));
+    } else {
+        args.extend(["--nodes=1".to_owned(), "--ntasks=1".to_owned()]);
+    }
     if let Some(gb) = stage.resources.get("mem_gb") {
         args.push(format!("--mem={gb}G"));
     }
@@ -219,6 +233,20 @@ pub fn run_job(
     poll: Duration,
     submitted: impl FnOnce(&str),
 ) -> Result<(), String> {
+    let job = submit(command, root, options)?;
+    submitted(&job);
+    loop {
+        match state(&job)? {
+            JobState::Active(_) => std::thread::sleep(poll),
+            JobState::Completed => return Ok(()),
+            ended => return Err(ended.failure(&job).unwrap_or_default()),
+        }
+    }
+}
+
+/// Submits the fixed job script with `command`'s argv as its arguments, `options` and
+/// `command`'s environment; returns the job id.
+fn submit(command: &Command, root: &Path, options: &[String]) -> Result<String, String> {
     let script = root.join("cache").join("slurm").join("job.sh");
     if fs_err::read_to_string(&script).ok().as_deref() != Some(JOB_SCRIPT) {
         crate::atomic_write::write_atomic(&script, JOB_SCRIPT.as_bytes())
@@ -226,16 +254,7 @@ pub fn run_job(
     }
     let mut sbatch = Command::new("sbatch");
     sbatch.args(options).arg(&script).arg(command.get_program());
-    sbatch.args(command.get_args());
-    if let Some(dir) = command.get_current_dir() {
-        sbatch.current_dir(dir);
-    }
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(v) => sbatch.env(key, v),
-            None => sbatch.env_remove(key),
-        };
-    }
+    copy_setup(command, &mut sbatch);
     let out = sbatch.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "`sbatch` is not on PATH\n  hint: run on a Slurm \
                                          login node, or drop `--executor slurm`"
@@ -250,25 +269,17 @@ pub fn run_job(
     }
     // `--parsable` prints `ID` or `ID;CLUSTER`.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let job = stdout
+    stdout
         .trim()
         .split(';')
         .next()
         .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()))
-        .ok_or_else(|| format!("sbatch printed no job id: {stdout:?}"))?
-        .to_owned();
-    submitted(&job);
-    loop {
-        match state(&job)? {
-            JobState::Active(_) => std::thread::sleep(poll),
-            JobState::Completed => return Ok(()),
-            ended => return Err(ended.failure(&job).unwrap_or_default()),
-        }
-    }
+        .map(str::to_owned)
+        .ok_or_else(|| format!("sbatch printed no job id: {stdout:?}"))
 }
 
-/// The job's current state.
-fn state(job: &str) -> Result<JobState, String> {
+/// The state of a job, or of one task of an array (`ID_TASK`).
+pub(crate) fn state(job: &str) -> Result<JobState, String> {
     let out = Command::new("scontrol")
         .args(["show", "job", "-o", job])
         .output()
