@@ -409,3 +409,45 @@ fn a_failing_objective_is_recorded_and_the_stage_fails_when_none_completes() {
     );
     assert!(log.contains("no trial completed (of 2)"), "{log}");
 }
+
+/// `enqueue`: the configuration a user already has is trial 0, as given; the design
+/// follows; a point the space cannot hold is refused before anything runs.
+#[test]
+fn an_enqueued_configuration_is_the_first_trial() {
+    let ws = Ws::new();
+    ws.file("objective.py", OBJECTIVE).pipeline(
+        &pipeline("      enqueue:\n        - {x: 0.25, n: 6, kind: b}\n")
+            .replace("n_trials: 8", "n_trials: 4"),
+    );
+    ws.run_ok(&[]);
+    let trials = trials(&ws);
+    assert_eq!(trials.len(), 4);
+    assert_eq!(
+        trials[0]["params"],
+        serde_json::json!({"x": 0.25, "n": 6, "kind": "b"})
+    );
+    assert_eq!(trials[0]["origin"]["by"], "enqueued");
+    // (0.25 - 0.3)² + 0.05 × 1²
+    assert!((trials[0]["value"].as_f64().unwrap() - 0.0525).abs() < 1e-9);
+    assert!(
+        trials[1..]
+            .iter()
+            .all(|t| t["origin"]["by"] == "latin-hypercube")
+    );
+
+    for (bad, want) in [
+        (
+            "{x: 2.0, n: 6, kind: b}",
+            "`enqueue[0]`: `x: 2.0` is outside its range",
+        ),
+        ("{x: 0.5, kind: b}", "`enqueue[0]`: `n` is missing"),
+    ] {
+        let ws = Ws::new();
+        ws.file("objective.py", OBJECTIVE)
+            .pipeline(&pipeline(&format!("      enqueue:\n        - {bad}\n")));
+        let run = ws.run(&[]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains(want), "{}", run.stderr);
+        assert_eq!(calls(&ws), 0);
+    }
+}

@@ -199,6 +199,12 @@ pub struct TuneConfig {
     /// of parameters, between 3 and 12).
     #[serde(default)]
     pub initial: Option<usize>,
+    /// Points tried first, in order, before the initial design: each maps every parameter
+    /// of `space` to a value in its range. Put the configuration you already have here (a
+    /// default recipe) and the study starts from it, so its best is never a trial that
+    /// scored worse than that configuration did.
+    #[serde(default)]
+    pub enqueue: Vec<serde_json::Map<String, Value>>,
     /// `gp` (Bayesian optimisation, the default) or `random` (random search, a baseline).
     #[serde(default)]
     pub optimizer: Optimizer,

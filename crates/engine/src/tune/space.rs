@@ -52,6 +52,20 @@ pub enum Domain {
     Choice(Vec<Value>),
 }
 
+impl Domain {
+    /// The range in words, for errors.
+    fn describe(&self) -> String {
+        match self {
+            Domain::Float { low, high, .. } => format!("a number in [{low}, {high}]"),
+            Domain::Int { low, high, .. } => format!("an integer in [{low}, {high}]"),
+            Domain::Choice(choices) => {
+                let listed: Vec<String> = choices.iter().map(Value::to_string).collect();
+                format!("one of {}", listed.join(", "))
+            }
+        }
+    }
+}
+
 /// A named parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
@@ -177,19 +191,65 @@ impl Space {
         out
     }
 
+    /// The point a mapping from parameter name to value names (an `enqueue` entry):
+    /// every parameter must be given, with a value in its range; errors name the
+    /// parameter.
+    pub fn point_of(&self, named: &serde_json::Map<String, Value>) -> Result<Point, String> {
+        if let Some(unknown) = named
+            .keys()
+            .find(|k| !self.params.iter().any(|p| &p.name == *k))
+        {
+            let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(format!(
+                "`{unknown}` is not a parameter of `space` (it has {})",
+                known.join(", ")
+            ));
+        }
+        self.params
+            .iter()
+            .map(|p| {
+                let value = named
+                    .get(&p.name)
+                    .ok_or_else(|| format!("`{}` is missing: give every parameter", p.name))?;
+                // An integer written as `8.0` is still 8.
+                let value = match (&p.domain, value.as_f64()) {
+                    (Domain::Int { .. }, Some(x)) if x.fract() == 0.0 => Value::from(x as i64),
+                    _ => value.clone(),
+                };
+                if self.contains_value(p, &value) {
+                    Ok(value)
+                } else {
+                    Err(format!(
+                        "`{}: {value}` is outside its range ({})",
+                        p.name,
+                        p.domain.describe()
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    fn contains_value(&self, p: &Param, v: &Value) -> bool {
+        match &p.domain {
+            Domain::Float { low, high, .. } => v
+                .as_f64()
+                .is_some_and(|x| x >= *low - 1e-12 * low.abs() && x <= *high + 1e-12 * high.abs()),
+            Domain::Int { low, high, .. } => {
+                v.as_i64().is_some_and(|x| (*low..=*high).contains(&x))
+            }
+            Domain::Choice(choices) => choices.contains(v),
+        }
+    }
+
     /// Whether `point` holds a valid value for every parameter (used on points read back
     /// from a trial store, which a person may have edited).
     pub fn contains(&self, point: &[Value]) -> bool {
         point.len() == self.params.len()
-            && self.params.iter().zip(point).all(|(p, v)| match &p.domain {
-                Domain::Float { low, high, .. } => v.as_f64().is_some_and(|x| {
-                    x >= *low - 1e-12 * low.abs() && x <= *high + 1e-12 * high.abs()
-                }),
-                Domain::Int { low, high, .. } => {
-                    v.as_i64().is_some_and(|x| (*low..=*high).contains(&x))
-                }
-                Domain::Choice(choices) => choices.contains(v),
-            })
+            && self
+                .params
+                .iter()
+                .zip(point)
+                .all(|(p, v)| self.contains_value(p, v))
     }
 
     /// Points one move away from `point` in parameter `index`: a float moved by `step`
@@ -475,5 +535,34 @@ mod tests {
         assert_eq!(base, json!({"lora": {"alpha": 16, "rank": 4}, "iters": 9}));
         assert_eq!(get_dotted(&base, "lora.rank"), Some(&json!(4)));
         assert_eq!(get_dotted(&base, "lora.nope"), None);
+    }
+
+    #[test]
+    fn a_named_point_needs_every_parameter_in_its_range() {
+        let space = Space::from_json(&json!({
+            "lr": {"float": [1e-5, 1e-2], "log": true},
+            "lora.rank": {"int": [2, 32]},
+            "opt": {"choice": ["adam", "sgd"]},
+        }))
+        .unwrap();
+        let named = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            space
+                .point_of(&named(json!({"lr": 2e-4, "lora.rank": 8.0, "opt": "adam"})))
+                .unwrap(),
+            vec![json!(8), json!(2e-4), json!("adam")]
+        );
+        let err = |v: Value| space.point_of(&named(v)).unwrap_err();
+        assert!(err(json!({"lr": 2e-4, "lora.rank": 8})).contains("`opt` is missing"));
+        assert!(
+            err(json!({"lr": 2e-4, "lora.rank": 8, "opt": "adam", "rank": 8}))
+                .contains("`rank` is not a parameter of `space` (it has lora.rank, lr, opt)")
+        );
+        assert!(
+            err(json!({"lr": 1.0, "lora.rank": 8, "opt": "adam"}))
+                .contains("`lr: 1.0` is outside its range (a number in [0.00001, 0.01])")
+        );
+        assert!(err(json!({"lr": 2e-4, "lora.rank": 8.5, "opt": "adam"})).contains("an integer"));
+        assert!(err(json!({"lr": 2e-4, "lora.rank": 8, "opt": "lion"})).contains("one of"));
     }
 }

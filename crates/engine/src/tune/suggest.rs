@@ -2,8 +2,9 @@
 //! default, [`Optimizer::Gp`]), or plain random search ([`Optimizer::Random`]), the baseline
 //! that Bayesian optimisation has to beat.
 //!
-//! 1. The first `initial` trials take the points of a maximin Latin hypercube drawn once
-//!    from the seed, so they do not depend on results (and replay identically).
+//! 1. The points of `enqueue` come first, as given (a default recipe to start from). The
+//!    next `initial` trials take the points of a maximin Latin hypercube drawn once from
+//!    the seed, so they do not depend on results (and replay identically).
 //! 2. Afterwards a [`Gp`] is fitted on every finished trial. Failed and pruned trials carry
 //!    no final value; they enter as the worst value seen so far, so the model learns to
 //!    stay away from them instead of proposing them again. Trials still running enter as
@@ -59,6 +60,8 @@ pub struct Observation {
 /// Optimiser settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Points tried first, in order (`enqueue`), before the design.
+    pub enqueued: Vec<Point>,
     /// Trials taken from the Latin hypercube before the GP is used.
     pub initial: usize,
     /// Seed of every random choice.
@@ -79,6 +82,7 @@ impl Settings {
     /// Defaults for Bayesian optimisation.
     pub fn new(direction: Direction, seed: u64, initial: usize) -> Self {
         Self {
+            enqueued: Vec::new(),
             initial,
             seed,
             candidates: 1024,
@@ -93,12 +97,22 @@ impl Settings {
     pub fn with_optimizer(self, optimizer: Optimizer) -> Self {
         Self { optimizer, ..self }
     }
+
+    /// The same settings, trying `points` first.
+    pub fn with_enqueued(self, enqueued: Vec<Point>) -> Self {
+        Self { enqueued, ..self }
+    }
 }
 
 /// How a point was chosen (recorded with each trial).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum Origin {
+    /// The `index`-th point of `enqueue`.
+    Enqueued {
+        /// Position in `enqueue`.
+        index: usize,
+    },
     /// The `index`-th point of the initial design.
     LatinHypercube {
         /// Position in the design.
@@ -164,19 +178,27 @@ impl Suggester {
         {
             return None;
         }
+        let queued = self.settings.enqueued.len();
+        if let Some(point) = self.settings.enqueued.get(index)
+            && !tried(point)
+        {
+            return Some((point.clone(), Origin::Enqueued { index }));
+        }
         if self.settings.optimizer == Optimizer::Random {
             return self
                 .random_untried(&mut rng, &tried)
                 .map(|p| (p, Origin::Random));
         }
-        if index < self.design.len() {
-            let point = self.space.from_unit(&self.design[index]);
+        // The design comes after the enqueued points, whole.
+        let designed = index.checked_sub(queued);
+        if let Some(at) = designed.filter(|&at| at < self.design.len()) {
+            let point = self.space.from_unit(&self.design[at]);
             if !tried(&point) {
-                return Some((point, Origin::LatinHypercube { index }));
+                return Some((point, Origin::LatinHypercube { index: at }));
             }
         }
         let finished = done.iter().filter(|o| o.value.is_some()).count();
-        if index >= self.design.len()
+        if index >= queued + self.design.len()
             && finished >= 2
             && let Some(found) = self.by_expected_improvement(done, running, &mut rng, &tried)
         {
@@ -434,5 +456,52 @@ mod tests {
             value: None,
         });
         assert!(s.suggest(7, &done, &[]).is_some());
+    }
+
+    /// `enqueue` points come first, as given, then the whole design, then the model; a
+    /// point already tried is not proposed again.
+    #[test]
+    fn enqueued_points_come_before_the_design() {
+        let space = BRANIN.space();
+        let default = vec![json!(0.5), json!(7.5)];
+        let plain = Suggester::new(space.clone(), Settings::new(Direction::Min, 3, 3));
+        let queued = Suggester::new(
+            space,
+            Settings::new(Direction::Min, 3, 3).with_enqueued(vec![default.clone()]),
+        );
+        let mut done: Vec<Observation> = Vec::new();
+        let mut origins = Vec::new();
+        for i in 0..5 {
+            let (point, origin) = queued.suggest(i, &done, &[]).unwrap();
+            if i == 0 {
+                assert_eq!(point, default);
+            } else if i <= 3 {
+                // The design is the plain study's, shifted by one.
+                assert_eq!(
+                    point,
+                    plain.suggest(i - 1, &[], &[]).unwrap().0,
+                    "trial {i}"
+                );
+            }
+            origins.push(origin);
+            let value = BRANIN.value(&point);
+            done.push(Observation {
+                point,
+                value: Some(value),
+            });
+        }
+        assert_eq!(origins[0], Origin::Enqueued { index: 0 });
+        assert_eq!(
+            origins[1..4],
+            (0..3)
+                .map(|index| Origin::LatinHypercube { index })
+                .collect::<Vec<_>>()
+        );
+        assert!(matches!(origins[4], Origin::ExpectedImprovement { .. }));
+        // Already running: the enqueued point is not proposed twice.
+        let (other, _) = queued
+            .suggest(0, &[], std::slice::from_ref(&default))
+            .unwrap();
+        assert_ne!(other, default);
     }
 }

@@ -17,6 +17,8 @@ pub use pipe_schema::tune::{Budget, Objective, PruneConfig, TrialSpec, TuneConfi
 pub(super) struct Tune {
     pub(super) config: TuneConfig,
     pub(super) space: Space,
+    /// The `enqueue` points, checked against the space.
+    pub(super) enqueued: Vec<Point>,
     pub(super) initial: usize,
     pub(super) prune: Option<(Rule, Direction)>,
 }
@@ -120,9 +122,27 @@ impl Tune {
         let initial = config
             .initial
             .unwrap_or_else(|| default_initial(space.params.len()));
+        let mut enqueued: Vec<Point> = Vec::new();
+        for (i, named) in config.enqueue.iter().enumerate() {
+            let point = space
+                .point_of(named)
+                .map_err(|e| format!("`enqueue[{i}]`: {e}"))?;
+            if enqueued.contains(&point) {
+                return Err(format!("`enqueue[{i}]` repeats an earlier point"));
+            }
+            enqueued.push(point);
+        }
+        if enqueued.len() > config.budget.n_trials {
+            return Err(format!(
+                "`enqueue` has {} points but `budget.n_trials` is {}: raise n_trials or enqueue fewer",
+                enqueued.len(),
+                config.budget.n_trials
+            ));
+        }
         let tune = Self {
             config,
             space,
+            enqueued,
             initial,
             prune,
         };

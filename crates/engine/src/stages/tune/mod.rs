@@ -207,9 +207,12 @@ impl Study {
             "prune": tune.config.prune,
         });
         // Random search is another study; a `gp` study keeps the key it had before the
-        // option existed, so its journal is still found.
+        // option existed, so its journal is still found. The same for `enqueue`.
         if tune.config.optimizer != Optimizer::Gp {
             study["optimizer"] = serde_json::json!(tune.config.optimizer);
+        }
+        if !tune.enqueued.is_empty() {
+            study["enqueue"] = serde_json::json!(tune.enqueued);
         }
         let key = key_of(&study);
         let n_trials = tune.config.budget.n_trials;
@@ -229,7 +232,8 @@ impl Study {
         let suggester = Suggester::new(
             tune.space.clone(),
             Settings::new(tune.config.objective.mode, tune.config.seed, tune.initial)
-                .with_optimizer(tune.config.optimizer),
+                .with_optimizer(tune.config.optimizer)
+                .with_enqueued(tune.enqueued.clone()),
         );
         Ok(Self {
             tune,
