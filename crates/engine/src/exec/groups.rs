@@ -178,6 +178,11 @@ pub fn reap(store: &crate::cache::Store) -> Vec<Leftover> {
             removed,
         });
     }
+    // Task files of a dead run's job arrays: its jobs have ended unless one could not be
+    // stopped, whose task may still read its file.
+    if found.iter().all(|l| !l.still_running) {
+        super::slurm::array::remove_orphans(root);
+    }
     found.sort_by_key(|l| l.pgid);
     found
 }

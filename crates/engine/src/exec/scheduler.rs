@@ -271,7 +271,10 @@ impl<'a, 'e> Coordinator<'a, 'e> {
             let mut launch = vec![(i, self.start(i, check)?)];
             if let super::Executor::Slurm(slurm) = &self.opts.executor {
                 for j in self.array_siblings(i, &slurm.sbatch_args) {
-                    if self.slots_full() || self.stopping {
+                    if self.slots_full()
+                        || self.stopping
+                        || launch.len() == super::slurm::array::MAX_TASKS
+                    {
                         break;
                     }
                     if let Some(check) = self.decide(j)? {

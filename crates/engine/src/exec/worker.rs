@@ -4,6 +4,7 @@
 //! message; they never touch the lock file or print anything.
 
 use super::ExecError;
+use super::groups::Registration;
 use super::slurm::Executor;
 use crate::cache::Store;
 use crate::process::Signal;
@@ -163,62 +164,89 @@ pub(crate) fn execute_array(
             duration: start.elapsed(),
         });
     };
-    let first = &pipeline.stages[stages[0].0];
-    let prepared: Result<Vec<_>, String> = stages
-        .iter()
-        .map(|(idx, log)| {
-            let stage = &pipeline.stages[*idx];
-            let file = fs_err::File::create(log).map_err(|e| e.to_string())?;
-            let mut command = super::launch::stage_command(stage, &pipeline.root, file.file())
-                .map_err(|e| format!("cannot prepare the command: {e}"))?;
-            command.env(super::progress::ENV, super::progress::path_for(log));
-            Ok((
-                slurm::job_command(&command, slurm::ranks_of(stage)),
-                log.clone(),
-            ))
-        })
-        .collect();
+    // A stage whose command cannot be prepared fails alone; the others still go.
+    let mut tasks = Vec::with_capacity(stages.len());
+    let mut members = Vec::with_capacity(stages.len());
+    for (idx, log) in stages {
+        let stage = &pipeline.stages[*idx];
+        let prepared = fs_err::File::create(log)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                super::launch::stage_command(stage, &pipeline.root, file.file())
+                    .map_err(|e| format!("cannot prepare the command: {e}"))
+            });
+        match prepared {
+            Ok(mut command) => {
+                command.env(super::progress::ENV, super::progress::path_for(log));
+                tasks.push((
+                    slurm::job_command(&command, slurm::ranks_of(stage)),
+                    log.clone(),
+                ));
+                members.push((*idx, log));
+            }
+            Err(e) => report(*idx, Err(e)),
+        }
+    }
+    let Some(&(first, _)) = members.first() else {
+        return;
+    };
+    let first = &pipeline.stages[first];
     let placement = slurm::placement(first, &pipeline.root, &slurm.sbatch_args);
-    let submitted =
-        prepared.and_then(|tasks| array::submit(&pipeline.root, &first.base, &tasks, &placement));
-    let array = match submitted {
+    let array = match array::submit(&pipeline.root, &first.base, &tasks, &placement) {
         Ok(array) => array,
         Err(e) => {
-            for (idx, _) in stages {
-                report(*idx, Err(e.clone()));
+            for (idx, _) in members {
+                report(idx, Err(e.clone()));
             }
             return;
         }
     };
     // As for a single job: each task's record lets a later run cancel it if this process
     // is killed, and `running` lets an interrupt cancel it.
-    let mut waiting: Vec<(usize, usize, String, Option<super::groups::Registration>)> = stages
+    type Waiting<'l> = (
+        usize,
+        usize,
+        &'l std::path::Path,
+        String,
+        Option<Registration>,
+    );
+    let mut waiting: Vec<Waiting> = members
         .iter()
         .enumerate()
-        .map(|(task, (idx, log))| {
-            let stage = &pipeline.stages[*idx];
+        .map(|(task, &(idx, log))| {
+            let stage = &pipeline.stages[idx];
             let id = array.task(task);
             note_job(log, &stage.name, &id);
             let outs: Vec<String> = stage.all_outs().cloned().collect();
             let what = format!("stage `{}`", stage.name);
             let registration =
                 super::groups::register_slurm_job(&pipeline.root, &id, &what, &outs).ok();
-            running.jobs.lock().expect("jobs").insert(*idx, id.clone());
-            (task, *idx, id, registration)
+            running.jobs.lock().expect("jobs").insert(idx, id.clone());
+            (task, idx, log.as_path(), id, registration)
         })
         .collect();
     while !waiting.is_empty() {
         let mut still = Vec::with_capacity(waiting.len());
-        for (task, idx, id, registration) in waiting {
-            let result = match slurm::state(&id) {
+        for (task, idx, log, id, registration) in waiting {
+            let state = match slurm::state(&id) {
                 Ok(JobState::Active(_)) => {
-                    still.push((task, idx, id, registration));
+                    still.push((task, idx, log, id, registration));
                     continue;
                 }
+                other => other,
+            };
+            // What went to the task's own output (the runner's errors, slurmstepd's
+            // out-of-memory or time-limit notices) belongs in the stage's log, as for a
+            // single job.
+            let said = array.runner_output(task);
+            if let Some(text) = &said {
+                append_to_log(log, text);
+            }
+            let result = match state {
                 Ok(JobState::Completed) => store_outs(store, &pipeline.stages[idx]),
                 Ok(ended) => {
                     let mut error = ended.failure(&id).unwrap_or_default();
-                    if let Some(said) = array.runner_output(task) {
+                    if let Some(said) = said {
                         error.push_str(&format!("\n  the task said: {said}"));
                     }
                     Err(error)
@@ -239,9 +267,14 @@ pub(crate) fn execute_array(
 
 /// Writes the job id at the head of a stage's log.
 fn note_job(log: &std::path::Path, stage: &str, job: &str) {
+    append_to_log(log, &format!("pipe: stage `{stage}` is Slurm job {job}"));
+}
+
+/// Appends a line to a stage's log; a log that cannot be written loses only the line.
+fn append_to_log(log: &std::path::Path, line: &str) {
     use std::io::Write;
     if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
-        let _ = writeln!(file, "pipe: stage `{stage}` is Slurm job {job}");
+        let _ = writeln!(file, "{line}");
     }
 }
 

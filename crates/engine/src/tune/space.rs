@@ -211,9 +211,11 @@ impl Space {
                 let value = named
                     .get(&p.name)
                     .ok_or_else(|| format!("`{}` is missing: give every parameter", p.name))?;
-                // An integer written as `8.0` is still 8.
+                // Stored as sampled points are: an integer written `8.0` is 8, a float
+                // written `1` is 1.0.
                 let value = match (&p.domain, value.as_f64()) {
                     (Domain::Int { .. }, Some(x)) if x.fract() == 0.0 => Value::from(x as i64),
+                    (Domain::Float { .. }, Some(x)) => Value::from(x),
                     _ => value.clone(),
                 };
                 if self.contains_value(p, &value) {

@@ -1,8 +1,8 @@
 //! Matrix siblings as one Slurm job array: the stages a matrix expands to usually become
 //! ready together (they share their upstream), ask the cluster for the same thing, and
 //! differ only in their command. Submitting them as `sbatch --array=0-N` gives one queue
-//! entry the user can watch or cancel as a whole (`scancel ID`), and lets Slurm's array
-//! limits (`MaxArraySize`, `--array=...%K`) apply.
+//! entry the user can watch or cancel as a whole (`scancel ID`). An array holds at most
+//! [`MAX_TASKS`] expansions; the rest go in the next one.
 //!
 //! Each task finds its stage's command in a task file, `<dir>/<task>.json`: the batch
 //! script runs `pipe __slurm-task <dir>`, which reads `$SLURM_ARRAY_TASK_ID`, points
@@ -17,6 +17,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The hidden subcommand an array task runs.
 pub const TASK_RUNNER: &str = "__slurm-task";
+
+/// Most tasks in one array: Slurm's default `MaxArraySize` is 1001, the largest index
+/// 1000, and `sbatch` refuses a larger array whole.
+pub const MAX_TASKS: usize = 1000;
+
+/// The folder of every array's task files.
+fn arrays_dir(root: &Path) -> PathBuf {
+    root.join("cache").join("slurm").join("arrays")
+}
+
+/// Removes the task folders of arrays submitted by runs that have died (named by their
+/// pid). Call it only while holding the workspace lock, once the dead runs' jobs are known
+/// to have ended (`groups::reap` cancels them first): a live run's folders stay.
+pub fn remove_orphans(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(arrays_dir(root)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let owner = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.split('-').next()?.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !crate::process::is_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
 
 /// One stage's command, as the task that runs it needs it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -184,5 +211,21 @@ mod tests {
         );
         let missing = task_command(dir.path(), "4").unwrap_err();
         assert!(missing.contains("4.json"), "{missing}");
+    }
+
+    #[test]
+    fn only_the_task_folders_of_dead_runs_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let arrays = arrays_dir(root.path());
+        let mine = arrays.join(format!("{}-20261207T031000Z-0", std::process::id()));
+        // No process has pid 2^22 + 1 (Linux caps pids at 2^22).
+        let dead = arrays.join("4194305-20261207T031000Z-0");
+        for dir in [&mine, &dead] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("0.json"), "{}").unwrap();
+        }
+        remove_orphans(root.path());
+        assert!(mine.join("0.json").exists());
+        assert!(!dead.exists());
     }
 }

@@ -24,8 +24,9 @@
 //! definition after the point is applied (the command, or the train and evaluate options),
 //! the point, the per-trial iterations, and the content hash of every file the trial reads.
 //! The *study key* hashes the same definition without a point, plus the search space, the
-//! objective, the seed, the initial design size and the pruning rule: everything that
-//! decides which points are proposed. The budget (`n_trials`, `max_minutes`) and
+//! objective, the seed, the initial design size, the pruning rule, and the optimizer and
+//! `enqueue` points where they differ from the defaults: everything that decides which
+//! points are proposed. The budget (`n_trials`, `max_minutes`) and
 //! `parallel` are left out, so raising `n_trials` continues the same study, and an
 //! interrupted run picks up every trial that finished (its journal line is written, and
 //! synced, as soon as a trial ends). Deleting `cache/tune/` is always safe: trials rerun.
