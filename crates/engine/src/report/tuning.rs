@@ -37,6 +37,9 @@ pub struct TrialRow {
     /// The objective's 95% interval, when it is an accuracy with one.
     #[serde(default)]
     pub interval: Option<pipe_schema::evaluate::Rate>,
+    /// How its point was chosen (`None` in an older pipe's trials).
+    #[serde(default)]
+    pub origin: Option<crate::tune::suggest::Origin>,
 }
 
 /// A trial's objective for the table: `0.8400 [0.712, 0.917]` with an interval.
@@ -159,9 +162,19 @@ pub fn section(t: &Tuning) -> String {
             .iter()
             .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
             .collect();
+        // The configuration the study started from won: say so, rather than present it
+        // as something the search found.
+        let started_from = match b.origin {
+            Some(crate::tune::suggest::Origin::Enqueued { .. }) => {
+                "<br>This is the configuration the study started from (<code>enqueue</code>): \
+                 no other trial scored better, so at this budget tuning found nothing better \
+                 than it."
+            }
+            _ => "",
+        };
         let _ = write!(
             html,
-            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}</p>"#,
+            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}{started_from}</p>"#,
             b.index,
             escape(&t.objective),
             value_text(b),
@@ -395,6 +408,7 @@ pub(crate) mod tests {
             peak_memory_bytes: Some(300 << 20),
             reused: index == 0,
             interval: None,
+            origin: None,
         };
         let space = Space::from_json(&json!({
             "learning_rate": {"float": [1e-5, 1e-3], "log": true},
@@ -432,6 +446,30 @@ pub(crate) mod tests {
                 },
             }),
         }
+    }
+
+    #[test]
+    fn an_enqueued_best_is_said_to_be_the_starting_point() {
+        let mut t = sample();
+        let html = section(&t);
+        assert!(!html.contains("started from"));
+        t.trials[1].origin = Some(crate::tune::suggest::Origin::Enqueued { index: 0 });
+        let html = section(&t);
+        assert!(
+            html.contains("the configuration the study started from")
+                && html.contains("tuning found nothing better"),
+            "{html}"
+        );
+        // Read from trials.jsonl as the tune stage writes it.
+        let row: TrialRow = serde_json::from_value(json!({
+            "index": 0, "params": {}, "value": 0.5, "status": "complete", "seconds": 1.0,
+            "origin": {"by": "enqueued", "index": 0}
+        }))
+        .unwrap();
+        assert_eq!(
+            row.origin,
+            Some(crate::tune::suggest::Origin::Enqueued { index: 0 })
+        );
     }
 
     #[test]
