@@ -322,7 +322,21 @@ mod tests {
 
     #[test]
     fn signal_interrupts_one_process_and_refuses_0_and_1() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        // Signal it only once it has exec'd: between fork and exec the child still has this
+        // test process's handlers, and a SIGINT handler that another test installed
+        // (ctrlc) would swallow the signal there.
+        let mut child = Command::new("sh")
+            .args(["-c", "echo ready; exec sleep 30"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready, "ready\n");
         signal(child.id(), Signal::Interrupt).unwrap();
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGINT));
         for pid in [0, 1] {
