@@ -322,14 +322,22 @@ mod tests {
 
     #[test]
     fn signal_interrupts_one_process_and_refuses_0_and_1() {
-        // Signal it only once it has exec'd: between fork and exec the child still has this
-        // test process's handlers, and a SIGINT handler that another test installed
-        // (ctrlc) would swallow the signal there.
-        let mut child = Command::new("sh")
+        // A test run started in the background of a non-interactive shell inherits SIGINT
+        // ignored, and an ignored signal stays ignored across exec: give the child the
+        // default action. And signal it only once it has exec'd: between fork and exec it
+        // still runs this process's handlers (a ctrlc handler another test installed).
+        let mut command = Command::new("sh");
+        command
             .args(["-c", "echo ready; exec sleep 30"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::piped());
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let mut ready = String::new();
         std::io::BufRead::read_line(
             &mut std::io::BufReader::new(child.stdout.take().unwrap()),
