@@ -347,6 +347,48 @@ fn successive_halving_prunes_at_the_rungs_and_records_why() {
     }
     let metrics: Value = serde_json::from_str(&ws.read("tune/bowl/metrics.json")).unwrap();
     assert_eq!(metrics["pruned"], pruned.len());
+
+    // Under another rule, a point pruned by the old one runs again; a completed point is
+    // reused. Under the same rule, pruned trials are reused like the rest.
+    let status_of: std::collections::BTreeMap<String, Value> = t
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap().to_owned(), t["status"].clone()))
+        .collect();
+    ws.pipeline(&pipeline(
+        "      prune: {rule: halving, min_resource: 2, eta: 2}\n",
+    ));
+    run_reporting_trials(&ws, "4");
+    let again = trials(&ws);
+    let mut seen = (0, 0);
+    for trial in &again {
+        match status_of
+            .get(trial["key"].as_str().unwrap())
+            .and_then(Value::as_str)
+        {
+            Some("pruned") => {
+                assert_eq!(trial["reused"], false, "{trial:#}");
+                seen.0 += 1;
+            }
+            Some("complete") => {
+                assert_eq!(trial["reused"], true, "{trial:#}");
+                seen.1 += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        seen.0 > 0 && seen.1 > 0,
+        "no point of the first study came back: {seen:?}"
+    );
+    let calls_before = calls(&ws);
+    ws.pipeline(
+        &pipeline("      prune: {rule: halving, min_resource: 2, eta: 2}\n")
+            .replace("n_trials: 8", "n_trials: 9"),
+    );
+    run_reporting_trials(&ws, "4");
+    let more = trials(&ws);
+    assert!(more[..8].iter().all(|t| t["reused"] == true), "{more:#?}");
+    assert_eq!(calls(&ws), calls_before + 1, "only the new trial ran");
 }
 
 #[test]

@@ -437,9 +437,13 @@ fn load_record(tune: &Tune, store: &Store, key: &str, index: usize) -> Option<Tr
     if !tune.space.contains(&point) {
         return None;
     }
-    // A trial pruned under a pruning rule that is now off runs again in full; one killed
-    // by a signal (out of memory, a person) may well succeed next time.
-    if outcome.status == Status::Pruned && tune.prune.is_none() {
+    // A trial pruned under another pruning rule, or none now, runs again; one killed by a
+    // signal (out of memory, a person) may well succeed next time.
+    if !outcome.stands_under(
+        tune.prune
+            .as_ref()
+            .map(|(rule, direction)| (rule, *direction)),
+    ) {
         return None;
     }
     if outcome.status == Status::Failed

@@ -362,6 +362,7 @@ mod tests {
             intermediate: Vec::new(),
             seconds: 1.0,
             peak_memory_bytes: None,
+            pruned_under: None,
         };
         let r = record_of(
             &tune,

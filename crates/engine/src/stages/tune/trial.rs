@@ -64,6 +64,25 @@ pub struct Outcome {
     /// Peak memory, when the trial reported it (`peak_memory_bytes` in its metrics).
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// For a pruned trial, the rule that pruned it ([`rule_id`]): under another rule it
+    /// runs again, since being pruned says nothing about the point under that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_under: Option<String>,
+}
+
+/// A pruning rule and the direction of its values, as recorded with the trials it pruned.
+pub fn rule_id(rule: &Rule, direction: Direction) -> String {
+    serde_json::json!({"rule": rule, "direction": direction}).to_string()
+}
+
+impl Outcome {
+    /// Whether this finished trial stands under `pruning` (the rule and direction of the
+    /// study now): complete and failed trials always do; a pruned one only under the rule
+    /// that pruned it.
+    pub fn stands_under(&self, pruning: Option<(&Rule, Direction)>) -> bool {
+        self.status != Status::Pruned
+            || self.pruned_under == pruning.map(|(rule, direction)| rule_id(rule, direction))
+    }
 }
 
 /// What to run for one trial.
@@ -236,6 +255,7 @@ pub fn run(
     if let Some(outcome) = std::fs::read_to_string(done.join("trial.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Outcome>(&t).ok())
+        .filter(|o| o.stands_under(pruning.map(|p| (p.rule, p.direction))))
     {
         return Ok(Finished {
             dir: done,
@@ -314,6 +334,9 @@ pub fn run(
         }
     };
     outcome.seconds = started.elapsed().as_secs_f64();
+    if outcome.status == Status::Pruned {
+        outcome.pruned_under = pruning.map(|p| rule_id(p.rule, p.direction));
+    }
     if INTERRUPTED.load(Ordering::SeqCst) {
         anyhow::bail!("interrupted");
     }
@@ -542,6 +565,7 @@ fn finish(
         intermediate,
         seconds: 0.0,
         peak_memory_bytes,
+        pruned_under: None,
     }
 }
 
