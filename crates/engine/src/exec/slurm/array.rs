@@ -57,6 +57,22 @@ struct TaskFile {
     log: PathBuf,
 }
 
+impl TaskFile {
+    /// The task file of `command`, with its output going to `log`.
+    fn of(command: &Command, log: &Path) -> Self {
+        TaskFile {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(OsString::from).collect(),
+            env: command
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(OsString::from)))
+                .collect(),
+            dir: command.get_current_dir().map(Path::to_owned),
+            log: log.to_owned(),
+        }
+    }
+}
+
 /// A submitted array: its job id and its task files.
 #[derive(Debug)]
 pub struct Array {
@@ -106,18 +122,11 @@ pub fn submit(
         ));
     fs_err::create_dir_all(&dir).map_err(|e| format!("cannot write the Slurm task files: {e}"))?;
     for (index, (command, log)) in tasks.iter().enumerate() {
-        let file = TaskFile {
-            program: command.get_program().to_owned(),
-            args: command.get_args().map(OsString::from).collect(),
-            env: command
-                .get_envs()
-                .map(|(k, v)| (k.to_owned(), v.map(OsString::from)))
-                .collect(),
-            dir: command.get_current_dir().map(Path::to_owned),
-            log: log.clone(),
-        };
-        crate::atomic_write::write_json(&dir.join(format!("{index}.json")), &file)
-            .map_err(|e| format!("cannot write the Slurm task files: {e}"))?;
+        crate::atomic_write::write_json(
+            &dir.join(format!("{index}.json")),
+            &TaskFile::of(command, log),
+        )
+        .map_err(|e| format!("cannot write the Slurm task files: {e}"))?;
     }
     let mut options = vec![
         "--parsable".to_owned(),
@@ -188,17 +197,8 @@ mod tests {
             .env("GREETING", "hello")
             .env_remove("NOT_FOR_THE_STAGE")
             .current_dir(dir.path());
-        let file = TaskFile {
-            program: command.get_program().to_owned(),
-            args: command.get_args().map(OsString::from).collect(),
-            env: command
-                .get_envs()
-                .map(|(k, v)| (k.to_owned(), v.map(OsString::from)))
-                .collect(),
-            dir: command.get_current_dir().map(Path::to_owned),
-            log: log.clone(),
-        };
-        crate::atomic_write::write_json(&dir.path().join("3.json"), &file).unwrap();
+        crate::atomic_write::write_json(&dir.path().join("3.json"), &TaskFile::of(&command, &log))
+            .unwrap();
 
         let mut back = task_command(dir.path(), "3").unwrap();
         assert_eq!(back.get_program(), "sh");
