@@ -19,6 +19,8 @@ use crate::chat::ChatTemplate;
 use crate::generate::{self, GenerateError, GenerateOptions};
 use crate::models::llama::Llama;
 use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::train::batch::{BatchSpec, TokenizedExample, pad_batch};
+use crate::train::loss::{LossBatch, masked_lm_loss};
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::IndexOp;
@@ -182,21 +184,63 @@ fn chat_split(
 }
 
 /// Loss over dataset examples (completions only where there is a prompt).
+///
+/// The examples are scored in batches of similar length, through the trainer's loss: each
+/// batch's shared prompt prefix runs once and the LM head runs only where loss is taken.
+/// Right padding never reaches a scored position (attention is causal), so the sum equals
+/// scoring every example alone with [`sequence_nll`].
 pub fn dataset_loss(
     model: &mut Llama,
     tok: &Tokenizer,
     template: Option<&ChatTemplate>,
     examples: &[Example],
 ) -> Result<LossStats, EvalError> {
-    let mut stats = LossStats::default();
+    let mut rows = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
-        let (prompt, scored) = example_ids(e, tok, template, i)?;
-        let mut ids = prompt.clone();
-        ids.extend(&scored);
-        stats.add(sequence_nll(model, &ids, prompt.len().max(1))?);
+        let (mut ids, scored) = example_ids(e, tok, template, i)?;
+        let from = ids.len().max(1);
+        ids.extend(scored);
+        let loss_mask = (0..ids.len()).map(|j| j >= from).collect();
+        rows.push(TokenizedExample { ids, loss_mask });
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].len(), i));
+    let spec = BatchSpec {
+        batch_size: LOSS_BATCH_ROWS,
+        max_seq_len: usize::MAX,
+        pad_multiple: 1,
+        keep_partial: true,
+    };
+    let mut stats = LossStats::default();
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        // Sorted by length, so the last row of a chunk is its longest.
+        let rows_fitting = |n: usize| n * rows[rest[n - 1]].len() <= LOSS_BATCH_TOKENS;
+        let n = (1..=rest.len().min(LOSS_BATCH_ROWS))
+            .take_while(|&n| n == 1 || rows_fitting(n))
+            .last()
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let chunk: Vec<&TokenizedExample> = chunk.iter().map(|&i| &rows[i]).collect();
+        let batch = LossBatch::from_padded_shared(&pad_batch(&chunk, &spec, tok.pad_id()));
+        if batch.loss_tokens == 0 {
+            continue;
+        }
+        let mean = masked_lm_loss(model, &batch)?.item_exact::<f32>();
+        stats.add(LossStats {
+            tokens: batch.loss_tokens,
+            nll_sum: f64::from(mean) * batch.loss_tokens as f64,
+        });
     }
     Ok(stats)
 }
+
+/// Rows scored together by [`dataset_loss`], at most.
+const LOSS_BATCH_ROWS: usize = 16;
+/// Padded tokens in one [`dataset_loss`] batch, at most (a longer example goes alone): a
+/// text example carries loss everywhere, and its float32 logits are `tokens × vocab`.
+const LOSS_BATCH_TOKENS: usize = 2048;
 
 /// Normalization for answer matching; see the module documentation.
 pub fn normalize(s: &str) -> String {
@@ -341,5 +385,45 @@ mod tests {
         assert!((head.nll_sum + tail.nll_sum - all.nll_sum).abs() < 1e-3);
         // Random logits over 40 tokens: loss near ln(40).
         assert!(all.loss() > 1.0 && all.loss() < 10.0);
+    }
+
+    /// Batched, prefix-shared and padded, the dataset loss is still each example's own.
+    #[test]
+    fn dataset_loss_equals_scoring_each_example_alone() {
+        let mut model = tiny_random(3, 300, 2, false).unwrap();
+        let tok = Tokenizer::from_gguf(&crate::tokenizer::toy("smollm")).unwrap();
+        let completion = |prompt: &str, completion: &str| Example::Completion {
+            prompt: prompt.into(),
+            completion: completion.into(),
+            category: None,
+            choices: Vec::new(),
+        };
+        // A shared preamble (run once per batch), rows of different lengths, a text
+        // record scored everywhere, and more rows than one batch holds.
+        let mut examples: Vec<Example> = (0..LOSS_BATCH_ROWS + 3)
+            .map(|i| {
+                let verb = ["go", "walk", "sing", "be", "jump"][i % 5];
+                completion(
+                    &format!("The past tense of the verb {verb}, number {i}, is"),
+                    &format!("{verb}ed {}", "x".repeat(i % 4)),
+                )
+            })
+            .collect();
+        examples.push(Example::Text {
+            text: "A plain text record, scored from its second token.".into(),
+        });
+        let batched = dataset_loss(&mut model, &tok, None, &examples).unwrap();
+        let mut alone = LossStats::default();
+        for (i, e) in examples.iter().enumerate() {
+            let (mut ids, scored) = example_ids(e, &tok, None, i).unwrap();
+            let from = ids.len().max(1);
+            ids.extend(scored);
+            alone.add(sequence_nll(&mut model, &ids, from).unwrap());
+        }
+        assert_eq!(batched.tokens, alone.tokens);
+        assert!(
+            (batched.nll_sum - alone.nll_sum).abs() < 1e-3 * alone.nll_sum.max(1.0),
+            "{batched:?} vs {alone:?}"
+        );
     }
 }
