@@ -337,7 +337,9 @@ pub fn accuracy(
         }
     }
     // Greedy answers in padded batches (batched equals unbatched: tested in `generate`);
-    // each decoding step then reads the weights once for the whole batch.
+    // each decoding step then reads the weights once for the whole batch. Prompts of
+    // similar length go together, so little of a batch is padding.
+    pending.sort_by_key(|(i, prompt)| (prompt.len(), *i));
     for chunk in pending.chunks(ACCURACY_BATCH) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(_, p)| p.clone()).collect();
         let (generations, _) = generate::generate_batch(model, tok, &prompts, &options)?;
@@ -356,7 +358,7 @@ pub fn accuracy(
 }
 
 /// Examples answered together by [`accuracy`].
-const ACCURACY_BATCH: usize = 8;
+const ACCURACY_BATCH: usize = 16;
 
 #[cfg(test)]
 mod tests {
