@@ -4,9 +4,9 @@
 //! rows from the Hugging Face directory pipe saves; and `pipe run`'s evaluate stage answers
 //! such rows with their most likely choice.
 //!
-//! The rows: verbs from `agid-past-tense` with three choices each (the past tense, the
-//! verb itself, its -ing form). BIG-bench's own multiple-choice tasks would do as well
-//! (`read_bigbench_task` reads their `target_scores`), but their sdist left PyPI.
+//! The rows: BIG-bench's `boolean_expressions` (`bigbench-boolean-expressions`, built to
+//! its task.py), read by the ingest kind's BIG-bench reader with BIG-bench's own prompt
+//! (`"<expression> is "`), each with its two choices, `True` and `False`.
 
 use crate::mlx_lm_compat::mlx_lm_python;
 use crate::python::run;
@@ -45,32 +45,24 @@ for row in json.load(open(rows_file)):
 print(json.dumps(out))
 "#;
 
-/// Rows spread over the task whose three choices differ.
+/// Rows spread over the task's lengths, as `pipe run`'s ingest reads them.
 fn multiple_choice_rows() -> Vec<Example> {
     let cache = pipe_engine::dirs::user_cache_dir().unwrap();
-    let dataset = pipe_engine::fetch::find_dataset("agid-past-tense").unwrap();
-    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch the past-tense task");
-    let task: Value = serde_json::from_str(&std::fs::read_to_string(path.path()).unwrap()).unwrap();
-    let all = task["examples"].as_array().unwrap();
+    let dataset = pipe_engine::fetch::find_dataset("bigbench-boolean-expressions").unwrap();
+    let path = pipe_engine::fetch::fetch(&cache, dataset).expect("fetch boolean_expressions");
+    let all = pipe_engine::data::read_bigbench_task(path.path(), "{{ input }}").unwrap();
     let rows: Vec<Example> = all
         .iter()
         .step_by(all.len() / ROWS)
-        .filter_map(|row| {
-            let verb = row["input"].as_str()?;
-            let past = row["target"].as_str()?;
-            let choices = vec![past.to_owned(), verb.to_owned(), format!("{verb}ing")];
-            (past != verb).then(|| Example::Completion {
-                prompt: format!(
-                    "What is the past tense of the verb '{verb}'? Answer with one word."
-                ),
-                completion: past.to_owned(),
-                category: None,
-                choices,
-            })
-        })
         .take(ROWS)
+        .cloned()
         .collect();
-    assert!(rows.len() >= ROWS - 2, "{} rows", rows.len());
+    assert_eq!(rows.len(), ROWS);
+    for row in &rows {
+        let mut choices = row.choices().to_vec();
+        choices.sort();
+        assert_eq!(choices, ["False", "True"], "{row:?}");
+    }
     rows
 }
 
@@ -144,7 +136,7 @@ fn choice_log_likelihoods_match_mlx_lm_and_evaluate_answers_with_the_most_likely
         );
     }
     eprintln!(
-        "{} rows, largest log-likelihood gap pipe vs mlx-lm {worst:.2e} nats; base model picks the past tense in {correct}",
+        "{} rows, largest log-likelihood gap pipe vs mlx-lm {worst:.2e} nats; base model picks the right value in {correct}",
         rows.len()
     );
     assert!(

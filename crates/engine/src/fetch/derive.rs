@@ -3,8 +3,13 @@
 //! The build is a pure function of the (sha256-pinned) package, and its output is pinned
 //! too, so a derived dataset is as reproducible as a shipped one.
 
+mod boolean_expressions;
+
+pub use boolean_expressions::boolean_expressions;
+
 use anyhow::bail;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// A BIG-bench-style task: what the ingest kind's `task.json` reader takes.
 #[derive(Serialize)]
@@ -18,9 +23,12 @@ struct Task {
 struct Example {
     input: String,
     target: String,
+    /// A multiple-choice row's answers with their scores (1 for the right one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_scores: Option<BTreeMap<&'static str, u8>>,
     /// BIG-bench's free-text category (`regular`, `irregular`), where the task has one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    comment: Option<&'static str>,
+    comment: Option<String>,
 }
 
 /// `count` nouns and their plurals from an AGID inflection table, as task.json bytes.
@@ -50,6 +58,7 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             .map(|(input, target)| Example {
                 input: input.to_owned(),
                 target: target.to_owned(),
+                target_scores: None,
                 comment: None,
             })
             .collect(),
@@ -86,11 +95,15 @@ pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             .map(|(input, target)| Example {
                 input: input.to_owned(),
                 target: target.to_owned(),
-                comment: Some(if is_regular_past(input, target) {
-                    "regular"
-                } else {
-                    "irregular"
-                }),
+                target_scores: None,
+                comment: Some(
+                    if is_regular_past(input, target) {
+                        "regular"
+                    } else {
+                        "irregular"
+                    }
+                    .to_owned(),
+                ),
             })
             .collect(),
     };
@@ -153,7 +166,7 @@ pub fn country_capitals(files: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
     };
     let mut sorted: Vec<&(String, String)> = files.iter().collect();
     sorted.sort();
-    let mut pairs = std::collections::BTreeMap::new();
+    let mut pairs = BTreeMap::new();
     for (file, text) in sorted {
         let country: Country = serde_json::from_str(text)
             .map_err(|e| anyhow::anyhow!("{file} is not a country file: {e}"))?;
@@ -177,6 +190,7 @@ pub fn country_capitals(files: &[(String, String)]) -> anyhow::Result<Vec<u8>> {
             .map(|(input, target)| Example {
                 input,
                 target,
+                target_scores: None,
                 comment: None,
             })
             .collect(),

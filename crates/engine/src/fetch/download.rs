@@ -190,6 +190,12 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             let member = zip.by_name(artifact.member).with_context(missing)?;
             match artifact.content {
                 Content::Member | Content::CountryCapitals => install(member, artifact, dest),
+                Content::BooleanExpressions { .. } => {
+                    bail!(
+                        "{} builds from a task.py in an sdist, not a wheel",
+                        artifact.id
+                    )
+                }
                 Content::NounPlurals { count } | Content::VerbPastTense { count } => {
                     let table = std::io::read_to_string(member).with_context(|| {
                         format!(
@@ -213,7 +219,19 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             for entry in entries {
                 let entry = entry.with_context(|| format!("cannot read {}", archive.display()))?;
                 if entry.path().is_ok_and(|p| p == Path::new(artifact.member)) {
-                    return install(entry, artifact, dest);
+                    return match artifact.content {
+                        Content::BooleanExpressions { per_length } => {
+                            let task_py = std::io::read_to_string(entry).with_context(|| {
+                                format!(
+                                    "cannot unpack {} from {}",
+                                    artifact.member, artifact.archive
+                                )
+                            })?;
+                            let task = super::derive::boolean_expressions(&task_py, per_length)?;
+                            install(task.as_slice(), artifact, dest)
+                        }
+                        _ => install(entry, artifact, dest),
+                    };
                 }
             }
             bail!(missing())
@@ -271,6 +289,7 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
             Content::Member => artifact.member.to_owned(),
             Content::NounPlurals { .. }
             | Content::VerbPastTense { .. }
+            | Content::BooleanExpressions { .. }
             | Content::CountryCapitals => {
                 format!("the task built from {}", artifact.member)
             }

