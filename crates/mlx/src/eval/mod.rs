@@ -308,10 +308,11 @@ pub fn accuracy(
         max_tokens,
         ..Default::default()
     };
-    // Answers in example order: multiple-choice ones now, generated ones below.
+    // Answers in example order, filled in below: most likely choices, then generations.
     let mut answers: Vec<Option<String>> = Vec::with_capacity(examples.len());
     let mut references: Vec<String> = Vec::with_capacity(examples.len());
     let mut pending: Vec<(usize, Vec<u32>)> = Vec::with_capacity(examples.len());
+    let mut multiple_choice: Vec<(usize, &Example)> = Vec::new();
     for (i, e) in examples.iter().enumerate() {
         let reference = match e {
             Example::Completion { completion, .. } => completion.clone(),
@@ -327,14 +328,17 @@ pub fn accuracy(
             }
         };
         references.push(reference);
+        answers.push(None);
         if e.choices().is_empty() {
             let (prompt, _) = example_ids(e, tok, template, i)?;
             pending.push((i, prompt));
-            answers.push(None);
         } else {
-            let scores = choices::score_choices(model, tok, template, e, i)?;
-            answers.push(choices::most_likely(&scores).map(|s| s.choice.clone()));
+            multiple_choice.push((i, e));
         }
+    }
+    let scored = choices::score_choices_batched(model, tok, template, &multiple_choice)?;
+    for (scores, (i, _)) in scored.iter().zip(&multiple_choice) {
+        answers[*i] = choices::most_likely(scores).map(|s| s.choice.clone());
     }
     // Greedy answers in padded batches (batched equals unbatched: tested in `generate`);
     // each decoding step then reads the weights once for the whole batch. Prompts of
