@@ -5,7 +5,7 @@
 //! (`run` against `running`) is not favoured for being short. The answer is the choice with
 //! the highest log-likelihood; on a tie, the first listed.
 
-use super::{EvalError, example_ids};
+use super::{EvalError, example_ids, length_batches};
 use crate::chat::ChatTemplate;
 use crate::models::llama::Llama;
 use crate::tokenizer::Tokenizer;
@@ -85,16 +85,7 @@ pub fn score_choices_batched(
         scores.push(row_scores);
     }
     candidates.sort_by_key(|c| c.ids.len());
-    let mut rest = &candidates[..];
-    while !rest.is_empty() {
-        // Sorted by length, so the last candidate of a chunk is its longest.
-        let fits = |n: usize| n * rest[n - 1].ids.len() <= BATCH_TOKENS;
-        let n = (1..=rest.len().min(BATCH_ROWS))
-            .take_while(|&n| n == 1 || fits(n))
-            .last()
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
+    for chunk in length_batches(&candidates, |c| c.ids.len()) {
         for (c, (nll_sum, tokens)) in chunk.iter().zip(batch_nll(model, chunk, tok.pad_id())?) {
             let score = &mut scores[c.row][c.slot];
             score.log_likelihood = -nll_sum;
@@ -103,11 +94,6 @@ pub fn score_choices_batched(
     }
     Ok(scores)
 }
-
-/// Choice sequences scored together, at most.
-const BATCH_ROWS: usize = 16;
-/// Padded tokens in one batch, at most (its float32 logits are `tokens × vocab`).
-const BATCH_TOKENS: usize = 2048;
 
 /// One choice of one example as the model reads it.
 struct Candidate {
@@ -223,7 +209,7 @@ mod tests {
     fn batched_choices_score_as_each_choice_alone() {
         let mut model = tiny_random(3, 300, 2, false).unwrap();
         let tok = Tokenizer::from_gguf(&crate::tokenizer::toy("smollm")).unwrap();
-        let examples: Vec<Example> = (0..BATCH_ROWS + 5)
+        let examples: Vec<Example> = (0..super::super::LOSS_BATCH_ROWS + 5)
             .map(|i| Example::Completion {
                 prompt: format!("Question {i}: {}?", "why ".repeat(i % 6)),
                 completion: "yes".into(),

@@ -212,16 +212,7 @@ pub fn dataset_loss(
         keep_partial: true,
     };
     let mut stats = LossStats::default();
-    let mut rest = &order[..];
-    while !rest.is_empty() {
-        // Sorted by length, so the last row of a chunk is its longest.
-        let rows_fitting = |n: usize| n * rows[rest[n - 1]].len() <= LOSS_BATCH_TOKENS;
-        let n = (1..=rest.len().min(LOSS_BATCH_ROWS))
-            .take_while(|&n| n == 1 || rows_fitting(n))
-            .last()
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
+    for chunk in length_batches(&order, |&i| rows[i].len()) {
         let chunk: Vec<&TokenizedExample> = chunk.iter().map(|&i| &rows[i]).collect();
         let batch = LossBatch::from_padded_shared(&pad_batch(&chunk, &spec, tok.pad_id()));
         if batch.loss_tokens == 0 {
@@ -236,10 +227,30 @@ pub fn dataset_loss(
     Ok(stats)
 }
 
-/// Rows scored together by [`dataset_loss`], at most.
+/// Splits `items`, sorted by length, into consecutive batches of at most
+/// [`LOSS_BATCH_ROWS`] items and [`LOSS_BATCH_TOKENS`] tokens once padded to the batch's
+/// longest (its last item); a longer item goes alone.
+fn length_batches<T>(items: &[T], len: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let fits = |n: usize| n * len(&rest[n - 1]) <= LOSS_BATCH_TOKENS;
+        let n = (1..=rest.len().min(LOSS_BATCH_ROWS))
+            .take_while(|&n| n == 1 || fits(n))
+            .last()
+            .unwrap_or(1);
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        Some(batch)
+    })
+}
+
+/// Rows scored together in one forward pass ([`dataset_loss`], multiple choice), at most.
 const LOSS_BATCH_ROWS: usize = 16;
-/// Padded tokens in one [`dataset_loss`] batch, at most (a longer example goes alone): a
-/// text example carries loss everywhere, and its float32 logits are `tokens × vocab`.
+/// Padded tokens in one batch, at most (a longer example goes alone): a text example
+/// carries loss everywhere, and its float32 logits are `tokens × vocab`.
 const LOSS_BATCH_TOKENS: usize = 2048;
 
 /// Normalization for answer matching; see the module documentation.
