@@ -289,9 +289,12 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The number of points the run page's loss chart draws.
+/// The number of points the run page's loss chart draws; without a chart, where the page
+/// is and what it shows, so that a failure says why.
 const CHART_POINTS: &str =
-    "const s = document.getElementById('loss-chart'); return s ? s.dataset.points || null : null;";
+    "const s = document.getElementById('loss-chart');
+     return s ? s.dataset.points || null
+              : 'no chart at ' + location.hash + ': ' + document.getElementById('main').textContent.slice(0, 300);";
 
 /// The newest run of `pipe runs list --json`.
 fn newest_run(ws: &Ws) -> Value {
@@ -329,6 +332,9 @@ fn the_page_shows_a_cli_run_live_and_starts_runs_from_the_form() {
 
     // Its page: the chart gains a point per step, as the run reports them.
     browser.click(&format!("#runs tr[data-run='{id}'] a"));
+    browser.wait_for("the run's page", "return location.hash", |v| {
+        v.as_str() == Some(&format!("#/run/{id}"))
+    });
     for step in 1..=3 {
         browser.wait_for(&format!("point {step} on the chart"), CHART_POINTS, |v| {
             v.as_str() == Some(&step.to_string())

@@ -74,6 +74,25 @@ function drawChart(svg, curves, xLabel, yLabel) {
 }
 
 // ---- runs list ----------------------------------------------------------------------
+// Replaces `body`'s rows with `html`'s, keeping each row (by `data-run`) and each cell
+// whose markup did not change: a live update then never swaps the link under a click
+// that is in progress, and a focused checkbox stays focused.
+function patchRows(body, html) {
+  const fresh = document.createElement("tbody");
+  fresh.innerHTML = html;
+  const old = new Map([...body.children].filter(tr => tr.dataset.run).map(tr => [tr.dataset.run, tr]));
+  const rows = [...fresh.children].map(tr => {
+    const kept = tr.dataset.run && old.get(tr.dataset.run);
+    if (!kept || kept.cells.length !== tr.cells.length) return tr;
+    [...tr.cells].forEach((cell, i) => {
+      const have = kept.cells[i];
+      if (have.innerHTML !== cell.innerHTML || have.className !== cell.className) have.replaceWith(cell.cloneNode(true));
+    });
+    return kept;
+  });
+  const same = rows.length === body.children.length && rows.every((tr, i) => body.children[i] === tr);
+  if (!same) body.replaceChildren(...rows);
+}
 // ---- pipelines on their DAG ----------------------------------------------------------
 const NODE_W = 150, NODE_H = 40, GAP_X = 46, GAP_Y = 12;
 // Draws a pipeline's stages as columns by depth, edges from each stage to those it needs.
@@ -165,13 +184,13 @@ function runsPage(page) {
       const data = JSON.parse(ev.data);
       document.getElementById("runs-total").textContent = `${data.total} runs`;
       const body = document.querySelector("#runs tbody");
-      body.innerHTML = data.runs.map(r => `<tr data-run="${esc(r.id)}">
+      patchRows(body, data.runs.map(r => `<tr data-run="${esc(r.id)}">
         <td><input type="checkbox" value="${esc(r.id)}" ${picked.has(r.id) ? "checked" : ""}></td>
         <td><a href="#/run/${esc(r.id)}"><code>${esc(r.id)}</code></a></td>
         <td>${esc(r.pipeline)}<br><span class="muted">${esc(r.pipeline_file)}</span></td>
         <td class="run-status">${status(r.status)}</td><td>${esc(r.started)}</td>
         <td>${esc(r.stages)}</td><td><code>${esc(r.sets.join(" "))}</code></td></tr>`).join("") ||
-        `<tr><td colspan="7" class="muted">No runs yet: start one from the command line (<code>pipe run</code>) or from New run.</td></tr>`;
+        `<tr><td colspan="7" class="muted">No runs yet: start one from the command line (<code>pipe run</code>) or from New run.</td></tr>`);
       for (const box of body.querySelectorAll("input[type=checkbox]")) box.onchange = () => {
         box.checked ? picked.add(box.value) : picked.delete(box.value);
         compare.disabled = picked.size < 2;
