@@ -169,3 +169,42 @@ fn a_second_run_waits_for_the_first() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(ws.read("after.out"), "s1\n");
 }
+
+/// A nightly run outlives an upgrade: when `pipe`'s file is replaced while a run is going
+/// (here removed, as a reinstall or rebuild does first), the stages after it still start,
+/// from the program that started the run.
+#[test]
+fn a_run_goes_on_after_its_pipe_file_is_replaced() {
+    let ws = Ws::new();
+    let copy = ws.path("bin/pipe");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    for program in ["pipe", "pipe-mlx"] {
+        let into = copy.with_file_name(program);
+        std::fs::copy(assert_cmd::cargo::cargo_bin(program), into).unwrap();
+    }
+    ws.file(
+        "raw/data.jsonl",
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n",
+    )
+    .pipeline(
+        r#"
+stages:
+  upgrade:
+    cmd: rm bin/pipe && echo gone > upgraded.txt
+    outs: [upgraded.txt]
+  ingest:
+    kind: ingest
+    needs: [upgrade]
+    with: {source: raw/data.jsonl, out: clean, split: {valid: 0.0, test: 0.0}}
+"#,
+    );
+    let out = Command::new(&copy)
+        .args(["run", "--json"])
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!copy.exists(), "the stage removed the program's file");
+    assert_eq!(ws.read("clean/train.jsonl").lines().count(), 1);
+}

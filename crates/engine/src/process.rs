@@ -229,6 +229,25 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     let _ = command;
 }
 
+/// A command that starts this very program again, even after its file was replaced or
+/// removed while it runs (a rebuild, or an upgrade during a nightly run): on Linux it
+/// execs `/proc/self/exe`, the running program's own file, whatever its path now holds;
+/// elsewhere [`std::env::current_exe`]. `argv[0]` stays the program's path, for messages.
+pub fn this_program() -> std::io::Result<std::process::Command> {
+    let path = std::env::current_exe()?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let own = std::path::Path::new("/proc/self/exe");
+        if own.exists() {
+            let mut command = std::process::Command::new(own);
+            command.arg0(path);
+            return Ok(command);
+        }
+    }
+    Ok(std::process::Command::new(path))
+}
+
 /// Ends the process with `code` at once: flushes Rust's stdout and stderr, then `_exit`,
 /// so no C exit handler or library destructor runs.
 ///
