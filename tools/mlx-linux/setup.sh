@@ -142,6 +142,13 @@ if [ ! -f "$cargo_config" ] || [ "$(cat "$cargo_config")" != "$layer" ]; then
   printf '%s\n' "$layer" >"$cargo_config.tmp"
   mv "$cargo_config.tmp" "$cargo_config"
   echo "pipe setup: wrote the Linux build layer to $cargo_config"
+  # A build tried before this layer existed left mlx-sys's CMake cache configured without
+  # its toolchain file, and CMake keeps a cached toolchain: start mlx-sys's build afresh.
+  for stale in "${CARGO_TARGET_DIR:-$root/target}"/*/build/mlx-sys-*; do
+    [ -e "$stale" ] || continue
+    rm -rf "$stale"
+    echo "pipe setup: removed $stale (built without this layer)"
+  done
 fi
 if [ -n "${RUSTC_WRAPPER:-}" ]; then
   echo "pipe setup: warning: RUSTC_WRAPPER=$RUSTC_WRAPPER replaces tools/mlx-linux/rustc-wrapper, which the Linux build needs; unset it to build pipe" >&2
