@@ -4,8 +4,11 @@
 //! too, so a derived dataset is as reproducible as a shipped one.
 
 mod boolean_expressions;
+mod python_random;
+mod web_of_lies;
 
 pub use boolean_expressions::boolean_expressions;
+pub use web_of_lies::web_of_lies;
 
 use anyhow::bail;
 use serde::Serialize;

