@@ -3,77 +3,23 @@
 //! `choice`. A task drawn with the same seed then has the same examples as BIG-bench's own
 //! run of its `task.py` (CPython 3; the algorithms have not changed since 3.2).
 
-const N: usize = 624;
-const M: usize = 397;
-
 /// `random.Random(seed)` for a seed below 2³².
 pub struct PythonRandom {
-    state: [u32; N],
-    next: usize,
+    twister: rand_mt::Mt,
 }
 
 impl PythonRandom {
-    /// `random.seed(seed)`: CPython's `init_by_array` over the seed's 32-bit words.
+    /// `random.seed(seed)`: CPython seeds its Mersenne Twister with `init_by_array` over
+    /// the seed's 32-bit words, as `Mt::new_with_key` does.
     pub fn new(seed: u32) -> Self {
-        let mut state = [0u32; N];
-        state[0] = 19_650_218;
-        for i in 1..N {
-            let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
+        Self {
+            twister: rand_mt::Mt::new_with_key([seed].into_iter()),
         }
-        let key = [seed];
-        let (mut i, mut j) = (1usize, 0usize);
-        for _ in 0..N.max(key.len()) {
-            let prev = state[i - 1];
-            state[i] = (state[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525))
-                .wrapping_add(key[j])
-                .wrapping_add(j as u32);
-            i += 1;
-            j += 1;
-            if i >= N {
-                state[0] = state[N - 1];
-                i = 1;
-            }
-            if j >= key.len() {
-                j = 0;
-            }
-        }
-        for _ in 0..N - 1 {
-            let prev = state[i - 1];
-            state[i] = (state[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941))
-                .wrapping_sub(i as u32);
-            i += 1;
-            if i >= N {
-                state[0] = state[N - 1];
-                i = 1;
-            }
-        }
-        state[0] = 0x8000_0000;
-        Self { state, next: N }
     }
 
     /// `random.getrandbits(32)`.
     pub fn next_u32(&mut self) -> u32 {
-        if self.next >= N {
-            self.twist();
-        }
-        let mut y = self.state[self.next];
-        self.next += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^ (y >> 18)
-    }
-
-    fn twist(&mut self) {
-        for i in 0..N {
-            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % N] & 0x7fff_ffff);
-            let odd = if y & 1 == 1 { 0x9908_b0df } else { 0 };
-            self.state[i] = self.state[(i + M) % N] ^ (y >> 1) ^ odd;
-        }
-        self.next = 0;
+        self.twister.next_u32()
     }
 
     /// `random._randbelow(n)` for `0 < n < 2³²`: draws of `n.bit_length()` bits until
