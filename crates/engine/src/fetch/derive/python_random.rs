@@ -13,7 +13,7 @@ impl PythonRandom {
     /// the seed's 32-bit words, as `Mt::new_with_key` does.
     pub fn new(seed: u32) -> Self {
         Self {
-            twister: rand_mt::Mt::new_with_key([seed].into_iter()),
+            twister: rand_mt::Mt::new_with_key([seed]),
         }
     }
 
