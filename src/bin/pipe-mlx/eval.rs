@@ -85,10 +85,26 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
         exact_match_ci: None,
         contains_match_ci: None,
     };
+    // Answers scored with the loss, when both are asked for (one pass fewer over
+    // multiple-choice rows).
+    let mut answered = None;
     let stats = match (&args.text, &records) {
         (Some(path), _) => {
             let text = fs_err::read_to_string(path)?;
             eval::text_loss(&mut m.model, &m.tokenizer, &text, args.window)?
+        }
+        (None, Some(records)) if args.accuracy => {
+            report.records = Some(records.len());
+            let (loss, acc) = eval::loss_and_accuracy(
+                &mut m.model,
+                &m.tokenizer,
+                template,
+                records,
+                args.max_tokens,
+            )
+            .context("scoring the dataset")?;
+            answered = Some(acc);
+            loss
         }
         (None, Some(records)) => {
             report.records = Some(records.len());
@@ -103,13 +119,16 @@ pub fn run(printer: &Printer, args: Args) -> anyhow::Result<()> {
     if args.accuracy
         && let Some(records) = &records
     {
-        let acc = eval::accuracy(
-            &mut m.model,
-            &m.tokenizer,
-            template,
-            records,
-            args.max_tokens,
-        )?;
+        let acc = match answered {
+            Some(acc) => acc,
+            None => eval::accuracy(
+                &mut m.model,
+                &m.tokenizer,
+                template,
+                records,
+                args.max_tokens,
+            )?,
+        };
         for (answer, reference) in &acc.answers {
             printer.verbose(&format!("answer {answer:?} | reference {reference:?}"));
         }

@@ -195,8 +195,19 @@ pub fn dataset_loss(
     template: Option<&ChatTemplate>,
     examples: &[Example],
 ) -> Result<LossStats, EvalError> {
+    let rows: Vec<(usize, &Example)> = examples.iter().enumerate().collect();
+    loss_of(model, tok, template, &rows)
+}
+
+/// [`dataset_loss`] of some examples, each with its index for error messages.
+fn loss_of(
+    model: &mut Llama,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    examples: &[(usize, &Example)],
+) -> Result<LossStats, EvalError> {
     let mut rows = Vec::with_capacity(examples.len());
-    for (i, e) in examples.iter().enumerate() {
+    for &(i, e) in examples {
         let (mut ids, scored) = example_ids(e, tok, template, i)?;
         let from = ids.len().max(1);
         ids.extend(scored);
@@ -314,6 +325,57 @@ pub fn accuracy(
     examples: &[Example],
     max_tokens: usize,
 ) -> Result<Accuracy, EvalError> {
+    Ok(answer(model, tok, template, examples, max_tokens)?.0)
+}
+
+/// [`dataset_loss`] and [`accuracy`] of the same examples, with one forward pass fewer
+/// over the multiple-choice rows: a row's loss is that of its reference answer, which is
+/// one of its choices, already scored to pick the answer (the choice's log-likelihood is
+/// minus the row's loss sum, over the same tokens).
+pub fn loss_and_accuracy(
+    model: &mut Llama,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    examples: &[Example],
+    max_tokens: usize,
+) -> Result<(LossStats, Accuracy), EvalError> {
+    let (acc, choice_scores) = answer(model, tok, template, examples, max_tokens)?;
+    let mut loss = LossStats::default();
+    let mut from_choices = vec![false; examples.len()];
+    for (i, scores) in choice_scores {
+        let Example::Completion { completion, .. } = &examples[i] else {
+            continue;
+        };
+        if let Some(right) = scores.iter().find(|s| s.choice == *completion) {
+            loss.add(LossStats {
+                tokens: right.tokens,
+                nll_sum: -right.log_likelihood,
+            });
+            from_choices[i] = true;
+        }
+    }
+    let rest: Vec<(usize, &Example)> = examples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !from_choices[*i])
+        .collect();
+    if !rest.is_empty() {
+        loss.add(loss_of(model, tok, template, &rest)?);
+    }
+    Ok((loss, acc))
+}
+
+/// Every multiple-choice row's index with the scores of its choices.
+type ChoiceScoresByRow = Vec<(usize, Vec<choices::ChoiceScore>)>;
+
+/// [`accuracy`], and the scores of every multiple-choice row's choices by row index.
+fn answer(
+    model: &mut Llama,
+    tok: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    examples: &[Example],
+    max_tokens: usize,
+) -> Result<(Accuracy, ChoiceScoresByRow), EvalError> {
     let mut acc = Accuracy::default();
     let options = GenerateOptions {
         max_tokens,
@@ -369,7 +431,12 @@ pub fn accuracy(
         acc.contains += usize::from(contains_match(&answer, &reference));
         acc.answers.push((answer, reference));
     }
-    Ok(acc)
+    let choice_scores = multiple_choice
+        .iter()
+        .map(|(i, _)| *i)
+        .zip(scored)
+        .collect();
+    Ok((acc, choice_scores))
 }
 
 /// Examples answered together by [`accuracy`].
@@ -442,5 +509,36 @@ mod tests {
             (batched.nll_sum - alone.nll_sum).abs() < 1e-3 * alone.nll_sum.max(1.0),
             "{batched:?} vs {alone:?}"
         );
+    }
+
+    /// The loss taken from the choices' scores is the dataset loss, and the answers are
+    /// accuracy's, on multiple-choice rows (one whose reference is not a choice), and
+    /// generated ones mixed.
+    #[test]
+    fn loss_and_accuracy_equal_the_two_passes() {
+        let mut model = tiny_random(3, 300, 2, false).unwrap();
+        let tok = Tokenizer::from_gguf(&crate::tokenizer::toy("smollm")).unwrap();
+        let row = |i: usize, completion: &str, choices: &[&str]| Example::Completion {
+            prompt: format!("Question {i}: {}?", "why ".repeat(i % 5)),
+            completion: completion.into(),
+            category: None,
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+        };
+        let mut examples: Vec<Example> = (0..LOSS_BATCH_ROWS + 2)
+            .map(|i| row(i, ["yes", "no"][i % 2], &["yes", "no"]))
+            .collect();
+        examples.push(row(40, "perhaps", &["yes", "no"]));
+        examples.push(row(41, "went", &[]));
+        examples.push(row(42, "walked far", &[]));
+        let (loss, acc) = loss_and_accuracy(&mut model, &tok, None, &examples, 3).unwrap();
+        let two_passes = dataset_loss(&mut model, &tok, None, &examples).unwrap();
+        let answers = accuracy(&mut model, &tok, None, &examples, 3).unwrap();
+        assert_eq!(loss.tokens, two_passes.tokens);
+        assert!(
+            (loss.nll_sum - two_passes.nll_sum).abs() < 1e-3 * two_passes.nll_sum.max(1.0),
+            "{loss:?} vs {two_passes:?}"
+        );
+        assert_eq!(acc.answers, answers.answers);
+        assert_eq!((acc.exact, acc.total), (answers.exact, answers.total));
     }
 }

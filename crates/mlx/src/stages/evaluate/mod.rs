@@ -94,8 +94,7 @@ pub fn evaluate(config: &EvaluateConfig, root: &Path) -> anyhow::Result<Evaluate
     let score = |loaded: &mut load::LoadedModel| -> anyhow::Result<BaseScores> {
         let started = Instant::now();
         let template = loaded.chat_template.as_ref();
-        let loss = eval::dataset_loss(&mut loaded.model, &loaded.tokenizer, template, &examples)?;
-        let acc = eval::accuracy(
+        let (loss, acc) = eval::loss_and_accuracy(
             &mut loaded.model,
             &loaded.tokenizer,
             template,
