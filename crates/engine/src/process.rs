@@ -229,14 +229,15 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     let _ = command;
 }
 
-/// A command that starts this very program again, even after its file was replaced or
-/// removed while it runs (a rebuild, or an upgrade during a nightly run): on Linux it
-/// execs `/proc/self/exe`, the running program's own file, whatever its path now holds;
-/// elsewhere [`std::env::current_exe`]. `argv[0]` stays the program's path, for messages.
+/// A command that starts this very program again: its path, or, on Linux, once that path
+/// no longer holds a file (a rebuild or an upgrade during a nightly run unlinked it), the
+/// running program's own file through `/proc/self/exe`, with `argv[0]` unchanged for
+/// messages. The path stays the program otherwise, because a command may run elsewhere
+/// (a Slurm job names it on another node), where `/proc/self/exe` would be `srun` itself.
 pub fn this_program() -> std::io::Result<std::process::Command> {
     let path = std::env::current_exe()?;
     #[cfg(target_os = "linux")]
-    {
+    if !path.exists() {
         use std::os::unix::process::CommandExt;
         let own = std::path::Path::new("/proc/self/exe");
         if own.exists() {
@@ -278,6 +279,14 @@ mod tests {
     #[test]
     fn this_process_is_alive() {
         assert!(is_alive(std::process::id()));
+    }
+
+    /// While the program's file is there, the command names it by its path: a Slurm job
+    /// hands that path to `srun` on another node (`/proc/self/exe` would name `srun`).
+    #[test]
+    fn this_program_is_its_path_while_the_file_is_there() {
+        let command = this_program().unwrap();
+        assert_eq!(command.get_program(), std::env::current_exe().unwrap());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn stage_command(stage: &Stage, root: &Path, log: &std::fs::File) -> std::io
 /// `pipe __run-stage KIND --root ROOT --config JSON` with this very executable: `config`
 /// is the kind's resolved configuration ([`crate::stages::Resolved::config`]), passed
 /// once, as JSON. Stages and tune trials both start this way, from the program that
-/// started the run even if its file has been replaced since ([`crate::process::this_program`]).
+/// started the run even if its file has been removed since ([`crate::process::this_program`]).
 pub fn run_stage_command(kind: &str, root: &Path, config: &Value) -> std::io::Result<Command> {
     let mut command = crate::process::this_program()?;
     command
