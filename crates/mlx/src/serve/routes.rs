@@ -12,9 +12,8 @@ use super::engine::{Command, Event};
 use super::errors::ApiError;
 use super::requests::{Collected, Kind, Prepared, logprobs_json};
 use super::state::AppState;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -39,9 +38,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/routes", get(list_routes))
         .route("/admin/routes/{name}", put(set_route).delete(remove_route))
         .fallback(|| async { ApiError::not_found("no such route; see /v1/models") })
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.max_request_bytes,
-        ))
         .with_state(state)
 }
 
@@ -62,24 +58,62 @@ async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response 
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// A request's body, read to its end. At most the server's `max_request_bytes` are kept; a
+/// longer body is still read (up to [`DRAIN_LIMIT`]) before its 413 goes out, because a
+/// client that is still sending when the server answers and closes the connection gets a
+/// broken pipe instead of the answer.
+pub struct RequestBody(Result<Bytes, ApiError>);
+
+/// Bytes of an over-long body read before the connection is closed on it.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+impl FromRequest<Arc<AppState>> for RequestBody {
+    type Rejection = Infallible;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self(
+            read_to_end(request.into_body(), state.max_request_bytes).await,
+        ))
+    }
+}
+
+async fn read_to_end(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        read += chunk.len();
+        if read <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if read > limit {
+        return Err(ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ..ApiError::bad_request(format!(
+                "the request body is larger than the server's limit of {limit} bytes"
+            ))
+        });
+    }
+    Ok(Bytes::from(kept))
+}
+
 /// The body as JSON of type `T`, with OpenAI-shaped errors for a body too large or not
 /// JSON.
-fn parse<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError {
-        status: e.status(),
-        ..ApiError::bad_request(e.body_text())
-    })?;
+fn parse<T: serde::de::DeserializeOwned>(RequestBody(body): RequestBody) -> Result<T, ApiError> {
+    let body = body?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
 }
 
-async fn chat(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: RequestBody) -> Response {
     let run = || {
         s.authorize(&headers)?;
         let prepared = s.prepare_chat(parse(body)?)?;
@@ -95,7 +129,7 @@ async fn chat(
 async fn completions(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Response {
     let run = || {
         s.authorize(&headers)?;
@@ -279,7 +313,7 @@ async fn add_adapter(
     State(s): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Response {
     let run = async {
         admin_guard(&s, peer, &headers)?;
@@ -368,7 +402,7 @@ async fn set_route(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: RequestBody,
 ) -> Response {
     let run = || {
         admin_guard(&s, peer, &headers)?;
@@ -401,5 +435,36 @@ async fn remove_route(
     match removed {
         Some(adapter) => Json(json!({"removed": name, "adapter": adapter})).into_response(),
         None => ApiError::not_found(format!("no route named `{name}`")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A body of `chunks` chunks of 1 KiB that counts how many were read.
+    fn counted_body(chunks: usize, read: Arc<AtomicUsize>) -> Body {
+        Body::from_stream(stream::iter((0..chunks).map(move |_| {
+            read.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(Bytes::from(vec![b'a'; 1024]))
+        })))
+    }
+
+    #[tokio::test]
+    async fn an_over_long_body_is_read_to_its_end_before_the_413() {
+        let read = Arc::new(AtomicUsize::new(0));
+        let err = read_to_end(counted_body(40, read.clone()), 10 * 1024)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.message.contains("10240 bytes"), "{}", err.message);
+        assert_eq!(read.load(Ordering::SeqCst), 40, "every chunk read");
+
+        let read = Arc::new(AtomicUsize::new(0));
+        let body = read_to_end(counted_body(10, read), 10 * 1024)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 10 * 1024);
     }
 }
