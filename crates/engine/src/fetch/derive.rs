@@ -34,6 +34,28 @@ struct Example {
     comment: Option<String>,
 }
 
+impl Example {
+    /// A two-way multiple choice: `choices` is (the answer when `truth`, the other one).
+    fn two_way(
+        input: String,
+        truth: bool,
+        choices: (&'static str, &'static str),
+        comment: String,
+    ) -> Self {
+        let (right, wrong) = if truth {
+            choices
+        } else {
+            (choices.1, choices.0)
+        };
+        Example {
+            input,
+            target: right.to_owned(),
+            target_scores: Some(BTreeMap::from([(right, 1), (wrong, 0)])),
+            comment: Some(comment),
+        }
+    }
+}
+
 /// `count` nouns and their plurals from an AGID inflection table, as task.json bytes.
 ///
 /// The table's noun rows read `lemma,N,plural` (alternatives `a/b`). Only plain lowercase

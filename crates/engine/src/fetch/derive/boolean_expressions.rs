@@ -11,7 +11,6 @@
 
 use super::{Example, Task};
 use anyhow::bail;
-use std::collections::BTreeMap;
 
 /// The lengths `task.py` evaluates (`expression_lengths = tuple(range(1, 9))`).
 pub const LENGTHS: std::ops::RangeInclusive<usize> = 1..=8;
@@ -166,17 +165,12 @@ pub fn boolean_expressions(task_py: &str, per_length: usize) -> anyhow::Result<V
         texts.truncate(per_length);
         texts.sort_unstable();
         examples.extend(texts.into_iter().map(|(text, value)| {
-            let (right, wrong) = if value {
-                ("True", "False")
-            } else {
-                ("False", "True")
-            };
-            Example {
-                input: format!("{text} is "),
-                target: right.to_owned(),
-                target_scores: Some(BTreeMap::from([(right, 1), (wrong, 0)])),
-                comment: Some(format!("{length} tokens")),
-            }
+            Example::two_way(
+                format!("{text} is "),
+                value,
+                ("True", "False"),
+                format!("{length} tokens"),
+            )
         }));
     }
     let task = Task {

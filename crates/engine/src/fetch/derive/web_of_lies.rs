@@ -12,7 +12,7 @@
 use super::python_random::PythonRandom;
 use super::{Example, Task};
 use anyhow::{Context, bail};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// The parts of `task.py` this module reproduces: its defaults, its draw, its prompt and
 /// its scoring.
@@ -99,13 +99,12 @@ pub fn web_of_lies(task_py: &str) -> anyhow::Result<Vec<u8>> {
             if !seen.insert(question.clone()) {
                 continue;
             }
-            let (right, wrong) = if answer { ("Yes", "No") } else { ("No", "Yes") };
-            examples.push(Example {
-                input: format!("Question: {question}\nAnswer: "),
-                target: right.to_owned(),
-                target_scores: Some(BTreeMap::from([(right, 1), (wrong, 0)])),
-                comment: Some(format!("{length} sentences")),
-            });
+            examples.push(Example::two_way(
+                format!("Question: {question}\nAnswer: "),
+                answer,
+                ("Yes", "No"),
+                format!("{length} sentences"),
+            ));
         }
     }
     let task = Task {
