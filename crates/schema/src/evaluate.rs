@@ -17,7 +17,8 @@ pub struct EvaluateConfig {
     pub adapter: Option<PathBuf>,
     /// Held-out data (JSONL/CSV/TSV, completions or chat).
     pub data: PathBuf,
-    /// Records scored.
+    /// Records scored: the file's first ones (an ingest split's first rows are a random
+    /// sample of it).
     #[serde(default = "default_max_examples")]
     pub max_examples: usize,
     /// Generation budget per answer.

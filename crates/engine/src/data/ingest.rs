@@ -2,7 +2,9 @@
 //! validate every row, drop duplicates, split, and write canonical JSONL plus statistics.
 //!
 //! Output folder:
-//! - `train.jsonl`, `valid.jsonl`, `test.jsonl`: one canonical example per line;
+//! - `train.jsonl`, `valid.jsonl`, `test.jsonl`: one canonical example per line. A split
+//!   made here is in the seeded random order of its draw (see [`split_draw`]), so its first
+//!   rows are a sample of it; a folder's own splits keep their order;
 //! - `stats.json`: per-split counts and length histograms, skipped rows (with file:line
 //!   and reason) and duplicates removed.
 //!
@@ -11,7 +13,7 @@
 
 use super::{
     DatasetStats, Example, ReadError, ReadOptions, RowError, Source, Split, assign_split,
-    read_bigbench_task, read_examples,
+    read_bigbench_task, read_examples, split_draw,
 };
 use crate::atomic_write::write_atomic;
 use anyhow::{Context, bail};
@@ -94,7 +96,13 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
             );
         }
     } else if source.is_file() {
-        for example in read(&source)? {
+        let mut drawn: Vec<(f64, Example)> = read(&source)?
+            .into_iter()
+            .map(|e| (split_draw(&e, &config.split), e))
+            .collect();
+        // Stable, so rows with one split key (duplicates) keep their order.
+        drawn.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, example) in drawn {
             splits
                 .entry(assign_split(&example, &config.split))
                 .or_default()
@@ -205,6 +213,31 @@ mod tests {
         let train = std::fs::read_to_string(dir.path().join("clean/train.jsonl")).unwrap();
         assert_eq!(train.lines().count(), report.splits["train"].examples);
         assert!(dir.path().join("clean/stats.json").is_file());
+    }
+
+    #[test]
+    fn a_split_of_a_sorted_source_starts_with_a_sample_of_it() {
+        // A source sorted by category, as BIG-bench tasks and word lists often are: every
+        // short row, then every long one.
+        let dir = tempfile::tempdir().unwrap();
+        let body: String = (0..400)
+            .map(|i| {
+                let kind = if i < 200 { "short" } else { "long" };
+                format!("{{\"prompt\":\"{kind} q{i}\",\"completion\":\"a\"}}\n")
+            })
+            .collect();
+        std::fs::write(dir.path().join("qa.jsonl"), body).unwrap();
+        ingest(&config("qa.jsonl"), dir.path()).unwrap();
+        for split in ["train", "valid", "test"] {
+            let text =
+                std::fs::read_to_string(dir.path().join(format!("clean/{split}.jsonl"))).unwrap();
+            let first: Vec<&str> = text.lines().take(12).collect();
+            let long = first.iter().filter(|l| l.contains("long q")).count();
+            assert!(
+                (2..=10).contains(&long),
+                "{split}: {long} of its first 12 rows are long"
+            );
+        }
     }
 
     #[test]

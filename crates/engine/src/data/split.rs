@@ -40,6 +40,21 @@ pub use pipe_schema::ingest::SplitSpec;
 
 /// The split an example belongs to under `spec`.
 pub fn assign_split(example: &Example, spec: &SplitSpec) -> Split {
+    let u = split_draw(example, spec);
+    if u < spec.test {
+        Split::Test
+    } else if u < spec.test + spec.valid {
+        Split::Valid
+    } else {
+        Split::Train
+    }
+}
+
+/// The example's uniform draw in `[0, 1)` under `spec`: it picks the split, and orders the
+/// rows within one, so that any first rows of a split (a `max_examples` limit) are a random
+/// sample of it rather than the first rows of the source, which is often sorted (by word,
+/// by length, by category).
+pub fn split_draw(example: &Example, spec: &SplitSpec) -> f64 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"pipe-split-v1");
     hasher.update(&spec.seed.to_le_bytes());
@@ -48,14 +63,7 @@ pub fn assign_split(example: &Example, spec: &SplitSpec) -> Split {
         .try_into()
         .expect("8 bytes");
     // 53 bits give a uniform double in [0, 1).
-    let u = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    if u < spec.test {
-        Split::Test
-    } else if u < spec.test + spec.valid {
-        Split::Valid
-    } else {
-        Split::Train
-    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ impl super::StageKind for Ingest {
     }
     /// 3: rows keep their category (`category`, BIG-bench's `comment`).
     fn impl_version(&self) -> u32 {
-        3
+        // 4: a split made here is in its seeded random order, not the source's.
+        4
     }
     fn summary(&self) -> &'static str {
         "validate, deduplicate and split a dataset"

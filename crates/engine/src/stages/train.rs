@@ -19,7 +19,8 @@ impl super::StageKind for Train {
     /// 2: the base trains in bfloat16 on Metal (float32 adapters); micro-batches are
     /// evaluated one by one.
     fn impl_version(&self) -> u32 {
-        2
+        // 3: a limited validation (`valid_batches`) measures rows spread over the set.
+        3
     }
     fn summary(&self) -> &'static str {
         "fine-tune a model (LoRA, QLoRA, DoRA or full)"

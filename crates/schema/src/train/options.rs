@@ -265,7 +265,8 @@ pub struct TrainOptions<Batch, Rank> {
     pub seed: u64,
     /// Validate every N steps (0: only at the end).
     pub valid_every: u64,
-    /// Validation batches per evaluation (unset: the whole validation set).
+    /// Validation batches per evaluation (unset: the whole validation set). Their rows are
+    /// spread over the set's length order, not its shortest rows.
     pub valid_batches: Option<usize>,
     /// Stop after this many validations without improvement.
     pub patience: Option<u32>,

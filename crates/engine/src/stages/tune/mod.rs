@@ -117,7 +117,7 @@ impl super::StageKind for TuneKind {
 
 /// Version of what a trial computes (part of every trial and study key): bumped only
 /// when a trial's result would differ, since it makes every stored trial run again.
-const TRIAL_VERSION: u32 = 1;
+const TRIAL_VERSION: u32 = 2;
 
 /// Whether a tune stage with this `with:` takes the `mlx` slot (its trials use MLX).
 pub fn uses_mlx(with: &Value) -> bool {
