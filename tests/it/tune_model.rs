@@ -30,8 +30,29 @@ fn json(ws: &Ws, rel: &str) -> Value {
 fn tune_runs_train_and_evaluate_trials_and_the_best_trains_downstream() {
     let ws = Ws::new();
     let model = model();
+    // The data is the user's file (a stage's outs would be restored if edited).
+    let fetched = ws
+        .pipe()
+        .args(["data", "fetch", "agid-past-tense"])
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{fetched:?}");
+    let source = String::from_utf8(fetched.stdout).unwrap();
+    ws.file(
+        "verbs.json",
+        &std::fs::read_to_string(source.trim()).unwrap(),
+    );
+    let ingest = INGEST
+        .split_once("  ingest:")
+        .map(|(_, rest)| {
+            format!(
+                "\n  ingest:{}",
+                rest.replace("raw/past_tense.json", "verbs.json")
+            )
+        })
+        .unwrap();
     ws.pipeline(&format!(
-        r#"stages:{INGEST}
+        r#"stages:{ingest}
   search:
     kind: tune
     with:
@@ -115,6 +136,23 @@ fn tune_runs_train_and_evaluate_trials_and_the_best_trains_downstream() {
     // The downstream stage trained with the tuned rank, not the 16 in its own `with`.
     let config = json(&ws, "best/adapter_config.json");
     assert_eq!(config["lora_parameters"]["rank"].as_i64(), Some(best_rank));
+
+    // The trials read the data, so editing it reruns the search with new trials instead
+    // of reusing those trained on the old data.
+    let mut task = json(&ws, "verbs.json");
+    let examples = task["examples"].as_array_mut().unwrap();
+    examples.truncate(examples.len() - 50);
+    ws.file("verbs.json", &task.to_string());
+    let rerun = ws.run_ok(&[]);
+    assert!(rerun.ran().contains("search"), "{:?}", rerun.ran());
+    let old_keys: Vec<&Value> = trials.iter().map(|t| &t["key"]).collect();
+    for line in ws.read("search/trials.jsonl").lines() {
+        let t: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            !old_keys.contains(&&t["key"]),
+            "a trial on the old data was reused: {t}"
+        );
+    }
 }
 
 #[test]

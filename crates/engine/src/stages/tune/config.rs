@@ -148,10 +148,30 @@ impl Tune {
         };
         // Build one trial from the middle of the space: a misspelt option or placeholder
         // fails now, not when the first trial runs.
-        let sample = tune.space.from_unit(&vec![0.5; tune.space.params.len()]);
-        match tune.plan(&sample)? {
+        tune.trial_inputs()?;
+        Ok(tune)
+    }
+
+    /// The files every trial reads: `trial.deps`, and for train trials the data, tokens and
+    /// model files of the train and evaluate options, as resolving a trial from the middle
+    /// of the space gives them. They are deps of the stage and hashed into every trial key,
+    /// so editing the data reruns the search. Errors name a misspelt option or placeholder.
+    pub(super) fn trial_inputs(&self) -> Result<Vec<String>, String> {
+        // Where a trial's own outputs go: filled in to resolve, never inputs.
+        const TRAIN_OUT: &str = "trial/train";
+        const EVAL_OUT: &str = "trial/eval.json";
+        let sample = self.space.from_unit(&vec![0.5; self.space.params.len()]);
+        let mut inputs = self.config.trial.deps.clone();
+        let mut add = |deps: Vec<String>| {
+            for d in deps {
+                if d != TRAIN_OUT && !inputs.contains(&d) {
+                    inputs.push(d);
+                }
+            }
+        };
+        match self.plan(&sample)? {
             Plan::Cmd(cmd) => {
-                let mut vars = tune.cmd_vars(&sample);
+                let mut vars = self.cmd_vars(&sample);
                 vars.insert("trial_dir".into(), "trial-dir".into());
                 trial::render_cmd(&cmd, &vars)?;
             }
@@ -159,20 +179,22 @@ impl Tune {
                 mut train,
                 evaluate,
             } => {
-                train["out_dir"] = Value::from("trial/train");
-                crate::stages::Kind::TRAIN
+                train["out_dir"] = Value::from(TRAIN_OUT);
+                let resolved = crate::stages::Kind::TRAIN
                     .resolve(&train)
                     .map_err(|e| format!("`trial.train`: {e}"))?;
+                add(resolved.deps);
                 if let Some(mut evaluate) = evaluate {
-                    evaluate["adapter"] = Value::from("trial/train");
-                    evaluate["out"] = Value::from("trial/eval.json");
-                    crate::stages::Kind::EVALUATE
+                    evaluate["adapter"] = Value::from(TRAIN_OUT);
+                    evaluate["out"] = Value::from(EVAL_OUT);
+                    let resolved = crate::stages::Kind::EVALUATE
                         .resolve(&evaluate)
                         .map_err(|e| format!("`trial.evaluate`: {e}"))?;
+                    add(resolved.deps);
                 }
             }
         }
-        Ok(tune)
+        Ok(inputs)
     }
 
     /// Parameters by dotted name.
@@ -311,6 +333,20 @@ mod tests {
         let mut mlx_cmd = cmd;
         mlx_cmd["mlx"] = json!(true);
         assert!(super::super::uses_mlx(&with(mlx_cmd, json!({}))));
+    }
+
+    #[test]
+    fn a_stage_of_train_trials_depends_on_the_files_its_trials_read() {
+        let mut trial = train();
+        trial["evaluate"] = json!({"data": "d/test.jsonl", "max_examples": 5});
+        let resolved = crate::stages::Kind::TUNE
+            .resolve(&with(trial, json!({})))
+            .unwrap();
+        assert_eq!(
+            resolved.deps,
+            ["d/train.jsonl", "d/valid.jsonl", "d/test.jsonl"]
+        );
+        assert_eq!(resolved.outs, ["tune"]);
     }
 
     #[test]

@@ -71,11 +71,12 @@ impl super::StageKind for TuneKind {
     }
     fn resolve(&self, with: &Value) -> Result<super::Resolved, pipe_schema::FieldError> {
         let config: TuneConfig = super::parse_with(with)?;
-        Tune::new(config).map_err(|e| pipe_schema::FieldError::at("", e))?;
-        let (deps, outs) = implicit_paths(with);
+        let tune = Tune::new(config).map_err(|e| pipe_schema::FieldError::at("", e))?;
         Ok(super::Resolved {
-            deps,
-            outs,
+            deps: tune
+                .trial_inputs()
+                .map_err(|e| pipe_schema::FieldError::at("", e))?,
+            outs: vec![tune.config.out.display().to_string()],
             config: with.clone(),
             uses_mlx: uses_mlx(with),
         })
@@ -125,45 +126,6 @@ pub fn uses_mlx(with: &Value) -> bool {
     trial.is_some_and(|t| t.get("train").is_some() || t.get("mlx") == Some(&Value::Bool(true)))
 }
 
-/// The files a tune stage reads (trial deps, train and evaluation data, a model given as a
-/// path) and the folder it writes.
-pub fn implicit_paths(with: &Value) -> (Vec<String>, Vec<String>) {
-    (
-        trial_deps(with),
-        with.get("out")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
-    )
-}
-
-fn trial_deps(with: &Value) -> Vec<String> {
-    let Some(trial) = with.get("trial") else {
-        return Vec::new();
-    };
-    let mut deps: Vec<String> = trial
-        .get("deps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().map(str::to_owned))
-        .collect();
-    for (section, kind) in [
-        ("train", super::Kind::TRAIN),
-        ("evaluate", super::Kind::EVALUATE),
-    ] {
-        if let Some(w) = trial.get(section) {
-            for d in kind.resolve(w).map(|r| r.deps).unwrap_or_default() {
-                if !deps.contains(&d) {
-                    deps.push(d);
-                }
-            }
-        }
-    }
-    deps
-}
-
 /// A study ready to run: its config, trial store, key, the finished trials of its journal
 /// (up to `n_trials`) and the suggester. Shared by a local run and a run over ranks.
 pub(super) struct Study {
@@ -185,7 +147,7 @@ impl Study {
         store.clear_staging();
         let cache = crate::cache::Store::open(root);
         let mut deps = BTreeMap::new();
-        for dep in trial_deps(with) {
+        for dep in tune.trial_inputs().map_err(anyhow::Error::msg)? {
             let hash = cache
                 .hash_path(&dep)
                 .with_context(|| format!("cannot hash trial dep `{dep}`"))?
