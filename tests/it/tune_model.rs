@@ -5,18 +5,26 @@
 use crate::support::Ws;
 use serde_json::Value;
 
-const INGEST: &str = r#"
+/// A fetch stage that copies the past-tense task to `raw/past_tense.json`.
+const FETCH: &str = r#"
   fetch:
     cmd: mkdir -p raw && cp "$(pipe data fetch agid-past-tense)" raw/past_tense.json
-    outs: [raw/past_tense.json]
+    outs: [raw/past_tense.json]"#;
+
+/// An ingest stage that splits `SOURCE` into `data/`.
+const INGEST_SOURCE: &str = r#"
   ingest:
     kind: ingest
     with:
-      source: raw/past_tense.json
+      source: SOURCE
       bigbench_prompt: "What is the past tense of the verb '{{ '{{' }} input {{ '}}' }}'? Answer with one word."
       split: {valid: 0.1, test: 0.1, seed: 0}
       out: data
 "#;
+
+fn ingest(source: &str) -> String {
+    INGEST_SOURCE.replace("SOURCE", source)
+}
 
 fn model() -> String {
     std::env::var("PIPE_SMOLLM2_GGUF").unwrap_or_else(|_| "smollm2-135m-instruct".into())
@@ -42,15 +50,7 @@ fn tune_runs_train_and_evaluate_trials_and_the_best_trains_downstream() {
         "verbs.json",
         &std::fs::read_to_string(source.trim()).unwrap(),
     );
-    let ingest = INGEST
-        .split_once("  ingest:")
-        .map(|(_, rest)| {
-            format!(
-                "\n  ingest:{}",
-                rest.replace("raw/past_tense.json", "verbs.json")
-            )
-        })
-        .unwrap();
+    let ingest = ingest("verbs.json");
     ws.pipeline(&format!(
         r#"stages:{ingest}
   search:
@@ -180,7 +180,8 @@ fn rank_auto_gives_larger_harder_data_a_higher_rank_and_says_why() {
         )
     };
     ws.pipeline(&format!(
-        "stages:{INGEST}{}{}",
+        "stages:{FETCH}{}{}{}",
+        ingest("raw/past_tense.json"),
         train("easy_run", "easy/train.jsonl"),
         train("hard_run", "data/train.jsonl")
     ));

@@ -12,8 +12,8 @@
 //! half-written split that looks complete.
 
 use super::{
-    DatasetStats, Example, ReadError, ReadOptions, RowError, Source, Split, assign_split,
-    read_bigbench_task, read_examples, split_draw,
+    DatasetStats, Example, ReadError, ReadOptions, RowError, Source, Split, read_bigbench_task,
+    read_examples, split_draw, split_of_draw,
 };
 use crate::atomic_write::write_atomic;
 use anyhow::{Context, bail};
@@ -102,9 +102,9 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
             .collect();
         // Stable, so rows with one split key (duplicates) keep their order.
         drawn.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, example) in drawn {
+        for (u, example) in drawn {
             splits
-                .entry(assign_split(&example, &config.split))
+                .entry(split_of_draw(u, &config.split))
                 .or_default()
                 .push(example);
         }

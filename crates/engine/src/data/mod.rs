@@ -28,5 +28,5 @@ pub use read::{
     read_examples,
 };
 pub use source::Source;
-pub use split::{Split, SplitSpec, assign_split, split_draw};
+pub use split::{Split, SplitSpec, assign_split, split_draw, split_of_draw};
 pub use stats::{DatasetStats, Histogram};

@@ -40,7 +40,11 @@ pub use pipe_schema::ingest::SplitSpec;
 
 /// The split an example belongs to under `spec`.
 pub fn assign_split(example: &Example, spec: &SplitSpec) -> Split {
-    let u = split_draw(example, spec);
+    split_of_draw(split_draw(example, spec), spec)
+}
+
+/// The split that draw `u` (see [`split_draw`]) falls in under `spec`.
+pub fn split_of_draw(u: f64, spec: &SplitSpec) -> Split {
     if u < spec.test {
         Split::Test
     } else if u < spec.test + spec.valid {
