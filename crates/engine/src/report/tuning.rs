@@ -109,6 +109,16 @@ impl Tuning {
             .map(|(i, _)| i)
     }
 
+    /// The fastest complete trial, other than `best`, whose objective equals the best's
+    /// and that took less time than it (each trial's time as measured when it ran).
+    pub fn fastest_tie(&self, best: &TrialRow) -> Option<&TrialRow> {
+        self.trials
+            .iter()
+            .filter(|r| r.index != best.index)
+            .filter(|r| r.value.is_some() && r.value == best.value && r.seconds < best.seconds)
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+    }
+
     /// `(trial index, best value so far)` after each complete trial; the index is the one
     /// `trials.jsonl`, the trials table and `best.yaml` use, so "trial 1" means one thing.
     pub fn best_so_far(&self) -> Vec<(f64, f64)> {
@@ -126,6 +136,25 @@ impl Tuning {
         }
         out
     }
+}
+
+/// The sentence on a trial that scored exactly as well as `best` in less time: ties only
+/// go to the earlier trial, and the cheaper recipe is worth knowing (BENCHMARKS.md, "Past
+/// tense again": 8 blocks matched 30 in 60% of the time).
+fn tie_text(tie: &TrialRow, best: &TrialRow) -> String {
+    let params: Vec<String> = tie
+        .params
+        .iter()
+        .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
+        .collect();
+    format!(
+        "<br>Trial {} scored the same in {:.0}% of the time ({:.1} s against {:.1} s): {}.",
+        tie.index,
+        100.0 * tie.seconds / best.seconds,
+        tie.seconds,
+        best.seconds,
+        params.join(", ")
+    )
 }
 
 fn number(v: &Value) -> String {
@@ -174,11 +203,13 @@ pub fn section(t: &Tuning) -> String {
         };
         let _ = write!(
             html,
-            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}{started_from}</p>"#,
+            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}{started_from}{}</p>"#,
             b.index,
             escape(&t.objective),
             value_text(b),
-            params.join(", ")
+            params.join(", "),
+            t.fastest_tie(b)
+                .map_or(String::new(), |tie| tie_text(tie, b)),
         );
     }
     let curve = t.best_so_far();
@@ -470,6 +501,27 @@ pub(crate) mod tests {
             row.origin,
             Some(crate::tune::suggest::Origin::Enqueued { index: 0 })
         );
+    }
+
+    #[test]
+    fn a_trial_that_ties_the_best_in_less_time_is_named() {
+        let mut t = sample();
+        // Trial 1 is the best (0.7) in 12.5 s; no other trial ties it.
+        assert!(!section(&t).contains("scored the same"));
+        // Trial 3 ties it, first in as much time, which is no news, then in less.
+        t.trials[3].value = Some(0.7);
+        assert!(!section(&t).contains("scored the same"));
+        t.trials[3].seconds = 5.0;
+        let html = section(&t);
+        assert!(
+            html.contains("Trial 3 scored the same in 40% of the time (5.0 s against 12.5 s)")
+                && html.contains("learning_rate = 5.000e-4"),
+            "{html}"
+        );
+        // The best stays the earlier trial, and a faster trial that scored less is no tie.
+        assert_eq!(t.best(), Some(1));
+        t.trials[3].value = Some(0.69);
+        assert!(!section(&t).contains("scored the same"));
     }
 
     #[test]
