@@ -114,8 +114,12 @@ impl Tuning {
     pub fn fastest_tie(&self, best: &TrialRow) -> Option<&TrialRow> {
         self.trials
             .iter()
-            .filter(|r| r.index != best.index)
-            .filter(|r| r.value.is_some() && r.value == best.value && r.seconds < best.seconds)
+            .filter(|r| {
+                r.index != best.index
+                    && r.value.is_some()
+                    && r.value == best.value
+                    && r.seconds < best.seconds
+            })
             .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
     }
 
@@ -142,19 +146,23 @@ impl Tuning {
 /// go to the earlier trial, and the cheaper recipe is worth knowing (BENCHMARKS.md, "Past
 /// tense again": 8 blocks matched 30 in 60% of the time).
 fn tie_text(tie: &TrialRow, best: &TrialRow) -> String {
-    let params: Vec<String> = tie
-        .params
-        .iter()
-        .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
-        .collect();
     format!(
         "<br>Trial {} scored the same in {:.0}% of the time ({:.1} s against {:.1} s): {}.",
         tie.index,
         100.0 * tie.seconds / best.seconds,
         tie.seconds,
         best.seconds,
-        params.join(", ")
+        params_text(&tie.params)
     )
+}
+
+/// A trial's parameters as `name = value, …`.
+fn params_text(params: &BTreeMap<String, Value>) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn number(v: &Value) -> String {
@@ -186,11 +194,6 @@ pub fn section(t: &Tuning) -> String {
         t.trials.iter().filter(|r| r.reused).count()
     );
     if let Some(b) = best.and_then(|i| t.trials.iter().find(|r| r.index == i)) {
-        let params: Vec<String> = b
-            .params
-            .iter()
-            .map(|(k, v)| format!("{} = {}", escape(k), number(v)))
-            .collect();
         // The configuration the study started from won: say so, rather than present it
         // as something the search found.
         let started_from = match b.origin {
@@ -207,7 +210,7 @@ pub fn section(t: &Tuning) -> String {
             b.index,
             escape(&t.objective),
             value_text(b),
-            params.join(", "),
+            params_text(&b.params),
             t.fastest_tie(b)
                 .map_or(String::new(), |tie| tie_text(tie, b)),
         );
