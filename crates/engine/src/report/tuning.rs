@@ -67,6 +67,10 @@ pub struct Tuning {
     /// The tune stage's `importance.json`; `None` when it has none (an older pipe).
     #[serde(default)]
     pub importance: Option<Importance>,
+    /// The best trial paired against the configuration the study started from, on the
+    /// same validation examples (`best_vs_start` in the tune stage's `metrics.json`).
+    #[serde(default)]
+    pub best_vs_start: Option<super::quality::PairedTest>,
 }
 
 /// The parallel-coordinates axes of a search space: log-scaled parameters on log axes,
@@ -156,6 +160,27 @@ fn tie_text(tie: &TrialRow, best: &TrialRow) -> String {
     )
 }
 
+/// The sentence on the best trial against the configuration the study started from: a
+/// search's best is the largest of noisy scores, so its lead needs the same paired test
+/// that compare gives held-out variants.
+fn versus_start_text(p: &super::quality::PairedTest) -> String {
+    let verdict = if p.distinguishable {
+        "the best trial is ahead at 95%."
+    } else {
+        "not distinguishable at 95%: on this many examples the lead may be chance, and the \
+         comparison on held-out data decides."
+    };
+    format!(
+        "<br>Against {}, the configuration the study started from, on the same {} examples: \
+         {} against {}, {}; {verdict}",
+        escape(&p.b),
+        p.test.n,
+        super::quality::rate_text(&p.a_rate),
+        super::quality::rate_text(&p.b_rate),
+        p.numbers()
+    )
+}
+
 /// A trial's parameters as `name = value, …`.
 fn params_text(params: &BTreeMap<String, Value>) -> String {
     params
@@ -206,13 +231,16 @@ pub fn section(t: &Tuning) -> String {
         };
         let _ = write!(
             html,
-            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}{started_from}{}</p>"#,
+            r#"<p class="reco" style="margin-top:14px"><strong>Best configuration: trial {}</strong>, {} = {}<br>{}{started_from}{}{}</p>"#,
             b.index,
             escape(&t.objective),
             value_text(b),
             params_text(&b.params),
             t.fastest_tie(b)
                 .map_or(String::new(), |tie| tie_text(tie, b)),
+            t.best_vs_start
+                .as_ref()
+                .map_or(String::new(), versus_start_text),
         );
     }
     let curve = t.best_so_far();
@@ -479,7 +507,57 @@ pub(crate) mod tests {
                     interactions: 0.12,
                 },
             }),
+            best_vs_start: None,
         }
+    }
+
+    /// `n` scored examples, those `right` picks answered right.
+    fn scored(
+        n: usize,
+        right: impl Fn(usize) -> bool,
+    ) -> Vec<pipe_schema::evaluate::ExampleResult> {
+        (0..n)
+            .map(|i| pipe_schema::evaluate::ExampleResult {
+                id: format!("{i:016x}"),
+                category: None,
+                prompt: format!("capital of <{i}>"),
+                expected: "Baku".into(),
+                before: "The capital is".into(),
+                after: if right(i) { "Baku" } else { "Tbilisi" }.into(),
+                base_correct: false,
+                tuned_correct: right(i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_best_is_tested_against_the_starting_configuration() {
+        use crate::report::quality::PairedTest;
+        let mut t = sample();
+        // Country capitals' sweep: trial 9 had 9 of 37 right, the default (trial 0) 8;
+        // 3 right under trial 9 only, 2 under trial 0 only.
+        let best = scored(37, |i| i < 9);
+        let start = scored(37, |i| matches!(i, 3..=8 | 10 | 11));
+        t.best_vs_start = PairedTest::of("trial 1", &best, "trial 0", &start);
+        let p = t.best_vs_start.as_ref().unwrap();
+        assert_eq!(
+            (p.a_rate.successes, p.b_rate.successes, p.test.n),
+            (9, 8, 37)
+        );
+        let html = section(&t);
+        assert!(
+            html.contains("Against trial 0, the configuration the study started from, on the same 37 examples: 0.243")
+                && html.contains(&p.numbers())
+                && html.contains("not distinguishable at 95%"),
+            "{html}"
+        );
+        // A lead the examples support is said to be one.
+        t.best_vs_start = PairedTest::of("trial 1", &scored(37, |i| i < 30), "trial 0", &start);
+        let html = section(&t);
+        assert!(html.contains("the best trial is ahead at 95%"), "{html}");
+        // Without the test (a loss objective, an older pipe), no sentence.
+        t.best_vs_start = None;
+        assert!(!section(&t).contains("Against trial"));
     }
 
     #[test]

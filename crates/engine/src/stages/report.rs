@@ -235,6 +235,15 @@ fn read_tuning(dir: &Path) -> anyhow::Result<report::tuning::Tuning> {
         trials,
         axes,
         importance,
+        best_vs_start: match metrics.get("best_vs_start") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: `best_vs_start`: {e} (rerun the tune stage to write it again)",
+                    metrics_path.display()
+                )
+            })?),
+        },
     })
 }
 

@@ -62,9 +62,10 @@ impl super::StageKind for TuneKind {
     /// Bumped when the outputs change (2: `importance.json`, and `space` and `importance`
     /// in `metrics.json`), which reruns the stage; its trials come back from the trial
     /// store. 3: the objective's 95% interval on each trial and the best
-    /// (`interval`, `best_interval`) when the evaluation gives one.
+    /// (`interval`, `best_interval`) when the evaluation gives one. 4: the best trial
+    /// paired against the starting configuration (`best_vs_start`).
     fn impl_version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "search hyperparameters with Bayesian optimisation over cached trials"
