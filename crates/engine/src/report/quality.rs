@@ -294,3 +294,20 @@ fn listed_table(html: &mut String, rows: &[Listed], columns: &[&str]) {
     }
     html.push_str("</table>");
 }
+
+/// Per-example results for tests: example `i` of `n` is right where `right(i)`.
+#[cfg(test)]
+pub(crate) fn scored_results(n: usize, right: impl Fn(usize) -> bool) -> Vec<ExampleResult> {
+    (0..n)
+        .map(|i| ExampleResult {
+            id: format!("{i:016x}"),
+            category: None,
+            prompt: format!("verb {i}"),
+            expected: "x".into(),
+            before: "y".into(),
+            after: if right(i) { "x".into() } else { "z".into() },
+            base_correct: false,
+            tuned_correct: right(i),
+        })
+        .collect()
+}

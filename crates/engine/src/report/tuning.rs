@@ -511,28 +511,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// `n` scored examples, those `right` picks answered right.
-    fn scored(
-        n: usize,
-        right: impl Fn(usize) -> bool,
-    ) -> Vec<pipe_schema::evaluate::ExampleResult> {
-        (0..n)
-            .map(|i| pipe_schema::evaluate::ExampleResult {
-                id: format!("{i:016x}"),
-                category: None,
-                prompt: format!("capital of <{i}>"),
-                expected: "Baku".into(),
-                before: "The capital is".into(),
-                after: if right(i) { "Baku" } else { "Tbilisi" }.into(),
-                base_correct: false,
-                tuned_correct: right(i),
-            })
-            .collect()
-    }
-
     #[test]
     fn the_best_is_tested_against_the_starting_configuration() {
-        use crate::report::quality::PairedTest;
+        use crate::report::quality::{PairedTest, scored_results as scored};
         let mut t = sample();
         // Country capitals' sweep: trial 9 had 9 of 37 right, the default (trial 0) 8;
         // 3 right under trial 9 only, 2 under trial 0 only.

@@ -1,5 +1,6 @@
 use super::config::GIB;
 use super::*;
+use crate::report::quality::scored_results as results;
 use crate::spec::Stage;
 
 fn variant(name: &str, acc: Option<f64>, mem_gib: f64, secs: f64) -> Variant {
@@ -268,22 +269,6 @@ fn globs_expand_to_the_stages_that_write_the_matches() {
         matches!(&outcome[0], (4, Err(e)) if e.contains("`nothing/*` matches no stage's outs")),
         "{outcome:?}"
     );
-}
-
-/// Per-example results: example `i` is right where `right(i)`, of `n`.
-fn results(n: usize, right: impl Fn(usize) -> bool) -> Vec<pipe_schema::evaluate::ExampleResult> {
-    (0..n)
-        .map(|i| pipe_schema::evaluate::ExampleResult {
-            id: format!("{i:016x}"),
-            category: None,
-            prompt: format!("verb {i}"),
-            expected: "x".into(),
-            before: "y".into(),
-            after: if right(i) { "x".into() } else { "z".into() },
-            base_correct: false,
-            tuned_correct: right(i),
-        })
-        .collect()
 }
 
 /// A variant scored on `r` (its accuracy and interval from the results) with an adapter

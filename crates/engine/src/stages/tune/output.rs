@@ -413,17 +413,22 @@ mod tests {
     use crate::stages::tune::config::TuneConfig;
     use serde_json::json;
 
-    #[test]
-    fn an_accuracy_objective_keeps_its_interval() {
+    /// A study of `n_trials` command trials maximising `eval.tuned.exact_match`.
+    fn exact_match_tune(n_trials: usize) -> Tune {
         let config: TuneConfig = serde_json::from_value(json!({
             "out": "tune",
             "space": {"learning_rate": {"float": [1e-5, 1e-3], "log": true}},
             "objective": {"metric": "eval.tuned.exact_match", "mode": "max"},
-            "budget": {"n_trials": 2},
+            "budget": {"n_trials": n_trials},
             "trial": {"cmd": "true {args}"},
         }))
         .unwrap();
-        let tune = Tune::new(config).unwrap();
+        Tune::new(config).unwrap()
+    }
+
+    #[test]
+    fn an_accuracy_objective_keeps_its_interval() {
+        let tune = exact_match_tune(2);
         let dir = tempfile::tempdir().unwrap();
         let ci = crate::stats::rate(41, 50).unwrap();
         let metrics = json!({"eval": {"tuned": {"exact_match": ci.value, "exact_match_ci": ci}}});
@@ -474,27 +479,13 @@ mod tests {
 
     #[test]
     fn the_best_is_paired_against_the_enqueued_start_on_the_same_examples() {
-        let config: TuneConfig = serde_json::from_value(json!({
-            "out": "tune",
-            "space": {"learning_rate": {"float": [1e-5, 1e-3], "log": true}},
-            "objective": {"metric": "eval.tuned.exact_match", "mode": "max"},
-            "budget": {"n_trials": 3},
-            "trial": {"cmd": "true {args}"},
-        }))
-        .unwrap();
-        let tune = Tune::new(config).unwrap();
+        let tune = exact_match_tune(3);
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path());
         // 20 examples in each trial's eval.json, listed in different orders: the pairing
         // is by id. The start gets 0..10 right, the best 0..14 and not 3.
         let evaluation = |right: &dyn Fn(usize) -> bool, reversed: bool| {
-            let mut results: Vec<Value> = (0..20)
-                .map(|i| {
-                    json!({"id": format!("{i:016x}"), "prompt": "p", "expected": "e",
-                           "before": "", "after": "", "base_correct": false,
-                           "tuned_correct": right(i)})
-                })
-                .collect();
+            let mut results = crate::report::quality::scored_results(20, right);
             if reversed {
                 results.reverse();
             }
