@@ -16,6 +16,7 @@ mod fuse;
 mod generate_batch;
 mod generate_chat;
 mod ingest_bad_data;
+mod ingest_extra;
 mod ingest_url;
 mod mlx_lm_compat;
 mod model;

@@ -332,6 +332,11 @@ pub struct IngestConfig {
     /// For BIG-bench JSON tasks: the prompt template around each `input`.
     #[serde(default)]
     pub bigbench_prompt: Option<String>,
+    /// More rows for the training split only: a file (or pinned URL) read like `source`.
+    /// Its rows never land in valid or test, and (with `dedup`) a row that repeats one of
+    /// `source`'s is dropped, so extra data cannot put a held-out example into training.
+    #[serde(default)]
+    pub train_extra: Option<Source>,
 }
 
 fn yes() -> bool {

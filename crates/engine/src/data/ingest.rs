@@ -1,5 +1,6 @@
 //! The ingest step: read a source (a file, or a folder of `train`/`valid`/`test` files),
-//! validate every row, drop duplicates, split, and write canonical JSONL plus statistics.
+//! validate every row, drop duplicates, split, add any training-only rows, and write
+//! canonical JSONL plus statistics.
 //!
 //! Output folder:
 //! - `train.jsonl`, `valid.jsonl`, `test.jsonl`: one canonical example per line. A split
@@ -28,6 +29,11 @@ pub use pipe_schema::ingest::IngestConfig;
 pub struct IngestReport {
     /// Where the rows came from: `{path, blake3}` or `{url, sha256|blake3}`.
     pub source: serde_json::Value,
+    /// Where the training-only rows came from (`train_extra`), recorded like `source`, and
+    /// how many joined the train split after deduplication (`rows`). Absent without it, so
+    /// an ingest without extra rows writes what it wrote before they existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_extra: Option<serde_json::Value>,
     /// Statistics per split.
     pub splits: BTreeMap<&'static str, DatasetStats>,
     /// Rows read from the source, good or bad.
@@ -46,8 +52,8 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     let source = super::source::local(&config.source, root)?;
     // Rows are reported by the source as the pipeline names it, not by where it happens to
     // be on this machine (the workspace or the user cache).
-    let shown = |path: &Path| -> PathBuf {
-        match &config.source {
+    let shown = |source: &Source, path: &Path| -> PathBuf {
+        match source {
             Source::Url { url, .. } => PathBuf::from(url),
             Source::Path(_) => path.strip_prefix(root).unwrap_or(path).to_owned(),
         }
@@ -59,7 +65,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
         max_chars: config.max_chars,
     };
     let mut skipped: Vec<RowError> = Vec::new();
-    let mut read = |path: &Path| -> anyhow::Result<Vec<Example>> {
+    let mut read = |source: &Source, path: &Path| -> anyhow::Result<Vec<Example>> {
         if path.file_name().is_some_and(|n| n == "task.json") || config.bigbench_prompt.is_some() {
             let prompt = config.bigbench_prompt.as_deref().with_context(|| {
                 format!(
@@ -71,13 +77,13 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
         }
         let (rows, bad) = read_examples(path, &options).map_err(|e| match e {
             ReadError::Row(mut row) => {
-                row.file = shown(path);
+                row.file = shown(source, path);
                 ReadError::Row(row)
             }
             other => other,
         })?;
         skipped.extend(bad.into_iter().map(|row| RowError {
-            file: shown(path),
+            file: shown(source, path),
             ..row
         }));
         Ok(rows.into_iter().map(|(_, e)| e).collect())
@@ -86,7 +92,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     if source.is_dir() {
         for split in Split::ALL {
             if let Some(file) = find_split_file(&source, split.name())? {
-                splits.insert(split, read(&file)?);
+                splits.insert(split, read(&config.source, &file)?);
             }
         }
         if !splits.contains_key(&Split::Train) {
@@ -96,7 +102,7 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
             );
         }
     } else if source.is_file() {
-        let mut drawn: Vec<(f64, Example)> = read(&source)?
+        let mut drawn: Vec<(f64, Example)> = read(&config.source, &source)?
             .into_iter()
             .map(|e| (split_draw(&e, &config.split), e))
             .collect();
@@ -114,18 +120,40 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
             config.source.shown()
         );
     }
-    let rows_read = splits.values().map(Vec::len).sum::<usize>() + skipped.len();
+    let extra = match &config.train_extra {
+        Some(extra) => {
+            let path = super::source::local(extra, root)?;
+            if !path.is_file() {
+                bail!(
+                    "{}: no such file (the ingest's `train_extra`)",
+                    extra.shown()
+                );
+            }
+            read(extra, &path)?
+        }
+        None => Vec::new(),
+    };
+    let rows_read = splits.values().map(Vec::len).sum::<usize>() + extra.len() + skipped.len();
     let mut duplicates_removed = 0;
+    let mut seen = HashSet::new();
     if config.dedup {
         // A duplicate across splits would leak test data into training: keep the first
         // occurrence in train, valid, test order.
-        let mut seen = HashSet::new();
         for rows in splits.values_mut() {
             let before = rows.len();
             rows.retain(|e| seen.insert(e.content_hash()));
             duplicates_removed += before - rows.len();
         }
     }
+    // Extra rows come last so that a repeat never takes a held-out example's place.
+    let extra_before = extra.len();
+    let extra: Vec<Example> = extra
+        .into_iter()
+        .filter(|e| !config.dedup || seen.insert(e.content_hash()))
+        .collect();
+    duplicates_removed += extra_before - extra.len();
+    let train_extra_rows = extra.len();
+    splits.entry(Split::Train).or_default().extend(extra);
     if splits.get(&Split::Train).is_none_or(Vec::is_empty) {
         bail!(
             "{}: no training examples left after validation",
@@ -136,6 +164,11 @@ pub fn ingest(config: &IngestConfig, root: &Path) -> anyhow::Result<IngestReport
     fs_err::create_dir_all(&out)?;
     let mut report = IngestReport {
         source: super::source::record(&config.source, root),
+        train_extra: config.train_extra.as_ref().map(|extra| {
+            let mut record = super::source::record(extra, root);
+            record["rows"] = train_extra_rows.into();
+            record
+        }),
         splits: BTreeMap::new(),
         rows_read,
         duplicates_removed,
@@ -213,6 +246,59 @@ mod tests {
         let train = std::fs::read_to_string(dir.path().join("clean/train.jsonl")).unwrap();
         assert_eq!(train.lines().count(), report.splits["train"].examples);
         assert!(dir.path().join("clean/stats.json").is_file());
+    }
+
+    #[test]
+    fn extra_rows_join_train_only_and_never_repeat_a_held_out_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |i: usize| format!("{{\"prompt\":\"q{i}\",\"completion\":\"a{i}\"}}\n");
+        std::fs::write(
+            dir.path().join("qa.jsonl"),
+            (0..100).map(row).collect::<String>(),
+        )
+        .unwrap();
+        let held_out = |split: &str| -> Vec<String> {
+            let text =
+                std::fs::read_to_string(dir.path().join(format!("clean/{split}.jsonl"))).unwrap();
+            text.lines().map(str::to_owned).collect()
+        };
+        ingest(&config("qa.jsonl"), dir.path()).unwrap();
+        let (valid, test) = (held_out("valid"), held_out("test"));
+        // The extra file repeats every source row (held-out ones included) and adds 50 new.
+        std::fs::write(
+            dir.path().join("more.jsonl"),
+            (0..150).map(row).collect::<String>(),
+        )
+        .unwrap();
+        let mut with_extra = config("qa.jsonl");
+        with_extra.train_extra = Some(Source::Path("more.jsonl".into()));
+        let report = ingest(&with_extra, dir.path()).unwrap();
+        assert_eq!(report.rows_read, 250);
+        assert_eq!(report.duplicates_removed, 100);
+
+        assert_eq!(
+            (held_out("valid"), held_out("test")),
+            (valid.clone(), test.clone())
+        );
+        let train = held_out("train");
+        assert_eq!(train.len(), 100 - valid.len() - test.len() + 50);
+        assert!(
+            train
+                .iter()
+                .all(|r| !valid.contains(r) && !test.contains(r))
+        );
+        let extra = report.train_extra.unwrap();
+        assert_eq!(
+            (&extra["path"], &extra["rows"]),
+            (&"more.jsonl".into(), &50.into())
+        );
+
+        with_extra.train_extra = Some(Source::Path("absent.jsonl".into()));
+        let err = ingest(&with_extra, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("absent.jsonl: no such file (the ingest's `train_extra`)"),
+            "{err}"
+        );
     }
 
     #[test]

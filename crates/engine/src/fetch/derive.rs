@@ -10,6 +10,7 @@ mod web_of_lies;
 pub use boolean_expressions::boolean_expressions;
 pub use web_of_lies::web_of_lies;
 
+use super::Pick;
 use anyhow::bail;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -62,7 +63,7 @@ impl Example {
 /// words with a single plural that differs from the word are kept, so every example has one
 /// right answer. They are picked by the blake3 of the word (spread over the alphabet, the
 /// same on every machine) and listed alphabetically.
-pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
+pub fn noun_plurals(table: &str, pick: Pick) -> anyhow::Result<Vec<u8>> {
     let plain = |w: &str| (3..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
     let nouns: Vec<(&str, &str)> = table
         .lines()
@@ -74,7 +75,7 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
         })
         .filter(|(lemma, plural)| lemma != plural)
         .collect();
-    let nouns = spread_pick(nouns, count, "nouns")?;
+    let nouns = spread_pick(nouns, pick, "nouns")?;
     let task = Task {
         name: "agid_plural",
         description: "English nouns and their plurals, from the AGID inflection table",
@@ -99,7 +100,7 @@ pub fn noun_plurals(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
 /// with a single past form, so every
 /// example has one right answer (`dream` → `dreamed/dreamt` is left out); picked by the
 /// blake3 of the word and listed alphabetically.
-pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
+pub fn verb_past_tense(table: &str, pick: Pick) -> anyhow::Result<Vec<u8>> {
     let plain = |w: &str| (2..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase());
     let verbs: Vec<(&str, &str)> = table
         .lines()
@@ -111,7 +112,7 @@ pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
             (plain(lemma) && plain(past)).then_some((lemma, past))
         })
         .collect();
-    let verbs = spread_pick(verbs, count, "verbs")?;
+    let verbs = spread_pick(verbs, pick, "verbs")?;
     let task = Task {
         name: "agid_past_tense",
         description: "English verbs and their past tense, from the AGID inflection table",
@@ -135,14 +136,15 @@ pub fn verb_past_tense(table: &str, count: usize) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&task)?)
 }
 
-/// `count` of the `(word, answer)` pairs, picked by the blake3 of the word (spread over the
-/// alphabet, the same on every machine) and listed alphabetically; `what` names the words
-/// in the error when the table has too few.
+/// The `(word, answer)` pairs that `pick` names, in the blake3 order of the word (spread
+/// over the alphabet, the same on every machine), listed alphabetically; `what` names the
+/// words in the error when the table has too few.
 fn spread_pick<'a>(
     mut pairs: Vec<(&'a str, &'a str)>,
-    count: usize,
+    pick: Pick,
     what: &str,
 ) -> anyhow::Result<Vec<(&'a str, &'a str)>> {
+    let (Pick::First(count) | Pick::AfterFirst(count)) = pick;
     if pairs.len() < count {
         bail!(
             "the inflection table has {} plain {what}, fewer than the {count} asked for",
@@ -150,9 +152,13 @@ fn spread_pick<'a>(
         );
     }
     pairs.sort_by_cached_key(|(word, _)| *blake3::hash(word.as_bytes()).as_bytes());
-    pairs.truncate(count);
-    pairs.sort_unstable();
-    Ok(pairs)
+    let rest = pairs.split_off(count);
+    let mut picked = match pick {
+        Pick::First(_) => pairs,
+        Pick::AfterFirst(_) => rest,
+    };
+    picked.sort_unstable();
+    Ok(picked)
 }
 
 /// Whether `past` follows the spelling rules of the regular past: `-ed`, `-d` after `e`,
@@ -240,7 +246,7 @@ walk,N,walks
 
     #[test]
     fn keeps_plain_nouns_with_one_plural_that_differs() {
-        let bytes = noun_plurals(TABLE, 4).unwrap();
+        let bytes = noun_plurals(TABLE, Pick::First(4)).unwrap();
         let task: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let pairs: Vec<(String, String)> = task["examples"]
             .as_array()
@@ -299,7 +305,7 @@ cut,V,cut,<>,cutting,cuts
 table,N,tables
 ";
         let task: serde_json::Value =
-            serde_json::from_slice(&verb_past_tense(table, 7).unwrap()).unwrap();
+            serde_json::from_slice(&verb_past_tense(table, Pick::First(7)).unwrap()).unwrap();
         let got: Vec<String> = task["examples"]
             .as_array()
             .unwrap()
@@ -318,7 +324,7 @@ table,N,tables
                 "walk walked regular",
             ]
         );
-        let err = verb_past_tense(table, 8).unwrap_err();
+        let err = verb_past_tense(table, Pick::First(8)).unwrap_err();
         assert!(
             err.to_string().contains("7 plain verbs, fewer than the 8"),
             "{err}"
@@ -327,9 +333,34 @@ table,N,tables
 
     #[test]
     fn the_pick_is_a_fixed_subset_and_too_few_nouns_is_an_error() {
-        let three = noun_plurals(TABLE, 3).unwrap();
-        assert_eq!(three, noun_plurals(TABLE, 3).unwrap());
-        let err = noun_plurals(TABLE, 5).unwrap_err();
+        let three = noun_plurals(TABLE, Pick::First(3)).unwrap();
+        assert_eq!(three, noun_plurals(TABLE, Pick::First(3)).unwrap());
+        let err = noun_plurals(TABLE, Pick::First(5)).unwrap_err();
+        assert!(err.to_string().contains("fewer than the 5"), "{err}");
+    }
+
+    #[test]
+    fn the_words_after_a_pick_are_the_rest_of_the_table_and_none_of_the_pick() {
+        let inputs = |pick| -> Vec<String> {
+            let task: serde_json::Value =
+                serde_json::from_slice(&noun_plurals(TABLE, pick).unwrap()).unwrap();
+            task["examples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["input"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let all = inputs(Pick::First(4));
+        for n in 0..=4 {
+            let (first, rest) = (inputs(Pick::First(n)), inputs(Pick::AfterFirst(n)));
+            assert_eq!(first.len() + rest.len(), 4, "n = {n}");
+            assert!(first.iter().all(|w| !rest.contains(w)), "n = {n}");
+            let mut both = [first, rest].concat();
+            both.sort();
+            assert_eq!(both, all, "n = {n}");
+        }
+        let err = noun_plurals(TABLE, Pick::AfterFirst(5)).unwrap_err();
         assert!(err.to_string().contains("fewer than the 5"), "{err}");
     }
 }

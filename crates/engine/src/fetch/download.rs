@@ -196,13 +196,13 @@ fn extract_member(archive: &Path, artifact: &Artifact, dest: &Path) -> anyhow::R
                         artifact.id
                     )
                 }
-                Content::NounPlurals { count } | Content::VerbPastTense { count } => {
+                Content::NounPlurals { pick } | Content::VerbPastTense { pick } => {
                     let table = read_member(member, artifact)?;
                     let derive = match artifact.content {
                         Content::NounPlurals { .. } => super::derive::noun_plurals,
                         _ => super::derive::verb_past_tense,
                     };
-                    install(derive(&table, count)?.as_slice(), artifact, dest)
+                    install(derive(&table, pick)?.as_slice(), artifact, dest)
                 }
             }
         }

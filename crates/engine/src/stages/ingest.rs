@@ -26,10 +26,14 @@ impl super::StageKind for Ingest {
     ) -> Result<super::Resolved, pipe_schema::FieldError> {
         let config: IngestConfig = super::parse_with(with)?;
         Ok(super::Resolved {
-            deps: match &config.source {
-                crate::data::Source::Path(p) => vec![p.display().to_string()],
-                crate::data::Source::Url { .. } => Vec::new(),
-            },
+            deps: [Some(&config.source), config.train_extra.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|source| match source {
+                    crate::data::Source::Path(p) => Some(p.display().to_string()),
+                    crate::data::Source::Url { .. } => None,
+                })
+                .collect(),
             outs: vec![config.out.display().to_string()],
             config: with.clone(),
             uses_mlx: false,
@@ -52,7 +56,7 @@ impl super::StageKind for Ingest {
 pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
     let config: IngestConfig = super::parse_with(with)?;
     let report = ingest(&config, root)?;
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "rows_read": report.rows_read,
         "duplicates_removed": report.duplicates_removed,
         "skipped": report.skipped.len(),
@@ -60,6 +64,9 @@ pub fn run(with: &serde_json::Value, root: &Path) -> anyhow::Result<()> {
         "valid_examples": report.splits["valid"].examples,
         "test_examples": report.splits["test"].examples,
     });
+    if let Some(extra) = &report.train_extra {
+        metrics["train_extra_rows"] = extra["rows"].clone();
+    }
     super::write_json(&root.join(&config.out).join("metrics.json"), &metrics)?;
     eprintln!(
         "ingested {} rows: {} train, {} valid, {} test ({} duplicates removed, {} skipped)",
