@@ -184,10 +184,29 @@ pub(super) fn save(
 }
 
 /// After a crash between `save`'s two renames, `dir` is missing and the previous
-/// checkpoint sits whole in `.checkpoint-old`: put it back.
+/// checkpoint sits whole in `.checkpoint-old`: put it back. A crash before them leaves a
+/// half-written staging folder (`.checkpoint-XXXXXX`) that no run will ever read: delete it.
 fn recover_interrupted_swap(dir: &Path) -> anyhow::Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     let old = old_dir(dir);
+    if let Ok(entries) = fs_err::read_dir(parent) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let abandoned = path != old
+                && path.is_dir()
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(".checkpoint-"));
+            if abandoned {
+                // Another rank of the same run may have removed it first.
+                match fs_err::remove_dir_all(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+        }
+    }
     if !dir.exists() && old.join("state.json").is_file() {
         fs_err::rename(&old, dir)?;
         pipe_engine::atomic_write::sync_dir(parent)?;
@@ -281,6 +300,18 @@ mod swap_tests {
         fake_checkpoint(&out.path().join(".checkpoint-old"), 2);
         assert_eq!(read_state(&dir).unwrap().unwrap().step, 2);
         assert!(!out.path().join(".checkpoint-old").exists());
+        // A save killed before its swap left a staging folder: the next read removes it.
+        let staging = out.path().join(".checkpoint-a1B2c3");
+        fs_err::create_dir_all(&staging).unwrap();
+        fs_err::write(staging.join(".trainable.safetensors.x.tmp"), "half").unwrap();
+        fake_checkpoint(&out.path().join(".checkpoint-old"), 1);
+        assert_eq!(read_state(&dir).unwrap().unwrap().step, 2);
+        assert!(!staging.exists());
+        assert!(
+            out.path().join(".checkpoint-old").exists(),
+            "the previous one stays"
+        );
+        fs_err::remove_dir_all(out.path().join(".checkpoint-old")).unwrap();
         // A state.json that does not parse names itself.
         fs_err::write(dir.join("state.json"), "{\"step\": 2,").unwrap();
         let err = read_state(&dir).unwrap_err().to_string();
